@@ -1,0 +1,57 @@
+# modelrollout: `make demo` shows it working, `make test` installs what is missing and runs everything.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+K8S_VERSION ?= v1.35.4
+export K8S_VERSION
+CRD := crds/modelrollout.dev_modelrollouts.yaml
+
+.PHONY: help deps venv envtest prometheus lint crds check-crds test unit integration cluster demo clean
+
+help:
+	@echo "make demo     start a local control plane with the controller and the examples"
+	@echo "make test     install what is missing, then lint and run the whole suite"
+	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...)"
+	@echo "make crds     regenerate $(CRD) from controller/api/models.py"
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# kube-apiserver, etcd and kubectl built from the Go module proxy, once per machine.
+envtest:
+	bash hack/build-envtest.sh >/dev/null
+
+prometheus:
+	bash hack/install-prometheus.sh >/dev/null
+
+deps: venv envtest prometheus
+
+lint: venv
+	$(VENV)/bin/ruff check controller tests e2e
+	$(VENV)/bin/mypy controller
+
+crds: venv
+	$(PY) -m controller.api.crdgen > $(CRD)
+
+test: deps lint
+	$(PY) -m pytest -q tests
+
+unit: venv
+	$(PY) -m pytest -q tests/unit
+
+integration: deps
+	$(PY) -m pytest -q tests/integration
+
+cluster: venv envtest
+	$(PY) -m tests.support.cluster
+
+demo: deps
+	$(PY) -m tests.support.cluster --controller --apply examples/
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

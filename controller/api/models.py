@@ -1,0 +1,711 @@
+"""ModelRollout v1alpha1: what a platform team writes (spec) and what the controller records (status).
+
+Semantics (docs/api.md explains them with examples):
+- The incumbent of record lives in `status.incumbent`; `spec.incumbent` only bootstraps it.
+- Changing `spec.candidate` starts a new rollout; promotion makes the candidate the incumbent;
+  rollback keeps the incumbent and records the failed candidate with the evidence.
+- Exactly one traffic router block, exactly one way to give the steps, exactly one rule and one
+  metric source per guardrail. No data is never a pass: `onNoData`/`onError` choose between
+  waiting, pausing for a human and rolling back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from controller.api.duration import DURATION_PATTERN, parse_duration
+from controller.api.rules import ApiModel, Rule
+
+GROUP = "modelrollout.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelRollout"
+PLURAL = "modelrollouts"
+SINGULAR = "modelrollout"
+SHORT_NAMES = ("mro",)
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+DnsName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+DnsLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Weight = Annotated[int, Field(ge=0, le=100)]
+QueryTemplate = Annotated[str, Field(min_length=1, max_length=4096)]
+# A finite number: the API server's JSON cannot carry NaN/Inf, and the models refuse them too.
+Bound = Annotated[float, Field(allow_inf_nan=False)]
+
+MAX_STEPS = 20
+MAX_GUARDRAILS = 16
+MAX_HISTORY = 20
+MAX_FAILED_CANDIDATES = 10
+
+
+def _has(value: Any) -> bool:
+    return value is not None
+
+
+def _exactly_one(*values: Any) -> bool:
+    return sum(v is not None for v in values) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Models being rolled out
+# --------------------------------------------------------------------------------------------
+
+
+class ModelBackend(ApiModel):
+    """Where a model is served, for the router in use; every field defaults from the model name."""
+
+    service: DnsLabel | None = Field(
+        None, description="Gateway API: the backendRef Service name (default: model name)."
+    )
+    port: Port | None = Field(None, description="Gateway API: the backendRef port, when the route names one.")
+    host: DnsName | None = Field(None, description="Istio: destination host (default: the router block's host).")
+    subset: DnsLabel | None = Field(None, description="Istio: destination subset (default: model name).")
+    deployment: DnsName | None = Field(
+        None, description="Replica ratio: the Deployment serving it (default: model name)."
+    )
+    storage_uri: Annotated[str, Field(max_length=2048, pattern=r"^[a-z0-9+.-]+://\S+$")] | None = Field(
+        None, description="KServe: the predictor's storageUri for this model."
+    )
+
+
+class ModelRef(ApiModel):
+    """A model version taking part in a rollout. `name` fills `{{model}}` in metric queries."""
+
+    name: DnsName = Field(description="Model identifier, e.g. fraud-scorer-v7.")
+    version: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="Free-form version, fills {{version}}."
+    )
+    backend: ModelBackend | None = Field(None, description="Where it is served; defaults derive from name.")
+
+
+# --------------------------------------------------------------------------------------------
+# Traffic routers: exactly one block
+# --------------------------------------------------------------------------------------------
+
+
+class GatewayApiRouter(ApiModel):
+    """Weights of two backendRefs in one rule of a Gateway API HTTPRoute; nothing else is touched."""
+
+    http_route: DnsName = Field(description="HTTPRoute name, in the ModelRollout's namespace.")
+    rule_name: DnsLabel | None = Field(
+        None, description="Name of the rule holding the backends (default: the first rule that references them)."
+    )
+
+
+class IstioRouter(ApiModel):
+    """Weights of the two destinations of one HTTP route of an Istio VirtualService."""
+
+    virtual_service: DnsName
+    route: DnsLabel | None = Field(None, description="Name of the http route (default: the first one).")
+    host: DnsName = Field(description="Destination host of both variants, unless a model's backend overrides it.")
+
+
+class KServeRouter(ApiModel):
+    """KServe's own canary: the candidate predictor plus canaryTrafficPercent."""
+
+    inference_service: DnsName
+
+
+class ReplicasRouter(ApiModel):
+    """No mesh: two Deployments behind one Service, the candidate's share of replicas follows the weight."""
+
+    total_replicas: Annotated[int, Field(ge=1, le=1000)] = Field(
+        description="Replicas of both Deployments together; the candidate never gets more than its weight's share."
+    )
+    scale_down_delay: Duration = Field("30s", description="How long the losing Deployment keeps its replicas.")
+
+
+class Traffic(ApiModel):
+    rules = (
+        Rule(
+            cel="[has(self.gatewayAPI), has(self.istio), has(self.kserve), has(self.replicas)]"
+            ".filter(x, x).size() == 1",
+            message="exactly one router must be set: gatewayAPI, istio, kserve or replicas",
+            check=lambda t: _exactly_one(t.gateway_api, t.istio, t.kserve, t.replicas),
+        ),
+    )
+
+    gateway_api: GatewayApiRouter | None = Field(None, alias="gatewayAPI")
+    istio: IstioRouter | None = None
+    kserve: KServeRouter | None = None
+    replicas: ReplicasRouter | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Steps
+# --------------------------------------------------------------------------------------------
+
+
+class Step(ApiModel):
+    weight: Weight = Field(description="The candidate's share of traffic in percent during this step.")
+    hold: Duration = Field(
+        "0s",
+        description=(
+            "Planned time at this weight. The step ends after it only when every guardrail has the samples it "
+            "needs; it may end early when every guardrail passes conclusively."
+        ),
+    )
+    manual_gate: bool = Field(
+        False, description="After the hold, wait for a human to promote (kubectl modelrollout promote)."
+    )
+
+
+class LinearSteps(ApiModel):
+    """Shorthand: stepWeight, 2*stepWeight, ... up to maxWeight, each held for `hold`."""
+
+    rules = (
+        Rule(
+            cel="self.stepWeight <= self.maxWeight",
+            message="stepWeight must not exceed maxWeight",
+            check=lambda s: s.step_weight <= s.max_weight,
+            field_path=".stepWeight",
+        ),
+    )
+
+    step_weight: Annotated[int, Field(ge=1, le=100)]
+    max_weight: Annotated[int, Field(ge=1, le=100)]
+    hold: Duration
+
+
+class AfterLastStep(StrEnum):
+    PROMOTE = "Promote"
+    WAIT_FOR_PROMOTION = "WaitForPromotion"
+
+
+def _strictly_increasing(steps: list[Step] | None) -> bool:
+    if not steps:
+        return True
+    return all(a.weight < b.weight for a, b in itertools.pairwise(steps))
+
+
+class Canary(ApiModel):
+    rules = (
+        Rule(
+            cel="has(self.steps) != has(self.linear)",
+            message="set exactly one of steps (explicit list) or linear (shorthand)",
+            check=lambda c: _exactly_one(c.steps, c.linear),
+        ),
+        Rule(
+            cel="!has(self.steps) || (self.steps.map(s, s.weight).isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight)))",
+            message="step weights must be strictly increasing",
+            check=lambda c: _strictly_increasing(c.steps),
+            field_path=".steps",
+        ),
+    )
+
+    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)] | None = None
+    linear: LinearSteps | None = None
+    after_last_step: AfterLastStep = Field(
+        AfterLastStep.PROMOTE, description="Promote at once after the last step, or wait for a human to promote."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Guardrails
+# --------------------------------------------------------------------------------------------
+
+
+class BuiltinMetric(StrEnum):
+    """Metrics computed from the conventional model-server metric names (docs/guardrails.md)."""
+
+    ERROR_RATE = "ErrorRate"
+    LATENCY_P99 = "LatencyP99"
+    PREDICTION_DISTRIBUTION = "PredictionDistribution"
+
+
+class MetricSource(ApiModel):
+    """Where a guardrail's numbers come from. Query templates get {{model}}, {{version}},
+    {{variant}}, {{namespace}} and {{window}} filled in for each variant."""
+
+    rules = (
+        Rule(
+            cel="[has(self.query), has(self.errorsQuery), has(self.distributionQuery), has(self.builtin)]"
+            ".filter(x, x).size() == 1",
+            message="set exactly one of query, errorsQuery (with totalQuery), distributionQuery or builtin",
+            check=lambda m: _exactly_one(m.query, m.errors_query, m.distribution_query, m.builtin),
+        ),
+        Rule(
+            cel="has(self.errorsQuery) == has(self.totalQuery)",
+            message="errorsQuery and totalQuery go together",
+            check=lambda m: _has(m.errors_query) == _has(m.total_query),
+            field_path=".totalQuery",
+        ),
+        Rule(
+            cel="!has(self.samplesQuery) || has(self.query)",
+            message="samplesQuery only applies to query",
+            check=lambda m: m.samples_query is None or m.query is not None,
+            field_path=".samplesQuery",
+        ),
+    )
+
+    query: QueryTemplate | None = Field(None, description="One value per variant (absolute and relative rules).")
+    samples_query: QueryTemplate | None = Field(None, description="Requests behind `query`, for minSamples.")
+    errors_query: QueryTemplate | None = Field(None, description="Count of bad events per variant (sequential rule).")
+    total_query: QueryTemplate | None = Field(None, description="Count of all events per variant (sequential rule).")
+    distribution_query: QueryTemplate | None = Field(
+        None, description="Counts by prediction bucket or class per variant, as a vector (drift rule)."
+    )
+    distribution_label: DnsLabel | Annotated[str, Field(max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] | None = (
+        Field(None, description="Label that names the bucket or class in distributionQuery's result (default: le).")
+    )
+    builtin: BuiltinMetric | None = None
+
+
+class AbsoluteRule(ApiModel):
+    """The candidate's value must stay within [min, max]."""
+
+    rules = (
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="set min, max or both",
+            check=lambda r: _has(r.min) or _has(r.max),
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="min must not exceed max",
+            check=lambda r: r.min is None or r.max is None or r.min <= r.max,
+            field_path=".min",
+        ),
+    )
+
+    min: Bound | None = None
+    max: Bound | None = None
+
+
+class RelativeRule(ApiModel):
+    """The candidate compared with the incumbent in the same window: ratio and/or difference."""
+
+    rules = (
+        Rule(
+            cel="has(self.maxRatio) || has(self.maxIncrease) || has(self.minRatio) || has(self.maxDecrease)",
+            message="set at least one of maxRatio, maxIncrease, minRatio, maxDecrease",
+            check=lambda r: any(_has(v) for v in (r.max_ratio, r.max_increase, r.min_ratio, r.max_decrease)),
+        ),
+    )
+
+    max_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="candidate / incumbent must not exceed this (e.g. 1.2: at most 20% worse)."
+    )
+    min_ratio: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="candidate / incumbent must not fall below this (for metrics where higher is better)."
+    )
+    max_increase: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="candidate - incumbent must not exceed this."
+    )
+    max_decrease: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="incumbent - candidate must not exceed this."
+    )
+
+
+class SequentialRule(ApiModel):
+    """An always-valid sequential test that the candidate's bad-event rate is not worse than the
+    incumbent's, safe to check at every interval (docs/guardrails.md gives the method)."""
+
+    significance: Annotated[float, Field(gt=0, le=0.2, allow_inf_nan=False)] = Field(
+        0.05, description="False-rollback rate the test guarantees under continuous monitoring."
+    )
+    min_effect: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = Field(
+        0.5, description="Smallest relative increase worth catching (0.5: the candidate's rate is 1.5x)."
+    )
+
+
+class DriftRule(ApiModel):
+    """The candidate's prediction distribution compared with the incumbent's."""
+
+    rules = (
+        Rule(
+            cel="has(self.maxPSI) || has(self.maxJSDistance)",
+            message="set maxPSI, maxJSDistance or both",
+            check=lambda r: _has(r.max_psi) or _has(r.max_js_distance),
+        ),
+    )
+
+    max_psi: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] | None = Field(
+        None, alias="maxPSI", description="Largest population stability index tolerated (0.2 is a common choice)."
+    )
+    max_js_distance: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] | None = Field(
+        None, alias="maxJSDistance", description="Largest Jensen-Shannon distance (base 2) tolerated."
+    )
+    significance: Annotated[float, Field(gt=0, le=0.2, allow_inf_nan=False)] = Field(
+        0.01, description="The difference must also be statistically significant at this level."
+    )
+
+
+class DataPolicy(StrEnum):
+    """What an inconclusive guardrail does. There is deliberately no 'pass'."""
+
+    WAIT = "Wait"
+    PAUSE = "Pause"
+    ROLLBACK = "Rollback"
+
+
+_VALUE_BUILTINS = (BuiltinMetric.ERROR_RATE, BuiltinMetric.LATENCY_P99)
+
+
+def _metric_fits_rule(g: Guardrail) -> bool:
+    m = g.metric
+    if g.absolute is not None or g.relative is not None:
+        return m.query is not None or m.builtin in _VALUE_BUILTINS
+    if g.sequential is not None:
+        return m.errors_query is not None or m.builtin == BuiltinMetric.ERROR_RATE
+    if g.drift is not None:
+        return m.distribution_query is not None or m.builtin == BuiltinMetric.PREDICTION_DISTRIBUTION
+    return True
+
+
+class Guardrail(ApiModel):
+    rules = (
+        Rule(
+            cel="[has(self.absolute), has(self.relative), has(self.sequential), has(self.drift)]"
+            ".filter(x, x).size() == 1",
+            message="set exactly one rule: absolute, relative, sequential or drift",
+            check=lambda g: _exactly_one(g.absolute, g.relative, g.sequential, g.drift),
+        ),
+        Rule(
+            cel="(!has(self.absolute) && !has(self.relative)) || has(self.metric.query) || "
+            "(has(self.metric.builtin) && self.metric.builtin in ['ErrorRate', 'LatencyP99'])",
+            message="absolute and relative rules need metric.query or a value builtin (ErrorRate, LatencyP99)",
+            check=_metric_fits_rule,
+            field_path=".metric",
+        ),
+        Rule(
+            cel="!has(self.sequential) || has(self.metric.errorsQuery) || "
+            "(has(self.metric.builtin) && self.metric.builtin == 'ErrorRate')",
+            message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate",
+            check=_metric_fits_rule,
+            field_path=".metric",
+        ),
+        Rule(
+            cel="!has(self.drift) || has(self.metric.distributionQuery) || "
+            "(has(self.metric.builtin) && self.metric.builtin == 'PredictionDistribution')",
+            message="the drift rule needs metric.distributionQuery or builtin PredictionDistribution",
+            check=_metric_fits_rule,
+            field_path=".metric",
+        ),
+        Rule(
+            cel="!self.critical || self.failureTolerance == 0",
+            message="a critical guardrail rolls back on its first failure: failureTolerance must be 0",
+            check=lambda g: not g.critical or g.failure_tolerance == 0,
+            field_path=".failureTolerance",
+        ),
+    )
+
+    name: DnsLabel
+    metric: MetricSource
+    absolute: AbsoluteRule | None = None
+    relative: RelativeRule | None = None
+    sequential: SequentialRule | None = None
+    drift: DriftRule | None = None
+    min_samples: Annotated[int, Field(ge=1, le=100_000_000)] = Field(
+        100, description="Requests the candidate must have served in the window before a verdict can be given."
+    )
+    critical: bool = Field(
+        True, description="One failure rolls back. Otherwise failureTolerance failures are tolerated."
+    )
+    failure_tolerance: Annotated[int, Field(ge=0, le=1000)] = 0
+    on_no_data: DataPolicy = Field(DataPolicy.WAIT, description="Empty, NaN, stale or too few samples: never a pass.")
+    on_error: DataPolicy = Field(DataPolicy.WAIT, description="Provider error or timeout: never a pass.")
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis and metric provider
+# --------------------------------------------------------------------------------------------
+
+
+class AnalysisMode(StrEnum):
+    ENFORCE = "Enforce"
+    ADVISORY = "Advisory"
+
+
+class Analysis(ApiModel):
+    rules = (
+        Rule(
+            cel="duration(self.interval) > duration('0s')",
+            message="interval must be longer than 0s",
+            check=lambda a: parse_duration(a.interval).total_seconds() > 0,
+            field_path=".interval",
+        ),
+        Rule(
+            cel="duration(self.progressDeadline) > duration(self.interval)",
+            message="progressDeadline must be longer than interval",
+            check=lambda a: parse_duration(a.progress_deadline) > parse_duration(a.interval),
+            field_path=".progressDeadline",
+        ),
+    )
+
+    interval: Duration = Field("30s", description="How often guardrails are evaluated.")
+    window: Duration | None = Field(None, description="Range for {{window}} in queries (default: interval).")
+    progress_deadline: Duration = Field(
+        "15m", description="The longest one step may take; past it the rollout ends in a verdict (rollback)."
+    )
+    failure_limit: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0, description="Failed evaluations of non-critical guardrails tolerated in one rollout, all together."
+    )
+    inconclusive_limit: Annotated[int, Field(ge=1, le=1000)] = Field(
+        10, description="Consecutive inconclusive evaluations before the rollout is rolled back."
+    )
+    mode: AnalysisMode = Field(
+        AnalysisMode.ENFORCE, description="Advisory: a failed guardrail pauses for a human instead of rolling back."
+    )
+
+
+class SecretKeyRef(ApiModel):
+    name: DnsName
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
+
+
+class PrometheusProvider(ApiModel):
+    rules = (
+        Rule(
+            cel="!self.address.matches('^https?://[^/]*@')",
+            message="credentials must not be inline in the address: use secretRef",
+            check=lambda p: "@" not in p.address.split("://", 1)[-1].split("/", 1)[0],
+            field_path=".address",
+        ),
+    )
+
+    address: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] = Field(
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+    )
+    timeout: Duration = Field("10s", description="Per-query timeout; a timeout is inconclusive, never a pass.")
+    stale_after: Duration = Field("5m", description="Samples older than this are no data.")
+    secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret in the rollout's namespace holding a bearer token (key default: token)."
+    )
+
+
+class MetricProvider(ApiModel):
+    prometheus: PrometheusProvider | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Spec
+# --------------------------------------------------------------------------------------------
+
+
+def _steps_hold_within_deadline(spec: ModelRolloutSpec) -> bool:
+    deadline = parse_duration(spec.analysis.progress_deadline)
+    if spec.canary.steps is not None:
+        return all(parse_duration(s.hold) < deadline for s in spec.canary.steps)
+    if spec.canary.linear is not None:
+        return parse_duration(spec.canary.linear.hold) < deadline
+    return True
+
+
+def _unique_guardrail_names(spec: ModelRolloutSpec) -> bool:
+    names = [g.name for g in spec.guardrails]
+    return len(names) == len(set(names))
+
+
+class ModelRolloutSpec(ApiModel):
+    rules = (
+        Rule(
+            cel="!has(self.canary.steps) || self.canary.steps.all(s, "
+            "duration(s.hold) < duration(self.analysis.progressDeadline))",
+            message="every step's hold must be shorter than analysis.progressDeadline",
+            check=_steps_hold_within_deadline,
+            field_path=".analysis.progressDeadline",
+        ),
+        Rule(
+            cel="!has(self.canary.linear) || "
+            "duration(self.canary.linear.hold) < duration(self.analysis.progressDeadline)",
+            message="the linear hold must be shorter than analysis.progressDeadline",
+            check=_steps_hold_within_deadline,
+            field_path=".analysis.progressDeadline",
+        ),
+        Rule(
+            cel="self.guardrails.all(g, self.guardrails.exists_one(h, h.name == g.name))",
+            message="guardrail names must be unique",
+            check=_unique_guardrail_names,
+            field_path=".guardrails",
+        ),
+        Rule(
+            cel="!has(self.traffic.kserve) || has(self.candidate.backend) && has(self.candidate.backend.storageUri)",
+            message="the kserve router needs candidate.backend.storageUri",
+            check=lambda s: (
+                s.traffic.kserve is None
+                or (s.candidate.backend is not None and s.candidate.backend.storage_uri is not None)
+            ),
+            field_path=".candidate",
+        ),
+        Rule(
+            cel="!has(self.incumbent) || self.incumbent.name != self.candidate.name",
+            message="candidate and incumbent must be different models",
+            check=lambda s: s.incumbent is None or s.incumbent.name != s.candidate.name,
+            field_path=".candidate.name",
+        ),
+    )
+
+    candidate: ModelRef = Field(description="The model to roll out. Changing it starts a new rollout.")
+    incumbent: ModelRef | None = Field(
+        None, description="Bootstraps the incumbent of record when status has none; ignored afterwards."
+    )
+    traffic: Traffic
+    canary: Canary
+    # A full schema default: the API server fills in what the models would.
+    analysis: Analysis = Field(default_factory=lambda: Analysis(), json_schema_extra={"default": Analysis().wire()})
+    guardrails: Annotated[list[Guardrail], Field(max_length=MAX_GUARDRAILS)] = Field(
+        default_factory=list, description="Each named, each judged on live metrics of both variants."
+    )
+    provider: MetricProvider | None = Field(
+        None, description="Metric provider; defaults come from the controller's settings."
+    )
+    paused: bool = Field(False, description="Hold the rollout where it is (weights stay put) until set back to false.")
+
+    def expanded_steps(self) -> list[Step]:
+        """The explicit step list, with the linear shorthand expanded."""
+        if self.canary.steps is not None:
+            return list(self.canary.steps)
+        linear = self.canary.linear
+        assert linear is not None  # guaranteed by Canary's rules
+        weights = [*list(range(linear.step_weight, linear.max_weight, linear.step_weight)), linear.max_weight]
+        return [Step(weight=w, hold=linear.hold) for w in weights]
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(ApiModel):
+    """metav1.Condition: kstatus reads Ready, Reconciling and Stalled."""
+
+    type: Annotated[str, Field(max_length=316, pattern=r"^([a-zA-Z0-9.-/]*/)?[A-Za-z0-9_]+$")]
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: datetime
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+
+
+class Weights(ApiModel):
+    incumbent: Weight
+    candidate: Weight
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class Evidence(ApiModel):
+    """What a verdict stood on, so an SRE never has to guess why."""
+
+    candidate_value: float | None = None
+    incumbent_value: float | None = None
+    candidate_samples: float | None = None
+    incumbent_samples: float | None = None
+    bound: Annotated[str, Field(max_length=256)] | None = Field(None, description="The bound, e.g. '<= 0.01'.")
+    statistic: Annotated[str, Field(max_length=256)] | None = Field(
+        None, description="The test statistic and its threshold, e.g. 'log-LR 3.1 / 4.6'."
+    )
+    samples_needed: float | None = Field(None, description="Samples still missing for a conclusive verdict.")
+
+
+class GuardrailStatus(ApiModel):
+    name: DnsLabel
+    verdict: Verdict
+    message: Annotated[str, Field(max_length=1024)] = ""
+    evidence: Evidence = Field(default_factory=lambda: Evidence())
+    failures: Annotated[int, Field(ge=0)] = 0
+    consecutive_inconclusive: Annotated[int, Field(ge=0)] = 0
+    last_evaluated: datetime | None = None
+
+
+class Decision(ApiModel):
+    """One entry of the bounded decision history."""
+
+    time: datetime
+    step: Annotated[int, Field(ge=0)]
+    action: Annotated[str, Field(max_length=64)]
+    reason: Annotated[str, Field(max_length=128)]
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
+class FailedCandidate(ApiModel):
+    model: ModelRef
+    time: datetime
+    reason: Annotated[str, Field(max_length=128)]
+    guardrail: DnsLabel | None = None
+    observed: float | None = None
+    threshold: Annotated[str, Field(max_length=256)] | None = None
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
+class ModelRolloutStatus(ApiModel):
+    model_config = ApiModel.model_config | {"frozen": False}
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = None
+    phase: Phase | None = None
+    reason: Annotated[str, Field(max_length=128)] | None = None
+    message: Annotated[str, Field(max_length=1024)] | None = None
+    incumbent: ModelRef | None = Field(None, description="The incumbent of record: the model serving 100% when idle.")
+    candidate: ModelRef | None = Field(None, description="The candidate this rollout is about.")
+    candidate_hash: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="Fingerprint of spec.candidate; a change starts a new rollout."
+    )
+    current_step: Annotated[int, Field(ge=0)] | None = Field(None, description="Index into the expanded steps.")
+    total_steps: Annotated[int, Field(ge=0)] | None = None
+    step_display: Annotated[str, Field(max_length=16)] | None = Field(None, description="'2/5' for kubectl get.")
+    step_started: datetime | None = None
+    last_analysis: datetime | None = None
+    weights: Weights | None = Field(None, description="Weights read back from the data plane.")
+    guardrails: Annotated[list[GuardrailStatus], Field(max_length=MAX_GUARDRAILS)] = Field(default_factory=list)
+    history: Annotated[list[Decision], Field(max_length=MAX_HISTORY)] = Field(default_factory=list)
+    failed_candidates: Annotated[list[FailedCandidate], Field(max_length=MAX_FAILED_CANDIDATES)] = Field(
+        default_factory=list
+    )
+    conditions: Annotated[list[Condition], Field(max_length=8)] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class ObjectMeta(ApiModel):
+    """The part of metav1.ObjectMeta the controller reads; the rest passes through untouched."""
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    name: str
+    namespace: str = "default"
+    generation: int = 0
+    resource_version: str | None = None
+    uid: str | None = None
+    deletion_timestamp: datetime | None = None
+    finalizers: list[str] = Field(default_factory=list)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelRollout(ApiModel):
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    api_version: Literal["modelrollout.dev/v1alpha1"] = "modelrollout.dev/v1alpha1"
+    kind: Literal["ModelRollout"] = "ModelRollout"
+    metadata: ObjectMeta
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus = Field(default_factory=ModelRolloutStatus)
+
+
+def is_finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
