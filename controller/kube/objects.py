@@ -1,0 +1,52 @@
+"""Generic reads and patches of namespaced objects of any API group (routers use this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from controller.kube.errors import translated
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+class Objects:
+    """Namespaced objects as plain dicts; errors are controller.kube.errors."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._custom = client.CustomObjectsApi(api)
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
+        with translated():
+            obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name
+            )
+            return obj
+
+    def json_patch(self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """RFC 6902 patch: `test` ops make it fail (422) instead of writing over a concurrent change."""
+        with translated():
+            obj: dict[str, Any] = self._custom.patch_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name, ops
+            )
+            return obj
+
+    def merge_patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        with translated():
+            obj: dict[str, Any] = self._custom.patch_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name, patch
+            )
+            return obj

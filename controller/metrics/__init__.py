@@ -1,0 +1,1 @@
+"""Metric providers, one module per provider behind metrics.base.MetricProvider."""

@@ -1,0 +1,1 @@
+"""Traffic routers, one module per backend behind routers.base.TrafficRouter."""
