@@ -17,7 +17,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 from controller.api.duration import DURATION_PATTERN, parse_duration
 from controller.api.rules import ApiModel, Rule
@@ -599,8 +600,22 @@ class Condition(ApiModel):
 
 
 class Weights(ApiModel):
+    """Percent of traffic per variant of the pair in flight; they add up to 100."""
+
+    rules = (
+        Rule(
+            cel="self.incumbent + self.candidate == 100",
+            message="incumbent and candidate weights must add up to 100",
+            check=lambda w: w.incumbent + w.candidate == 100,
+        ),
+    )
+
     incumbent: Weight
     candidate: Weight
+
+    @classmethod
+    def for_candidate(cls, candidate: int) -> Weights:
+        return cls(incumbent=100 - candidate, candidate=candidate)
 
 
 class Verdict(StrEnum):
@@ -654,7 +669,8 @@ class FailedCandidate(ApiModel):
 
 
 class ModelRolloutStatus(ApiModel):
-    model_config = ApiModel.model_config | {"frozen": False}
+    # The decision core edits a deep copy of the status in place; everything else is frozen.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     phase: Phase | None = None
@@ -668,8 +684,13 @@ class ModelRolloutStatus(ApiModel):
     current_step: Annotated[int, Field(ge=0)] | None = Field(None, description="Index into the expanded steps.")
     total_steps: Annotated[int, Field(ge=0)] | None = None
     step_display: Annotated[str, Field(max_length=16)] | None = Field(None, description="'2/5' for kubectl get.")
+    rollout_started: datetime | None = Field(None, description="When this candidate's rollout began.")
     step_started: datetime | None = None
     last_analysis: datetime | None = None
+    paused_since: datetime | None = Field(None, description="Pause time does not count against holds and deadlines.")
+    handled_promote: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="The last modelrollout.dev/promote annotation value acted on (each value acts once)."
+    )
     weights: Weights | None = Field(None, description="Weights read back from the data plane.")
     guardrails: Annotated[list[GuardrailStatus], Field(max_length=MAX_GUARDRAILS)] = Field(default_factory=list)
     history: Annotated[list[Decision], Field(max_length=MAX_HISTORY)] = Field(default_factory=list)
@@ -685,7 +706,7 @@ class ModelRolloutStatus(ApiModel):
 class ObjectMeta(ApiModel):
     """The part of metav1.ObjectMeta the controller reads; the rest passes through untouched."""
 
-    model_config = ApiModel.model_config | {"extra": "ignore"}
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
     name: str
     namespace: str = "default"
@@ -698,7 +719,7 @@ class ObjectMeta(ApiModel):
 
 
 class ModelRollout(ApiModel):
-    model_config = ApiModel.model_config | {"extra": "ignore"}
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
 
     api_version: Literal["modelrollout.dev/v1alpha1"] = "modelrollout.dev/v1alpha1"
     kind: Literal["ModelRollout"] = "ModelRollout"

@@ -9,24 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.api.models import ModelRef, Traffic
+from controller.api.models import ModelRef, Traffic, Weights
 
 
-@dataclass(frozen=True)
-class Weights:
-    """Percent of traffic per variant; they add up to 100."""
-
-    incumbent: int
-    candidate: int
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.candidate <= 100 and self.incumbent + self.candidate == 100):
-            raise ValueError(f"weights must be within 0..100 and add up to 100, got {self}")
-
-    @classmethod
-    def for_candidate(cls, candidate: int) -> Weights:
-        return cls(incumbent=100 - candidate, candidate=candidate)
-
+__all__ = ["ALL_CANDIDATE", "ALL_INCUMBENT", "RouteTarget", "RouterProblem", "TrafficRouter", "Weights"]
 
 ALL_INCUMBENT = Weights(incumbent=100, candidate=0)
 ALL_CANDIDATE = Weights(incumbent=0, candidate=100)

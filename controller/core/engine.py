@@ -1,0 +1,481 @@
+"""The rollout state machine: decide(input) -> new status + actions + when to look again.
+
+Pure: everything it needs comes in `RolloutInput` (the spec, the status of record, what the
+router read back, the judge's verdicts of this analysis, the clock's now) and everything it
+wants done goes out as actions the reconciler carries out in order. All state it keeps is in
+the returned status, so a restarted controller resumes the same rollout to the same verdict.
+
+Rules it keeps (tests/unit/test_engine_properties.py checks them):
+- the candidate's weight never exceeds the current step's weight; no step is skipped;
+- a rollback is sticky until the candidate changes; a new candidate resets weights and counters;
+- promotion only after every guardrail passed in the step that needs it;
+- no data is never a pass; every wait ends in a verdict by the progress deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from controller.api.duration import format_duration, parse_duration
+from controller.api.models import (
+    MAX_FAILED_CANDIDATES,
+    MAX_HISTORY,
+    AfterLastStep,
+    AnalysisMode,
+    Condition,
+    DataPolicy,
+    Decision,
+    FailedCandidate,
+    Guardrail,
+    GuardrailStatus,
+    ModelRef,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    Step,
+    Verdict,
+    Weights,
+)
+from controller.core.judge import Cause, Judgement
+
+ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
+# A route we asked to change is re-read soon; a problem a human must fix is retried slowly.
+WEIGHT_SETTLE = timedelta(seconds=2)
+PROBLEM_RETRY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class SetWeights:
+    """Route `weights` between this pair of models (the reconciler records what it reads back)."""
+
+    incumbent: ModelRef
+    candidate: ModelRef
+    weights: Weights
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus
+    now: datetime
+    generation: int = 0
+    deleting: bool = False
+    # What the router read back for the pair in flight; None when nothing is in flight.
+    applied: Weights | None = None
+    # (reason, message) when the route is missing or malformed: traffic stays put.
+    router_problem: tuple[str, str] | None = None
+    # The judge's verdicts when an analysis ran in this reconcile (see analysis_due), else None.
+    judgements: Mapping[str, Judgement] | None = None
+    # Value of the modelrollout.dev/promote annotation: each new value promotes once.
+    promote_request: str | None = None
+
+
+@dataclass
+class Outcome:
+    status: ModelRolloutStatus
+    actions: list[SetWeights] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: timedelta | None = None
+    # The rollout may be let go (finalizer removed): traffic is back on the incumbent.
+    release: bool = False
+
+
+def candidate_hash(model: ModelRef) -> str:
+    return hashlib.sha256(json.dumps(model.wire(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pair_in_flight(status: ModelRolloutStatus) -> tuple[ModelRef, ModelRef] | None:
+    """The (incumbent, candidate) whose traffic the router must read, or None when idle."""
+    if status.phase in ACTIVE and status.incumbent is not None and status.candidate is not None:
+        return status.incumbent, status.candidate
+    return None
+
+
+def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, applied: Weights | None, now: datetime) -> bool:
+    """Query the metric providers only when an analysis is due at the weights the step wants."""
+    if status.phase is not Phase.PROGRESSING or spec.paused or status.current_step is None or not spec.guardrails:
+        return False
+    if status.candidate_hash != candidate_hash(spec.candidate):
+        return False
+    steps = spec.expanded_steps()
+    if status.current_step >= len(steps) or applied != Weights.for_candidate(steps[status.current_step].weight):
+        return False
+    since = status.last_analysis or status.step_started
+    return since is None or now >= since + parse_duration(spec.analysis.interval)
+
+
+def analysis_window(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, cumulative: bool) -> str:
+    """{{window}} for queries: the analysis window, or since the rollout began for sequential tests."""
+    if cumulative and status.rollout_started is not None:
+        seconds = max(1, int((now - status.rollout_started).total_seconds()))
+        return f"{seconds}s"
+    return spec.analysis.window or spec.analysis.interval
+
+
+def decide(inp: RolloutInput) -> Outcome:
+    return _Decider(inp).run()
+
+
+class _Decider:
+    def __init__(self, inp: RolloutInput) -> None:
+        self.inp = inp
+        self.spec = inp.spec
+        self.now = inp.now
+        self.st = inp.status.model_copy(deep=True)
+        self.out = Outcome(status=self.st)
+        self.steps: list[Step] = inp.spec.expanded_steps()
+
+    # -- entry ----------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        self.st.observed_generation = self.inp.generation
+        if self.inp.deleting:
+            self._release()
+        elif self._bootstrap():
+            pass
+        elif self.st.candidate_hash != candidate_hash(self.spec.candidate):
+            self._start()
+        elif self.st.phase in TERMINAL:
+            pass
+        elif self.inp.router_problem is not None:
+            self._router_problem(*self.inp.router_problem)
+        else:
+            self._progress()
+        self._conditions()
+        return self.out
+
+    # -- transitions ----------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        pair = pair_in_flight(self.st)
+        if pair is not None:
+            self.out.actions.append(SetWeights(pair[0], pair[1], Weights(incumbent=100, candidate=0)))
+            self._event("Normal", "TrafficRestored", f"deleted mid-rollout: 100% back to {pair[0].name}")
+        self.out.release = True
+
+    def _bootstrap(self) -> bool:
+        if self.st.incumbent is not None:
+            return False
+        if self.spec.incumbent is not None:
+            self.st.incumbent = self.spec.incumbent
+            return False
+        # Nothing to compare against: the first model is adopted as the incumbent, without a canary.
+        self.st.incumbent = self.st.candidate = self.spec.candidate
+        self.st.candidate_hash = candidate_hash(self.spec.candidate)
+        self._set_phase(Phase.PROMOTED, "Adopted", f"no incumbent: {self.spec.candidate.name} adopted as the incumbent")
+        self._event("Normal", "Adopted", self.st.message or "")
+        return True
+
+    def _start(self) -> None:
+        previous = pair_in_flight(self.st)
+        if previous is not None:
+            self.out.actions.append(SetWeights(previous[0], previous[1], Weights(incumbent=100, candidate=0)))
+            self._event("Normal", "CandidateReplaced", f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}")
+        incumbent = self.st.incumbent
+        assert incumbent is not None
+        self.st.candidate = self.spec.candidate
+        self.st.candidate_hash = candidate_hash(self.spec.candidate)
+        self.st.guardrails = []
+        self.st.last_analysis = None
+        self.st.paused_since = None
+        self.st.weights = None
+        self.st.rollout_started = self.now
+        if self.spec.candidate.name == incumbent.name:
+            self._set_phase(Phase.PROMOTED, "AlreadyServing", f"{incumbent.name} is already the incumbent")
+            return
+        self.st.total_steps = len(self.steps)
+        self._enter_step(0)
+        self._set_phase(Phase.PROGRESSING, "RolloutStarted", f"rolling out {self.spec.candidate.name} against {incumbent.name}")
+        self._event("Normal", "RolloutStarted", f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
+        self._record("start", "RolloutStarted")
+        self._set_weights(Weights.for_candidate(self.steps[0].weight))
+        self.out.requeue_after = WEIGHT_SETTLE
+
+    def _router_problem(self, reason: str, message: str) -> None:
+        if self.st.reason != reason:
+            self._event("Warning", reason, f"{message}; traffic left as it is")
+        self.st.reason, self.st.message = reason, message
+        self.out.requeue_after = PROBLEM_RETRY
+
+    def _progress(self) -> None:
+        if self._paused_by_user():
+            return
+        if self.st.phase is Phase.PAUSED:
+            self._take_promote_request()
+            return
+        step = self._step()
+        target = Weights.for_candidate(step.weight)
+        if self.inp.applied != target:
+            self._set_weights(target)
+            self.out.requeue_after = WEIGHT_SETTLE
+            return
+        if self.inp.judgements is not None and self._analyse(self.inp.judgements):
+            return
+        elapsed = self._elapsed_in_step()
+        deadline = parse_duration(self.spec.analysis.progress_deadline)
+        if elapsed >= parse_duration(step.hold) and self._guardrails_passed():
+            self._complete_step(step)
+            return
+        if elapsed >= deadline:
+            missing = self._missing_evidence()
+            self._verdict_fail(
+                "ProgressDeadlineExceeded",
+                f"step {self._display()} did not complete within {self.spec.analysis.progress_deadline}: {missing}",
+            )
+            return
+        self.out.requeue_after = self._next_wake(step, elapsed, deadline)
+
+    # -- pieces of progress ---------------------------------------------------------------------
+
+    def _paused_by_user(self) -> bool:
+        if self.spec.paused:
+            if not (self.st.phase is Phase.PAUSED and self.st.reason == "PausedByUser"):
+                self._pause("PausedByUser", "spec.paused is true: weights stay where they are")
+            return True
+        if self.st.phase is Phase.PAUSED and self.st.reason == "PausedByUser":
+            self._resume("Resumed", "spec.paused cleared")
+        return False
+
+    def _take_promote_request(self) -> None:
+        """A human's promote: past a manual gate, a pause or the last step, one step at a time."""
+        request = self.inp.promote_request
+        if not request or request == self.st.handled_promote:
+            return
+        self.st.handled_promote = request
+        self._resume("PromotedByUser", f"promotion requested ({request})")
+        self._advance_or_finish(self._step(), manual=True)
+
+    def _analyse(self, judgements: Mapping[str, Judgement]) -> bool:
+        """Record the verdicts; return True when they ended the rollout or paused it."""
+        self.st.last_analysis = self.now
+        previous = {g.name: g for g in self.st.guardrails}
+        updated: list[GuardrailStatus] = []
+        for guardrail in self.spec.guardrails:
+            j = judgements.get(guardrail.name)
+            if j is None:
+                j = Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
+            old = previous.get(guardrail.name)
+            failures = (old.failures if old else 0) + (1 if j.verdict is Verdict.FAIL else 0)
+            data_problem = j.cause in (Cause.NO_DATA, Cause.ERROR)
+            streak = ((old.consecutive_inconclusive if old else 0) + 1) if data_problem else 0
+            updated.append(
+                GuardrailStatus(
+                    name=guardrail.name, verdict=j.verdict, message=j.message[:1024], evidence=j.evidence,
+                    failures=failures, consecutive_inconclusive=streak, last_evaluated=self.now,
+                )
+            )
+        self.st.guardrails = updated
+        by_name = {g.name: g for g in self.spec.guardrails}
+        for gs in updated:
+            if gs.verdict is Verdict.FAIL:
+                self._event("Warning", "GuardrailFailed", f"{gs.name}: {gs.message}")
+        for gs in updated:
+            g = by_name[gs.name]
+            if gs.verdict is Verdict.FAIL and (g.critical or gs.failures > g.failure_tolerance):
+                self._verdict_fail("GuardrailFailed", f"guardrail {g.name} failed: {gs.message}", guardrail=g, gs=gs)
+                return True
+        noncritical = sum(gs.failures for gs in updated if not by_name[gs.name].critical)
+        if noncritical > self.spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in updated):
+            self._verdict_fail("FailureLimitExceeded", f"{noncritical} guardrail failures exceed failureLimit {self.spec.analysis.failure_limit}")
+            return True
+        for gs in updated:
+            j = judgements.get(gs.name)
+            cause = j.cause if j else Cause.NO_DATA
+            if cause not in (Cause.NO_DATA, Cause.ERROR):
+                continue
+            g = by_name[gs.name]
+            policy = g.on_error if cause is Cause.ERROR else g.on_no_data
+            self._event("Warning", "GuardrailInconclusive", f"{g.name}: {gs.message} (policy {policy.value}; never a pass)")
+            if policy is DataPolicy.ROLLBACK:
+                self._verdict_fail(str(cause), f"guardrail {g.name} inconclusive ({gs.message}) and on{'Error' if cause is Cause.ERROR else 'NoData'} is Rollback", guardrail=g, gs=gs)
+                return True
+            if policy is DataPolicy.PAUSE:
+                self._pause("GuardrailInconclusive", f"guardrail {g.name}: {gs.message}; waiting for a human")
+                return True
+            if gs.consecutive_inconclusive > self.spec.analysis.inconclusive_limit:
+                self._verdict_fail(
+                    "InconclusiveLimitExceeded",
+                    f"guardrail {g.name} inconclusive {gs.consecutive_inconclusive} times in a row "
+                    f"(inconclusiveLimit {self.spec.analysis.inconclusive_limit}): {gs.message}",
+                    guardrail=g, gs=gs,
+                )
+                return True
+        return False
+
+    def _guardrails_passed(self) -> bool:
+        """Every guardrail passed at this step's weight (vacuously true with none)."""
+        started = self.st.step_started
+        latest = {g.name: g for g in self.st.guardrails}
+        for guardrail in self.spec.guardrails:
+            gs = latest.get(guardrail.name)
+            if gs is None or gs.verdict is not Verdict.PASS:
+                return False
+            if started is not None and (gs.last_evaluated is None or gs.last_evaluated < started):
+                return False
+        return True
+
+    def _missing_evidence(self) -> str:
+        latest = {g.name: g for g in self.st.guardrails}
+        parts = []
+        for guardrail in self.spec.guardrails:
+            gs = latest.get(guardrail.name)
+            if gs is None:
+                parts.append(f"{guardrail.name} never evaluated")
+            elif gs.verdict is not Verdict.PASS:
+                parts.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
+        return "; ".join(parts) or "guardrails passed but the step did not complete"
+
+    def _complete_step(self, step: Step) -> None:
+        if step.manual_gate:
+            self._pause("AwaitingPromotion", f"step {self._display()} passed; manual gate: run `kubectl modelrollout promote`")
+            return
+        self._advance_or_finish(step, manual=False)
+
+    def _advance_or_finish(self, step: Step, *, manual: bool) -> None:
+        index = self.st.current_step or 0
+        if index + 1 < len(self.steps):
+            self._enter_step(index + 1)
+            nxt = self.steps[index + 1]
+            self._set_phase(Phase.PROGRESSING, "StepAdvanced", f"step {self._display()}: {nxt.weight}% to {self._candidate().name}")
+            self._event("Normal", "StepAdvanced", self.st.message or "")
+            self._record("advance", "StepAdvanced", self.st.message or "")
+            self._set_weights(Weights.for_candidate(nxt.weight))
+            self.out.requeue_after = WEIGHT_SETTLE
+            return
+        if self.spec.canary.after_last_step is AfterLastStep.WAIT_FOR_PROMOTION and not manual:
+            self._pause("AwaitingPromotion", "last step passed; waiting for `kubectl modelrollout promote`")
+            return
+        self._promote()
+
+    def _promote(self) -> None:
+        candidate = self._candidate()
+        self._set_weights(Weights(incumbent=0, candidate=100))
+        self.st.incumbent = candidate
+        self.st.paused_since = None
+        self._set_phase(Phase.PROMOTED, "Promoted", f"{candidate.name} promoted: every guardrail passed at every step")
+        self._event("Normal", "Promoted", self.st.message or "")
+        self._record("promote", "Promoted", self.st.message or "")
+
+    def _verdict_fail(
+        self, reason: str, message: str, *, guardrail: Guardrail | None = None, gs: GuardrailStatus | None = None
+    ) -> None:
+        if self.spec.analysis.mode is AnalysisMode.ADVISORY:
+            self._pause(reason, f"advisory mode, not rolling back: {message}")
+            return
+        candidate = self._candidate()
+        self._set_weights(Weights(incumbent=100, candidate=0))
+        evidence = gs.evidence if gs else None
+        self.st.failed_candidates = [
+            *self.st.failed_candidates,
+            FailedCandidate(
+                model=candidate, time=self.now, reason=reason, guardrail=guardrail.name if guardrail else None,
+                observed=evidence.candidate_value if evidence else None,
+                threshold=evidence.bound if evidence else None, message=message[:1024],
+            ),
+        ][-MAX_FAILED_CANDIDATES:]
+        self.st.paused_since = None
+        self._set_phase(Phase.ROLLED_BACK, reason, f"{candidate.name} rolled back: {message}")
+        self._event("Warning", "RolledBack", self.st.message or "")
+        self._record("rollback", reason, message)
+
+    # -- small helpers --------------------------------------------------------------------------
+
+    def _candidate(self) -> ModelRef:
+        assert self.st.candidate is not None
+        return self.st.candidate
+
+    def _step(self) -> Step:
+        index = min(self.st.current_step or 0, len(self.steps) - 1)
+        return self.steps[index]
+
+    def _display(self) -> str:
+        return f"{(self.st.current_step or 0) + 1}/{len(self.steps)}"
+
+    def _enter_step(self, index: int) -> None:
+        self.st.current_step = index
+        self.st.total_steps = len(self.steps)
+        self.st.step_display = f"{index + 1}/{len(self.steps)}"
+        self.st.step_started = self.now
+        self.st.last_analysis = None
+
+    def _elapsed_in_step(self) -> timedelta:
+        return self.now - (self.st.step_started or self.now)
+
+    def _next_wake(self, step: Step, elapsed: timedelta, deadline: timedelta) -> timedelta:
+        interval = parse_duration(self.spec.analysis.interval)
+        since = self.st.last_analysis or self.st.step_started or self.now
+        candidates = [since + interval - self.now, deadline - elapsed]
+        hold_left = parse_duration(step.hold) - elapsed
+        if hold_left > timedelta(0):
+            candidates.append(hold_left)
+        wake = min(candidates)
+        return max(wake, timedelta(seconds=1))
+
+    def _set_weights(self, weights: Weights) -> None:
+        incumbent, candidate = self.st.incumbent, self.st.candidate
+        assert incumbent is not None and candidate is not None
+        self.out.actions.append(SetWeights(incumbent, candidate, weights))
+
+    def _pause(self, reason: str, message: str) -> None:
+        if self.st.paused_since is None:
+            self.st.paused_since = self.now
+        self._set_phase(Phase.PAUSED, reason, message)
+        self._event("Normal" if reason in ("PausedByUser", "AwaitingPromotion") else "Warning", "Paused", f"{reason}: {message}")
+        self._record("pause", reason, message)
+
+    def _resume(self, reason: str, message: str) -> None:
+        if self.st.paused_since is not None and self.st.step_started is not None:
+            # Time spent paused counts neither against the hold nor the progress deadline.
+            self.st.step_started += self.now - self.st.paused_since
+            if self.st.last_analysis is not None:
+                self.st.last_analysis += self.now - self.st.paused_since
+        self.st.paused_since = None
+        self._set_phase(Phase.PROGRESSING, reason, message)
+        self._event("Normal", "Resumed", message)
+        self._record("resume", reason, message)
+
+    def _set_phase(self, phase: Phase, reason: str, message: str) -> None:
+        self.st.phase, self.st.reason, self.st.message = phase, reason, message[:1024]
+
+    def _event(self, type_: str, reason: str, message: str) -> None:
+        self.out.events.append(Event(type_, reason, message[:1024]))
+
+    def _record(self, action: str, reason: str, message: str = "") -> None:
+        entry = Decision(time=self.now, step=self.st.current_step or 0, action=action, reason=reason[:128], message=message[:1024])
+        self.st.history = [*self.st.history, entry][-MAX_HISTORY:]
+
+    def _conditions(self) -> None:
+        phase, reason, message = self.st.phase, self.st.reason or "Pending", self.st.message or ""
+        problem = self.inp.router_problem is not None and phase in ACTIVE
+        ready = phase is Phase.PROMOTED
+        stalled = phase in (Phase.ROLLED_BACK, Phase.FAILED) or problem
+        reconciling = not ready and not stalled
+        for type_, value in (("Ready", ready), ("Stalled", stalled), ("Reconciling", reconciling)):
+            self._condition(type_, value, reason, message)
+
+    def _condition(self, type_: str, value: bool, reason: str, message: str) -> None:
+        status = "True" if value else "False"
+        existing = next((c for c in self.st.conditions if c.type == type_), None)
+        since = existing.last_transition_time if existing is not None and existing.status == status else self.now
+        condition = Condition(
+            type=type_, status=status, reason=reason, message=message, last_transition_time=since,
+            observed_generation=self.inp.generation,
+        )
+        others = [c for c in self.st.conditions if c.type != type_]
+        self.st.conditions = sorted([*others, condition], key=lambda c: c.type)
+
+
+def describe_wait(delta: timedelta | None) -> str:
+    return "never" if delta is None else format_duration(delta)

@@ -1,0 +1,257 @@
+"""The judge: the one place where measured values meet a guardrail's bound.
+
+`judge(guardrail, data)` returns pass / fail / inconclusive with its evidence. Inconclusive
+says why, because the rollout treats the causes differently:
+- NO_DATA (empty, NaN, stale series) and ERROR (provider failure) follow the guardrail's
+  onNoData / onError policy;
+- INSUFFICIENT (too few samples, or a difference not yet significant) waits for more traffic,
+  bounded by the progress deadline.
+None of them is ever a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from controller.api.models import Evidence, Guardrail, Verdict
+from controller.core import statistics
+from controller.metrics.base import Observation, ObservationStatus
+
+
+class Cause(StrEnum):
+    NO_DATA = "NoData"
+    ERROR = "ProviderError"
+    INSUFFICIENT = "InsufficientSamples"
+
+
+@dataclass(frozen=True)
+class VariantData:
+    """What the providers returned for one variant; None where the guardrail needs nothing."""
+
+    value: Observation | None = None
+    samples: Observation | None = None
+    errors: Observation | None = None
+    total: Observation | None = None
+    distribution: Observation | None = None
+
+
+@dataclass(frozen=True)
+class GuardrailData:
+    candidate: VariantData
+    incumbent: VariantData = field(default_factory=VariantData)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict
+    message: str
+    evidence: Evidence = field(default_factory=Evidence)
+    cause: Cause | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASS
+
+
+class _Inconclusive(Exception):
+    def __init__(self, cause: Cause, message: str, evidence: Evidence | None = None) -> None:
+        super().__init__(message)
+        self.cause, self.message, self.evidence = cause, message, evidence or Evidence()
+
+
+def _need(obs: Observation | None, what: str) -> Observation:
+    if obs is None:
+        raise _Inconclusive(Cause.NO_DATA, f"{what}: not measured")
+    if obs.status is ObservationStatus.ERROR:
+        raise _Inconclusive(Cause.ERROR, f"{what}: {obs.message or 'provider error'}")
+    if obs.status is ObservationStatus.NO_DATA:
+        raise _Inconclusive(Cause.NO_DATA, f"{what}: {obs.message or 'no data'}")
+    return obs
+
+
+def _scalar(obs: Observation | None, what: str) -> float:
+    value = _need(obs, what).value
+    if value is None or not math.isfinite(value):
+        raise _Inconclusive(Cause.NO_DATA, f"{what}: not a finite number")
+    return value
+
+
+def _enough(samples: float | None, minimum: int, who: str, evidence: Evidence) -> None:
+    if samples is not None and samples < minimum:
+        raise _Inconclusive(
+            Cause.INSUFFICIENT,
+            f"{who} has {samples:g} of the {minimum} samples needed",
+            evidence.model_copy(update={"samples_needed": minimum - samples}),
+        )
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def judge(guardrail: Guardrail, data: GuardrailData) -> Judgement:
+    """Pass, fail or inconclusive, with the evidence. Never raises for bad data."""
+    try:
+        if guardrail.absolute is not None:
+            return _absolute(guardrail, data)
+        if guardrail.relative is not None:
+            return _relative(guardrail, data)
+        if guardrail.sequential is not None:
+            return _sequential(guardrail, data)
+        if guardrail.drift is not None:
+            return _drift(guardrail, data)
+        raise _Inconclusive(Cause.NO_DATA, "guardrail has no rule")
+    except _Inconclusive as why:
+        return Judgement(Verdict.INCONCLUSIVE, why.message, why.evidence, why.cause)
+
+
+def _samples(obs: Observation | None, who: str) -> float | None:
+    return None if obs is None else _scalar(obs, f"{who} samples")
+
+
+def _absolute(g: Guardrail, data: GuardrailData) -> Judgement:
+    rule = g.absolute
+    assert rule is not None
+    value = _scalar(data.candidate.value, "candidate value")
+    samples = _samples(data.candidate.samples, "candidate")
+    bounds = [f">= {_fmt(rule.min)}" if rule.min is not None else "", f"<= {_fmt(rule.max)}" if rule.max is not None else ""]
+    bound = " and ".join(b for b in bounds if b)
+    evidence = Evidence(candidate_value=value, candidate_samples=samples, bound=bound)
+    _enough(samples, g.min_samples, "candidate", evidence)
+    if (rule.max is not None and value > rule.max) or (rule.min is not None and value < rule.min):
+        return Judgement(Verdict.FAIL, f"candidate {_fmt(value)} breaks {bound}", evidence)
+    return Judgement(Verdict.PASS, f"candidate {_fmt(value)} within {bound}", evidence)
+
+
+def _relative(g: Guardrail, data: GuardrailData) -> Judgement:
+    rule = g.relative
+    assert rule is not None
+    cand = _scalar(data.candidate.value, "candidate value")
+    inc = _scalar(data.incumbent.value, "incumbent value")
+    cand_n = _samples(data.candidate.samples, "candidate")
+    inc_n = _samples(data.incumbent.samples, "incumbent")
+    ratio = cand / inc if inc != 0 else (math.inf if cand > 0 else 1.0)
+    diff = cand - inc
+    checks: list[tuple[str, bool]] = []
+    if rule.max_ratio is not None:
+        checks.append((f"ratio <= {_fmt(rule.max_ratio)}", ratio <= rule.max_ratio))
+    if rule.min_ratio is not None:
+        checks.append((f"ratio >= {_fmt(rule.min_ratio)}", ratio >= rule.min_ratio))
+    if rule.max_increase is not None:
+        checks.append((f"increase <= {_fmt(rule.max_increase)}", diff <= rule.max_increase))
+    if rule.max_decrease is not None:
+        checks.append((f"decrease <= {_fmt(rule.max_decrease)}", -diff <= rule.max_decrease))
+    evidence = Evidence(
+        candidate_value=cand, incumbent_value=inc, candidate_samples=cand_n, incumbent_samples=inc_n,
+        bound=" and ".join(text for text, _ in checks),
+        statistic=f"ratio {_fmt(ratio)}, difference {_fmt(diff)}",
+    )
+    _enough(cand_n, g.min_samples, "candidate", evidence)
+    _enough(inc_n, g.min_samples, "incumbent", evidence)
+    broken = [text for text, ok in checks if not ok]
+    if broken:
+        return Judgement(Verdict.FAIL, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} breaks {', '.join(broken)}", evidence)
+    return Judgement(Verdict.PASS, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} within bounds", evidence)
+
+
+def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
+    rule = g.sequential
+    assert rule is not None
+    ce, ct = _scalar(data.candidate.errors, "candidate errors"), _scalar(data.candidate.total, "candidate total")
+    ie, it = _scalar(data.incumbent.errors, "incumbent errors"), _scalar(data.incumbent.total, "incumbent total")
+    evidence = Evidence(candidate_samples=ct, incumbent_samples=it)
+    if ct <= 0 or it <= 0:
+        raise _Inconclusive(Cause.INSUFFICIENT, "no requests counted yet", evidence.model_copy(update={"samples_needed": g.min_samples}))
+    # The minimum effect is relative to the incumbent's rate; smoothing keeps it positive at 0 errors.
+    effect = rule.min_effect * (ie + 0.5) / (it + 1)
+    cmp = statistics.compare_rates(
+        candidate_events=ce, candidate_total=ct, incumbent_events=ie, incumbent_total=it,
+        alpha=rule.significance, effect=effect,
+    )
+    evidence = Evidence(
+        candidate_value=cmp.candidate_rate, incumbent_value=cmp.incumbent_rate,
+        candidate_samples=ct, incumbent_samples=it,
+        bound=f"difference < {_fmt(effect)} (min effect {rule.min_effect:g}x at alpha {rule.significance:g})",
+        statistic=f"difference {_fmt(cmp.difference)} in [{_fmt(cmp.lower)}, {_fmt(cmp.upper)}], "
+        f"log-LR {cmp.log_likelihood_ratio:.2f} / {cmp.threshold:.2f}",
+    )
+    _enough(ct, g.min_samples, "candidate", evidence)
+    if cmp.lower > 0:
+        return Judgement(Verdict.FAIL, f"candidate rate {_fmt(cmp.candidate_rate)} is significantly above incumbent {_fmt(cmp.incumbent_rate)}", evidence)
+    if cmp.upper < effect:
+        return Judgement(Verdict.PASS, f"candidate is not worse by {rule.min_effect:g}x (upper bound {_fmt(cmp.upper)})", evidence)
+    # The interval's radius shrinks like 1/sqrt(n): estimate the candidate samples still needed.
+    room = max(effect - cmp.difference, effect / 10)
+    radius = cmp.upper - cmp.difference
+    needed = max(0.0, ct * (radius / room) ** 2 - ct)
+    raise _Inconclusive(
+        Cause.INSUFFICIENT,
+        f"not yet conclusive: difference {_fmt(cmp.difference)}, interval [{_fmt(cmp.lower)}, {_fmt(cmp.upper)}]",
+        evidence.model_copy(update={"samples_needed": math.ceil(needed)}),
+    )
+
+
+def _buckets(obs: Observation | None, who: str, label: str) -> dict[str, float]:
+    vector = dict(_need(obs, f"{who} distribution").vector)
+    if not vector or any(not math.isfinite(v) for v in vector.values()):
+        raise _Inconclusive(Cause.NO_DATA, f"{who} distribution: empty or not finite")
+    if label == "le":
+        return _decumulate(vector, who)
+    return vector
+
+
+def _decumulate(cumulative: Mapping[str, float], who: str) -> dict[str, float]:
+    """Histogram buckets are cumulative (le); the tests need per-bucket counts."""
+    try:
+        ordered = sorted(cumulative.items(), key=lambda kv: float(kv[0]))
+    except ValueError as exc:
+        raise _Inconclusive(Cause.NO_DATA, f"{who} distribution: bucket bound is not a number") from exc
+    out: dict[str, float] = {}
+    previous = 0.0
+    for le, count in ordered:
+        out[le] = max(0.0, count - previous)
+        previous = max(previous, count)
+    return out
+
+
+def _drift(g: Guardrail, data: GuardrailData) -> Judgement:
+    rule = g.drift
+    assert rule is not None
+    label = g.metric.distribution_label or "le"
+    cand = _buckets(data.candidate.distribution, "candidate", label)
+    inc = _buckets(data.incumbent.distribution, "incumbent", label)
+    keys = sorted(set(cand) | set(inc))
+    c = [cand.get(k, 0.0) for k in keys]
+    i = [inc.get(k, 0.0) for k in keys]
+    cn, inn = sum(c), sum(i)
+    evidence = Evidence(candidate_samples=cn, incumbent_samples=inn)
+    if cn <= 0 or inn <= 0:
+        raise _Inconclusive(Cause.INSUFFICIENT, "no predictions counted yet", evidence.model_copy(update={"samples_needed": g.min_samples}))
+    psi = statistics.population_stability_index(i, c)
+    js = statistics.jensen_shannon_distance(i, c)
+    chi2, dof, p_value = statistics.chi_square_homogeneity(c, i)
+    bounds = []
+    over = []
+    if rule.max_psi is not None:
+        bounds.append(f"PSI <= {_fmt(rule.max_psi)}")
+        if psi > rule.max_psi:
+            over.append(f"PSI {_fmt(psi)} > {_fmt(rule.max_psi)}")
+    if rule.max_js_distance is not None:
+        bounds.append(f"JS distance <= {_fmt(rule.max_js_distance)}")
+        if js > rule.max_js_distance:
+            over.append(f"JS distance {_fmt(js)} > {_fmt(rule.max_js_distance)}")
+    evidence = Evidence(
+        candidate_value=psi if rule.max_psi is not None else js,
+        candidate_samples=cn, incumbent_samples=inn,
+        bound=" and ".join(bounds) + f" (significance {rule.significance:g})",
+        statistic=f"PSI {_fmt(psi)}, JS distance {_fmt(js)}, chi2 {chi2:.1f} (dof {dof}) p={p_value:.3g}",
+    )
+    _enough(cn, g.min_samples, "candidate", evidence)
+    if over and p_value < rule.significance:
+        return Judgement(Verdict.FAIL, f"predictions drift from the incumbent's: {', '.join(over)}", evidence)
+    if over:
+        raise _Inconclusive(Cause.INSUFFICIENT, f"{', '.join(over)} but not yet significant (p={p_value:.3g})", evidence)
+    return Judgement(Verdict.PASS, f"predictions match the incumbent's ({evidence.statistic})", evidence)

@@ -1,0 +1,87 @@
+"""Drive the pure decision core the way the reconciler does, with a fake clock and data plane.
+
+Unit tests only: the data plane is a dict of weights per candidate, and every status goes
+through its JSON form between reconciles, as it does through the API server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
+from controller.core.clock import FakeClock
+from controller.core.engine import Event, Outcome, RolloutInput, analysis_due, decide, pair_in_flight
+from controller.core.judge import Cause, Judgement
+
+JudgeFn = Callable[[str, "Simulator"], Judgement]
+
+
+def passing(_: str, __: Simulator) -> Judgement:
+    return Judgement(Verdict.PASS, "ok")
+
+
+def failing(_: str, __: Simulator) -> Judgement:
+    return Judgement(Verdict.FAIL, "too many errors")
+
+
+def no_data(_: str, __: Simulator) -> Judgement:
+    return Judgement(Verdict.INCONCLUSIVE, "no series", cause=Cause.NO_DATA)
+
+
+@dataclass
+class Simulator:
+    spec: ModelRolloutSpec
+    judge: JudgeFn = passing
+    clock: FakeClock = field(default_factory=FakeClock)
+    status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
+    # Weights on the data plane, per candidate backend: what a router would read back.
+    plane: dict[str, Weights] = field(default_factory=dict)
+    writes: list[tuple[str, int]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    analyses: int = 0
+    promote_request: str | None = None
+    generation: int = 1
+    released: bool = False
+
+    def reconcile(self, *, deleting: bool = False) -> Outcome:
+        pair = pair_in_flight(self.status)
+        applied = self.plane.get(pair[1].name, Weights(incumbent=100, candidate=0)) if pair else None
+        judgements = None
+        if analysis_due(self.spec, self.status, applied, self.clock.now()):
+            self.analyses += 1
+            judgements = {g.name: self.judge(g.name, self) for g in self.spec.guardrails}
+        out = decide(
+            RolloutInput(
+                spec=self.spec, status=self.status, now=self.clock.now(), generation=self.generation,
+                deleting=deleting, applied=applied, judgements=judgements, promote_request=self.promote_request,
+            )
+        )
+        for action in out.actions:
+            self.plane[action.candidate.name] = action.weights
+            self.writes.append((action.candidate.name, action.weights.candidate))
+            out.status.weights = action.weights
+        self.events.extend(out.events)
+        self.released = self.released or out.release
+        # Persist as the API server would: JSON in, JSON out.
+        self.status = ModelRolloutStatus.model_validate(json.loads(json.dumps(out.status.wire())))
+        return out
+
+    def run(self, *, max_reconciles: int = 500, until: Callable[[Simulator], bool] | None = None) -> None:
+        """Reconcile, then sleep the requeue time; stop when idle (no requeue) or `until` holds."""
+        for _ in range(max_reconciles):
+            out = self.reconcile()
+            if until is not None and until(self):
+                return
+            if out.requeue_after is None:
+                return
+            self.clock.advance(out.requeue_after)
+        raise AssertionError(f"no verdict after {max_reconciles} reconciles: {self.status.phase} {self.status.reason}")
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(timedelta(seconds=seconds))
+
+    def candidate_weights(self, name: str) -> list[int]:
+        return [w for n, w in self.writes if n == name]

@@ -1,0 +1,160 @@
+"""The rollout state machine, driven through whole rollouts with a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.api.models import ModelRolloutSpec, Phase, Verdict
+from controller.core.judge import Cause, Judgement
+from tests.support.simulator import Simulator, failing, no_data, passing
+
+
+def spec(**overrides: Any) -> ModelRolloutSpec:
+    body: dict[str, Any] = {
+        "incumbent": {"name": "fraud-v1"},
+        "candidate": {"name": "fraud-v2"},
+        "traffic": {"gatewayAPI": {"httpRoute": "fraud"}},
+        "canary": {"steps": [{"weight": 10, "hold": "1m"}, {"weight": 50, "hold": "1m"}, {"weight": 80, "hold": "1m"}]},
+        "analysis": {"interval": "30s", "progressDeadline": "10m"},
+        "guardrails": [{"name": "errors", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.01}}],
+    }
+    body.update(overrides)
+    return ModelRolloutSpec.model_validate(body)
+
+
+def test_healthy_candidate_walks_every_step_and_is_promoted() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.candidate_weights("fraud-v2") == [10, 50, 80, 100]
+    assert sim.status.incumbent is not None and sim.status.incumbent.name == "fraud-v2"
+    assert [e.reason for e in sim.events] == ["RolloutStarted", "StepAdvanced", "StepAdvanced", "Promoted"]
+    ready = {c.type: c.status for c in sim.status.conditions}
+    assert ready == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+
+
+def test_each_step_holds_for_its_hold_time() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    assert sim.status.rollout_started is not None
+    assert (sim.clock.now() - sim.status.rollout_started).total_seconds() >= 60
+
+
+def test_failing_guardrail_rolls_back_with_evidence() -> None:
+    sim = Simulator(spec(), judge=failing)
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK
+    assert sim.status.reason == "GuardrailFailed"
+    assert sim.candidate_weights("fraud-v2") == [10, 0]
+    failed = sim.status.failed_candidates[-1]
+    assert failed.model.name == "fraud-v2" and failed.guardrail == "errors"
+    assert sim.status.incumbent is not None and sim.status.incumbent.name == "fraud-v1"
+    assert {c.type: c.status for c in sim.status.conditions}["Stalled"] == "True"
+
+
+def test_rollback_is_sticky() -> None:
+    sim = Simulator(spec(), judge=failing)
+    sim.run()
+    sim.judge = passing
+    writes = len(sim.writes)
+    for _ in range(5):
+        sim.advance(300)
+        out = sim.reconcile()
+        assert out.actions == [] and out.requeue_after is None
+    assert sim.status.phase is Phase.ROLLED_BACK and len(sim.writes) == writes
+
+
+def test_no_data_never_advances_and_ends_in_a_verdict() -> None:
+    sim = Simulator(spec(), judge=no_data)
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK
+    assert sim.status.reason in ("InconclusiveLimitExceeded", "ProgressDeadlineExceeded")
+    assert max(sim.candidate_weights("fraud-v2")) == 10
+    assert any(e.type == "Warning" and e.reason == "GuardrailInconclusive" for e in sim.events)
+
+
+def test_insufficient_samples_wait_until_the_deadline() -> None:
+    def few(_: str, __: Simulator) -> Judgement:
+        return Judgement(Verdict.INCONCLUSIVE, "12 of 100 samples", cause=Cause.INSUFFICIENT)
+
+    sim = Simulator(spec(), judge=few)
+    sim.run()
+    assert sim.status.reason == "ProgressDeadlineExceeded"
+    assert max(sim.candidate_weights("fraud-v2")) == 10
+
+
+def test_on_no_data_rollback_policy_rolls_back_at_once() -> None:
+    guardrails = [{"name": "errors", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.01}, "onNoData": "Rollback"}]
+    sim = Simulator(spec(guardrails=guardrails), judge=no_data)
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "NoData"
+    assert sim.analyses == 1
+
+
+def test_advisory_mode_pauses_instead_of_rolling_back() -> None:
+    sim = Simulator(spec(analysis={"interval": "30s", "progressDeadline": "10m", "mode": "Advisory"}), judge=failing)
+    sim.run()
+    assert sim.status.phase is Phase.PAUSED and sim.status.reason == "GuardrailFailed"
+    assert sim.candidate_weights("fraud-v2") == [10]
+
+
+def test_manual_gate_waits_for_a_promote_request() -> None:
+    steps = {"steps": [{"weight": 20, "hold": "30s", "manualGate": True}, {"weight": 60, "hold": "30s"}]}
+    sim = Simulator(spec(canary=steps), judge=passing)
+    sim.run()
+    assert sim.status.phase is Phase.PAUSED and sim.status.reason == "AwaitingPromotion"
+    sim.promote_request = "alice-1"
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.candidate_weights("fraud-v2") == [20, 60, 100]
+
+
+def test_new_candidate_mid_rollout_resets_weights_and_counters() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    sim.spec = spec(candidate={"name": "fraud-v3"})
+    sim.reconcile()
+    assert sim.plane["fraud-v2"].candidate == 0
+    assert sim.status.candidate is not None and sim.status.candidate.name == "fraud-v3"
+    assert sim.status.current_step == 0 and sim.status.guardrails == []
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED and sim.status.incumbent is not None
+    assert sim.status.incumbent.name == "fraud-v3"
+    assert 100 not in sim.candidate_weights("fraud-v2")
+
+
+def test_deletion_restores_the_incumbent_and_releases() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    sim.reconcile(deleting=True)
+    assert sim.released and sim.plane["fraud-v2"].candidate == 0
+
+
+def test_no_incumbent_adopts_the_first_candidate_without_a_canary() -> None:
+    body = spec().model_dump(by_alias=True, exclude_none=True, mode="json")
+    del body["incumbent"]
+    sim = Simulator(ModelRolloutSpec.model_validate(body))
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED and sim.status.reason == "Adopted" and sim.writes == []
+
+
+def test_user_pause_holds_weights_and_does_not_count_against_the_deadline() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    sim.spec = spec(paused=True)
+    sim.reconcile()
+    assert sim.status.phase is Phase.PAUSED
+    sim.advance(3600)
+    sim.reconcile()
+    sim.spec = spec(paused=False)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+
+
+def test_idle_rollout_reconciles_without_actions() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run()
+    before = sim.status.wire()
+    out = sim.reconcile()
+    assert out.actions == [] and out.events == [] and out.requeue_after is None
+    assert sim.status.wire() == before
