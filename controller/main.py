@@ -1,65 +1,83 @@
-"""modelrollout-controller: the operator process."""
+"""modelrollout-controller: the operator process (settings, logs, wiring; the work is elsewhere)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import socket
 
 import structlog
-from kubernetes import client, config, watch
 
 from controller import logging as logs
-from controller.api import GROUP, PLURAL, VERSION
+from controller.core.clock import SystemClock
+from controller.kube.config import api_client
+from controller.kube.events import EventRecorder
+from controller.kube.lease import LeaderElector, LeaseConfig
+from controller.kube.objects import Objects
+from controller.kube.rollouts import Rollouts
+from controller.kube.secrets import Secrets
+from controller.manager import Manager, ManagerSettings
+from controller.reconciler import ProviderDefaults, Reconciler
+from controller.telemetry import Telemetry
 
 log = structlog.get_logger("controller")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
     parser = argparse.ArgumentParser(prog="modelrollout-controller", description="Progressive delivery of ML models.")
-    parser.add_argument("--kubeconfig", help="path to a kubeconfig (default: in-cluster, then $KUBECONFIG)")
-    parser.add_argument("--namespace", action="append", default=[], help="watch only these namespaces (repeat)")
-    parser.add_argument("--health-port", type=int, default=8080, help="port of /healthz, /readyz and /metrics")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig path (default: in-cluster)")
+    parser.add_argument("--namespace", action="append", default=[], help="watch only these namespaces (repeatable)")
+    parser.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    parser.add_argument("--health-port", type=int, default=8080, help="port of /healthz, /readyz, /metrics (0: any)")
+    parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--prometheus-url",
+        default=env("MODELROLLOUT_PROMETHEUS_URL"),
+        help="default Prometheus for rollouts that name none",
+    )
+    parser.add_argument("--metric-timeout", default="10s", help="default per-query timeout")
+    parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
+    parser.add_argument("--lease-name", default="modelrollout-controller")
+    parser.add_argument("--identity", default=env("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")
     return parser.parse_args(argv)
-
-
-class _Health(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        ok = self.path in ("/healthz", "/readyz")
-        self.send_response(200 if ok else 404)
-        self.end_headers()
-        self.wfile.write(b"ok\n" if ok else b"not found\n")
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
-    if args.kubeconfig:
-        config.load_kube_config(config_file=args.kubeconfig)
-    else:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-    server = ThreadingHTTPServer(("0.0.0.0", args.health_port), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    api = client.CustomObjectsApi()
-    log.info("started", port=server.server_address[1], namespaces=args.namespace or "all")
-    while not stop.is_set():
-        w = watch.Watch()
-        for event in w.stream(api.list_cluster_custom_object, GROUP, VERSION, PLURAL, timeout_seconds=5):
-            meta = event["object"]["metadata"]
-            log.info("observed", event=event["type"], namespace=meta["namespace"], name=meta["name"])
-            if stop.is_set():
-                w.stop()
-    server.shutdown()
-    log.info("stopped")
-    return 0
+    api = api_client(args.kubeconfig)
+    # The audit log then tells which replica wrote what.
+    api.user_agent = f"modelrollout-controller/{args.identity}"
+    telemetry = Telemetry()
+    elector = (
+        LeaderElector(api, LeaseConfig(namespace=args.lease_namespace, name=args.lease_name), args.identity)
+        if args.leader_elect
+        else None
+    )
+    rollouts = Rollouts(api)
+    reconciler = Reconciler(
+        rollouts=rollouts,
+        objects=Objects(api),
+        events=EventRecorder(api, host=args.identity),
+        secrets=Secrets(api),
+        clock=SystemClock(),
+        telemetry=telemetry,
+        defaults=ProviderDefaults(prometheus_url=args.prometheus_url, timeout=args.metric_timeout),
+    )
+    manager = Manager(
+        rollouts=rollouts,
+        reconciler=reconciler,
+        telemetry=telemetry,
+        elector=elector,
+        settings=ManagerSettings(namespaces=args.namespace, workers=args.workers, health_port=args.health_port),
+    )
+    reconciler.may_write = manager.may_write
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: manager.stop.set())
+    log.info("starting", identity=args.identity, namespaces=args.namespace or "all", leader_elect=args.leader_elect)
+    code = manager.run()
+    log.info("stopped", exit_code=code)
+    return code

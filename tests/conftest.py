@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane, bin_dir, running_control_plane
 from tests.support.kube import install_crds
+from tests.support.prometheus import Exporter, ModelTraffic, PrometheusServer
 
 REPO = Path(__file__).resolve().parents[1]
 _session_pids: list[int] = []
@@ -70,3 +72,42 @@ def _alive(pid: int) -> bool:
         return False
     # A zombie is gone for our purposes, but Popen.wait reaped ours already.
     return True
+
+
+# -- engine fixtures: Gateway API CRDs, a real Prometheus scraping a real exporter, the controller
+
+
+@pytest.fixture(scope="session")
+def gateway_api(api_client: client.ApiClient) -> list[str]:
+    from tests.support.gatewayapi import install_gateway_api_crds
+
+    return install_gateway_api_crds(api_client)
+
+
+@pytest.fixture(scope="session")
+def exporter() -> Iterator[Exporter]:
+    exp = Exporter()
+    yield exp
+    exp.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus(exporter: Exporter) -> Iterator[PrometheusServer]:
+    server = PrometheusServer([exporter.port]).start()
+    _session_pids.append(server.proc.pid if server.proc else 0)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def traffic(exporter: Exporter) -> Iterator[ModelTraffic]:
+    load = ModelTraffic(exporter)
+    yield load
+    load.stop()
+
+
+@pytest.fixture
+def controller_process(control_plane: ControlPlane, prometheus: PrometheusServer) -> Iterator[ControllerFactory]:
+    factory = ControllerFactory(control_plane, prometheus_url=prometheus.url)
+    yield factory
+    factory.stop_all()

@@ -128,6 +128,17 @@ def decide(inp: RolloutInput) -> Outcome:
     return _Decider(inp).run()
 
 
+def with_problem(
+    status: ModelRolloutStatus, reason: str, message: str, *, now: datetime, generation: int
+) -> ModelRolloutStatus:
+    """The status of record, unchanged but for a problem a human must fix (Stalled)."""
+    st = status.model_copy(deep=True)
+    st.observed_generation = generation
+    st.reason, st.message = reason, message[:1024]
+    set_conditions(st, problem=True, now=now, generation=generation)
+    return st
+
+
 class _Decider:
     def __init__(self, inp: RolloutInput) -> None:
         self.inp = inp
@@ -153,7 +164,9 @@ class _Decider:
             self._router_problem(*self.inp.router_problem)
         else:
             self._progress()
-        self._conditions()
+        set_conditions(
+            self.st, problem=self.inp.router_problem is not None, now=self.now, generation=self.inp.generation
+        )
         return self.out
 
     # -- transitions ----------------------------------------------------------------------------
@@ -182,7 +195,9 @@ class _Decider:
         previous = pair_in_flight(self.st)
         if previous is not None:
             self.out.actions.append(SetWeights(previous[0], previous[1], Weights(incumbent=100, candidate=0)))
-            self._event("Normal", "CandidateReplaced", f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}")
+            self._event(
+                "Normal", "CandidateReplaced", f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}"
+            )
         incumbent = self.st.incumbent
         assert incumbent is not None
         self.st.candidate = self.spec.candidate
@@ -197,8 +212,12 @@ class _Decider:
             return
         self.st.total_steps = len(self.steps)
         self._enter_step(0)
-        self._set_phase(Phase.PROGRESSING, "RolloutStarted", f"rolling out {self.spec.candidate.name} against {incumbent.name}")
-        self._event("Normal", "RolloutStarted", f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
+        self._set_phase(
+            Phase.PROGRESSING, "RolloutStarted", f"rolling out {self.spec.candidate.name} against {incumbent.name}"
+        )
+        self._event(
+            "Normal", "RolloutStarted", f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%"
+        )
         self._record("start", "RolloutStarted")
         self._set_weights(Weights.for_candidate(self.steps[0].weight))
         self.out.requeue_after = WEIGHT_SETTLE
@@ -272,8 +291,13 @@ class _Decider:
             streak = ((old.consecutive_inconclusive if old else 0) + 1) if data_problem else 0
             updated.append(
                 GuardrailStatus(
-                    name=guardrail.name, verdict=j.verdict, message=j.message[:1024], evidence=j.evidence,
-                    failures=failures, consecutive_inconclusive=streak, last_evaluated=self.now,
+                    name=guardrail.name,
+                    verdict=j.verdict,
+                    message=j.message[:1024],
+                    evidence=j.evidence,
+                    failures=failures,
+                    consecutive_inconclusive=streak,
+                    last_evaluated=self.now,
                 )
             )
         self.st.guardrails = updated
@@ -288,7 +312,10 @@ class _Decider:
                 return True
         noncritical = sum(gs.failures for gs in updated if not by_name[gs.name].critical)
         if noncritical > self.spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in updated):
-            self._verdict_fail("FailureLimitExceeded", f"{noncritical} guardrail failures exceed failureLimit {self.spec.analysis.failure_limit}")
+            self._verdict_fail(
+                "FailureLimitExceeded",
+                f"{noncritical} guardrail failures exceed failureLimit {self.spec.analysis.failure_limit}",
+            )
             return True
         for gs in updated:
             j = judgements.get(gs.name)
@@ -297,9 +324,16 @@ class _Decider:
                 continue
             g = by_name[gs.name]
             policy = g.on_error if cause is Cause.ERROR else g.on_no_data
-            self._event("Warning", "GuardrailInconclusive", f"{g.name}: {gs.message} (policy {policy.value}; never a pass)")
+            self._event(
+                "Warning", "GuardrailInconclusive", f"{g.name}: {gs.message} (policy {policy.value}; never a pass)"
+            )
             if policy is DataPolicy.ROLLBACK:
-                self._verdict_fail(str(cause), f"guardrail {g.name} inconclusive ({gs.message}) and on{'Error' if cause is Cause.ERROR else 'NoData'} is Rollback", guardrail=g, gs=gs)
+                self._verdict_fail(
+                    str(cause),
+                    f"guardrail {g.name} inconclusive ({gs.message}) and on{'Error' if cause is Cause.ERROR else 'NoData'} is Rollback",
+                    guardrail=g,
+                    gs=gs,
+                )
                 return True
             if policy is DataPolicy.PAUSE:
                 self._pause("GuardrailInconclusive", f"guardrail {g.name}: {gs.message}; waiting for a human")
@@ -309,7 +343,8 @@ class _Decider:
                     "InconclusiveLimitExceeded",
                     f"guardrail {g.name} inconclusive {gs.consecutive_inconclusive} times in a row "
                     f"(inconclusiveLimit {self.spec.analysis.inconclusive_limit}): {gs.message}",
-                    guardrail=g, gs=gs,
+                    guardrail=g,
+                    gs=gs,
                 )
                 return True
         return False
@@ -339,7 +374,9 @@ class _Decider:
 
     def _complete_step(self, step: Step) -> None:
         if step.manual_gate:
-            self._pause("AwaitingPromotion", f"step {self._display()} passed; manual gate: run `kubectl modelrollout promote`")
+            self._pause(
+                "AwaitingPromotion", f"step {self._display()} passed; manual gate: run `kubectl modelrollout promote`"
+            )
             return
         self._advance_or_finish(step, manual=False)
 
@@ -348,7 +385,9 @@ class _Decider:
         if index + 1 < len(self.steps):
             self._enter_step(index + 1)
             nxt = self.steps[index + 1]
-            self._set_phase(Phase.PROGRESSING, "StepAdvanced", f"step {self._display()}: {nxt.weight}% to {self._candidate().name}")
+            self._set_phase(
+                Phase.PROGRESSING, "StepAdvanced", f"step {self._display()}: {nxt.weight}% to {self._candidate().name}"
+            )
             self._event("Normal", "StepAdvanced", self.st.message or "")
             self._record("advance", "StepAdvanced", self.st.message or "")
             self._set_weights(Weights.for_candidate(nxt.weight))
@@ -380,9 +419,13 @@ class _Decider:
         self.st.failed_candidates = [
             *self.st.failed_candidates,
             FailedCandidate(
-                model=candidate, time=self.now, reason=reason, guardrail=guardrail.name if guardrail else None,
+                model=candidate,
+                time=self.now,
+                reason=reason,
+                guardrail=guardrail.name if guardrail else None,
                 observed=evidence.candidate_value if evidence else None,
-                threshold=evidence.bound if evidence else None, message=message[:1024],
+                threshold=evidence.bound if evidence else None,
+                message=message[:1024],
             ),
         ][-MAX_FAILED_CANDIDATES:]
         self.st.paused_since = None
@@ -432,7 +475,9 @@ class _Decider:
         if self.st.paused_since is None:
             self.st.paused_since = self.now
         self._set_phase(Phase.PAUSED, reason, message)
-        self._event("Normal" if reason in ("PausedByUser", "AwaitingPromotion") else "Warning", "Paused", f"{reason}: {message}")
+        self._event(
+            "Normal" if reason in ("PausedByUser", "AwaitingPromotion") else "Warning", "Paused", f"{reason}: {message}"
+        )
         self._record("pause", reason, message)
 
     def _resume(self, reason: str, message: str) -> None:
@@ -453,28 +498,31 @@ class _Decider:
         self.out.events.append(Event(type_, reason, message[:1024]))
 
     def _record(self, action: str, reason: str, message: str = "") -> None:
-        entry = Decision(time=self.now, step=self.st.current_step or 0, action=action, reason=reason[:128], message=message[:1024])
+        entry = Decision(
+            time=self.now, step=self.st.current_step or 0, action=action, reason=reason[:128], message=message[:1024]
+        )
         self.st.history = [*self.st.history, entry][-MAX_HISTORY:]
 
-    def _conditions(self) -> None:
-        phase, reason, message = self.st.phase, self.st.reason or "Pending", self.st.message or ""
-        problem = self.inp.router_problem is not None and phase in ACTIVE
-        ready = phase is Phase.PROMOTED
-        stalled = phase in (Phase.ROLLED_BACK, Phase.FAILED) or problem
-        reconciling = not ready and not stalled
-        for type_, value in (("Ready", ready), ("Stalled", stalled), ("Reconciling", reconciling)):
-            self._condition(type_, value, reason, message)
 
-    def _condition(self, type_: str, value: bool, reason: str, message: str) -> None:
+def set_conditions(st: ModelRolloutStatus, *, problem: bool, now: datetime, generation: int) -> None:
+    """Ready / Stalled / Reconciling with kstatus meaning, from the phase (and a router problem)."""
+    phase, reason, message = st.phase, st.reason or "Pending", st.message or ""
+    ready = phase is Phase.PROMOTED
+    stalled = phase in (Phase.ROLLED_BACK, Phase.FAILED) or (problem and phase in ACTIVE)
+    reconciling = not ready and not stalled
+    for type_, value in (("Ready", ready), ("Stalled", stalled), ("Reconciling", reconciling)):
         status = "True" if value else "False"
-        existing = next((c for c in self.st.conditions if c.type == type_), None)
-        since = existing.last_transition_time if existing is not None and existing.status == status else self.now
+        existing = next((c for c in st.conditions if c.type == type_), None)
+        since = existing.last_transition_time if existing is not None and existing.status == status else now
         condition = Condition(
-            type=type_, status=status, reason=reason, message=message, last_transition_time=since,
-            observed_generation=self.inp.generation,
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=since,
+            observed_generation=generation,
         )
-        others = [c for c in self.st.conditions if c.type != type_]
-        self.st.conditions = sorted([*others, condition], key=lambda c: c.type)
+        st.conditions = sorted([*(c for c in st.conditions if c.type != type_), condition], key=lambda c: c.type)
 
 
 def describe_wait(delta: timedelta | None) -> str:

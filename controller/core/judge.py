@@ -117,7 +117,10 @@ def _absolute(g: Guardrail, data: GuardrailData) -> Judgement:
     assert rule is not None
     value = _scalar(data.candidate.value, "candidate value")
     samples = _samples(data.candidate.samples, "candidate")
-    bounds = [f">= {_fmt(rule.min)}" if rule.min is not None else "", f"<= {_fmt(rule.max)}" if rule.max is not None else ""]
+    bounds = [
+        f">= {_fmt(rule.min)}" if rule.min is not None else "",
+        f"<= {_fmt(rule.max)}" if rule.max is not None else "",
+    ]
     bound = " and ".join(b for b in bounds if b)
     evidence = Evidence(candidate_value=value, candidate_samples=samples, bound=bound)
     _enough(samples, g.min_samples, "candidate", evidence)
@@ -145,7 +148,10 @@ def _relative(g: Guardrail, data: GuardrailData) -> Judgement:
     if rule.max_decrease is not None:
         checks.append((f"decrease <= {_fmt(rule.max_decrease)}", -diff <= rule.max_decrease))
     evidence = Evidence(
-        candidate_value=cand, incumbent_value=inc, candidate_samples=cand_n, incumbent_samples=inc_n,
+        candidate_value=cand,
+        incumbent_value=inc,
+        candidate_samples=cand_n,
+        incumbent_samples=inc_n,
         bound=" and ".join(text for text, _ in checks),
         statistic=f"ratio {_fmt(ratio)}, difference {_fmt(diff)}",
     )
@@ -153,7 +159,9 @@ def _relative(g: Guardrail, data: GuardrailData) -> Judgement:
     _enough(inc_n, g.min_samples, "incumbent", evidence)
     broken = [text for text, ok in checks if not ok]
     if broken:
-        return Judgement(Verdict.FAIL, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} breaks {', '.join(broken)}", evidence)
+        return Judgement(
+            Verdict.FAIL, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} breaks {', '.join(broken)}", evidence
+        )
     return Judgement(Verdict.PASS, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} within bounds", evidence)
 
 
@@ -164,25 +172,39 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
     ie, it = _scalar(data.incumbent.errors, "incumbent errors"), _scalar(data.incumbent.total, "incumbent total")
     evidence = Evidence(candidate_samples=ct, incumbent_samples=it)
     if ct <= 0 or it <= 0:
-        raise _Inconclusive(Cause.INSUFFICIENT, "no requests counted yet", evidence.model_copy(update={"samples_needed": g.min_samples}))
+        raise _Inconclusive(
+            Cause.INSUFFICIENT, "no requests counted yet", evidence.model_copy(update={"samples_needed": g.min_samples})
+        )
     # The minimum effect is relative to the incumbent's rate; smoothing keeps it positive at 0 errors.
     effect = rule.min_effect * (ie + 0.5) / (it + 1)
     cmp = statistics.compare_rates(
-        candidate_events=ce, candidate_total=ct, incumbent_events=ie, incumbent_total=it,
-        alpha=rule.significance, effect=effect,
+        candidate_events=ce,
+        candidate_total=ct,
+        incumbent_events=ie,
+        incumbent_total=it,
+        alpha=rule.significance,
+        effect=effect,
     )
     evidence = Evidence(
-        candidate_value=cmp.candidate_rate, incumbent_value=cmp.incumbent_rate,
-        candidate_samples=ct, incumbent_samples=it,
+        candidate_value=cmp.candidate_rate,
+        incumbent_value=cmp.incumbent_rate,
+        candidate_samples=ct,
+        incumbent_samples=it,
         bound=f"difference < {_fmt(effect)} (min effect {rule.min_effect:g}x at alpha {rule.significance:g})",
         statistic=f"difference {_fmt(cmp.difference)} in [{_fmt(cmp.lower)}, {_fmt(cmp.upper)}], "
         f"log-LR {cmp.log_likelihood_ratio:.2f} / {cmp.threshold:.2f}",
     )
     _enough(ct, g.min_samples, "candidate", evidence)
     if cmp.lower > 0:
-        return Judgement(Verdict.FAIL, f"candidate rate {_fmt(cmp.candidate_rate)} is significantly above incumbent {_fmt(cmp.incumbent_rate)}", evidence)
+        return Judgement(
+            Verdict.FAIL,
+            f"candidate rate {_fmt(cmp.candidate_rate)} is significantly above incumbent {_fmt(cmp.incumbent_rate)}",
+            evidence,
+        )
     if cmp.upper < effect:
-        return Judgement(Verdict.PASS, f"candidate is not worse by {rule.min_effect:g}x (upper bound {_fmt(cmp.upper)})", evidence)
+        return Judgement(
+            Verdict.PASS, f"candidate is not worse by {rule.min_effect:g}x (upper bound {_fmt(cmp.upper)})", evidence
+        )
     # The interval's radius shrinks like 1/sqrt(n): estimate the candidate samples still needed.
     room = max(effect - cmp.difference, effect / 10)
     radius = cmp.upper - cmp.difference
@@ -229,7 +251,11 @@ def _drift(g: Guardrail, data: GuardrailData) -> Judgement:
     cn, inn = sum(c), sum(i)
     evidence = Evidence(candidate_samples=cn, incumbent_samples=inn)
     if cn <= 0 or inn <= 0:
-        raise _Inconclusive(Cause.INSUFFICIENT, "no predictions counted yet", evidence.model_copy(update={"samples_needed": g.min_samples}))
+        raise _Inconclusive(
+            Cause.INSUFFICIENT,
+            "no predictions counted yet",
+            evidence.model_copy(update={"samples_needed": g.min_samples}),
+        )
     psi = statistics.population_stability_index(i, c)
     js = statistics.jensen_shannon_distance(i, c)
     chi2, dof, p_value = statistics.chi_square_homogeneity(c, i)
@@ -245,7 +271,8 @@ def _drift(g: Guardrail, data: GuardrailData) -> Judgement:
             over.append(f"JS distance {_fmt(js)} > {_fmt(rule.max_js_distance)}")
     evidence = Evidence(
         candidate_value=psi if rule.max_psi is not None else js,
-        candidate_samples=cn, incumbent_samples=inn,
+        candidate_samples=cn,
+        incumbent_samples=inn,
         bound=" and ".join(bounds) + f" (significance {rule.significance:g})",
         statistic=f"PSI {_fmt(psi)}, JS distance {_fmt(js)}, chi2 {chi2:.1f} (dof {dof}) p={p_value:.3g}",
     )
@@ -253,5 +280,7 @@ def _drift(g: Guardrail, data: GuardrailData) -> Judgement:
     if over and p_value < rule.significance:
         return Judgement(Verdict.FAIL, f"predictions drift from the incumbent's: {', '.join(over)}", evidence)
     if over:
-        raise _Inconclusive(Cause.INSUFFICIENT, f"{', '.join(over)} but not yet significant (p={p_value:.3g})", evidence)
+        raise _Inconclusive(
+            Cause.INSUFFICIENT, f"{', '.join(over)} but not yet significant (p={p_value:.3g})", evidence
+        )
     return Judgement(Verdict.PASS, f"predictions match the incumbent's ({evidence.statistic})", evidence)

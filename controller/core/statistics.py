@@ -34,8 +34,13 @@ def _smoothed(events: float, total: float) -> float:
 
 
 def compare_rates(
-    *, candidate_events: float, candidate_total: float, incumbent_events: float, incumbent_total: float,
-    alpha: float, effect: float,
+    *,
+    candidate_events: float,
+    candidate_total: float,
+    incumbent_events: float,
+    incumbent_total: float,
+    alpha: float,
+    effect: float,
 ) -> RateComparison:
     """Mixture-SPRT confidence sequence for p_candidate - p_incumbent.
 
@@ -55,7 +60,9 @@ def compare_rates(
     variance = vc * (1 - vc) / candidate_total + vi * (1 - vi) / incumbent_total
     tau2 = max(effect, 1e-9) ** 2
     log_threshold = math.log(1 / alpha)
-    radius = math.sqrt(2 * variance * (variance + tau2) / tau2 * (log_threshold + 0.5 * math.log((variance + tau2) / variance)))
+    radius = math.sqrt(
+        2 * variance * (variance + tau2) / tau2 * (log_threshold + 0.5 * math.log((variance + tau2) / variance))
+    )
     difference = pc - pi
     llr = 0.5 * math.log(variance / (variance + tau2)) + difference**2 * tau2 / (2 * variance * (variance + tau2))
     return RateComparison(pc, pi, difference, difference - radius, difference + radius, llr, log_threshold)

@@ -67,7 +67,14 @@ def translate(exc: Exception) -> KubeError:
     if isinstance(exc, KubeError):
         return exc
     if isinstance(exc, ApiException):
-        kinds: dict[int, type[KubeError]] = {404: NotFound, 409: Conflict, 410: Gone, 403: Forbidden, 422: Invalid, 400: Invalid}
+        kinds: dict[int, type[KubeError]] = {
+            404: NotFound,
+            409: Conflict,
+            410: Gone,
+            403: Forbidden,
+            422: Invalid,
+            400: Invalid,
+        }
         kind = kinds.get(exc.status or 0, Unavailable)
         error = kind(f"{exc.status}: {_message(exc)}")
         error.status = exc.status or 0

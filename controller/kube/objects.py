@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -31,22 +31,37 @@ class Objects:
 
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any]:
         with translated():
-            obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
-                resource.group, resource.version, namespace, resource.plural, name
+            obj = cast(
+                dict[str, Any],
+                self._custom.get_namespaced_custom_object(
+                    resource.group, resource.version, namespace, resource.plural, name
+                ),
             )
             return obj
 
     def json_patch(self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         """RFC 6902 patch: `test` ops make it fail (422) instead of writing over a concurrent change."""
         with translated():
-            obj: dict[str, Any] = self._custom.patch_namespaced_custom_object(
-                resource.group, resource.version, namespace, resource.plural, name, ops
+            obj = cast(
+                dict[str, Any],
+                self._custom.patch_namespaced_custom_object(
+                    resource.group,
+                    resource.version,
+                    namespace,
+                    resource.plural,
+                    name,
+                    ops,
+                    _content_type="application/json-patch+json",
+                ),
             )
             return obj
 
     def merge_patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         with translated():
-            obj: dict[str, Any] = self._custom.patch_namespaced_custom_object(
-                resource.group, resource.version, namespace, resource.plural, name, patch
+            obj = cast(
+                dict[str, Any],
+                self._custom.patch_namespaced_custom_object(
+                    resource.group, resource.version, namespace, resource.plural, name, patch
+                ),
             )
             return obj

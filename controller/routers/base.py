@@ -11,7 +11,6 @@ from typing import Protocol
 
 from controller.api.models import ModelRef, Traffic, Weights
 
-
 __all__ = ["ALL_CANDIDATE", "ALL_INCUMBENT", "RouteTarget", "RouterProblem", "TrafficRouter", "Weights"]
 
 ALL_INCUMBENT = Weights(incumbent=100, candidate=0)

@@ -55,8 +55,14 @@ class Simulator:
             judgements = {g.name: self.judge(g.name, self) for g in self.spec.guardrails}
         out = decide(
             RolloutInput(
-                spec=self.spec, status=self.status, now=self.clock.now(), generation=self.generation,
-                deleting=deleting, applied=applied, judgements=judgements, promote_request=self.promote_request,
+                spec=self.spec,
+                status=self.status,
+                now=self.clock.now(),
+                generation=self.generation,
+                deleting=deleting,
+                applied=applied,
+                judgements=judgements,
+                promote_request=self.promote_request,
             )
         )
         for action in out.actions:

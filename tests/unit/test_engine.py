@@ -84,7 +84,9 @@ def test_insufficient_samples_wait_until_the_deadline() -> None:
 
 
 def test_on_no_data_rollback_policy_rolls_back_at_once() -> None:
-    guardrails = [{"name": "errors", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.01}, "onNoData": "Rollback"}]
+    guardrails = [
+        {"name": "errors", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.01}, "onNoData": "Rollback"}
+    ]
     sim = Simulator(spec(guardrails=guardrails), judge=no_data)
     sim.run()
     assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "NoData"

@@ -1,0 +1,283 @@
+"""The thin shell around the decision core: read -> observe -> decide -> act -> persist.
+
+Level-triggered: it is given only a key and re-reads the world each time. It writes only on
+change (an idle, held rollout costs no write), records the weights the router read back, and
+writes status with the resourceVersion it read (a 409 means: re-read and recompute).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from controller.api.duration import parse_duration
+from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
+from controller.core.clock import Clock
+from controller.core.engine import (
+    PROBLEM_RETRY,
+    Event,
+    Outcome,
+    RolloutInput,
+    analysis_due,
+    decide,
+    pair_in_flight,
+    with_problem,
+)
+from controller.core.judge import Cause, Judgement
+from controller.kube.errors import NotFound
+from controller.kube.events import EventRecorder
+from controller.kube.objects import Objects
+from controller.kube.rollouts import FINALIZER, Rollouts
+from controller.kube.secrets import Secrets
+from controller.metrics.base import MetricProvider
+from controller.metrics.prometheus import PrometheusProvider
+from controller.observe import observe_and_judge
+from controller.routers.base import RouterProblem, RouteTarget
+from controller.routers.registry import router_for
+from controller.telemetry import Telemetry
+
+log = structlog.get_logger("reconciler")
+
+PROMOTE_ANNOTATION = "modelrollout.dev/promote"
+
+
+@dataclass(frozen=True)
+class ProviderDefaults:
+    """Controller-wide defaults for rollouts that name no provider (helm values)."""
+
+    prometheus_url: str | None = None
+    timeout: str = "10s"
+    stale_after: str = "5m"
+
+
+class NotLeader(Exception):
+    """This replica lost the lease: it must not write."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        rollouts: Rollouts,
+        objects: Objects,
+        events: EventRecorder,
+        secrets: Secrets,
+        clock: Clock,
+        telemetry: Telemetry,
+        defaults: ProviderDefaults,
+        may_write: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.rollouts, self.objects, self.events, self.secrets = rollouts, objects, events, secrets
+        self.clock, self.telemetry, self.defaults, self.may_write = clock, telemetry, defaults, may_write
+        # A cache of HTTP clients, keyed by connection settings; decisions never depend on it.
+        self._providers: dict[str, PrometheusProvider] = {}
+
+    # -- entry ----------------------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> timedelta | None:
+        """One pass over one rollout; returns when to look again (None: on the next change)."""
+        try:
+            obj = self.rollouts.get(namespace, name)
+        except NotFound:
+            self.telemetry.forget_rollout(namespace, name)
+            return None
+        meta = obj["metadata"]
+        bound = log.bind(namespace=namespace, name=name, generation=meta.get("generation"))
+        try:
+            rollout = ModelRollout.model_validate(obj)
+        except ValidationError as exc:
+            self._invalid(obj, exc, bound)
+            return None
+        deleting = rollout.metadata.deletion_timestamp is not None
+        if not deleting and FINALIZER not in rollout.metadata.finalizers:
+            self._guard()
+            obj = self.rollouts.set_finalizers(obj, [*rollout.metadata.finalizers, FINALIZER])
+            self.telemetry.api_writes.labels("finalizer").inc()
+        if deleting and FINALIZER not in rollout.metadata.finalizers:
+            return None
+
+        now = self.clock.now()
+        spec, status = rollout.spec, rollout.status
+        applied, route_problem = self._read_route(namespace, name, spec, status)
+        judgements: dict[str, Judgement] | None = None
+        pair = pair_in_flight(status)
+        if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
+            judgements = self._observe(namespace, spec, status, pair, now)
+        outcome = decide(
+            RolloutInput(
+                spec=spec,
+                status=status,
+                now=now,
+                generation=rollout.metadata.generation,
+                deleting=deleting,
+                applied=applied,
+                router_problem=route_problem,
+                judgements=judgements,
+                promote_request=rollout.metadata.annotations.get(PROMOTE_ANNOTATION),
+            )
+        )
+        problem = self._act(namespace, name, spec, outcome, bound)
+        if problem is not None:
+            # The decided transition did not reach the data plane: keep the status of record
+            # (the next reconcile decides the same again) and say what a human must fix.
+            stalled = with_problem(
+                status, problem.reason, problem.message, now=now, generation=rollout.metadata.generation
+            )
+            if status.reason != problem.reason:
+                self._emit(
+                    obj,
+                    [Event("Warning", problem.reason, f"{problem.message}; traffic left as it is")],
+                    status.step_display,
+                    bound,
+                )
+            self._persist(obj, status, stalled)
+            return PROBLEM_RETRY
+        self._emit(obj, outcome.events, outcome.status.step_display, bound)
+        self._persist(obj, status, outcome.status)
+        if outcome.release:
+            self._guard()
+            fresh = self.rollouts.get(namespace, name)
+            finalizers = [f for f in fresh["metadata"].get("finalizers", []) if f != FINALIZER]
+            self.rollouts.set_finalizers(fresh, finalizers)
+            self.telemetry.api_writes.labels("finalizer").inc()
+            self.telemetry.forget_rollout(namespace, name)
+            bound.info("released", decision="release")
+            return None
+        self.telemetry.observe_rollout(namespace, name, outcome.status)
+        return outcome.requeue_after
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def _target(
+        self, namespace: str, name: str, spec: ModelRolloutSpec, incumbent: ModelRef, candidate: ModelRef
+    ) -> RouteTarget:
+        return RouteTarget(
+            namespace=namespace, rollout=name, traffic=spec.traffic, incumbent=incumbent, candidate=candidate
+        )
+
+    def _read_route(
+        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
+    ) -> tuple[Weights | None, tuple[str, str] | None]:
+        pair = pair_in_flight(status)
+        if pair is None:
+            return None, None
+        try:
+            router = router_for(spec.traffic, self.objects)
+            return router.applied(self._target(namespace, name, spec, *pair)), None
+        except RouterProblem as problem:
+            return None, (problem.reason, problem.message)
+
+    def _observe(
+        self,
+        namespace: str,
+        spec: ModelRolloutSpec,
+        status: ModelRolloutStatus,
+        pair: tuple[ModelRef, ModelRef],
+        now: Any,
+    ) -> dict[str, Judgement]:
+        provider = self._provider(namespace, spec)
+        if isinstance(provider, str):
+            return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
+        return observe_and_judge(
+            spec=spec,
+            status=status,
+            provider=provider,
+            namespace=namespace,
+            incumbent=pair[0],
+            candidate=pair[1],
+            now=now,
+        )
+
+    def _provider(self, namespace: str, spec: ModelRolloutSpec) -> MetricProvider | str:
+        """The rollout's metric provider, or a message saying why there is none (inconclusive)."""
+        prom = spec.provider.prometheus if spec.provider else None
+        address = prom.address if prom else self.defaults.prometheus_url
+        if not address:
+            return "no metric provider: set spec.provider.prometheus or the controller's --prometheus-url"
+        timeout = parse_duration(prom.timeout if prom else self.defaults.timeout).total_seconds()
+        stale = parse_duration(prom.stale_after if prom else self.defaults.stale_after).total_seconds()
+        token = None
+        if prom is not None and prom.secret_ref is not None:
+            try:
+                token = self.secrets.read(namespace, prom.secret_ref.name, prom.secret_ref.key)
+            except NotFound:
+                return f"secret {prom.secret_ref.name} not found"
+            if token is None:
+                return f"secret {prom.secret_ref.name} has no key {prom.secret_ref.key}"
+        # The cache key holds a digest of the token, never the token itself.
+        digest = hashlib.sha256((token or "").encode()).hexdigest()[:16]
+        key = f"{address}|{timeout}|{stale}|{digest}"
+        cached = self._providers.get(key)
+        if cached is None:
+            cached = PrometheusProvider(address=address, timeout=timeout, stale_after=stale, token=token)
+            self._providers[key] = cached
+        return cached
+
+    # -- act and persist ------------------------------------------------------------------------
+
+    def _guard(self) -> None:
+        if not self.may_write():
+            raise NotLeader("lost leadership: not writing")
+
+    def _act(
+        self, namespace: str, name: str, spec: ModelRolloutSpec, outcome: Outcome, bound: Any
+    ) -> RouterProblem | None:
+        """Carry out the weight changes in order; stop at the first problem a human must fix."""
+        status = outcome.status
+        for action in outcome.actions:
+            self._guard()
+            target = self._target(namespace, name, spec, action.incumbent, action.candidate)
+            try:
+                read_back = router_for(spec.traffic, self.objects).apply(target, action.weights)
+            except RouterProblem as problem:
+                if outcome.release:
+                    bound.warning("could not restore traffic on deletion", reason=problem.reason, error=problem.message)
+                    continue
+                return problem
+            self.telemetry.api_writes.labels("weights").inc()
+            bound.info(
+                "weights applied",
+                decision="set-weights",
+                model=action.candidate.name,
+                incumbent=read_back.incumbent,
+                candidate=read_back.candidate,
+            )
+            if status.candidate is not None and action.candidate.name == status.candidate.name:
+                status.weights = read_back
+        return None
+
+    def _emit(self, obj: dict[str, Any], events: list[Event], step: str | None, bound: Any) -> None:
+        for event in events:
+            self._guard()
+            self.events.emit(obj, event.type, event.reason, event.message)
+            self.telemetry.api_writes.labels("event").inc()
+            self.telemetry.decisions.labels(event.reason).inc()
+            bound.info(event.message, decision=event.reason, event_type=event.type, step=step)
+
+    def _persist(self, obj: dict[str, Any], before: ModelRolloutStatus, status: ModelRolloutStatus) -> None:
+        after = status.wire()
+        if after == before.wire() and obj.get("status"):
+            return
+        self._guard()
+        self.rollouts.replace_status(obj, after)
+        self.telemetry.api_writes.labels("status").inc()
+
+    def _invalid(self, obj: dict[str, Any], exc: ValidationError, bound: Any) -> None:
+        """An object that bypassed the CRD's rules: say so in status and an Event, touch no traffic."""
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])[:1000]
+        status = dict(obj.get("status") or {})
+        if status.get("reason") == "InvalidSpec" and status.get("message") == message:
+            return
+        self._guard()
+        status.update(
+            {"reason": "InvalidSpec", "message": message, "observedGeneration": obj["metadata"].get("generation")}
+        )
+        self.rollouts.replace_status(obj, status)
+        self.events.emit(obj, "Warning", "InvalidSpec", message)
+        bound.warning("invalid spec", decision="invalid", error=message)

@@ -1,0 +1,148 @@
+"""A work queue of object keys with client-go's guarantees.
+
+- A key is queued at most once (deduplicated) and never handed to two workers at once: a key
+  added while it is being processed is marked dirty and queued again when the worker is done.
+- `add_after` schedules planned waits (holds, analysis intervals); `add_rate_limited` backs a
+  failing key off exponentially, under an overall token-bucket rate limit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+Key = tuple[str, str]
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        *,
+        base_delay: float = 0.5,
+        max_delay: float = 300.0,
+        rate: float = 20.0,
+        burst: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[Key] = deque()
+        self._queued: set[Key] = set()
+        self._processing: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._delayed: list[tuple[float, int, Key]] = []
+        self._seq = 0
+        self._failures: dict[Key, int] = {}
+        self._base, self._max = base_delay, max_delay
+        self._rate: float = rate
+        self._burst: float = float(burst)
+        self._tokens: float = float(burst)
+        self._last_refill: float = clock()
+        self._clock = clock
+        self._shutdown = False
+
+    # -- adding ---------------------------------------------------------------------------------
+
+    def add(self, key: Key) -> None:
+        with self._cond:
+            if self._shutdown:
+                return
+            if key in self._processing:
+                self._dirty.add(key)
+                return
+            if key not in self._queued:
+                self._queued.add(key)
+                self._queue.append(key)
+                self._cond.notify()
+
+    def add_after(self, key: Key, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        with self._cond:
+            if self._shutdown:
+                return
+            self._seq += 1
+            heapq.heappush(self._delayed, (self._clock() + delay, self._seq, key))
+            self._cond.notify()
+
+    def add_rate_limited(self, key: Key) -> float:
+        """Back off this key exponentially (and all keys by the token bucket); return the delay."""
+        with self._cond:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+            delay = min(self._max, self._base * (2.0**failures))
+            delay = max(delay, self._take_token_delay())
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: Key) -> None:
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def failures(self, key: Key) -> int:
+        with self._cond:
+            return self._failures.get(key, 0)
+
+    def _take_token_delay(self) -> float:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self._rate)
+        self._last_refill = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else float(-self._tokens / self._rate)
+
+    # -- taking ---------------------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> Key | None:
+        """The next key to process, or None on shutdown or timeout. Call done(key) after."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while True:
+                self._promote_due()
+                if self._queue:
+                    key = self._queue.popleft()
+                    self._queued.discard(key)
+                    self._processing.add(key)
+                    return key
+                if self._shutdown:
+                    return None
+                wait = None if not self._delayed else max(0.0, self._delayed[0][0] - self._clock())
+                if deadline is not None:
+                    left = deadline - self._clock()
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                self._cond.wait(wait)
+
+    def done(self, key: Key) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                if key not in self._queued:
+                    self._queued.add(key)
+                    self._queue.append(key)
+                    self._cond.notify()
+
+    def _promote_due(self) -> None:
+        now = self._clock()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, key = heapq.heappop(self._delayed)
+            if key in self._processing:
+                self._dirty.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._queue.append(key)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._shutdown = True
+            self._cond.notify_all()

@@ -1,0 +1,267 @@
+"""The controller end to end on the real control plane, a real Prometheus and real HTTP.
+
+Given an HTTPRoute splitting traffic between two model Services, model servers (the exporter)
+reporting requests to Prometheus, and the controller running as its own process, when a
+ModelRollout is applied, then the route's weights, the status and the Events tell the story.
+Route writes are read from the API server's audit log, not from the controller.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from controller.api import GROUP, PLURAL, VERSION
+from tests.support.audit import route_weight_writes, writes
+from tests.support.controller import ControllerFactory
+from tests.support.controlplane import ControlPlane
+from tests.support.gatewayapi import make_httproute
+from tests.support.prometheus import ModelTraffic, PrometheusServer
+
+pytestmark = pytest.mark.usefixtures("gateway_api")
+
+
+def unique(base: str) -> str:
+    return f"{base}-{os.urandom(2).hex()}"
+
+
+def rollout_body(name: str, incumbent: str, candidate: str, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "incumbent": {"name": incumbent},
+        "candidate": {"name": candidate},
+        "traffic": {"gatewayAPI": {"httpRoute": "models"}},
+        "canary": {"steps": [{"weight": 20, "hold": "4s"}, {"weight": 50, "hold": "4s"}]},
+        "analysis": {"interval": "2s", "window": "10s", "progressDeadline": "60s", "inconclusiveLimit": 5},
+        "guardrails": [
+            {"name": "error-rate", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.05}, "minSamples": 5}
+        ],
+    }
+    spec.update(overrides)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelRollout", "metadata": {"name": name}, "spec": spec}
+
+
+class World:
+    """The Given of every scenario: a namespace with a route, traffic and a controller."""
+
+    def __init__(self, api: client.ApiClient, plane: ControlPlane, namespace: str, traffic: ModelTraffic) -> None:
+        self.api, self.plane, self.namespace, self.traffic = api, plane, namespace, traffic
+        self.custom = client.CustomObjectsApi(api)
+        self.incumbent, self.candidate = unique("model-a"), unique("model-b")
+        route = make_httproute("models", [(self.incumbent, 100), (self.candidate, 0)])
+        self.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", namespace, "httproutes", route)
+        traffic.set(self.incumbent, ok=20)
+        traffic.set(self.candidate, ok=20)
+
+    def apply(self, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str = "demo") -> dict[str, Any]:
+        obj: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return obj
+
+    def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 120, name: str = "demo"
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        obj: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            obj = self.get(name)
+            if predicate(obj):
+                return obj
+            time.sleep(0.3)
+        raise AssertionError(f"timed out; status: {obj.get('status')}")
+
+    def route_weights(self) -> dict[str, int]:
+        route = self.custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", "models"
+        )
+        return {ref["name"]: ref.get("weight", 1) for ref in route["spec"]["rules"][0]["backendRefs"]}
+
+    def candidate_writes(self, service: str | None = None) -> list[int]:
+        assert self.plane.audit_log is not None
+        return [w for _, w in route_weight_writes(self.plane.audit_log, self.namespace, service or self.candidate)]
+
+    def events(self) -> list[tuple[str, str, str]]:
+        items = client.CoreV1Api(self.api).list_namespaced_event(self.namespace).items
+        return [(e.type, e.reason, e.message) for e in sorted(items, key=lambda e: e.first_timestamp)]
+
+
+def phase(value: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: obj.get("status", {}).get("phase") == value
+
+
+@pytest.fixture
+def world(api_client: client.ApiClient, control_plane: ControlPlane, namespace: str, traffic: ModelTraffic) -> World:
+    return World(api_client, control_plane, namespace, traffic)
+
+
+def test_healthy_candidate_walks_every_step_and_is_promoted(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    controller_process.start("c1", "--namespace", world.namespace)
+    world.apply(rollout_body("demo", world.incumbent, world.candidate))
+
+    obj = world.wait(phase("Promoted"))
+
+    assert world.candidate_writes() == [20, 50, 100]
+    assert world.route_weights() == {world.incumbent: 0, world.candidate: 100}
+    status = obj["status"]
+    assert status["incumbent"]["name"] == world.candidate and status["weights"] == {"incumbent": 0, "candidate": 100}
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    assert status["guardrails"][0]["verdict"] == "Pass" and status["guardrails"][0]["evidence"]["candidateSamples"] >= 5
+    reasons = [reason for _, reason, _ in world.events()]
+    assert reasons[0] == "RolloutStarted" and "StepAdvanced" in reasons and reasons[-1] == "Promoted"
+
+
+def test_breaching_candidate_is_rolled_back_with_the_evidence(
+    world: World, controller_process: ControllerFactory, prometheus: PrometheusServer
+) -> None:
+    controller_process.start("c1", "--namespace", world.namespace)
+    steps = {"steps": [{"weight": 20, "hold": "50s"}, {"weight": 50, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    world.wait(lambda o: (o.get("status", {}).get("guardrails") or [{}])[0].get("verdict") == "Pass")
+
+    world.traffic.set(world.candidate, ok=10, errors=10)
+    query = (
+        f'sum(increase(model_requests_total{{model="{world.candidate}",code=~"5.."}}[10s])) / '
+        f'sum(increase(model_requests_total{{model="{world.candidate}"}}[10s]))'
+    )
+    prometheus.wait_for(query, lambda r: bool(r) and float(r[0]["value"][1]) > 0.05)
+    visible = time.time()
+
+    obj = world.wait(phase("RolledBack"), timeout=60)
+
+    status = obj["status"]
+    assert world.candidate_writes() == [20, 0]
+    assert world.route_weights() == {world.incumbent: 100, world.candidate: 0}
+    assert status["reason"] == "GuardrailFailed" and status["incumbent"]["name"] == world.incumbent
+    failed = status["failedCandidates"][-1]
+    assert failed["guardrail"] == "error-rate" and failed["observed"] > 0.05 and failed["threshold"] == "<= 0.05"
+    assert ("Warning", "RolledBack") in [(t, r) for t, r, _ in world.events()]
+    assert world.plane.audit_log is not None
+    rolled_back_at = route_weight_writes(world.plane.audit_log, world.namespace, world.candidate)[-1][0].timestamp()
+    delay = rolled_back_at - visible
+    print(f"\nbreach-to-rollback delay: {delay:.1f}s (analysis interval 2s, scrape 1s)")
+    assert delay < 30
+
+
+def test_prometheus_down_never_advances_and_ends_rolled_back(
+    world: World, controller_process: ControllerFactory, prometheus: PrometheusServer
+) -> None:
+    controller_process.start("c1", "--namespace", world.namespace)
+    steps = {"steps": [{"weight": 20, "hold": "6s"}, {"weight": 50, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+    prometheus.stop()
+    try:
+        obj = world.wait(phase("RolledBack"), timeout=90)
+    finally:
+        prometheus.start()
+
+    assert max(world.candidate_writes()) == 20
+    assert obj["status"]["reason"] in ("InconclusiveLimitExceeded", "ProgressDeadlineExceeded")
+    assert any(t == "Warning" and r == "GuardrailInconclusive" for t, r, _ in world.events())
+    assert "Promoted" not in [r for _, r, _ in world.events()]
+
+
+def test_controller_killed_mid_step_resumes_and_reaches_the_same_verdict(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    first = controller_process.start("c1", "--namespace", world.namespace)
+    steps = {"steps": [{"weight": 20, "hold": "4s"}, {"weight": 50, "hold": "8s"}, {"weight": 80, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    world.wait(
+        lambda o: o.get("status", {}).get("currentStep") == 1 and o["status"].get("weights", {}).get("candidate") == 50
+    )
+    first.kill()
+    time.sleep(3)
+    controller_process.start("c2", "--namespace", world.namespace)
+
+    world.wait(phase("Promoted"))
+
+    assert world.candidate_writes() == [20, 50, 80, 100]
+
+
+def test_new_candidate_mid_rollout_resets_and_the_old_one_is_never_promoted(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    controller_process.start("c1", "--namespace", world.namespace)
+    steps = {"steps": [{"weight": 20, "hold": "20s"}, {"weight": 50, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+    third = unique("model-c")
+    route = world.custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", world.namespace, "httproutes", "models"
+    )
+    route["spec"]["rules"][0]["backendRefs"].append({"name": third, "port": 8080, "weight": 0})
+    world.custom.replace_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", world.namespace, "httproutes", "models", route
+    )
+    world.traffic.set(third, ok=20)
+    world.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, world.namespace, PLURAL, "demo", {"spec": {"candidate": {"name": third}}}
+    )
+
+    obj = world.wait(lambda o: phase("Promoted")(o) and o["status"]["incumbent"]["name"] == third)
+
+    assert world.candidate_writes(world.candidate) == [20, 0]
+    assert world.candidate_writes(third)[-1] == 100 and 100 not in world.candidate_writes(world.candidate)
+    assert obj["status"]["candidate"]["name"] == third
+
+
+def test_deleted_mid_rollout_restores_the_incumbent_then_goes(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    controller_process.start("c1", "--namespace", world.namespace)
+    steps = {"steps": [{"weight": 20, "hold": "30s"}, {"weight": 50, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    obj = world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+    assert "modelrollout.dev/restore-traffic" in obj["metadata"]["finalizers"]
+
+    world.custom.delete_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, "demo")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"]:
+            break
+        time.sleep(0.3)
+
+    assert world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"] == []
+    assert world.route_weights() == {world.incumbent: 100, world.candidate: 0}
+    assert world.candidate_writes() == [20, 0]
+
+
+def test_two_replicas_only_the_leader_writes_and_a_kill_hands_over(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    lease = unique("lease")
+    leader = controller_process.start("leader", "--namespace", world.namespace, lease_name=lease)
+    time.sleep(2)
+    standby = controller_process.start("standby", "--namespace", world.namespace, lease_name=lease)
+    steps = {"steps": [{"weight": 20, "hold": "6s"}, {"weight": 50, "hold": "20s"}, {"weight": 80, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    world.wait(lambda o: o.get("status", {}).get("currentStep") == 1)
+    assert world.plane.audit_log is not None
+    agents = {
+        w.user_agent
+        for w in writes(world.plane.audit_log, namespace=world.namespace)
+        if "modelrollout-controller" in w.user_agent
+    }
+    assert agents == {f"modelrollout-controller/{leader.identity}"}
+
+    leader.kill()
+    killed = time.time()
+    obj = world.wait(phase("Promoted"), timeout=90)
+
+    by_standby = [
+        w for w in writes(world.plane.audit_log, namespace=world.namespace) if w.user_agent.endswith("/standby")
+    ]
+    assert by_standby, "the standby never took over"
+    handover = by_standby[0].time.timestamp() - killed
+    print(f"\nleader killed -> first write by the new leader: {handover:.1f}s (lease 15s + retry 2s)")
+    assert world.candidate_writes() == [20, 50, 80, 100]
+    assert obj["status"]["phase"] == "Promoted" and standby.proc.poll() is None

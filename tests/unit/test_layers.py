@@ -1,0 +1,37 @@
+"""Layering: the decision core is pure, and only controller.kube talks to the kubernetes client."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "controller"
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_core_imports_no_client_library() -> None:
+    for path in (PACKAGE / "core").rglob("*.py"):
+        bad = {n for n in imports_of(path) if n.split(".")[0] in ("kubernetes", "httpx", "urllib3", "tenacity")}
+        bad |= {
+            n
+            for n in imports_of(path)
+            if n.startswith(("controller.kube", "controller.routers", "controller.reconciler"))
+        }
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_only_controller_kube_imports_kubernetes() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if "kube" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        bad = {n for n in imports_of(path) if n.split(".")[0] == "kubernetes"}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
