@@ -6,6 +6,7 @@ Nothing here skips: if a component is missing the fixture builds or installs it,
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,8 @@ def kubectl(control_plane: ControlPlane) -> Iterator[list[str]]:
 @pytest.fixture
 def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test (the plane has no namespace controller, so we clean up ourselves)."""
-    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40].strip("-")
+    slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
+    name = "t-" + slug
     name = name + "-" + os.urandom(2).hex()
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

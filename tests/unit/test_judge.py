@@ -64,9 +64,8 @@ def test_too_few_samples_is_inconclusive_and_says_how_many_are_missing() -> None
 
 def test_relative_compares_with_the_incumbent() -> None:
     def data(c, i):
-        return GuardrailData(
-            VariantData(value=ok(c), samples=ok(500)), VariantData(value=ok(i), samples=ok(5000))
-        )
+        return GuardrailData(VariantData(value=ok(c), samples=ok(500)), VariantData(value=ok(i), samples=ok(5000)))
+
     assert judge(REL, data(0.11, 0.10)).verdict is Verdict.PASS
     failed = judge(REL, data(0.15, 0.10))
     assert failed.verdict is Verdict.FAIL and failed.evidence.incumbent_value == 0.10
