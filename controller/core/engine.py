@@ -133,6 +133,7 @@ def with_problem(
 ) -> ModelRolloutStatus:
     """The status of record, unchanged but for a problem a human must fix (Stalled)."""
     st = status.model_copy(deep=True)
+    st.phase = st.phase or Phase.PENDING
     st.observed_generation = generation
     st.reason, st.message = reason, message[:1024]
     set_conditions(st, problem=True, now=now, generation=generation)
@@ -508,7 +509,7 @@ def set_conditions(st: ModelRolloutStatus, *, problem: bool, now: datetime, gene
     """Ready / Stalled / Reconciling with kstatus meaning, from the phase (and a router problem)."""
     phase, reason, message = st.phase, st.reason or "Pending", st.message or ""
     ready = phase is Phase.PROMOTED
-    stalled = phase in (Phase.ROLLED_BACK, Phase.FAILED) or (problem and phase in ACTIVE)
+    stalled = phase in (Phase.ROLLED_BACK, Phase.FAILED) or (problem and phase not in TERMINAL)
     reconciling = not ready and not stalled
     for type_, value in (("Ready", ready), ("Stalled", stalled), ("Reconciling", reconciling)):
         status = "True" if value else "False"

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from controller.api import GROUP, PLURAL, VERSION
-from tests.support.audit import route_weight_writes, writes
+from tests.support.audit import requests, route_weight_writes, writes
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane
 from tests.support.gatewayapi import make_httproute
@@ -265,3 +265,67 @@ def test_two_replicas_only_the_leader_writes_and_a_kill_hands_over(
     print(f"\nleader killed -> first write by the new leader: {handover:.1f}s (lease 15s + retry 2s)")
     assert world.candidate_writes() == [20, 50, 80, 100]
     assert obj["status"]["phase"] == "Promoted" and standby.proc.poll() is None
+
+
+def test_an_idle_held_rollout_costs_two_reads_and_no_write_per_reconcile(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    controller = controller_process.start("c1", "--namespace", world.namespace)
+    world.apply(rollout_body("demo", world.incumbent, world.candidate))
+    world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+    world.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, world.namespace, PLURAL, "demo", {"spec": {"paused": True}}
+    )
+    world.wait(phase("Paused"))
+    time.sleep(2)
+    assert world.plane.audit_log is not None
+    agent = f"modelrollout-controller/{controller.identity}"
+    before = len([r for r in requests(world.plane.audit_log, namespace=world.namespace) if r.user_agent == agent])
+
+    pokes = 5
+    for i in range(pokes):  # each annotation is a watch event, so one reconcile each
+        world.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, world.namespace, PLURAL, "demo", {"metadata": {"annotations": {"poke": str(i)}}}
+        )
+        time.sleep(1)
+    time.sleep(2)
+
+    after = [r for r in requests(world.plane.audit_log, namespace=world.namespace) if r.user_agent == agent][before:]
+    reads = [r for r in after if r.verb in ("get", "list")]
+    assert [r for r in after if r.verb not in ("get", "list")] == []
+    per_reconcile = len(reads) / pokes
+    print(
+        f"\nidle held rollout: {per_reconcile:.1f} reads and 0 writes per reconcile "
+        f"({sorted({r.resource for r in reads})})"
+    )
+    assert per_reconcile == 2
+
+
+def test_sigterm_releases_the_lease_and_exits_zero(world: World, controller_process: ControllerFactory) -> None:
+    lease = unique("lease")
+    controller = controller_process.start("c1", "--namespace", world.namespace, lease_name=lease)
+    world.apply(rollout_body("demo", world.incumbent, world.candidate))
+    world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+
+    code = controller.terminate()
+
+    assert code == 0
+    held = client.CoordinationV1Api(world.api).read_namespaced_lease(lease, "default")
+    assert not held.spec.holder_identity
+
+
+def test_missing_route_is_a_condition_and_an_event_and_traffic_stays_put(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    controller_process.start("c1", "--namespace", world.namespace)
+    body = rollout_body("demo", world.incumbent, world.candidate)
+    body["spec"]["traffic"] = {"gatewayAPI": {"httpRoute": "no-such-route"}}
+    world.apply(body)
+
+    obj = world.wait(lambda o: o.get("status", {}).get("reason") == "RouteNotFound", timeout=30)
+
+    conditions = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert conditions["Stalled"]["status"] == "True" and "no-such-route" in conditions["Stalled"]["message"]
+    assert obj["status"]["phase"] == "Pending"
+    assert ("Warning", "RouteNotFound") in [(t, r) for t, r, _ in world.events()]
+    assert world.candidate_writes() == [] and world.route_weights() == {world.incumbent: 100, world.candidate: 0}

@@ -23,6 +23,11 @@ class Write:
 
 
 def writes(audit_log: Path, *, namespace: str, resource: str | None = None) -> list[Write]:
+    return [r for r in requests(audit_log, namespace=namespace, resource=resource) if r.verb not in ("get", "list")]
+
+
+def requests(audit_log: Path, *, namespace: str, resource: str | None = None) -> list[Write]:
+    """Every audited request in a namespace: writes, and reads of rollouts and routes."""
     out = []
     for line in audit_log.read_text().splitlines():
         try:
@@ -30,7 +35,7 @@ def writes(audit_log: Path, *, namespace: str, resource: str | None = None) -> l
         except ValueError:
             continue
         ref = event.get("objectRef") or {}
-        if event.get("stage") != "ResponseComplete" or event.get("verb") in ("get", "list", "watch"):
+        if event.get("stage") != "ResponseComplete" or event.get("verb") == "watch":
             continue
         if ref.get("namespace") != namespace or (resource and ref.get("resource") != resource):
             continue

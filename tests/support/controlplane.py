@@ -34,7 +34,15 @@ kind: Policy
 omitStages: ["RequestReceived"]
 rules:
   - level: None
-    verbs: ["get", "list", "watch"]
+    verbs: ["watch"]
+  # Reads of rollouts and routes are kept, so tests can count what one reconcile costs.
+  - level: Metadata
+    verbs: ["get", "list"]
+    resources:
+      - group: "modelrollout.dev"
+      - group: "gateway.networking.k8s.io"
+  - level: None
+    verbs: ["get", "list"]
   - level: Request
     resources:
       - group: "gateway.networking.k8s.io"

@@ -38,8 +38,13 @@ def make_spec(candidate: str, *, paused: bool = False, gate: bool = False) -> Mo
             "analysis": {"interval": "20s", "progressDeadline": "5m", "inconclusiveLimit": 4, "failureLimit": 1},
             "guardrails": [
                 {"name": "a", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.1}},
-                {"name": "b", "metric": {"builtin": "LatencyP99"}, "relative": {"maxRatio": 1.2},
-                 "critical": False, "failureTolerance": 1},
+                {
+                    "name": "b",
+                    "metric": {"builtin": "LatencyP99"},
+                    "relative": {"maxRatio": 1.2},
+                    "critical": False,
+                    "failureTolerance": 1,
+                },
             ],
             "paused": paused,
         }
@@ -64,7 +69,11 @@ class Rollouts(RuleBasedStateMachine):
         out = self.sim.reconcile()
         if self.sim.analyses > before:
             self.judged.append((self.candidate, dict(self.outcomes)))
-        if self.sim.status.phase is Phase.PROMOTED and phase_before is not Phase.PROMOTED and self.sim.status.reason != "Adopted":
+        if (
+            self.sim.status.phase is Phase.PROMOTED
+            and phase_before is not Phase.PROMOTED
+            and self.sim.status.reason != "Adopted"
+        ):
             self.promotions += 1
             self._check_promotion()
         if self.sim.status.phase is Phase.ROLLED_BACK:
