@@ -27,6 +27,7 @@ from controller.core.engine import (
     analysis_due,
     decide,
     pair_in_flight,
+    record_weights,
     with_problem,
 )
 from controller.core.judge import Cause, Judgement
@@ -122,24 +123,23 @@ class Reconciler:
                 promote_request=rollout.metadata.annotations.get(PROMOTE_ANNOTATION),
             )
         )
+        # The decision is recorded before it is carried out: a controller killed in between
+        # finds the step of record and (re)applies its weights, so no step is skipped,
+        # repeated or exceeded. status.weights changes only with what the router read back.
+        decided = outcome.status.wire()
+        obj = self._persist(obj, status.wire(), decided)
+        self._emit(obj, outcome.events, outcome.status.step_display, bound)
         problem = self._act(namespace, name, spec, outcome, bound)
         if problem is not None:
-            # The decided transition did not reach the data plane: keep the status of record
-            # (the next reconcile decides the same again) and say what a human must fix.
             stalled = with_problem(
-                status, problem.reason, problem.message, now=now, generation=rollout.metadata.generation
+                outcome.status, problem.reason, problem.message, now=now, generation=rollout.metadata.generation
             )
-            if status.reason != problem.reason:
-                self._emit(
-                    obj,
-                    [Event("Warning", problem.reason, f"{problem.message}; traffic left as it is")],
-                    status.step_display,
-                    bound,
-                )
-            self._persist(obj, status, stalled)
+            if outcome.status.reason != problem.reason:
+                warning = Event("Warning", problem.reason, f"{problem.message}; traffic left as it is")
+                self._emit(obj, [warning], outcome.status.step_display, bound)
+            self._persist(obj, decided, stalled.wire())
             return PROBLEM_RETRY
-        self._emit(obj, outcome.events, outcome.status.step_display, bound)
-        self._persist(obj, status, outcome.status)
+        self._persist(obj, decided, outcome.status.wire())
         if outcome.release:
             self._guard()
             fresh = self.rollouts.get(namespace, name)
@@ -249,7 +249,7 @@ class Reconciler:
                 candidate=read_back.candidate,
             )
             if status.candidate is not None and action.candidate.name == status.candidate.name:
-                status.weights = read_back
+                record_weights(status, read_back, now=self.clock.now(), generation=status.observed_generation or 0)
         return None
 
     def _emit(self, obj: dict[str, Any], events: list[Event], step: str | None, bound: Any) -> None:
@@ -260,13 +260,14 @@ class Reconciler:
             self.telemetry.decisions.labels(event.reason).inc()
             bound.info(event.message, decision=event.reason, event_type=event.type, step=step)
 
-    def _persist(self, obj: dict[str, Any], before: ModelRolloutStatus, status: ModelRolloutStatus) -> None:
-        after = status.wire()
-        if after == before.wire() and obj.get("status"):
-            return
+    def _persist(self, obj: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+        """Write status only when it changed; return the object as the API server now has it."""
+        if after == before and obj.get("status"):
+            return obj
         self._guard()
-        self.rollouts.replace_status(obj, after)
+        written = self.rollouts.replace_status(obj, after)
         self.telemetry.api_writes.labels("status").inc()
+        return written
 
     def _invalid(self, obj: dict[str, Any], exc: ValidationError, bound: Any) -> None:
         """An object that bypassed the CRD's rules: say so in status and an Event, touch no traffic."""

@@ -678,6 +678,9 @@ class ModelRolloutStatus(ApiModel):
     message: Annotated[str, Field(max_length=1024)] | None = None
     incumbent: ModelRef | None = Field(None, description="The incumbent of record: the model serving 100% when idle.")
     candidate: ModelRef | None = Field(None, description="The candidate this rollout is about.")
+    previous_incumbent: ModelRef | None = Field(
+        None, description="After a promotion: the incumbent it replaced, until its traffic is confirmed at 0."
+    )
     candidate_hash: Annotated[str, Field(max_length=64)] | None = Field(
         None, description="Fingerprint of spec.candidate; a change starts a new rollout."
     )

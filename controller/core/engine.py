@@ -96,11 +96,24 @@ def candidate_hash(model: ModelRef) -> str:
     return hashlib.sha256(json.dumps(model.wire(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def settling(status: ModelRolloutStatus) -> SetWeights | None:
+    """A verdict whose weights the router has not confirmed yet: the write still owed."""
+    if status.candidate is None:
+        return None
+    promoted, rolled_back = Weights(incumbent=0, candidate=100), Weights(incumbent=100, candidate=0)
+    if status.phase is Phase.PROMOTED and status.previous_incumbent is not None and status.weights != promoted:
+        return SetWeights(status.previous_incumbent, status.candidate, promoted)
+    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and status.weights != rolled_back:
+        return SetWeights(status.incumbent, status.candidate, rolled_back)
+    return None
+
+
 def pair_in_flight(status: ModelRolloutStatus) -> tuple[ModelRef, ModelRef] | None:
     """The (incumbent, candidate) whose traffic the router must read, or None when idle."""
     if status.phase in ACTIVE and status.incumbent is not None and status.candidate is not None:
         return status.incumbent, status.candidate
-    return None
+    owed = settling(status)
+    return (owed.incumbent, owed.candidate) if owed is not None else None
 
 
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, applied: Weights | None, now: datetime) -> bool:
@@ -128,6 +141,12 @@ def decide(inp: RolloutInput) -> Outcome:
     return _Decider(inp).run()
 
 
+def record_weights(status: ModelRolloutStatus, weights: Weights, *, now: datetime, generation: int) -> None:
+    """Record what the router read back after acting; a verdict becomes Ready/Stalled only now."""
+    status.weights = weights
+    set_conditions(status, problem=False, now=now, generation=generation)
+
+
 def with_problem(
     status: ModelRolloutStatus, reason: str, message: str, *, now: datetime, generation: int
 ) -> ModelRolloutStatus:
@@ -153,6 +172,8 @@ class _Decider:
 
     def run(self) -> Outcome:
         self.st.observed_generation = self.inp.generation
+        if self.inp.applied is not None and pair_in_flight(self.st) is not None:
+            self.st.weights = self.inp.applied
         if self.inp.deleting:
             self._release()
         elif self._bootstrap():
@@ -160,7 +181,7 @@ class _Decider:
         elif self.st.candidate_hash != candidate_hash(self.spec.candidate):
             self._start()
         elif self.st.phase in TERMINAL:
-            pass
+            self._settle()
         elif self.inp.router_problem is not None:
             self._router_problem(*self.inp.router_problem)
         else:
@@ -172,8 +193,16 @@ class _Decider:
 
     # -- transitions ----------------------------------------------------------------------------
 
+    def _active_pair(self) -> tuple[ModelRef, ModelRef] | None:
+        if self.st.phase in ACTIVE and self.st.incumbent is not None and self.st.candidate is not None:
+            return self.st.incumbent, self.st.candidate
+        return None
+
     def _release(self) -> None:
-        pair = pair_in_flight(self.st)
+        pair = self._active_pair()
+        owed = settling(self.st)
+        if owed is not None and pair is None:
+            self.out.actions.append(owed)
         if pair is not None:
             self.out.actions.append(SetWeights(pair[0], pair[1], Weights(incumbent=100, candidate=0)))
             self._event("Normal", "TrafficRestored", f"deleted mid-rollout: 100% back to {pair[0].name}")
@@ -193,7 +222,10 @@ class _Decider:
         return True
 
     def _start(self) -> None:
-        previous = pair_in_flight(self.st)
+        previous = self._active_pair()
+        owed = settling(self.st)
+        if owed is not None and previous is None:
+            self.out.actions.append(owed)  # the last verdict's weights first
         if previous is not None:
             self.out.actions.append(SetWeights(previous[0], previous[1], Weights(incumbent=100, candidate=0)))
             self._event(
@@ -207,6 +239,7 @@ class _Decider:
         self.st.last_analysis = None
         self.st.paused_since = None
         self.st.weights = None
+        self.st.previous_incumbent = None
         self.st.rollout_started = self.now
         if self.spec.candidate.name == incumbent.name:
             self._set_phase(Phase.PROMOTED, "AlreadyServing", f"{incumbent.name} is already the incumbent")
@@ -223,6 +256,16 @@ class _Decider:
         self._set_weights(Weights.for_candidate(self.steps[0].weight))
         self.out.requeue_after = WEIGHT_SETTLE
 
+    def _settle(self) -> None:
+        owed = settling(self.st)
+        if owed is None:
+            return
+        if self.inp.router_problem is not None:
+            self._router_problem(*self.inp.router_problem)
+            return
+        self.out.actions.append(owed)
+        self.out.requeue_after = WEIGHT_SETTLE
+
     def _router_problem(self, reason: str, message: str) -> None:
         if self.st.reason != reason:
             self._event("Warning", reason, f"{message}; traffic left as it is")
@@ -236,15 +279,22 @@ class _Decider:
             self._take_promote_request()
             return
         step = self._step()
+        elapsed = self._elapsed_in_step()
+        deadline = parse_duration(self.spec.analysis.progress_deadline)
         target = Weights.for_candidate(step.weight)
         if self.inp.applied != target:
-            self._set_weights(target)
-            self.out.requeue_after = WEIGHT_SETTLE
+            if elapsed < deadline:
+                self._set_weights(target)
+                self.out.requeue_after = WEIGHT_SETTLE
+            else:
+                self._verdict_fail(
+                    "ProgressDeadlineExceeded",
+                    f"step {self._display()}: the data plane did not take {step.weight}% within "
+                    f"{self.spec.analysis.progress_deadline}",
+                )
             return
         if self.inp.judgements is not None and self._analyse(self.inp.judgements):
             return
-        elapsed = self._elapsed_in_step()
-        deadline = parse_duration(self.spec.analysis.progress_deadline)
         if elapsed >= parse_duration(step.hold) and self._guardrails_passed():
             self._complete_step(step)
             return
@@ -402,6 +452,7 @@ class _Decider:
     def _promote(self) -> None:
         candidate = self._candidate()
         self._set_weights(Weights(incumbent=0, candidate=100))
+        self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate
         self.st.paused_since = None
         self._set_phase(Phase.PROMOTED, "Promoted", f"{candidate.name} promoted: every guardrail passed at every step")
@@ -508,8 +559,10 @@ class _Decider:
 def set_conditions(st: ModelRolloutStatus, *, problem: bool, now: datetime, generation: int) -> None:
     """Ready / Stalled / Reconciling with kstatus meaning, from the phase (and a router problem)."""
     phase, reason, message = st.phase, st.reason or "Pending", st.message or ""
-    ready = phase is Phase.PROMOTED
-    stalled = phase in (Phase.ROLLED_BACK, Phase.FAILED) or (problem and phase not in TERMINAL)
+    # A verdict is Ready/Stalled only once the data plane has its weights; until then, Reconciling.
+    owed = settling(st) is not None
+    ready = phase is Phase.PROMOTED and not owed
+    stalled = (phase in (Phase.ROLLED_BACK, Phase.FAILED) and not owed) or (problem and phase not in TERMINAL)
     reconciling = not ready and not stalled
     for type_, value in (("Ready", ready), ("Stalled", stalled), ("Reconciling", reconciling)):
         status = "True" if value else "False"

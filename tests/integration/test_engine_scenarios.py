@@ -92,7 +92,16 @@ class World:
 
 
 def phase(value: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda obj: obj.get("status", {}).get("phase") == value
+    """The phase, and for a verdict the condition that says its weights reached the route."""
+    settled = {"Promoted": "Ready", "RolledBack": "Stalled"}.get(value)
+
+    def check(obj: dict[str, Any]) -> bool:
+        status = obj.get("status", {})
+        if status.get("phase") != value:
+            return False
+        return settled is None or {c["type"]: c["status"] for c in status.get("conditions", [])}.get(settled) == "True"
+
+    return check
 
 
 @pytest.fixture
@@ -326,6 +335,6 @@ def test_missing_route_is_a_condition_and_an_event_and_traffic_stays_put(
 
     conditions = {c["type"]: c for c in obj["status"]["conditions"]}
     assert conditions["Stalled"]["status"] == "True" and "no-such-route" in conditions["Stalled"]["message"]
-    assert obj["status"]["phase"] == "Pending"
+    assert obj["status"]["phase"] == "Progressing" and "weights" not in obj["status"]
     assert ("Warning", "RouteNotFound") in [(t, r) for t, r, _ in world.events()]
     assert world.candidate_writes() == [] and world.route_weights() == {world.incumbent: 100, world.candidate: 0}

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
 from controller.core.clock import FakeClock
-from controller.core.engine import Event, Outcome, RolloutInput, analysis_due, decide, pair_in_flight
+from controller.core.engine import Event, Outcome, RolloutInput, analysis_due, decide, pair_in_flight, record_weights
 from controller.core.judge import Cause, Judgement
 
 JudgeFn = Callable[[str, "Simulator"], Judgement]
@@ -46,7 +46,9 @@ class Simulator:
     generation: int = 1
     released: bool = False
 
-    def reconcile(self, *, deleting: bool = False) -> Outcome:
+    def reconcile(self, *, deleting: bool = False, crash_before_acting: bool = False) -> Outcome:
+        """One reconcile; `crash_before_acting` persists the decision but carries out nothing,
+        as a controller killed between its status write and its route write would."""
         pair = pair_in_flight(self.status)
         applied = self.plane.get(pair[1].name, Weights(incumbent=100, candidate=0)) if pair else None
         judgements = None
@@ -65,10 +67,11 @@ class Simulator:
                 promote_request=self.promote_request,
             )
         )
-        for action in out.actions:
+        for action in [] if crash_before_acting else out.actions:
             self.plane[action.candidate.name] = action.weights
             self.writes.append((action.candidate.name, action.weights.candidate))
-            out.status.weights = action.weights
+            if out.status.candidate is not None and action.candidate.name == out.status.candidate.name:
+                record_weights(out.status, action.weights, now=self.clock.now(), generation=self.generation)
         self.events.extend(out.events)
         self.released = self.released or out.release
         # Persist as the API server would: JSON in, JSON out.

@@ -160,3 +160,38 @@ def test_idle_rollout_reconciles_without_actions() -> None:
     out = sim.reconcile()
     assert out.actions == [] and out.events == [] and out.requeue_after is None
     assert sim.status.wire() == before
+
+
+def test_killed_between_deciding_and_acting_the_step_of_record_is_applied_next() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 0 and s.analyses >= 1)
+    while sim.status.current_step == 0:
+        sim.advance(30)
+        sim.reconcile(crash_before_acting=True)
+    assert sim.plane["fraud-v2"].candidate == 10  # the advance was decided, not carried out
+    sim.run()
+    assert sim.candidate_weights("fraud-v2") == [10, 50, 80, 100]
+
+
+def test_killed_before_a_rollback_reached_the_route_the_rollback_is_still_carried_out() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    sim.judge = failing
+    while sim.status.phase is not Phase.ROLLED_BACK:
+        sim.advance(30)
+        sim.reconcile(crash_before_acting=True)
+    assert sim.plane["fraud-v2"].candidate == 50
+    out = sim.reconcile()
+    assert sim.plane["fraud-v2"].candidate == 0 and sim.status.weights is not None
+    assert sim.status.weights.candidate == 0 and out.requeue_after is not None
+    assert sim.reconcile().actions == []
+
+
+def test_killed_before_a_promotion_reached_the_route_the_promotion_is_still_carried_out() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 2)
+    while sim.status.phase is not Phase.PROMOTED:
+        sim.advance(30)
+        sim.reconcile(crash_before_acting=True)
+    sim.run()
+    assert sim.plane["fraud-v2"].candidate == 100 and sim.candidate_weights("fraud-v2")[-1] == 100

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from controller.api.duration import parse_duration
-from controller.api.models import ModelRolloutSpec, Phase, Verdict
+from controller.api.models import ModelRolloutSpec, Phase, Verdict, Weights
 from controller.core.judge import Cause, Judgement
 from tests.support.simulator import Simulator
 
@@ -62,11 +62,13 @@ class Rollouts(RuleBasedStateMachine):
         self.rolled_back: set[str] = set()
         self.judged: list[tuple[str, dict[str, str]]] = []
         self.promotions = 0
+        self.crashed = False
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, *, crash: bool = False) -> None:
         before = self.sim.analyses
         phase_before = self.sim.status.phase
-        out = self.sim.reconcile()
+        out = self.sim.reconcile(crash_before_acting=crash)
+        self.crashed = crash
         if self.sim.analyses > before:
             self.judged.append((self.candidate, dict(self.outcomes)))
         if (
@@ -104,6 +106,11 @@ class Rollouts(RuleBasedStateMachine):
                 return
             self.sim.clock.advance(self.last_requeue)
             self._reconcile()
+
+    @rule(seconds=st.sampled_from([1, 20, 60]))
+    def controller_killed_between_status_and_route_writes(self, seconds: int) -> None:
+        self.sim.advance(seconds)
+        self._reconcile(crash=True)
 
     @rule(gate=st.booleans())
     def new_candidate(self, gate: bool) -> None:
@@ -149,7 +156,8 @@ class Rollouts(RuleBasedStateMachine):
     def rollback_is_sticky(self) -> None:
         if self.candidate in self.rolled_back:
             assert self.sim.status.phase is Phase.ROLLED_BACK
-            assert self.sim.plane[self.candidate].candidate == 0
+            if not self.crashed:
+                assert self.sim.plane.get(self.candidate, Weights(incumbent=100, candidate=0)).candidate == 0
 
     @invariant()
     def every_wait_ends_by_the_deadline(self) -> None:
