@@ -112,7 +112,7 @@ def world(api_client: client.ApiClient, control_plane: ControlPlane, namespace: 
 def test_healthy_candidate_walks_every_step_and_is_promoted(
     world: World, controller_process: ControllerFactory
 ) -> None:
-    controller_process.start("c1", "--namespace", world.namespace)
+    controller = controller_process.start("c1", "--namespace", world.namespace)
     world.apply(rollout_body("demo", world.incumbent, world.candidate))
 
     obj = world.wait(phase("Promoted"))
@@ -125,6 +125,13 @@ def test_healthy_candidate_walks_every_step_and_is_promoted(
     assert status["guardrails"][0]["verdict"] == "Pass" and status["guardrails"][0]["evidence"]["candidateSamples"] >= 5
     reasons = [reason for _, reason, _ in world.events()]
     assert reasons[0] == "RolloutStarted" and "StepAdvanced" in reasons and reasons[-1] == "Promoted"
+    metrics = controller.metrics()
+    assert f'modelrollout_candidate_weight{{name="demo",namespace="{world.namespace}"}} 100.0' in metrics
+    assert 'modelrollout_rollouts{phase="Promoted"} 1.0' in metrics
+    assert f'modelrollout_guardrail_passing{{guardrail="error-rate",name="demo",namespace="{world.namespace}"}} 1.0' in metrics
+    decisions = [line for line in controller.logs() if line.get("decision") == "Promoted"]
+    assert decisions and decisions[0]["namespace"] == world.namespace and decisions[0]["name"] == "demo"
+    assert decisions[0]["step"] == "2/2" and "generation" in decisions[0]
 
 
 def test_breaching_candidate_is_rolled_back_with_the_evidence(
