@@ -6,7 +6,7 @@ K8S_VERSION ?= v1.35.4
 export K8S_VERSION
 CRD := crds/modelrollout.dev_modelrollouts.yaml
 
-.PHONY: help deps venv envtest prometheus lint crds check-crds test unit integration cluster demo clean
+.PHONY: help deps venv envtest prometheus lint crds test unit integration cluster demo bench-plane clean
 
 help:
 	@echo "make demo     start a local control plane with the controller and the examples"
@@ -52,6 +52,10 @@ cluster: venv envtest
 
 demo: deps
 	$(PY) -m tests.support.cluster --controller --apply examples/
+
+# Start-up time of the local control plane, median of 5 runs.
+bench-plane: venv envtest
+	$(PY) -m tests.support.bench_plane 5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
