@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -179,7 +179,7 @@ class Reconciler:
         spec: ModelRolloutSpec,
         status: ModelRolloutStatus,
         pair: tuple[ModelRef, ModelRef],
-        now: Any,
+        now: datetime,
     ) -> dict[str, Judgement]:
         provider = self._provider(namespace, spec)
         if isinstance(provider, str):

@@ -17,7 +17,7 @@ mkdir -p "$BIN"
 build_apiserver() {
   local mod="$CACHE/envtest/$K8S_VERSION/apiserver-mod"
   if [ -x "$BIN/kube-apiserver" ]; then return; fi
-  echo "building kube-apiserver $K8S_VERSION (one time, ~15 min on 2 cores)" >&2
+  echo "building kube-apiserver $K8S_VERSION (one time, a few minutes on 2 cores)" >&2
   rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
   go mod init modelrollout.local/envtest-apiserver >/dev/null 2>&1
   # The release's go.mod replaces each staging module with ./staging/src/...; we must replace

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from controller.api.duration import format_duration, parse_duration
+from controller.api.duration import parse_duration
 from controller.api.models import (
     MAX_FAILED_CANDIDATES,
     MAX_HISTORY,
@@ -578,6 +578,3 @@ def set_conditions(st: ModelRolloutStatus, *, problem: bool, now: datetime, gene
         )
         st.conditions = sorted([*(c for c in st.conditions if c.type != type_), condition], key=lambda c: c.type)
 
-
-def describe_wait(delta: timedelta | None) -> str:
-    return "never" if delta is None else format_duration(delta)
