@@ -23,6 +23,7 @@ from controller.core.engine import (
     PROBLEM_RETRY,
     Event,
     Outcome,
+    Requests,
     RolloutInput,
     analysis_due,
     decide,
@@ -46,6 +47,8 @@ from controller.telemetry import Telemetry
 log = structlog.get_logger("reconciler")
 
 PROMOTE_ANNOTATION = "modelrollout.dev/promote"
+ABORT_ANNOTATION = "modelrollout.dev/abort"
+RETRY_ANNOTATION = "modelrollout.dev/retry"
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,11 @@ class Reconciler:
                 applied=applied,
                 router_problem=route_problem,
                 judgements=judgements,
-                promote_request=rollout.metadata.annotations.get(PROMOTE_ANNOTATION),
+                requests=Requests(
+                    promote=rollout.metadata.annotations.get(PROMOTE_ANNOTATION),
+                    abort=rollout.metadata.annotations.get(ABORT_ANNOTATION),
+                    retry=rollout.metadata.annotations.get(RETRY_ANNOTATION),
+                ),
             )
         )
         # The decision is recorded before it is carried out: a controller killed in between

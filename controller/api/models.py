@@ -694,6 +694,12 @@ class ModelRolloutStatus(ApiModel):
     handled_promote: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="The last modelrollout.dev/promote annotation value acted on (each value acts once)."
     )
+    handled_abort: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="The last modelrollout.dev/abort annotation value acted on."
+    )
+    handled_retry: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="The last modelrollout.dev/retry annotation value acted on."
+    )
     weights: Weights | None = Field(None, description="Weights read back from the data plane.")
     guardrails: Annotated[list[GuardrailStatus], Field(max_length=MAX_GUARDRAILS)] = Field(default_factory=list)
     history: Annotated[list[Decision], Field(max_length=MAX_HISTORY)] = Field(default_factory=list)

@@ -66,6 +66,18 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Requests:
+    """Values of the modelrollout.dev/{promote,abort,retry} annotations.
+
+    A promote value starting with "full" promotes to 100% at once; any other promotes one step.
+    """
+
+    promote: str | None = None
+    abort: str | None = None
+    retry: str | None = None
+
+
+@dataclass(frozen=True)
 class RolloutInput:
     spec: ModelRolloutSpec
     status: ModelRolloutStatus
@@ -78,8 +90,8 @@ class RolloutInput:
     router_problem: tuple[str, str] | None = None
     # The judge's verdicts when an analysis ran in this reconcile (see analysis_due), else None.
     judgements: Mapping[str, Judgement] | None = None
-    # Value of the modelrollout.dev/promote annotation: each new value promotes once.
-    promote_request: str | None = None
+    # What humans asked for through annotations (the CLI sets them); each new value acts once.
+    requests: Requests = field(default_factory=lambda: Requests())
 
 
 @dataclass
@@ -180,8 +192,13 @@ class _Decider:
             pass
         elif self.st.candidate_hash != candidate_hash(self.spec.candidate):
             self._start()
+        elif self._new(self.inp.requests.retry, self.st.handled_retry) and self.st.phase is Phase.ROLLED_BACK:
+            self._start(retry=True)
         elif self.st.phase in TERMINAL:
             self._settle()
+        elif self._new(self.inp.requests.abort, self.st.handled_abort):
+            self.st.handled_abort = self.inp.requests.abort
+            self._verdict_fail("AbortedByUser", f"aborted by a human ({self.inp.requests.abort})", force=True)
         elif self.inp.router_problem is not None:
             self._router_problem(*self.inp.router_problem)
         else:
@@ -221,7 +238,11 @@ class _Decider:
         self._event("Normal", "Adopted", self.st.message or "")
         return True
 
-    def _start(self) -> None:
+    @staticmethod
+    def _new(request: str | None, handled: str | None) -> bool:
+        return bool(request) and request != handled
+
+    def _start(self, *, retry: bool = False) -> None:
         previous = self._active_pair()
         owed = settling(self.st)
         if owed is not None and previous is None:
@@ -235,6 +256,13 @@ class _Decider:
         assert incumbent is not None
         self.st.candidate = self.spec.candidate
         self.st.candidate_hash = candidate_hash(self.spec.candidate)
+        # Requests made before this rollout began are about an earlier one: they never act here.
+        requests = self.inp.requests
+        self.st.handled_promote, self.st.handled_abort, self.st.handled_retry = (
+            requests.promote,
+            requests.abort,
+            requests.retry,
+        )
         self.st.guardrails = []
         self.st.last_analysis = None
         self.st.paused_since = None
@@ -246,13 +274,11 @@ class _Decider:
             return
         self.st.total_steps = len(self.steps)
         self._enter_step(0)
-        self._set_phase(
-            Phase.PROGRESSING, "RolloutStarted", f"rolling out {self.spec.candidate.name} against {incumbent.name}"
-        )
-        self._event(
-            "Normal", "RolloutStarted", f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%"
-        )
-        self._record("start", "RolloutStarted")
+        reason = "RolloutRetried" if retry else "RolloutStarted"
+        verb = "retrying" if retry else "rolling out"
+        self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
+        self._event("Normal", reason, f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
+        self._record("start", reason)
         self._set_weights(Weights.for_candidate(self.steps[0].weight))
         self.out.requeue_after = WEIGHT_SETTLE
 
@@ -275,8 +301,7 @@ class _Decider:
     def _progress(self) -> None:
         if self._paused_by_user():
             return
-        if self.st.phase is Phase.PAUSED:
-            self._take_promote_request()
+        if self._take_promote_request() or self.st.phase is Phase.PAUSED:
             return
         step = self._step()
         elapsed = self._elapsed_in_step()
@@ -318,14 +343,22 @@ class _Decider:
             self._resume("Resumed", "spec.paused cleared")
         return False
 
-    def _take_promote_request(self) -> None:
-        """A human's promote: past a manual gate, a pause or the last step, one step at a time."""
-        request = self.inp.promote_request
-        if not request or request == self.st.handled_promote:
-            return
+    def _take_promote_request(self) -> bool:
+        """A human's promote, past a gate, a pause or a hold: one step, or all the way ("full...")."""
+        request = self.inp.requests.promote
+        if not self._new(request, self.st.handled_promote):
+            return False
+        assert request is not None
         self.st.handled_promote = request
-        self._resume("PromotedByUser", f"promotion requested ({request})")
-        self._advance_or_finish(self._step(), manual=True)
+        if self.st.phase is Phase.PAUSED:
+            self._resume("PromotedByUser", f"promotion requested ({request})")
+        else:
+            self._record("promote-request", "PromotedByUser", request)
+        if request.startswith("full"):
+            self._promote(by_user=True)
+        else:
+            self._advance_or_finish(self._step(), manual=True)
+        return True
 
     def _analyse(self, judgements: Mapping[str, Judgement]) -> bool:
         """Record the verdicts; return True when they ended the rollout or paused it."""
@@ -447,22 +480,29 @@ class _Decider:
         if self.spec.canary.after_last_step is AfterLastStep.WAIT_FOR_PROMOTION and not manual:
             self._pause("AwaitingPromotion", "last step passed; waiting for `kubectl modelrollout promote`")
             return
-        self._promote()
+        self._promote(by_user=manual)
 
-    def _promote(self) -> None:
+    def _promote(self, *, by_user: bool = False) -> None:
         candidate = self._candidate()
         self._set_weights(Weights(incumbent=0, candidate=100))
         self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate
         self.st.paused_since = None
-        self._set_phase(Phase.PROMOTED, "Promoted", f"{candidate.name} promoted: every guardrail passed at every step")
+        why = "on a human's request" if by_user else "every guardrail passed at every step"
+        self._set_phase(Phase.PROMOTED, "Promoted", f"{candidate.name} promoted: {why}")
         self._event("Normal", "Promoted", self.st.message or "")
         self._record("promote", "Promoted", self.st.message or "")
 
     def _verdict_fail(
-        self, reason: str, message: str, *, guardrail: Guardrail | None = None, gs: GuardrailStatus | None = None
+        self,
+        reason: str,
+        message: str,
+        *,
+        guardrail: Guardrail | None = None,
+        gs: GuardrailStatus | None = None,
+        force: bool = False,
     ) -> None:
-        if self.spec.analysis.mode is AnalysisMode.ADVISORY:
+        if self.spec.analysis.mode is AnalysisMode.ADVISORY and not force:
             self._pause(reason, f"advisory mode, not rolling back: {message}")
             return
         candidate = self._candidate()
@@ -577,4 +617,3 @@ def set_conditions(st: ModelRolloutStatus, *, problem: bool, now: datetime, gene
             observed_generation=generation,
         )
         st.conditions = sorted([*(c for c in st.conditions if c.type != type_), condition], key=lambda c: c.type)
-

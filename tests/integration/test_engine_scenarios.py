@@ -128,7 +128,10 @@ def test_healthy_candidate_walks_every_step_and_is_promoted(
     metrics = controller.metrics()
     assert f'modelrollout_candidate_weight{{name="demo",namespace="{world.namespace}"}} 100.0' in metrics
     assert 'modelrollout_rollouts{phase="Promoted"} 1.0' in metrics
-    assert f'modelrollout_guardrail_passing{{guardrail="error-rate",name="demo",namespace="{world.namespace}"}} 1.0' in metrics
+    assert (
+        f'modelrollout_guardrail_passing{{guardrail="error-rate",name="demo",namespace="{world.namespace}"}} 1.0'
+        in metrics
+    )
     decisions = [line for line in controller.logs() if line.get("decision") == "Promoted"]
     assert decisions and decisions[0]["namespace"] == world.namespace and decisions[0]["name"] == "demo"
     assert decisions[0]["step"] == "2/2" and "generation" in decisions[0]

@@ -13,7 +13,16 @@ from datetime import timedelta
 
 from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
 from controller.core.clock import FakeClock
-from controller.core.engine import Event, Outcome, RolloutInput, analysis_due, decide, pair_in_flight, record_weights
+from controller.core.engine import (
+    Event,
+    Outcome,
+    Requests,
+    RolloutInput,
+    analysis_due,
+    decide,
+    pair_in_flight,
+    record_weights,
+)
 from controller.core.judge import Cause, Judgement
 
 JudgeFn = Callable[[str, "Simulator"], Judgement]
@@ -43,6 +52,8 @@ class Simulator:
     events: list[Event] = field(default_factory=list)
     analyses: int = 0
     promote_request: str | None = None
+    abort_request: str | None = None
+    retry_request: str | None = None
     generation: int = 1
     released: bool = False
 
@@ -64,7 +75,7 @@ class Simulator:
                 deleting=deleting,
                 applied=applied,
                 judgements=judgements,
-                promote_request=self.promote_request,
+                requests=Requests(promote=self.promote_request, abort=self.abort_request, retry=self.retry_request),
             )
         )
         for action in [] if crash_before_acting else out.actions:

@@ -195,3 +195,53 @@ def test_killed_before_a_promotion_reached_the_route_the_promotion_is_still_carr
         sim.reconcile(crash_before_acting=True)
     sim.run()
     assert sim.plane["fraud-v2"].candidate == 100 and sim.candidate_weights("fraud-v2")[-1] == 100
+
+
+def test_abort_rolls_back_at_once_even_in_advisory_mode_and_is_sticky() -> None:
+    sim = Simulator(spec(analysis={"interval": "30s", "progressDeadline": "10m", "mode": "Advisory"}), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    sim.abort_request = "abort-1"
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "AbortedByUser"
+    assert sim.plane["fraud-v2"].candidate == 0
+    assert sim.status.failed_candidates[-1].reason == "AbortedByUser"
+
+
+def test_retry_reruns_a_rolled_back_candidate_from_step_one() -> None:
+    sim = Simulator(spec(), judge=failing)
+    sim.run()
+    sim.judge = passing
+    sim.retry_request = "retry-1"
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.candidate_weights("fraud-v2") == [10, 0, 10, 50, 80, 100]
+    assert "RolloutRetried" in [e.reason for e in sim.events]
+    sim.reconcile()
+    assert sim.status.phase is Phase.PROMOTED  # the same retry value never acts twice
+
+
+def test_promote_full_goes_to_100_percent_at_once() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.weights is not None and s.status.weights.candidate == 10)
+    sim.promote_request = "full-1"
+    sim.reconcile()
+    assert sim.status.phase is Phase.PROMOTED and sim.plane["fraud-v2"].candidate == 100
+    assert "human" in (sim.status.message or "")
+
+
+def test_promote_one_step_skips_the_rest_of_the_hold_only() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.weights is not None and s.status.weights.candidate == 10)
+    sim.promote_request = "step-0"
+    sim.reconcile()
+    assert sim.status.current_step == 1 and sim.plane["fraud-v2"].candidate == 50
+    sim.reconcile()
+    assert sim.status.current_step == 1  # repeating the same request does nothing
+
+
+def test_requests_made_before_a_rollout_never_act_on_it() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.abort_request = "abort-old"
+    sim.promote_request = "full-old"
+    sim.run(until=lambda s: s.status.current_step == 1)
+    assert sim.status.phase is Phase.PROGRESSING
