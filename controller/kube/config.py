@@ -15,3 +15,20 @@ def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> 
     except config.ConfigException:
         fallback: client.ApiClient = config.new_client_from_config(context=context)
         return fallback
+
+
+def current_namespace(kubeconfig: str | None = None, *, context: str | None = None) -> str:
+    """The namespace of the kubeconfig context (kubectl's default), else the pod's, else default."""
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+        namespace = (chosen or {}).get("context", {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    except (config.ConfigException, OSError, TypeError):
+        pass
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+            return handle.read().strip() or "default"
+    except OSError:
+        return "default"

@@ -19,9 +19,10 @@ COMPONENT = "modelrollout-controller"
 
 
 class EventRecorder:
-    def __init__(self, api: client.ApiClient, *, host: str = "") -> None:
+    def __init__(self, api: client.ApiClient, *, host: str = "", component: str = COMPONENT) -> None:
         self._core = client.CoreV1Api(api)
         self._host = host
+        self._component = component
 
     def emit(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
@@ -44,9 +45,9 @@ class EventRecorder:
             count=1,
             first_timestamp=now,
             last_timestamp=now,
-            source=client.V1EventSource(component=COMPONENT, host=self._host or None),
-            reporting_component=COMPONENT,
-            reporting_instance=self._host or COMPONENT,
+            source=client.V1EventSource(component=self._component, host=self._host or None),
+            reporting_component=self._component,
+            reporting_instance=self._host or self._component,
         )
         try:
             with translated():
@@ -63,3 +64,16 @@ class EventRecorder:
         except KubeError:
             # An Event is best effort: losing a repeat count must never fail a reconcile.
             return
+
+    def list_for(self, namespace: str, name: str, uid: str | None = None) -> list[dict[str, Any]]:
+        """Events about one rollout, oldest first, as plain dicts (type, reason, message, count, last)."""
+        selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
+        with translated():
+            items = self._core.list_namespaced_event(namespace, field_selector=selector).items
+        out = []
+        for e in items:
+            if uid and e.involved_object.uid not in (None, uid):
+                continue
+            when = e.last_timestamp or e.event_time or e.first_timestamp
+            out.append({"type": e.type, "reason": e.reason, "message": e.message, "count": e.count or 1, "time": when})
+        return sorted(out, key=lambda e: e["time"] or datetime.min.replace(tzinfo=UTC))

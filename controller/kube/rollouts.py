@@ -86,3 +86,11 @@ class Rollouts:
                 ),
             )
             return out
+
+    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of spec or metadata (the CLI's requests)."""
+        with translated():
+            return cast(
+                dict[str, Any],
+                self._custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch),
+            )

@@ -1,0 +1,216 @@
+"""Plain-text views of rollouts: readable without colour, stable enough to snapshot.
+
+Pure functions of the object (as the API server returns it), its Events and the time, so a
+terminal test can compare the exact text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.api.duration import format_duration, parse_duration
+from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def age(since: str | datetime | None, now: datetime) -> str:
+    if since is None:
+        return "-"
+    when = datetime.fromisoformat(since.replace("Z", "+00:00")) if isinstance(since, str) else since
+    seconds = int((now - when).total_seconds())
+    if seconds < 120:
+        return f"{max(seconds, 0)}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _weights(status: dict[str, Any]) -> tuple[str, str]:
+    w = status.get("weights") or {}
+    return (f"{w['incumbent']}" if "incumbent" in w else "-", f"{w['candidate']}" if "candidate" in w else "-")
+
+
+def list_rows(items: Sequence[dict[str, Any]], now: datetime, *, wide: bool, all_namespaces: bool) -> str:
+    headers = ["NAME", "PHASE", "STEP", "INCUMBENT%", "CANDIDATE%", "INCUMBENT", "CANDIDATE", "AGE"]
+    if wide:
+        headers += ["REASON", "MESSAGE"]
+    if all_namespaces:
+        headers = ["NAMESPACE", *headers]
+    rows = []
+    for obj in items:
+        status = obj.get("status") or {}
+        inc_w, cand_w = _weights(status)
+        row = [
+            obj["metadata"]["name"],
+            status.get("phase", "Pending"),
+            status.get("stepDisplay", "-"),
+            inc_w,
+            cand_w,
+            (status.get("incumbent") or {}).get("name", "-"),
+            obj["spec"]["candidate"]["name"],
+            age(obj["metadata"].get("creationTimestamp"), now),
+        ]
+        if wide:
+            row += [status.get("reason", "-"), (status.get("message") or "-")[:80]]
+        if all_namespaces:
+            row = [obj["metadata"]["namespace"], *row]
+        rows.append(row)
+    return table(headers, rows)
+
+
+def progress_bar(fraction: float, width: int = 30) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * filled + "-" * (width - filled) + f"] {fraction * 100:.0f}%"
+
+
+def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> str:
+    """In words: what the controller will do next, and when."""
+    phase = status.phase
+    if phase is None or phase is Phase.PENDING:
+        return f"waiting for the controller ({status.reason or 'not reconciled yet'})"
+    if phase is Phase.PROMOTED:
+        return f"nothing: {status.incumbent.name if status.incumbent else 'the candidate'} serves 100%"
+    if phase is Phase.ROLLED_BACK:
+        return "nothing until spec.candidate changes or `kubectl modelrollout retry`"
+    if phase is Phase.PAUSED:
+        if status.reason == "PausedByUser":
+            return "paused by spec.paused: `kubectl modelrollout resume` continues"
+        return f"waiting for a human ({status.reason}): `kubectl modelrollout promote` or `abort`"
+    steps = spec.expanded_steps()
+    index = min(status.current_step or 0, len(steps) - 1)
+    step = steps[index]
+    parts = []
+    if status.step_started is not None:
+        elapsed = now - status.step_started
+        interval = parse_duration(spec.analysis.interval)
+        since = status.last_analysis or status.step_started
+        parts.append(f"next analysis in {_until(since + interval, now)}")
+        hold_left = parse_duration(step.hold) - elapsed
+        if hold_left > timedelta(0):
+            parts.append(f"hold ends in {format_duration(hold_left)}")
+        missing = [g for g in status.guardrails if g.verdict.value != "Pass"]
+        after = "promote" if index + 1 == len(steps) else f"step {index + 2} at {steps[index + 1].weight}%"
+        gate = " (manual gate)" if step.manual_gate else ""
+        if missing:
+            parts.append(f"then {after}{gate} once {', '.join(g.name for g in missing)} pass")
+        else:
+            parts.append(f"then {after}{gate}")
+        deadline = status.step_started + parse_duration(spec.analysis.progress_deadline)
+        parts.append(f"deadline in {_until(deadline, now)}")
+    return "; ".join(parts)
+
+
+def _until(when: datetime, now: datetime) -> str:
+    delta = when - now
+    return "now" if delta <= timedelta(0) else format_duration(delta)
+
+
+def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetime) -> str:
+    try:
+        rollout = ModelRollout.model_validate(obj)
+    except ValidationError as exc:
+        return f"ModelRollout {obj['metadata'].get('name')}: invalid ({exc.error_count()} errors): {exc.errors()[0]['msg']}"
+    spec, st, meta = rollout.spec, rollout.status, rollout.metadata
+    steps = spec.expanded_steps()
+    out: list[str] = []
+    observed = st.observed_generation if st.observed_generation is not None else "-"
+    out.append(f"ModelRollout {meta.namespace}/{meta.name}   generation {meta.generation} (observed {observed})")
+    out.append(f"Phase:      {(st.phase or Phase.PENDING).value} ({st.reason or '-'})")
+    if st.message:
+        out.append(f"            {st.message}")
+    out.append(f"Incumbent:  {st.incumbent.name if st.incumbent else '-'}")
+    version = f" ({spec.candidate.version})" if spec.candidate.version else ""
+    out.append(f"Candidate:  {spec.candidate.name}{version}")
+    if st.weights is not None:
+        out.append(f"Weights:    incumbent {st.weights.incumbent}% / candidate {st.weights.candidate}% (read back)")
+        out.append(f"Traffic:    {progress_bar(st.weights.candidate / 100)}")
+    else:
+        out.append("Weights:    - (not read back yet)")
+    out.append(f"Next:       {what_next(spec, st, now)}")
+    out.append("")
+    out.append("Steps")
+    rows = []
+    for i, step in enumerate(steps):
+        done = st.current_step is not None and (i < st.current_step or st.phase is Phase.PROMOTED)
+        mark = ">" if i == st.current_step and st.phase in (Phase.PROGRESSING, Phase.PAUSED) else ("x" if done else " ")
+        rows.append([mark, str(i + 1), f"{step.weight}%", step.hold, "manual" if step.manual_gate else ""])
+    out.append(table(["", "#", "WEIGHT", "HOLD", "GATE"], rows, indent="  "))
+    out.append("")
+    out.append("Guardrails")
+    if spec.guardrails:
+        latest = {g.name: g for g in st.guardrails}
+        rows = []
+        for g in spec.guardrails:
+            gs = latest.get(g.name)
+            if gs is None:
+                rows.append([g.name, "-", "-", "-", "-", "-", "not evaluated yet"])
+                continue
+            ev = gs.evidence
+            samples = f"{_count(ev.candidate_samples)}/{_count(ev.incumbent_samples)}"
+            detail = gs.message
+            if ev.samples_needed:
+                detail += f" (needs {ev.samples_needed:g} more samples)"
+            rows.append(
+                [
+                    g.name,
+                    gs.verdict.value,
+                    _num(ev.candidate_value),
+                    _num(ev.incumbent_value),
+                    ev.bound or "-",
+                    samples,
+                    detail[:90],
+                ]
+            )
+        out.append(
+            table(["NAME", "VERDICT", "CANDIDATE", "INCUMBENT", "BOUND", "SAMPLES C/I", "DETAIL"], rows, indent="  ")
+        )
+    else:
+        out.append("  (none: steps advance on their holds alone)")
+    if st.history:
+        out.append("")
+        out.append("Recent decisions")
+        rows = [[age(d.time, now), str(d.step + 1), d.action, d.reason, d.message[:90]] for d in st.history[-8:]]
+        out.append(table(["AGE", "STEP", "ACTION", "REASON", "MESSAGE"], rows, indent="  "))
+    if st.failed_candidates:
+        out.append("")
+        out.append("Rolled back")
+        rows = [
+            [f.model.name, f.reason, f.guardrail or "-", _num(f.observed), f.threshold or "-"]
+            for f in st.failed_candidates[-5:]
+        ]
+        out.append(table(["CANDIDATE", "REASON", "GUARDRAIL", "OBSERVED", "BOUND"], rows, indent="  "))
+    if events:
+        out.append("")
+        out.append("Events")
+        rows = [
+            [
+                age(e.get("time"), now),
+                str(e.get("type")),
+                str(e.get("reason")),
+                f"{e.get('message')}" + (f" (x{e['count']})" if e.get("count", 1) > 1 else ""),
+            ]
+            for e in events[-10:]
+        ]
+        out.append(table(["AGE", "TYPE", "REASON", "MESSAGE"], rows, indent="  "))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,209 @@
+"""The CLI's text views: a snapshot of `status`, and the verdicts `wait` turns into exit codes."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.cli.render import list_rows, progress_bar, status_view
+from controller.cli.waiting import Verdict, verdict_of
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+
+
+def rollout(**status: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {
+            "name": "fraud-scorer",
+            "namespace": "payments",
+            "generation": 2,
+            "creationTimestamp": "2026-11-27T11:40:00Z",
+        },
+        "spec": {
+            "incumbent": {"name": "fraud-v7"},
+            "candidate": {"name": "fraud-v8", "version": "8.0.1"},
+            "traffic": {"gatewayAPI": {"httpRoute": "fraud-scorer"}},
+            "canary": {
+                "steps": [
+                    {"weight": 5, "hold": "5m"},
+                    {"weight": 25, "hold": "10m"},
+                    {"weight": 50, "hold": "10m", "manualGate": True},
+                ]
+            },
+            "analysis": {"interval": "1m", "progressDeadline": "30m"},
+            "guardrails": [
+                {
+                    "name": "error-rate",
+                    "metric": {"builtin": "ErrorRate"},
+                    "sequential": {"significance": 0.05, "minEffect": 0.5},
+                },
+                {"name": "p99-latency", "metric": {"builtin": "LatencyP99"}, "relative": {"maxRatio": 1.2}},
+            ],
+        },
+        "status": status,
+    }
+
+
+PROGRESSING = {
+    "observedGeneration": 2,
+    "phase": "Progressing",
+    "reason": "StepAdvanced",
+    "message": "step 2/3: 25% to fraud-v8",
+    "incumbent": {"name": "fraud-v7"},
+    "candidate": {"name": "fraud-v8", "version": "8.0.1"},
+    "candidateHash": "abc",
+    "currentStep": 1,
+    "totalSteps": 3,
+    "stepDisplay": "2/3",
+    "rolloutStarted": "2026-11-27T11:45:00Z",
+    "stepStarted": "2026-11-27T11:55:00Z",
+    "lastAnalysis": "2026-11-27T11:59:30Z",
+    "weights": {"incumbent": 75, "candidate": 25},
+    "guardrails": [
+        {
+            "name": "error-rate",
+            "verdict": "Inconclusive",
+            "message": "not yet conclusive",
+            "evidence": {
+                "candidateValue": 0.004,
+                "incumbentValue": 0.003,
+                "candidateSamples": 900,
+                "incumbentSamples": 12000,
+                "bound": "difference < 0.0015",
+                "samplesNeeded": 2100,
+            },
+        },
+        {
+            "name": "p99-latency",
+            "verdict": "Pass",
+            "message": "candidate 0.21 vs incumbent 0.2 within bounds",
+            "evidence": {
+                "candidateValue": 0.21,
+                "incumbentValue": 0.2,
+                "candidateSamples": 900,
+                "incumbentSamples": 12000,
+                "bound": "ratio <= 1.2",
+            },
+        },
+    ],
+    "history": [
+        {"time": "2026-11-27T11:45:00Z", "step": 0, "action": "start", "reason": "RolloutStarted"},
+        {
+            "time": "2026-11-27T11:55:00Z",
+            "step": 1,
+            "action": "advance",
+            "reason": "StepAdvanced",
+            "message": "step 2/3: 25% to fraud-v8",
+        },
+    ],
+    "conditions": [
+        {
+            "type": "Reconciling",
+            "status": "True",
+            "reason": "StepAdvanced",
+            "message": "",
+            "lastTransitionTime": "2026-11-27T11:45:00Z",
+        }
+    ],
+}
+EVENTS = [
+    {
+        "type": "Normal",
+        "reason": "RolloutStarted",
+        "message": "rolling out fraud-v8 against fraud-v7",
+        "count": 1,
+        "time": datetime(2026, 11, 27, 11, 45, tzinfo=UTC),
+    },
+    {
+        "type": "Warning",
+        "reason": "GuardrailInconclusive",
+        "message": "p99-latency: no series",
+        "count": 3,
+        "time": datetime(2026, 11, 27, 11, 50, tzinfo=UTC),
+    },
+]
+
+
+def test_status_view_snapshot() -> None:
+    text = status_view(rollout(**PROGRESSING), EVENTS, NOW)
+    snapshot = SNAPSHOTS / "status_progressing.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snapshot.write_text(text)
+    assert text == snapshot.read_text(), "run with UPDATE_SNAPSHOTS=1 after an intended change, and review the diff"
+    assert "\x1b" not in text  # readable without colour
+
+
+def test_list_rows_show_phase_step_and_weights() -> None:
+    text = list_rows([rollout(**PROGRESSING)], NOW, wide=False, all_namespaces=True)
+    assert text.splitlines()[0].split() == [
+        "NAMESPACE",
+        "NAME",
+        "PHASE",
+        "STEP",
+        "INCUMBENT%",
+        "CANDIDATE%",
+        "INCUMBENT",
+        "CANDIDATE",
+        "AGE",
+    ]
+    assert text.splitlines()[1].split() == [
+        "payments",
+        "fraud-scorer",
+        "Progressing",
+        "2/3",
+        "75",
+        "25",
+        "fraud-v7",
+        "fraud-v8",
+        "20m",
+    ]
+
+
+def test_progress_bar() -> None:
+    assert progress_bar(0.25, width=8) == "[##------] 25%"
+
+
+def with_conditions(phase: str, **conditions: str) -> dict[str, Any]:
+    status = {
+        **PROGRESSING,
+        "phase": phase,
+        "conditions": [
+            {"type": t, "status": s, "reason": "X", "lastTransitionTime": "2026-11-27T11:45:00Z"}
+            for t, s in conditions.items()
+        ],
+    }
+    return rollout(**status)
+
+
+@pytest.mark.parametrize(
+    ("obj", "verdict"),
+    [
+        (with_conditions("Promoted", Ready="True"), Verdict.PROMOTED),
+        (with_conditions("Promoted", Ready="False", Reconciling="True"), None),  # weights not confirmed yet
+        (with_conditions("RolledBack", Stalled="True"), Verdict.ROLLED_BACK),
+        (with_conditions("Paused", Reconciling="True"), Verdict.PAUSED),
+        (with_conditions("Progressing", Reconciling="True"), None),
+    ],
+)
+def test_verdicts(obj: dict[str, Any], verdict: Verdict | None) -> None:
+    assert verdict_of(obj) is verdict
+
+
+def test_a_status_about_an_older_spec_is_no_verdict() -> None:
+    obj = with_conditions("Promoted", Ready="True")
+    obj["metadata"]["generation"] = 3
+    assert verdict_of(obj) is None
+    obj = with_conditions("RolledBack", Stalled="True")
+    obj["metadata"]["annotations"] = {"modelrollout.dev/retry": "retry-abc-1"}
+    assert verdict_of(obj) is None
+
+
+def test_exit_codes() -> None:
+    assert [v.exit_code for v in (Verdict.PROMOTED, Verdict.ROLLED_BACK, Verdict.PAUSED)] == [0, 1, 3]
