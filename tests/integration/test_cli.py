@@ -115,13 +115,7 @@ def test_set_candidate_pause_resume_abort_and_retry(world: World, controller_pro
     assert cli(world, "abort", "demo")[0] == 1  # nothing left to abort: a clear error, no change
 
     assert cli(world, "retry", "demo")[0] == 0
-    world.wait(
-        lambda o: (
-            o.get("status", {}).get("reason") == "RolloutRetried"
-            or o["status"].get("currentStep") == 0
-            and o["status"].get("phase") == "Progressing"
-        )
-    )
+    world.wait(lambda o: o.get("status", {}).get("reason") in ("RolloutRetried", "StepAdvanced"))
     assert cli(world, "promote", "demo", "--full")[0] == 0
     world.wait(phase("Promoted"))
     assert world.route_weights() == {world.incumbent: 0, world.candidate: 100}
