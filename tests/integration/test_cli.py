@@ -64,6 +64,8 @@ def test_wait_exits_0_when_promoted(world: World, controller_process: Controller
     code, log = cli(world, "wait", "demo", "--timeout", "2m", "--interval", "0.5")
     assert code == 0, log
     assert "verdict: promoted" in log and "Progressing step 1/2" in log and "Promoted" in log
+    code, frames = cli(world, "status", "demo", "--watch")
+    assert code == 0 and frames.startswith("--- ") and "Phase:      Promoted" in frames and "\x1b" not in frames
 
 
 def test_wait_exits_1_when_rolled_back(world: World, controller_process: ControllerFactory) -> None:
