@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from controller.api.duration import DURATION_PATTERN, parse_duration
+from controller.api.duration import DURATION_PATTERN
 from controller.api.rules import ApiModel, Rule
 
 GROUP = "modelrollout.dev"
@@ -54,6 +55,26 @@ def _exactly_one(*values: Any) -> bool:
     return sum(v is not None for v in values) == 1
 
 
+# A PromQL range (what {{window}} becomes): whole numbers, units in descending order, e.g. 1m30s.
+# `1.5m`, `30s1m` and `0s` are valid Go durations but Prometheus refuses them.
+PROMQL_DURATION = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+# Upper bounds keep every duration far inside what CEL's duration() (Go, int64 ns) can hold.
+MAX_DEADLINE = "720h"
+MAX_WINDOW = "24h"
+MAX_TIMEOUT = "5m"
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _seconds(duration: str) -> float:
+    """A validated duration in seconds, as a float: it never overflows (a timedelta may), so the
+    Python twin of a CEL rule refuses an absurd duration with a validation error, as CEL does."""
+    return sum(float(v) * _UNIT_SECONDS[u] for v, u in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", duration))
+
+
+def _promql_range(duration: str) -> bool:
+    return re.fullmatch(PROMQL_DURATION, duration) is not None and _seconds(duration) > 0
+
+
 # --------------------------------------------------------------------------------------------
 # Models being rolled out
 # --------------------------------------------------------------------------------------------
@@ -80,7 +101,7 @@ class ModelRef(ApiModel):
     """A model version taking part in a rollout. `name` fills `{{model}}` in metric queries."""
 
     name: DnsName = Field(description="Model identifier, e.g. fraud-scorer-v7.")
-    version: Annotated[str, Field(max_length=128)] | None = Field(
+    version: Annotated[str, Field(max_length=128, pattern=r"^[-A-Za-z0-9._+:@/]*$")] | None = Field(
         None, description="Free-form version, fills {{version}}."
     )
     backend: ModelBackend | None = Field(None, description="Where it is served; defaults derive from name.")
@@ -116,6 +137,15 @@ class KServeRouter(ApiModel):
 
 class ReplicasRouter(ApiModel):
     """No mesh: two Deployments behind one Service, the candidate's share of replicas follows the weight."""
+
+    rules = (
+        Rule(
+            cel=f"duration(self.scaleDownDelay) <= duration('{MAX_WINDOW}')",
+            message=f"scaleDownDelay must be at most {MAX_WINDOW}",
+            check=lambda r: _seconds(r.scale_down_delay) <= _seconds(MAX_WINDOW),
+            field_path=".scaleDownDelay",
+        ),
+    )
 
     total_replicas: Annotated[int, Field(ge=1, le=1000)] = Field(
         description="Replicas of both Deployments together; the candidate never gets more than its weight's share."
@@ -245,6 +275,12 @@ class MetricSource(ApiModel):
             check=lambda m: m.samples_query is None or m.query is not None,
             field_path=".samplesQuery",
         ),
+        Rule(
+            cel="!has(self.distributionLabel) || has(self.distributionQuery)",
+            message="distributionLabel only applies to distributionQuery",
+            check=lambda m: m.distribution_label is None or m.distribution_query is not None,
+            field_path=".distributionLabel",
+        ),
     )
 
     query: QueryTemplate | None = Field(None, description="One value per variant (absolute and relative rules).")
@@ -254,9 +290,10 @@ class MetricSource(ApiModel):
     distribution_query: QueryTemplate | None = Field(
         None, description="Counts by prediction bucket or class per variant, as a vector (drift rule)."
     )
-    distribution_label: DnsLabel | Annotated[str, Field(max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] | None = (
-        Field(None, description="Label that names the bucket or class in distributionQuery's result (default: le).")
-    )
+    # A Prometheus label name: no hyphens, no leading digit.
+    distribution_label: (
+        Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] | None
+    ) = Field(None, description="Label that names the bucket or class in distributionQuery's result (default: le).")
     builtin: BuiltinMetric | None = None
 
 
@@ -289,6 +326,12 @@ class RelativeRule(ApiModel):
             cel="has(self.maxRatio) || has(self.maxIncrease) || has(self.minRatio) || has(self.maxDecrease)",
             message="set at least one of maxRatio, maxIncrease, minRatio, maxDecrease",
             check=lambda r: any(_has(v) for v in (r.max_ratio, r.max_increase, r.min_ratio, r.max_decrease)),
+        ),
+        Rule(
+            cel="!has(self.minRatio) || !has(self.maxRatio) || self.minRatio <= self.maxRatio",
+            message="minRatio must not exceed maxRatio",
+            check=lambda r: r.min_ratio is None or r.max_ratio is None or r.min_ratio <= r.max_ratio,
+            field_path=".minRatio",
         ),
     )
 
@@ -351,17 +394,6 @@ class DataPolicy(StrEnum):
 _VALUE_BUILTINS = (BuiltinMetric.ERROR_RATE, BuiltinMetric.LATENCY_P99)
 
 
-def _metric_fits_rule(g: Guardrail) -> bool:
-    m = g.metric
-    if g.absolute is not None or g.relative is not None:
-        return m.query is not None or m.builtin in _VALUE_BUILTINS
-    if g.sequential is not None:
-        return m.errors_query is not None or m.builtin == BuiltinMetric.ERROR_RATE
-    if g.drift is not None:
-        return m.distribution_query is not None or m.builtin == BuiltinMetric.PREDICTION_DISTRIBUTION
-    return True
-
-
 class Guardrail(ApiModel):
     rules = (
         Rule(
@@ -374,21 +406,33 @@ class Guardrail(ApiModel):
             cel="(!has(self.absolute) && !has(self.relative)) || has(self.metric.query) || "
             "(has(self.metric.builtin) && self.metric.builtin in ['ErrorRate', 'LatencyP99'])",
             message="absolute and relative rules need metric.query or a value builtin (ErrorRate, LatencyP99)",
-            check=_metric_fits_rule,
+            check=lambda g: (
+                (g.absolute is None and g.relative is None)
+                or g.metric.query is not None
+                or g.metric.builtin in _VALUE_BUILTINS
+            ),
             field_path=".metric",
         ),
         Rule(
             cel="!has(self.sequential) || has(self.metric.errorsQuery) || "
             "(has(self.metric.builtin) && self.metric.builtin == 'ErrorRate')",
             message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate",
-            check=_metric_fits_rule,
+            check=lambda g: (
+                g.sequential is None
+                or g.metric.errors_query is not None
+                or g.metric.builtin == BuiltinMetric.ERROR_RATE
+            ),
             field_path=".metric",
         ),
         Rule(
             cel="!has(self.drift) || has(self.metric.distributionQuery) || "
             "(has(self.metric.builtin) && self.metric.builtin == 'PredictionDistribution')",
             message="the drift rule needs metric.distributionQuery or builtin PredictionDistribution",
-            check=_metric_fits_rule,
+            check=lambda g: (
+                g.drift is None
+                or g.metric.distribution_query is not None
+                or g.metric.builtin == BuiltinMetric.PREDICTION_DISTRIBUTION
+            ),
             field_path=".metric",
         ),
         Rule(
@@ -431,14 +475,37 @@ class Analysis(ApiModel):
         Rule(
             cel="duration(self.interval) > duration('0s')",
             message="interval must be longer than 0s",
-            check=lambda a: parse_duration(a.interval).total_seconds() > 0,
+            check=lambda a: _seconds(a.interval) > 0,
             field_path=".interval",
         ),
         Rule(
             cel="duration(self.progressDeadline) > duration(self.interval)",
             message="progressDeadline must be longer than interval",
-            check=lambda a: parse_duration(a.progress_deadline) > parse_duration(a.interval),
+            check=lambda a: _seconds(a.progress_deadline) > _seconds(a.interval),
             field_path=".progressDeadline",
+        ),
+        Rule(
+            cel=f"duration(self.progressDeadline) <= duration('{MAX_DEADLINE}')",
+            message=f"progressDeadline must be at most {MAX_DEADLINE}",
+            check=lambda a: _seconds(a.progress_deadline) <= _seconds(MAX_DEADLINE),
+            field_path=".progressDeadline",
+        ),
+        Rule(
+            cel=f"!has(self.window) || (self.window.matches('{PROMQL_DURATION}') && "
+            f"duration(self.window) > duration('0s') && duration(self.window) <= duration('{MAX_WINDOW}'))",
+            message=f"window goes into PromQL: whole numbers with units from h to ms (e.g. 5m or 1m30s), "
+            f"longer than 0s and at most {MAX_WINDOW}",
+            check=lambda a: (
+                a.window is None or (_promql_range(a.window) and _seconds(a.window) <= _seconds(MAX_WINDOW))
+            ),
+            field_path=".window",
+        ),
+        Rule(
+            cel=f"has(self.window) || self.interval.matches('{PROMQL_DURATION}')",
+            message="without a window the interval goes into PromQL: whole numbers with units from h to ms "
+            "(e.g. 90s, not 1.5m), or set window",
+            check=lambda a: a.window is not None or re.fullmatch(PROMQL_DURATION, a.interval) is not None,
+            field_path=".interval",
         ),
     )
 
@@ -471,6 +538,18 @@ class PrometheusProvider(ApiModel):
             check=lambda p: "@" not in p.address.split("://", 1)[-1].split("/", 1)[0],
             field_path=".address",
         ),
+        Rule(
+            cel=f"duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('{MAX_TIMEOUT}')",
+            message=f"timeout must be longer than 0s and at most {MAX_TIMEOUT}",
+            check=lambda p: 0 < _seconds(p.timeout) <= _seconds(MAX_TIMEOUT),
+            field_path=".timeout",
+        ),
+        Rule(
+            cel=f"duration(self.staleAfter) > duration('0s') && duration(self.staleAfter) <= duration('{MAX_WINDOW}')",
+            message=f"staleAfter must be longer than 0s and at most {MAX_WINDOW}",
+            check=lambda p: 0 < _seconds(p.stale_after) <= _seconds(MAX_WINDOW),
+            field_path=".staleAfter",
+        ),
     )
 
     address: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] = Field(
@@ -493,11 +572,11 @@ class MetricProvider(ApiModel):
 
 
 def _steps_hold_within_deadline(spec: ModelRolloutSpec) -> bool:
-    deadline = parse_duration(spec.analysis.progress_deadline)
+    deadline = _seconds(spec.analysis.progress_deadline)
     if spec.canary.steps is not None:
-        return all(parse_duration(s.hold) < deadline for s in spec.canary.steps)
+        return all(_seconds(s.hold) < deadline for s in spec.canary.steps)
     if spec.canary.linear is not None:
-        return parse_duration(spec.canary.linear.hold) < deadline
+        return _seconds(spec.canary.linear.hold) < deadline
     return True
 
 
@@ -535,7 +614,7 @@ class ModelRolloutSpec(ApiModel):
                 s.traffic.kserve is None
                 or (s.candidate.backend is not None and s.candidate.backend.storage_uri is not None)
             ),
-            field_path=".candidate",
+            field_path=".candidate.backend.storageUri",
         ),
         Rule(
             cel="!has(self.incumbent) || self.incumbent.name != self.candidate.name",

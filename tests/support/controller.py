@@ -20,7 +20,8 @@ class ControllerProcess:
     def __init__(self, plane: ControlPlane, *, identity: str, prometheus_url: str | None, extra: list[str]) -> None:
         self.identity = identity
         self.port = free_port()
-        self.log_path = plane.workdir / f"controller-{identity}.log"
+        # One log per process: identities repeat across tests that share the plane.
+        self.log_path = plane.workdir / f"controller-{identity}-{os.urandom(3).hex()}.log"
         argv = [
             str(Path(sys.executable).parent / "modelrollout-controller"),
             "--kubeconfig",
