@@ -92,9 +92,10 @@ def exporter() -> Iterator[Exporter]:
 @pytest.fixture(scope="session")
 def prometheus(exporter: Exporter) -> Iterator[PrometheusServer]:
     server = PrometheusServer([exporter.port]).start()
-    _session_pids.append(server.proc.pid if server.proc else 0)
     yield server
     server.close()
+    # Every process it ran, restarts included, is checked at the end of the session.
+    _session_pids.extend(server.pids)
 
 
 @pytest.fixture

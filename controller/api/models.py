@@ -245,7 +245,7 @@ class Canary(ApiModel):
 
 
 class BuiltinMetric(StrEnum):
-    """Metrics computed from the conventional model-server metric names (docs/guardrails.md)."""
+    """Metrics computed from the conventional model-server metric names (docs/metrics.md)."""
 
     ERROR_RATE = "ErrorRate"
     LATENCY_P99 = "LatencyP99"
@@ -573,11 +573,12 @@ class MetricProvider(ApiModel):
 
 def _steps_hold_within_deadline(spec: ModelRolloutSpec) -> bool:
     deadline = _seconds(spec.analysis.progress_deadline)
-    if spec.canary.steps is not None:
-        return all(_seconds(s.hold) < deadline for s in spec.canary.steps)
-    if spec.canary.linear is not None:
-        return _seconds(spec.canary.linear.hold) < deadline
-    return True
+    return spec.canary.steps is None or all(_seconds(s.hold) < deadline for s in spec.canary.steps)
+
+
+def _linear_hold_within_deadline(spec: ModelRolloutSpec) -> bool:
+    linear = spec.canary.linear
+    return linear is None or _seconds(linear.hold) < _seconds(spec.analysis.progress_deadline)
 
 
 def _unique_guardrail_names(spec: ModelRolloutSpec) -> bool:
@@ -598,11 +599,12 @@ class ModelRolloutSpec(ApiModel):
             cel="!has(self.canary.linear) || "
             "duration(self.canary.linear.hold) < duration(self.analysis.progressDeadline)",
             message="the linear hold must be shorter than analysis.progressDeadline",
-            check=_steps_hold_within_deadline,
+            check=_linear_hold_within_deadline,
             field_path=".analysis.progressDeadline",
         ),
         Rule(
-            cel="self.guardrails.all(g, self.guardrails.exists_one(h, h.name == g.name))",
+            # guardrails may be left out (no schema default): guard with has().
+            cel="!has(self.guardrails) || self.guardrails.all(g, self.guardrails.exists_one(h, h.name == g.name))",
             message="guardrail names must be unique",
             check=_unique_guardrail_names,
             field_path=".guardrails",

@@ -301,7 +301,10 @@ class _Decider:
     def _progress(self) -> None:
         if self._paused_by_user():
             return
-        if self._take_promote_request() or self.st.phase is Phase.PAUSED:
+        # A promote moves past the step the data plane is at: it waits until that step's
+        # weights are applied, so even a human's request never skips a step's weight.
+        at_step = self.inp.applied == Weights.for_candidate(self._step().weight) or self.st.phase is Phase.PAUSED
+        if (at_step and self._take_promote_request()) or self.st.phase is Phase.PAUSED:
             return
         step = self._step()
         elapsed = self._elapsed_in_step()

@@ -1,9 +1,16 @@
-"""Builtin guardrail metrics, from conventional model-server metric names (docs/metrics.md).
+"""Builtin guardrail metrics: PromQL templates over conventional model-server metric names.
 
-A model server exports, labelled with `model`:
-- `model_requests_total{model, code}`: requests by HTTP status code (errors are 5xx);
-- `model_request_duration_seconds_bucket{model, le}`: latency histogram;
+Most teams want the same three guardrails (errors, tail latency, prediction drift); writing
+their PromQL by hand in every ModelRollout invites subtle mistakes (a rate of a ratio, a
+quantile of summed quantiles, a missing `or vector(0)`). A model server that exports these
+names, each labelled with `model` (the ModelRef name), gets them with `builtin: <name>`:
+
+- `model_requests_total{model, code}`: counter of requests by HTTP status code; errors are
+  `code=~"5.."`;
+- `model_request_duration_seconds_bucket{model, le}`: request latency histogram (seconds);
 - `model_prediction_bucket{model, le}`: histogram of the model's predicted score.
+
+The templates are filled per variant by metrics.templates; docs/metrics.md lists them verbatim.
 """
 
 from __future__ import annotations
@@ -12,12 +19,24 @@ from dataclasses import dataclass
 
 from controller.api.models import BuiltinMetric
 
-_REQ = 'model_requests_total{model="{{model}}"}'
-_ERR = 'model_requests_total{model="{{model}}",code=~"5.."}'
+_WINDOW = "[{{window}}]"
+_REQUESTS = 'model_requests_total{model="{{model}}"}' + _WINDOW
+_ERRORS = 'model_requests_total{model="{{model}}",code=~"5.."}' + _WINDOW
+_LATENCY = 'model_request_duration_seconds_bucket{model="{{model}}"}' + _WINDOW
+# The +Inf bucket counts every observation: the requests behind the latency quantile.
+_LATENCY_COUNT = 'model_request_duration_seconds_bucket{model="{{model}}",le="+Inf"}' + _WINDOW
+_PREDICTIONS = 'model_prediction_bucket{model="{{model}}"}' + _WINDOW
+
+# A model that never failed has no 5xx series at all: `or on() vector(0)` counts that as zero
+# errors. A model without requests still gives no result (or NaN from 0/0): no data, never a pass.
+_ERROR_COUNT = f"sum(increase({_ERRORS})) or on() vector(0)"
+_REQUEST_COUNT = f"sum(increase({_REQUESTS}))"
 
 
 @dataclass(frozen=True)
 class BuiltinQueries:
+    """The query templates of one guardrail metric; None where a query does not apply."""
+
     value: str | None = None
     samples: str | None = None
     errors: str | None = None
@@ -26,25 +45,26 @@ class BuiltinQueries:
     distribution_label: str | None = None
 
 
-_BUILTINS = {
+_BUILTINS: dict[BuiltinMetric, BuiltinQueries] = {
     BuiltinMetric.ERROR_RATE: BuiltinQueries(
-        # A model that never failed has no 5xx series: count that as 0 errors, while no
-        # requests at all still yields no result (no data, never a pass).
-        value=f"(sum(increase({_ERR}[{{{{window}}}}])) or on() vector(0)) / sum(increase({_REQ}[{{{{window}}}}]))",
-        samples=f"sum(increase({_REQ}[{{{{window}}}}]))",
-        errors=f"sum(increase({_ERR}[{{{{window}}}}])) or on() vector(0)",
-        total=f"sum(increase({_REQ}[{{{{window}}}}]))",
+        # The ratio of sums, never the average of per-series ratios.
+        value=f"(sum(rate({_ERRORS})) or on() vector(0)) / sum(rate({_REQUESTS}))",
+        samples=_REQUEST_COUNT,
+        errors=_ERROR_COUNT,
+        total=_REQUEST_COUNT,
     ),
     BuiltinMetric.LATENCY_P99: BuiltinQueries(
-        value='histogram_quantile(0.99, sum by (le) (rate(model_request_duration_seconds_bucket{model="{{model}}"}[{{window}}])))',
-        samples=f"sum(increase({_REQ}[{{{{window}}}}]))",
+        # Buckets are summed across series (pods) first: a quantile of quantiles means nothing.
+        value=f"histogram_quantile(0.99, sum by (le) (rate({_LATENCY})))",
+        samples=f"sum(increase({_LATENCY_COUNT}))",
     ),
     BuiltinMetric.PREDICTION_DISTRIBUTION: BuiltinQueries(
-        distribution='sum by (le) (increase(model_prediction_bucket{model="{{model}}"}[{{window}}]))',
+        distribution=f"sum by (le) (increase({_PREDICTIONS}))",
         distribution_label="le",
     ),
 }
 
 
 def builtin_queries(metric: BuiltinMetric) -> BuiltinQueries:
+    """The query templates behind `builtin: <metric>`."""
     return _BUILTINS[metric]

@@ -1,9 +1,14 @@
 """Gateway API HTTPRoute: the weights of the incumbent's and candidate's backendRefs in one rule.
 
-We patch exactly those two `weight` fields with an RFC 6902 patch whose `test` ops pin the
-backendRefs' names, so a concurrent reorder of the route fails (422) instead of moving traffic
-to the wrong backend; everything else in the route (other rules, backends, filters, fields of
-other controllers) is left alone. No write happens when the weights are already right.
+An HTTPRoute is shared: gateway controllers write its status, platform teams own its matches,
+filters and other rules, and a rule may hold more backends than our two (a third model, a
+fallback). So this router owns exactly two `weight` fields and nothing else. It writes them with
+an RFC 6902 patch whose `test` ops pin the identity of the backendRefs it read, so a concurrent
+reorder of the route fails with 422 instead of moving traffic to the wrong backend, and it does
+not write at all when the route already splits traffic as asked.
+
+Finding the rule and turning weights into percentages are pure functions over the route's dict,
+so they are unit-tested without an API server; `GatewayApiRouter` adds the reads and the patch.
 """
 
 from __future__ import annotations
@@ -16,117 +21,360 @@ from controller.kube.errors import Invalid, NotFound
 from controller.kube.objects import Objects, Resource
 from controller.routers.base import RouterProblem, RouteTarget, Weights
 
-HTTPROUTE = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+HTTPROUTE = Resource(group="gateway.networking.k8s.io", version="v1", plural="httproutes", kind="HTTPRoute")
+
+# A weight a backendRef leaves out counts as 1: the Gateway API spec says so (the CRD's schema
+# default is 1 too, but a route stored before that default, or read from a copy, may lack it).
+DEFAULT_WEIGHT = 1
+
+# One write, plus up to two retries after a `test` op failed because the route changed under us.
+PATCH_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class BackendService:
+    """The Service a model is served by, as a backendRef names it."""
+
+    name: str
+    port: int | None = None
+
+    @classmethod
+    def of(cls, model: ModelRef) -> BackendService:
+        """A model's Service defaults to its name; the port is checked only when the model gives one."""
+        backend = model.backend
+        if backend is None:
+            return cls(name=model.name)
+        return cls(name=backend.service or model.name, port=backend.port)
+
+    def __str__(self) -> str:
+        return f"Service {self.name}" + (f" port {self.port}" if self.port is not None else "")
 
 
 @dataclass(frozen=True)
 class BackendSlot:
-    """Where one variant's backendRef sits in the route, and its weight there."""
+    """One variant's backendRef: where it sits in the rule, what identifies it, its weight now."""
 
-    rule: int
-    ref: int
+    index: int
     name: str
+    port: int | None
     weight: int
 
 
-def service_of(model: ModelRef) -> tuple[str, int | None]:
-    backend = model.backend
-    return (backend.service if backend and backend.service else model.name), (backend.port if backend else None)
+@dataclass(frozen=True)
+class RuleBackends:
+    """The rule holding both variants, found in one read of the route."""
+
+    rule_index: int
+    rule_name: str | None
+    incumbent: BackendSlot
+    candidate: BackendSlot
+
+    @property
+    def where(self) -> str:
+        return f"rule {self.rule_name}" if self.rule_name else f"spec.rules[{self.rule_index}]"
 
 
-def _matches(ref: Any, service: str, port: int | None) -> bool:
-    if not isinstance(ref, dict):
-        return False
-    if ref.get("kind", "Service") != "Service" or ref.get("group", "") not in ("", "core"):
-        return False
-    return ref.get("name") == service and (port is None or ref.get("port") == port)
+def route_label(namespace: str, name: str) -> str:
+    return f"HTTPRoute {namespace}/{name}"
 
 
-def find_slots(route: dict[str, Any], target: RouteTarget) -> tuple[BackendSlot, BackendSlot]:
-    """The incumbent's and candidate's backendRefs, or RouterProblem saying what is missing."""
-    name = f"HTTPRoute {target.namespace}/{route.get('metadata', {}).get('name')}"
-    rules = route.get("spec", {}).get("rules")
-    if not isinstance(rules, list):
-        raise RouterProblem("MalformedRoute", f"{name} has no spec.rules list")
-    router = target.traffic.gateway_api
-    wanted_rule = router.rule_name if router else None
-    inc_service, inc_port = service_of(target.incumbent)
-    cand_service, cand_port = service_of(target.candidate)
-    for r, rule in enumerate(rules):
-        if not isinstance(rule, dict):
-            raise RouterProblem("MalformedRoute", f"{name}: spec.rules[{r}] is not an object")
-        if wanted_rule is not None and rule.get("name") != wanted_rule:
-            continue
-        refs = rule.get("backendRefs") or []
-        if not isinstance(refs, list):
-            raise RouterProblem("MalformedRoute", f"{name}: spec.rules[{r}].backendRefs is not a list")
-        inc = next((i for i, ref in enumerate(refs) if _matches(ref, inc_service, inc_port)), None)
-        cand = next((i for i, ref in enumerate(refs) if _matches(ref, cand_service, cand_port)), None)
-        if inc is not None and cand is not None:
-            return _slot(name, r, inc, refs[inc]), _slot(name, r, cand, refs[cand])
-        if wanted_rule is not None:
-            missing = cand_service if cand is None else inc_service
-            raise RouterProblem(
-                "BackendNotInRoute", f"{name}: rule {wanted_rule} has no backendRef to Service {missing}"
-            )
-    if wanted_rule is not None:
-        raise RouterProblem("BackendNotInRoute", f"{name} has no rule named {wanted_rule}")
-    raise RouterProblem(
-        "BackendNotInRoute",
-        f"{name} has no rule with backendRefs to both Service {inc_service} (incumbent) and Service {cand_service} "
-        f"(candidate): add the candidate's backendRef with weight 0",
-    )
+def find_backends(
+    route: dict[str, Any],
+    *,
+    label: str,
+    namespace: str,
+    incumbent: BackendService,
+    candidate: BackendService,
+    rule_name: str | None = None,
+) -> RuleBackends:
+    """The rule named `rule_name`, else the first rule referencing both Services.
 
-
-def _slot(route: str, rule: int, index: int, ref: dict[str, Any]) -> BackendSlot:
-    weight = ref.get("weight", 1)  # the Gateway API default weight is 1
-    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+    Raises RouterProblem (MalformedRoute, BackendNotInRoute, AmbiguousBackend) naming what a
+    user must change; `label` names the route in those messages.
+    """
+    rules = _rules(route, label)
+    if rule_name is not None:
+        for index, rule in enumerate(rules):
+            if rule.get("name") == rule_name:
+                found = _backends_in(rule, index, label, namespace, incumbent, candidate)
+                if found is None:
+                    raise RouterProblem(
+                        "BackendNotInRoute", _missing_in_rule(rule, index, label, namespace, incumbent, candidate)
+                    )
+                return found
         raise RouterProblem(
-            "MalformedRoute", f"{route}: spec.rules[{rule}].backendRefs[{index}].weight is not a weight"
+            "BackendNotInRoute", f"{label} has no rule named {rule_name} (set in traffic.gatewayAPI.ruleName)"
         )
-    return BackendSlot(rule=rule, ref=index, name=str(ref.get("name")), weight=weight)
+
+    for index, rule in enumerate(rules):
+        found = _backends_in(rule, index, label, namespace, incumbent, candidate)
+        if found is not None:
+            return found
+    raise RouterProblem("BackendNotInRoute", _missing_message(rules, label, namespace, incumbent, candidate))
 
 
-def as_percent(incumbent: BackendSlot, candidate: BackendSlot) -> Weights:
-    """Relative weights of the two refs as percentages (other backends of the rule aside)."""
-    total = incumbent.weight + candidate.weight
+def split_of(backends: RuleBackends, *, label: str) -> Weights:
+    """The two weights as percentages of their sum.
+
+    Other backendRefs of the rule are left out on purpose: the rollout is about the share of
+    the candidate next to the incumbent, and a third backend's traffic is not ours to count.
+    Rounding is half up, so 1:2 reads as 33/67 although the data plane splits 33.3/66.7.
+    """
+    inc, cand = backends.incumbent.weight, backends.candidate.weight
+    total = inc + cand
     if total == 0:
-        return Weights(incumbent=100, candidate=0)
-    cand = round(100 * candidate.weight / total)
-    return Weights(incumbent=100 - cand, candidate=cand)
+        # Neither model gets traffic from this rule: no split describes that, and reporting
+        # "100% incumbent" would let the engine believe a restore needs no write.
+        raise RouterProblem(
+            "ZeroWeights",
+            f"{label} {backends.where} gives weight 0 to both Service {backends.incumbent.name} and "
+            f"Service {backends.candidate.name}, so neither model gets traffic from it; give the incumbent a weight",
+        )
+    candidate = (200 * cand + total) // (2 * total)
+    return Weights(incumbent=100 - candidate, candidate=candidate)
+
+
+def splits_as(backends: RuleBackends, weights: Weights) -> bool:
+    """Whether the route already splits traffic exactly as asked (so there is nothing to write).
+
+    The ratio is what the data plane acts on: 9:1 already is 90/10, and rewriting it as 90:10
+    would be a write that moves no traffic.
+    """
+    inc, cand = backends.incumbent.weight, backends.candidate.weight
+    return inc + cand > 0 and inc * weights.candidate == cand * weights.incumbent
+
+
+def weight_patch(backends: RuleBackends, weights: Weights) -> list[dict[str, Any]]:
+    """RFC 6902 ops that set the two weights and nothing else.
+
+    The `test` ops pin what we read (the rule's name, each backendRef's port and name), so if
+    someone reordered or replaced the rules or backendRefs since, the API server refuses the
+    whole patch (422) rather than putting a weight on another backend. The weights themselves
+    are not tested: a newer value there is simply overwritten, as a level-triggered controller
+    should. Each slot's `test` of the name comes right before its weight op, so a write in the
+    audit log says which Service got which weight (tests/support/audit.py reads it that way).
+    """
+    rule_path = f"/spec/rules/{backends.rule_index}"
+    ops: list[dict[str, Any]] = []
+    if backends.rule_name is not None:
+        ops.append({"op": "test", "path": f"{rule_path}/name", "value": backends.rule_name})
+    for slot, weight in ((backends.incumbent, weights.incumbent), (backends.candidate, weights.candidate)):
+        ref_path = f"{rule_path}/backendRefs/{slot.index}"
+        if slot.port is not None:
+            ops.append({"op": "test", "path": f"{ref_path}/port", "value": slot.port})
+        ops.append({"op": "test", "path": f"{ref_path}/name", "value": slot.name})
+        # `add` also replaces, and works when the ref leaves its weight out.
+        ops.append({"op": "add", "path": f"{ref_path}/weight", "value": weight})
+    return ops
 
 
 class GatewayApiRouter:
-    def __init__(self, objects: Objects) -> None:
-        self.objects = objects
+    """TrafficRouter for `traffic.gatewayAPI`: an HTTPRoute in the rollout's namespace."""
 
-    def _route(self, target: RouteTarget) -> dict[str, Any]:
-        router = target.traffic.gateway_api
-        assert router is not None
-        try:
-            return self.objects.get(HTTPROUTE, target.namespace, router.http_route)
-        except NotFound:
-            raise RouterProblem(
-                "RouteNotFound", f"HTTPRoute {target.namespace}/{router.http_route} not found"
-            ) from None
+    def __init__(self, objects: Objects) -> None:
+        self._objects = objects
 
     def applied(self, target: RouteTarget) -> Weights:
-        return as_percent(*find_slots(self._route(target), target))
+        route, label = self._read(target)
+        return split_of(self._find(route, label, target), label=label)
 
     def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        for _ in range(3):
-            route = self._route(target)
-            inc, cand = find_slots(route, target)
-            if (inc.weight, cand.weight) == (weights.incumbent, weights.candidate):
-                return as_percent(inc, cand)
-            ops: list[dict[str, Any]] = []
-            for slot, weight in ((inc, weights.incumbent), (cand, weights.candidate)):
-                path = f"/spec/rules/{slot.rule}/backendRefs/{slot.ref}"
-                ops.append({"op": "test", "path": f"{path}/name", "value": slot.name})
-                ops.append({"op": "add", "path": f"{path}/weight", "value": weight})
+        for attempt in range(1, PATCH_ATTEMPTS + 1):
+            route, label = self._read(target)
+            backends = self._find(route, label, target)
+            if splits_as(backends, weights):
+                return split_of(backends, label=label)
             try:
-                patched = self.objects.json_patch(HTTPROUTE, target.namespace, str(route["metadata"]["name"]), ops)
+                patched = self._objects.json_patch(
+                    HTTPROUTE, target.namespace, _route_name(target), weight_patch(backends, weights)
+                )
+            except NotFound:
+                raise _route_not_found(target) from None
             except Invalid:
-                continue  # the route changed under us (a test op failed): read it again
-            return as_percent(*find_slots(patched, target))
-        raise RouterProblem("RouteChanging", "the HTTPRoute kept changing while we patched it; will retry")
+                # A `test` op failed: the route changed between our read and our write. Read it
+                # again and recompute; if it keeps changing, let the caller back off.
+                if attempt == PATCH_ATTEMPTS:
+                    raise
+                continue
+            # What the API server stored, not what we asked for (an admission webhook may differ).
+            return split_of(self._find(patched, label, target), label=label)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _read(self, target: RouteTarget) -> tuple[dict[str, Any], str]:
+        name = _route_name(target)
+        try:
+            route = self._objects.get(HTTPROUTE, target.namespace, name)
+        except NotFound:
+            raise _route_not_found(target) from None
+        return route, route_label(target.namespace, name)
+
+    def _find(self, route: dict[str, Any], label: str, target: RouteTarget) -> RuleBackends:
+        router = target.traffic.gateway_api
+        return find_backends(
+            route,
+            label=label,
+            namespace=target.namespace,
+            incumbent=BackendService.of(target.incumbent),
+            candidate=BackendService.of(target.candidate),
+            rule_name=router.rule_name if router is not None else None,
+        )
+
+
+def _route_name(target: RouteTarget) -> str:
+    router = target.traffic.gateway_api
+    if router is None:
+        # The registry hands this router only rollouts with a gatewayAPI block.
+        raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.gatewayAPI block")
+    return router.http_route
+
+
+def _route_not_found(target: RouteTarget) -> RouterProblem:
+    return RouterProblem(
+        "RouteNotFound",
+        f"{route_label(target.namespace, _route_name(target))} not found (traffic.gatewayAPI.httpRoute of "
+        f"rollout {target.rollout}; is the Gateway API installed and the route created?)",
+    )
+
+
+# -- reading the route's shape ------------------------------------------------------------------
+
+
+def _rules(route: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    spec = route.get("spec")
+    if not isinstance(spec, dict):
+        raise RouterProblem("MalformedRoute", f"{label} has no spec object")
+    # An absent (or null) list is an empty one: such a route references no backend.
+    rules = spec.get("rules") or []
+    if not isinstance(rules, list):
+        raise RouterProblem("MalformedRoute", f"{label}: spec.rules is not a list")
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            raise RouterProblem("MalformedRoute", f"{label}: spec.rules[{index}] is not an object")
+    return rules
+
+
+def _refs(rule: dict[str, Any], rule_index: int, label: str) -> list[dict[str, Any]]:
+    refs = rule.get("backendRefs") or []
+    if not isinstance(refs, list):
+        raise RouterProblem("MalformedRoute", f"{label}: spec.rules[{rule_index}].backendRefs is not a list")
+    for index, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            raise RouterProblem(
+                "MalformedRoute", f"{label}: spec.rules[{rule_index}].backendRefs[{index}] is not an object"
+            )
+    return refs
+
+
+def _refers_to(ref: dict[str, Any], namespace: str, service: BackendService) -> bool:
+    """Whether a backendRef points at this Service (kind Service and core group are the defaults)."""
+    if ref.get("kind", "Service") != "Service" or ref.get("group", "") != "":
+        return False
+    # A ref into another namespace is another Service, whatever its name.
+    if ref.get("namespace", namespace) != namespace:
+        return False
+    return ref.get("name") == service.name and (service.port is None or ref.get("port") == service.port)
+
+
+def _matching(refs: list[dict[str, Any]], namespace: str, service: BackendService) -> list[int]:
+    return [i for i, ref in enumerate(refs) if _refers_to(ref, namespace, service)]
+
+
+def _backends_in(
+    rule: dict[str, Any],
+    rule_index: int,
+    label: str,
+    namespace: str,
+    incumbent: BackendService,
+    candidate: BackendService,
+) -> RuleBackends | None:
+    """Both variants' slots in this rule, or None if the rule lacks one of them."""
+    refs = _refs(rule, rule_index, label)
+    rule_name = _rule_name(rule)
+    where = _where(rule, rule_index)
+    inc, cand = _matching(refs, namespace, incumbent), _matching(refs, namespace, candidate)
+    if not inc or not cand:
+        return None
+    for role, service, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand)):
+        if len(found) > 1:
+            hint = "set backend.port on the model to pick one" if service.port is None else "remove the duplicate"
+            raise RouterProblem(
+                "AmbiguousBackend", f"{label} {where} references {service} (the {role}'s) {len(found)} times: {hint}"
+            )
+    if inc == cand:
+        raise RouterProblem(
+            "AmbiguousBackend",
+            f"{label} {where}: the incumbent and the candidate both resolve to backendRef {inc[0]} ({incumbent}); "
+            f"give the models different backend.service or backend.port",
+        )
+    return RuleBackends(
+        rule_index=rule_index,
+        rule_name=rule_name,
+        incumbent=_slot(refs[inc[0]], inc[0], rule_index, label),
+        candidate=_slot(refs[cand[0]], cand[0], rule_index, label),
+    )
+
+
+def _rule_name(rule: dict[str, Any]) -> str | None:
+    name = rule.get("name")
+    return name if isinstance(name, str) else None
+
+
+def _where(rule: dict[str, Any], rule_index: int) -> str:
+    name = _rule_name(rule)
+    return f"rule {name}" if name else f"spec.rules[{rule_index}]"
+
+
+def _missing_in_rule(
+    rule: dict[str, Any],
+    rule_index: int,
+    label: str,
+    namespace: str,
+    incumbent: BackendService,
+    candidate: BackendService,
+) -> str:
+    refs = _refs(rule, rule_index, label)
+    missing = " and ".join(
+        f"{service} (the {role}'s)"
+        for role, service in (("incumbent", incumbent), ("candidate", candidate))
+        if not _matching(refs, namespace, service)
+    )
+    return f"{label} {_where(rule, rule_index)} has no backendRef to {missing}"
+
+
+def _slot(ref: dict[str, Any], index: int, rule_index: int, label: str) -> BackendSlot:
+    weight = ref.get("weight", DEFAULT_WEIGHT)
+    # bool is an int in Python, but `true` is not a weight.
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        raise RouterProblem(
+            "MalformedRoute",
+            f"{label}: spec.rules[{rule_index}].backendRefs[{index}].weight is {weight!r}, not a non-negative integer",
+        )
+    port = ref.get("port")
+    return BackendSlot(
+        index=index,
+        name=str(ref["name"]),
+        port=port if isinstance(port, int) and not isinstance(port, bool) else None,
+        weight=weight,
+    )
+
+
+def _missing_message(
+    rules: list[dict[str, Any]], label: str, namespace: str, incumbent: BackendService, candidate: BackendService
+) -> str:
+    """Say which Service is missing, so the fix is obvious."""
+    refs = [ref for index, rule in enumerate(rules) for ref in _refs(rule, index, label)]
+    has_inc = any(_refers_to(ref, namespace, incumbent) for ref in refs)
+    has_cand = any(_refers_to(ref, namespace, candidate) for ref in refs)
+    if not has_inc and not has_cand:
+        return f"{label} has no backendRef to {incumbent} (the incumbent's) nor to {candidate} (the candidate's)"
+    if not has_cand:
+        return (
+            f"{label} has no backendRef to {candidate} (the candidate's): add it with weight 0 to the rule "
+            f"that holds {incumbent}"
+        )
+    if not has_inc:
+        return f"{label} has no backendRef to {incumbent} (the incumbent's)"
+    return (
+        f"{label} references {incumbent} and {candidate} in different rules, never both in one: put both in "
+        f"one rule, or name the rule in traffic.gatewayAPI.ruleName"
+    )

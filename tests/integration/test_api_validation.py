@@ -1,10 +1,21 @@
-"""Bad input is refused by the API server itself, with a message naming the field, and by the models."""
+"""Bad input is refused by the API server itself, with a message naming the field, and by the models.
+
+Every case is a minimal valid ModelRollout with one thing broken. It is created through the real
+kube-apiserver with strict field validation (so unknown fields are refused, not pruned), and
+the same spec is given to `ModelRolloutSpec.model_validate`. Each case states the path the
+server must name and a fragment of what it must say; when that fragment is one of our CEL rules'
+messages, the pydantic error must carry the same message (the rule's Python twin fired, not
+some other check). A second table holds near misses, valid objects on the edge of a rule,
+that both must accept.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -13,12 +24,16 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from controller.api import GROUP, PLURAL, VERSION, ModelRolloutSpec
+from controller.api import models as api_models
+from controller.api.rules import ApiModel
 from tests.support.objects import minimal_rollout
 
 Mutation = Callable[[dict[str, Any]], None]
 
 
 def setter(path: str, value: Any) -> Mutation:
+    """Set spec[path] (dotted, list indices as numbers), creating objects on the way."""
+
     def mutate(spec: dict[str, Any]) -> None:
         node: Any = spec
         keys = path.split(".")
@@ -26,9 +41,9 @@ def setter(path: str, value: Any) -> Mutation:
             node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
         last = keys[-1]
         if isinstance(node, list):
-            node[int(last)] = value
+            node[int(last)] = copy.deepcopy(value)
         else:
-            node[last] = value
+            node[last] = copy.deepcopy(value)
 
     return mutate
 
@@ -44,133 +59,534 @@ def deleter(path: str) -> Mutation:
     return mutate
 
 
+def both(*mutations: Mutation) -> Mutation:
+    def mutate(spec: dict[str, Any]) -> None:
+        for m in mutations:
+            m(spec)
+
+    return mutate
+
+
 def guardrail(**body: Any) -> Mutation:
+    """Replace the guardrails with one named `g` (so the path is always spec.guardrails[0])."""
     return setter("guardrails", [{"name": "g", **body}])
 
 
+def prometheus(**body: Any) -> Mutation:
+    return setter("provider", {"prometheus": {"address": "http://prometheus.monitoring:9090", **body}})
+
+
+ERR = {"builtin": "ErrorRate"}
 G = "spec.guardrails[0]"
-CASES: list[tuple[str, Mutation, str]] = [
-    ("weights not increasing", setter("canary.steps", [{"weight": 50}, {"weight": 10}]), "spec.canary.steps"),
-    ("equal weights", setter("canary.steps", [{"weight": 10}, {"weight": 10}]), "spec.canary.steps"),
-    ("weight above 100", setter("canary.steps", [{"weight": 120}]), "spec.canary.steps[0].weight"),
-    ("negative weight", setter("canary.steps", [{"weight": -5}]), "spec.canary.steps[0].weight"),
-    ("empty steps", setter("canary.steps", []), "spec.canary.steps"),
-    ("steps and linear", setter("canary.linear", {"stepWeight": 10, "maxWeight": 50, "hold": "1m"}), "spec.canary"),
-    ("neither steps nor linear", setter("canary", {"afterLastStep": "Promote"}), "spec.canary"),
-    (
-        "linear step above max",
+SHORT_HOLDS = setter("canary.steps", [{"weight": 10, "hold": "10s"}, {"weight": 50, "hold": "10s"}])
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    mutate: Mutation
+    field: str  # the path the API server must name
+    says: str  # a fragment of the API server's message
+
+
+CASES: list[Case] = [
+    # -- steps ----------------------------------------------------------------------------------
+    Case(
+        "weights not increasing",
+        setter("canary.steps", [{"weight": 50}, {"weight": 10}]),
+        "spec.canary.steps",
+        "step weights must be strictly increasing",
+    ),
+    Case(
+        "equal weights",
+        setter("canary.steps", [{"weight": 10}, {"weight": 10}]),
+        "spec.canary.steps",
+        "step weights must be strictly increasing",
+    ),
+    Case(
+        "weight above 100",
+        setter("canary.steps", [{"weight": 120}]),
+        "spec.canary.steps[0].weight",
+        "less than or equal to 100",
+    ),
+    Case(
+        "negative weight",
+        setter("canary.steps", [{"weight": -5}]),
+        "spec.canary.steps[0].weight",
+        "greater than or equal to 0",
+    ),
+    Case("empty steps list", setter("canary.steps", []), "spec.canary.steps", "at least 1 items"),
+    Case(
+        "more than 20 steps",
+        setter("canary.steps", [{"weight": w} for w in range(21)]),
+        "spec.canary.steps",
+        "at most 20 items",
+    ),
+    Case(
+        "both steps and linear",
+        setter("canary.linear", {"stepWeight": 10, "maxWeight": 50, "hold": "1m"}),
+        "spec.canary",
+        "set exactly one of steps (explicit list) or linear (shorthand)",
+    ),
+    Case(
+        "neither steps nor linear",
+        setter("canary", {"afterLastStep": "Promote"}),
+        "spec.canary",
+        "set exactly one of steps (explicit list) or linear (shorthand)",
+    ),
+    Case(
+        "linear stepWeight above maxWeight",
         setter("canary", {"linear": {"stepWeight": 60, "maxWeight": 50, "hold": "1m"}}),
         "spec.canary.linear.stepWeight",
+        "stepWeight must not exceed maxWeight",
     ),
-    ("two router blocks", setter("traffic.kserve", {"inferenceService": "x"}), "spec.traffic"),
-    ("no router block", setter("traffic", {}), "spec.traffic"),
-    ("NaN threshold", guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": "NaN"}), f"{G}.absolute.max"),
-    (
+    Case(
+        "linear hold not shorter than the deadline",
+        setter("canary", {"linear": {"stepWeight": 10, "maxWeight": 50, "hold": "15m"}}),
+        "spec.analysis.progressDeadline",
+        "the linear hold must be shorter than analysis.progressDeadline",
+    ),
+    Case(
+        "unknown afterLastStep",
+        setter("canary.afterLastStep", "Rollback"),
+        "spec.canary.afterLastStep",
+        'Unsupported value: "Rollback"',
+    ),
+    # -- traffic --------------------------------------------------------------------------------
+    Case(
+        "two router blocks",
+        setter("traffic.istio", {"virtualService": "vs", "host": "fraud.models.svc"}),
+        "spec.traffic",
+        "exactly one router must be set",
+    ),
+    Case("no router block", setter("traffic", {}), "spec.traffic", "exactly one router must be set"),
+    Case(
+        "kserve without storageUri",
+        setter("traffic", {"kserve": {"inferenceService": "fraud"}}),
+        "spec.candidate.backend.storageUri",
+        "the kserve router needs candidate.backend.storageUri",
+    ),
+    Case(
+        "istio without host",
+        setter("traffic", {"istio": {"virtualService": "vs"}}),
+        "spec.traffic.istio.host",
+        "Required value",
+    ),
+    Case(
+        "zero replicas",
+        setter("traffic", {"replicas": {"totalReplicas": 0}}),
+        "spec.traffic.replicas.totalReplicas",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "scaleDownDelay too long",
+        setter("traffic", {"replicas": {"totalReplicas": 4, "scaleDownDelay": "25h"}}),
+        "spec.traffic.replicas.scaleDownDelay",
+        "scaleDownDelay must be at most 24h",
+    ),
+    # -- guardrail rules ------------------------------------------------------------------------
+    Case(
+        "NaN threshold (as a string: JSON has no NaN)",
+        guardrail(metric=ERR, absolute={"max": "NaN"}),
+        f"{G}.absolute.max",
+        "must be of type number",
+    ),
+    Case(
         "negative maxRatio",
         guardrail(metric={"builtin": "LatencyP99"}, relative={"maxRatio": -1}),
         f"{G}.relative.maxRatio",
+        "should be greater than 0",
     ),
-    (
+    Case(
         "min above max",
-        guardrail(metric={"builtin": "ErrorRate"}, absolute={"min": 0.5, "max": 0.1}),
+        guardrail(metric=ERR, absolute={"min": 0.5, "max": 0.1}),
         f"{G}.absolute.min",
+        "min must not exceed max",
     ),
-    ("absolute with no bound", guardrail(metric={"builtin": "ErrorRate"}, absolute={}), f"{G}.absolute"),
-    ("unknown rule", guardrail(metric={"builtin": "ErrorRate"}, percentile={"p": 99}), f"{G}.percentile"),
-    ("two rules", guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": 1}, drift={"maxPSI": 0.2}), G),
-    ("no rule", guardrail(metric={"builtin": "ErrorRate"}), G),
-    (
-        "two metric sources",
+    Case("absolute with neither bound", guardrail(metric=ERR, absolute={}), f"{G}.absolute", "set min, max or both"),
+    Case(
+        "relative with no bound",
+        guardrail(metric={"builtin": "LatencyP99"}, relative={}),
+        f"{G}.relative",
+        "set at least one of maxRatio, maxIncrease, minRatio, maxDecrease",
+    ),
+    Case(
+        "minRatio above maxRatio",
+        guardrail(metric={"builtin": "LatencyP99"}, relative={"minRatio": 1.5, "maxRatio": 1.1}),
+        f"{G}.relative.minRatio",
+        "minRatio must not exceed maxRatio",
+    ),
+    Case(
+        "drift with no bound",
+        guardrail(metric={"builtin": "PredictionDistribution"}, drift={}),
+        f"{G}.drift",
+        "set maxPSI, maxJSDistance or both",
+    ),
+    Case(
+        "JS distance above 1",
+        guardrail(metric={"builtin": "PredictionDistribution"}, drift={"maxJSDistance": 2}),
+        f"{G}.drift.maxJSDistance",
+        "less than or equal to 1",
+    ),
+    Case(
+        "significance 0.5",
+        guardrail(metric=ERR, sequential={"significance": 0.5}),
+        f"{G}.sequential.significance",
+        "less than or equal to 0.2",
+    ),
+    Case(
+        "unknown guardrail rule",
+        guardrail(metric=ERR, percentile={"p": 99, "max": 0.2}),
+        f"{G}.percentile",
+        "unknown field",
+    ),
+    Case(
+        "two rules",
+        guardrail(metric=ERR, absolute={"max": 1}, relative={"maxRatio": 2}),
+        G,
+        "set exactly one rule: absolute, relative, sequential or drift",
+    ),
+    Case("no rule", guardrail(metric=ERR), G, "set exactly one rule: absolute, relative, sequential or drift"),
+    # -- guardrail metric sources ---------------------------------------------------------------
+    Case(
+        "metric with two sources",
         guardrail(metric={"builtin": "ErrorRate", "query": "up"}, absolute={"max": 1}),
         f"{G}.metric",
+        "set exactly one of query, errorsQuery (with totalQuery), distributionQuery or builtin",
     ),
-    ("errorsQuery without totalQuery", guardrail(metric={"errorsQuery": "x"}, sequential={}), f"{G}.metric.totalQuery"),
-    ("sequential on a plain query", guardrail(metric={"query": "up"}, sequential={}), f"{G}.metric"),
-    ("drift without a distribution", guardrail(metric={"builtin": "ErrorRate"}, drift={"maxPSI": 0.2}), f"{G}.metric"),
-    ("missing metric", guardrail(absolute={"max": 1}), f"{G}.metric"),
-    ("empty query", guardrail(metric={"query": ""}, absolute={"max": 1}), f"{G}.metric.query"),
-    ("zero interval", setter("analysis", {"interval": "0s"}), "spec.analysis.interval"),
-    ("malformed duration", setter("analysis", {"interval": "5 minutes"}), "spec.analysis.interval"),
-    (
-        "deadline shorter than a hold",
-        setter("analysis", {"interval": "10s", "progressDeadline": "30s"}),
-        "spec.analysis.progressDeadline",
+    Case(
+        "metric with no source",
+        guardrail(metric={}, absolute={"max": 1}),
+        f"{G}.metric",
+        "set exactly one of query, errorsQuery (with totalQuery), distributionQuery or builtin",
     ),
-    (
-        "deadline shorter than interval",
-        setter("analysis", {"interval": "5m", "progressDeadline": "1m"}),
-        "spec.analysis.progressDeadline",
+    Case("missing metric", guardrail(absolute={"max": 1}), f"{G}.metric", "Required value"),
+    Case(
+        "empty query",
+        guardrail(metric={"query": ""}, absolute={"max": 1}),
+        f"{G}.metric.query",
+        "at least 1 chars long",
     ),
-    (
-        "inline credentials in address",
-        setter("provider", {"prometheus": {"address": "http://user:pw@prom:9090"}}),
-        "spec.provider.prometheus.address",
+    Case(
+        "errorsQuery without totalQuery",
+        guardrail(metric={"errorsQuery": "sum(increase(errors_total[{{window}}]))"}, sequential={}),
+        f"{G}.metric.totalQuery",
+        "errorsQuery and totalQuery go together",
     ),
-    (
-        "inline password field",
-        setter("provider", {"prometheus": {"address": "http://prom:9090", "password": "x"}}),
-        "spec.provider.prometheus.password",
+    Case(
+        "sequential rule with a plain query",
+        guardrail(metric={"query": "up"}, sequential={}),
+        f"{G}.metric",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate",
     ),
-    ("unknown spec field", setter("replicasOfDoom", 3), "spec.replicasOfDoom"),
-    (
+    Case(
+        "drift without a distribution",
+        guardrail(metric=ERR, drift={"maxPSI": 0.2}),
+        f"{G}.metric",
+        "the drift rule needs metric.distributionQuery or builtin PredictionDistribution",
+    ),
+    Case(
+        "drift on a plain query",
+        guardrail(metric={"query": "up"}, drift={"maxPSI": 0.2}),
+        f"{G}.metric",
+        "the drift rule needs metric.distributionQuery or builtin PredictionDistribution",
+    ),
+    Case(
+        "absolute rule on a distribution",
+        guardrail(metric={"builtin": "PredictionDistribution"}, absolute={"max": 1}),
+        f"{G}.metric",
+        "absolute and relative rules need metric.query or a value builtin",
+    ),
+    Case(
+        "samplesQuery with a builtin",
+        guardrail(metric={"builtin": "ErrorRate", "samplesQuery": "up"}, absolute={"max": 1}),
+        f"{G}.metric.samplesQuery",
+        "samplesQuery only applies to query",
+    ),
+    Case(
+        "distributionLabel that is no Prometheus label",
+        guardrail(metric={"distributionQuery": "x", "distributionLabel": "my-class"}, drift={"maxPSI": 0.2}),
+        f"{G}.metric.distributionLabel",
+        "should match",
+    ),
+    Case(
+        "distributionLabel on a plain query",
+        guardrail(metric={"query": "up", "distributionLabel": "le"}, absolute={"max": 1}),
+        f"{G}.metric.distributionLabel",
+        "distributionLabel only applies to distributionQuery",
+    ),
+    # -- guardrail policy -----------------------------------------------------------------------
+    Case(
         "duplicate guardrail names",
         setter(
             "guardrails",
             [
-                {"name": "g", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 1}},
-                {"name": "g", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 2}},
+                {"name": "g", "metric": ERR, "absolute": {"max": 1}},
+                {"name": "g", "metric": ERR, "absolute": {"max": 2}},
             ],
         ),
         "spec.guardrails",
+        "guardrail names must be unique",
     ),
-    (
-        "critical with tolerance",
-        guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": 1}, critical=True, failureTolerance=2),
+    Case(
+        "more than 16 guardrails",
+        setter("guardrails", [{"name": f"g{i}", "metric": ERR, "absolute": {"max": 1}} for i in range(17)]),
+        "spec.guardrails",
+        "at most 16 items",
+    ),
+    Case(
+        "critical with failureTolerance",
+        guardrail(metric=ERR, absolute={"max": 1}, critical=True, failureTolerance=2),
         f"{G}.failureTolerance",
+        "failureTolerance must be 0",
     ),
-    ("kserve without storageUri", setter("traffic", {"kserve": {"inferenceService": "x"}}), "spec.candidate"),
-    ("incumbent equals candidate", setter("incumbent", {"name": "fraud-v2"}), "spec.candidate.name"),
-    ("uppercase model name", setter("candidate", {"name": "Fraud_V2"}), "spec.candidate.name"),
-    ("port zero", setter("candidate", {"name": "fraud-v2", "backend": {"port": 0}}), "spec.candidate.backend.port"),
-    (
-        "significance too large",
-        guardrail(metric={"builtin": "ErrorRate"}, sequential={"significance": 0.5}),
-        f"{G}.sequential.significance",
-    ),
-    (
-        "unknown onNoData policy",
-        guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": 1}, onNoData="Pass"),
+    Case(
+        "onNoData Pass",
+        guardrail(metric=ERR, absolute={"max": 1}, onNoData="Pass"),
         f"{G}.onNoData",
+        'Unsupported value: "Pass"',
     ),
-    ("missing candidate", deleter("candidate"), "spec.candidate"),
+    Case(
+        "zero minSamples",
+        guardrail(metric=ERR, absolute={"max": 1}, minSamples=0),
+        f"{G}.minSamples",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "guardrail name with capitals",
+        setter("guardrails", [{"name": "ErrorRate", "metric": ERR, "absolute": {"max": 1}}]),
+        f"{G}.name",
+        "should match",
+    ),
+    # -- analysis -------------------------------------------------------------------------------
+    Case("zero interval", setter("analysis", {"interval": "0s"}), "spec.analysis.interval", "longer than 0s"),
+    Case(
+        "malformed duration",
+        setter("analysis", {"interval": "5 minutes"}),
+        "spec.analysis.interval",
+        "should match",
+    ),
+    Case(
+        "progressDeadline shorter than a hold",
+        setter("analysis", {"interval": "10s", "progressDeadline": "30s"}),
+        "spec.analysis.progressDeadline",
+        "every step's hold must be shorter than analysis.progressDeadline",
+    ),
+    Case(
+        "progressDeadline shorter than interval",
+        both(SHORT_HOLDS, setter("analysis", {"interval": "5m", "progressDeadline": "1m"})),
+        "spec.analysis.progressDeadline",
+        "progressDeadline must be longer than interval",
+    ),
+    Case(
+        "progressDeadline above 720h",
+        setter("analysis", {"progressDeadline": "721h"}),
+        "spec.analysis.progressDeadline",
+        "progressDeadline must be at most 720h",
+    ),
+    Case(
+        "fractional window (not PromQL)",
+        setter("analysis", {"window": "1.5m"}),
+        "spec.analysis.window",
+        "window goes into PromQL",
+    ),
+    Case("zero window", setter("analysis", {"window": "0s"}), "spec.analysis.window", "window goes into PromQL"),
+    Case(
+        "fractional interval without a window",
+        setter("analysis", {"interval": "1.5m"}),
+        "spec.analysis.interval",
+        "without a window the interval goes into PromQL",
+    ),
+    Case(
+        "unknown analysis mode",
+        setter("analysis", {"mode": "Shadow"}),
+        "spec.analysis.mode",
+        'Unsupported value: "Shadow"',
+    ),
+    Case(
+        "zero inconclusiveLimit",
+        setter("analysis", {"inconclusiveLimit": 0}),
+        "spec.analysis.inconclusiveLimit",
+        "greater than or equal to 1",
+    ),
+    # -- provider -------------------------------------------------------------------------------
+    Case(
+        "user and password in the address",
+        prometheus(address="http://user:pass@prom:9090"),
+        "spec.provider.prometheus.address",
+        "credentials must not be inline in the address: use secretRef",
+    ),
+    Case(
+        "token in the address",
+        prometheus(address="https://s3cr3t@prom.monitoring:9090/"),
+        "spec.provider.prometheus.address",
+        "credentials must not be inline in the address: use secretRef",
+    ),
+    Case(
+        "inline password field",
+        prometheus(password="hunter2"),
+        "spec.provider.prometheus.password",
+        "unknown field",
+    ),
+    Case(
+        "address without a scheme",
+        prometheus(address="prometheus.monitoring:9090"),
+        "spec.provider.prometheus.address",
+        "should match",
+    ),
+    Case(
+        "zero timeout",
+        prometheus(timeout="0s"),
+        "spec.provider.prometheus.timeout",
+        "timeout must be longer than 0s and at most 5m",
+    ),
+    Case(
+        "zero staleAfter",
+        prometheus(staleAfter="0s"),
+        "spec.provider.prometheus.staleAfter",
+        "staleAfter must be longer than 0s and at most 24h",
+    ),
+    Case(
+        "secretRef without a name",
+        prometheus(secretRef={"key": "token"}),
+        "spec.provider.prometheus.secretRef.name",
+        "Required value",
+    ),
+    # -- models and the spec itself -------------------------------------------------------------
+    Case("unknown spec field", setter("replicasOfDoom", 3), "spec.replicasOfDoom", "unknown field"),
+    Case(
+        "incumbent equals candidate",
+        setter("incumbent", {"name": "fraud-v2"}),
+        "spec.candidate.name",
+        "candidate and incumbent must be different models",
+    ),
+    Case("model name with capitals", setter("candidate", {"name": "Fraud_V2"}), "spec.candidate.name", "should match"),
+    Case(
+        "port 0",
+        setter("candidate", {"name": "fraud-v2", "backend": {"port": 0}}),
+        "spec.candidate.backend.port",
+        "greater than or equal to 1",
+    ),
+    Case(
+        "version that would break out of a PromQL string",
+        setter("candidate", {"name": "fraud-v2", "version": '2"} or vector(1) #'}),
+        "spec.candidate.version",
+        "should match",
+    ),
+    Case("missing candidate", deleter("candidate"), "spec.candidate", "Required value"),
 ]
 
 
-@pytest.mark.parametrize(("case", "mutate", "field"), CASES, ids=[c[0] for c in CASES])
+def _rule_messages() -> set[str]:
+    models = (v for v in vars(api_models).values() if isinstance(v, type) and issubclass(v, ApiModel))
+    return {rule.message for model in models for rule in model.rules}
+
+
+RULE_MESSAGES = _rule_messages()
+
+
+def _create(api_client: client.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    created: dict[str, Any] = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
+    )
+    return created
+
+
+def names_field(message: str, field: str) -> bool:
+    """The exact path, as the server prints it: `path: Invalid value...` or `unknown field "path"`."""
+    return re.search(re.escape(field) + r'(:|")', message) is not None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_malformed_rollout_is_rejected_naming_the_field(
-    api_client: client.ApiClient, namespace: str, case: str, mutate: Mutation, field: str
+    api_client: client.ApiClient, namespace: str, case: Case
 ) -> None:
     body = minimal_rollout("bad")
-    mutate(body["spec"])
-    api = client.CustomObjectsApi(api_client)
+    case.mutate(body["spec"])
 
     with pytest.raises(ApiException) as refused:
-        api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict")
+        _create(api_client, namespace, body)
 
     assert refused.value.status in (400, 422), refused.value.body
     message = json.loads(refused.value.body)["message"]
-    assert field in message, f"{case}: {field!r} not named in: {message}"
-    with pytest.raises(ValidationError):
+    assert names_field(message, case.field), f"{case.name}: {case.field!r} not named in: {message}"
+    assert case.says in message, f"{case.name}: {case.says!r} not in: {message}"
+
+    with pytest.raises(ValidationError) as invalid:
         ModelRolloutSpec.model_validate(body["spec"])
+    if any(case.says in rule for rule in RULE_MESSAGES):
+        # The same cross-field rule fired on both sides, not merely some other check.
+        assert case.says in str(invalid.value), f"{case.name}: the models said: {invalid.value}"
 
 
-def test_there_are_at_least_25_cases() -> None:
-    assert len(CASES) >= 25
+def test_there_are_at_least_30_malformed_cases() -> None:
+    assert len(CASES) >= 30
+    assert len({c.name for c in CASES}) == len(CASES)
 
 
-def test_the_valid_base_is_accepted_by_both(api_client: client.ApiClient, namespace: str) -> None:
-    body = copy.deepcopy(minimal_rollout("good"))
-    created = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body, field_validation="Strict"
-    )
-    assert ModelRolloutSpec.model_validate(created["spec"]).candidate.name == "fraud-v2"
+# Near misses: valid objects on the edge of a rule. The server and the models must both accept them.
+VALID: list[tuple[str, Mutation]] = [
+    ("the minimal rollout", lambda spec: None),
+    ("no incumbent (the first candidate is adopted)", deleter("incumbent")),
+    ("no guardrails", setter("guardrails", [])),
+    ("guardrails left out", deleter("guardrails")),
+    ("one step at 100%", setter("canary.steps", [{"weight": 100}])),
+    ("a first step at 0%", setter("canary.steps", [{"weight": 0, "hold": "1m"}, {"weight": 100}])),
+    ("20 steps", setter("canary.steps", [{"weight": 5 * i + 1} for i in range(20)])),
+    (
+        "linear with stepWeight == maxWeight",
+        setter("canary", {"linear": {"stepWeight": 50, "maxWeight": 50, "hold": "1m"}}),
+    ),
+    ("hold just under the deadline", setter("canary.steps", [{"weight": 10, "hold": "14m59s"}])),
+    (
+        "longest deadline",
+        both(setter("analysis", {"interval": "1h", "progressDeadline": "720h"}), setter("canary.steps.0.hold", "719h")),
+    ),
+    ("fractional interval with a window", setter("analysis", {"interval": "1.5m", "window": "5m"})),
+    ("compound window", setter("analysis", {"window": "1h30m", "interval": "90s", "progressDeadline": "2h"})),
+    ("longest window", setter("analysis", {"window": "24h"})),
+    ("min == max", guardrail(metric=ERR, absolute={"min": 0.01, "max": 0.01})),
+    ("only a lower bound", guardrail(metric={"query": "up"}, absolute={"min": 0.9})),
+    ("minRatio == maxRatio", guardrail(metric={"query": "up"}, relative={"minRatio": 1, "maxRatio": 1})),
+    ("significance 0.2", guardrail(metric=ERR, sequential={"significance": 0.2})),
+    ("errorsQuery and totalQuery", guardrail(metric={"errorsQuery": "e", "totalQuery": "t"}, sequential={})),
+    (
+        "distributionQuery with a class label",
+        guardrail(metric={"distributionQuery": "d", "distributionLabel": "class_name"}, drift={"maxJSDistance": 1}),
+    ),
+    ("non-critical with tolerance", guardrail(metric=ERR, absolute={"max": 1}, critical=False, failureTolerance=3)),
+    (
+        "16 guardrails",
+        setter("guardrails", [{"name": f"g{i}", "metric": ERR, "absolute": {"max": 1}} for i in range(16)]),
+    ),
+    (
+        "provider at its limits",
+        prometheus(address="https://prom.example:9443/api/prom?x=a@b", timeout="5m", staleAfter="24h"),
+    ),
+    ("provider with a secretRef", prometheus(secretRef={"name": "prometheus-reader"})),
+    ("versions as people write them", setter("candidate", {"name": "fraud-v2", "version": "v2.0.1+git.3f2a:rc/1"})),
+    (
+        "kserve with storageUri",
+        both(
+            setter("traffic", {"kserve": {"inferenceService": "fraud"}}),
+            setter("candidate.backend", {"storageUri": "s3://models/fraud/v2"}),
+        ),
+    ),
+    ("istio", setter("traffic", {"istio": {"virtualService": "fraud", "route": "primary", "host": "fraud.svc"}})),
+    ("replicas without delay", setter("traffic", {"replicas": {"totalReplicas": 1, "scaleDownDelay": "0s"}})),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate"), VALID, ids=[c for c, _ in VALID])
+def test_valid_near_misses_are_accepted_by_both(
+    api_client: client.ApiClient, namespace: str, case: str, mutate: Mutation
+) -> None:
+    body = minimal_rollout("good")
+    mutate(body["spec"])
+    del body["metadata"]["name"]
+    body["metadata"]["generateName"] = "good-"
+
+    created = _create(api_client, namespace, body)
+
+    stored = ModelRolloutSpec.model_validate(created["spec"])
+    assert stored.wire() == ModelRolloutSpec.model_validate(body["spec"]).wire(), case

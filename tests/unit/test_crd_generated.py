@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from controller.api.crdgen import render
@@ -10,4 +11,14 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "modelrollout.dev_modelroll
 
 
 def test_committed_crd_matches_the_models() -> None:
-    assert CRD.read_text() == render(), "crds/ is stale: run `make crds` and commit the result"
+    committed, generated = CRD.read_text(), render()
+    diff = "".join(
+        difflib.unified_diff(
+            committed.splitlines(keepends=True),
+            generated.splitlines(keepends=True),
+            fromfile=f"{CRD.name} (committed)",
+            tofile=f"{CRD.name} (from controller/api/models.py)",
+            n=2,
+        )
+    )
+    assert committed == generated, f"crds/{CRD.name} is stale: run `make crds` and commit the result.\n{diff[:4000]}"

@@ -1,0 +1,105 @@
+"""Query templates and the builtin metrics' queries: filled exactly, or refused with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.api.models import BuiltinMetric
+from controller.metrics.builtins import BuiltinQueries, builtin_queries
+from controller.metrics.templates import VARIABLES, TemplateError, render, variables_for
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+CANDIDATE = variables_for("fraud-v8", "8.0.1", "candidate", "payments", "5m")
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ('up{model="{{model}}"}', 'up{model="fraud-v8"}'),
+        ('up{model="{{ model }}"}', 'up{model="fraud-v8"}'),
+        ('up{model="{{  model}}"}', 'up{model="fraud-v8"}'),
+        ("rate(x[{{window}}]) / rate(y[{{ window }}])", "rate(x[5m]) / rate(y[5m])"),
+        (
+            'x{model="{{model}}",version="{{version}}",variant="{{variant}}",namespace="{{namespace}}"}',
+            'x{model="fraud-v8",version="8.0.1",variant="candidate",namespace="payments"}',
+        ),
+        ("vector(1)", "vector(1)"),
+        ('x{a="{b}"}', 'x{a="{b}"}'),
+    ],
+)
+def test_render_fills_every_placeholder(template: str, expected: str) -> None:
+    assert render(template, CANDIDATE) == expected
+
+
+@pytest.mark.parametrize("typo", ["modle", "windw", "Model", "variant_name"])
+def test_unknown_placeholder_is_an_error_naming_it(typo: str) -> None:
+    with pytest.raises(TemplateError, match=typo) as caught:
+        render(f'up{{model="{{{{{typo}}}}}"}}', CANDIDATE)
+    assert isinstance(caught.value, ValueError)
+    assert "model" in str(caught.value)  # and it says what is known
+
+
+@pytest.mark.parametrize("template", ["up{model='{{ model-name }}'}", "up{model='{{model'}", "x{{}}", "{{ 1x }}"])
+def test_malformed_placeholder_is_an_error(template: str) -> None:
+    with pytest.raises(TemplateError, match="malformed placeholder"):
+        render(template, CANDIDATE)
+
+
+def test_values_are_not_templates_themselves() -> None:
+    variables = variables_for("m", "{{window}}", "candidate", "ns", "1m")
+    assert render('x{version="{{version}}"}', variables) == 'x{version="{{window}}"}'
+
+
+def test_variables_for_a_variant() -> None:
+    assert variables_for("fraud-v7", None, "incumbent", "payments", "10m") == {
+        "model": "fraud-v7",
+        "version": "",
+        "variant": "incumbent",
+        "namespace": "payments",
+        "window": "10m",
+    }
+    assert set(CANDIDATE) == set(VARIABLES)
+
+
+# -- builtin metrics --------------------------------------------------------------------------
+
+
+def _templates(queries: BuiltinQueries) -> list[str]:
+    return [q for q in (queries.value, queries.samples, queries.errors, queries.total, queries.distribution) if q]
+
+
+@pytest.mark.parametrize("metric", list(BuiltinMetric))
+def test_every_builtin_renders_with_the_standard_variables(metric: BuiltinMetric) -> None:
+    queries = builtin_queries(metric)
+    assert _templates(queries)
+    for template in _templates(queries):
+        rendered = render(template, CANDIDATE)
+        assert "{{" not in rendered
+        assert 'model="fraud-v8"' in rendered
+        assert "[5m]" in rendered
+
+
+def test_builtin_shapes() -> None:
+    error_rate = builtin_queries(BuiltinMetric.ERROR_RATE)
+    assert error_rate.value and error_rate.samples and error_rate.errors and error_rate.total
+    assert error_rate.distribution is None
+    assert 'code=~"5.."' in error_rate.value and 'code=~"5.."' in error_rate.errors
+    assert "increase(" in error_rate.errors and "increase(" in error_rate.total
+
+    latency = builtin_queries(BuiltinMetric.LATENCY_P99)
+    assert latency.value is not None and latency.value.startswith("histogram_quantile(0.99, sum by (le) (")
+    assert latency.samples and latency.errors is None and latency.distribution is None
+
+    distribution = builtin_queries(BuiltinMetric.PREDICTION_DISTRIBUTION)
+    assert distribution.distribution == 'sum by (le) (increase(model_prediction_bucket{model="{{model}}"}[{{window}}]))'
+    assert distribution.distribution_label == "le"
+    assert distribution.value is None and distribution.samples is None
+
+
+@pytest.mark.parametrize("metric", list(BuiltinMetric))
+def test_docs_show_the_exact_builtin_queries(metric: BuiltinMetric) -> None:
+    docs = DOCS.read_text()
+    for template in _templates(builtin_queries(metric)):
+        assert template in docs, f"docs/metrics.md does not show {metric.value}'s query {template}"
