@@ -32,7 +32,7 @@ from controller.core.engine import (
     with_problem,
 )
 from controller.core.judge import Cause, Judgement
-from controller.kube.errors import NotFound
+from controller.kube.errors import Forbidden, NotFound
 from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
 from controller.kube.rollouts import FINALIZER, Rollouts
@@ -215,6 +215,8 @@ class Reconciler:
                 token = self.secrets.read(namespace, prom.secret_ref.name, prom.secret_ref.key)
             except NotFound:
                 return f"secret {prom.secret_ref.name} not found"
+            except Forbidden:
+                return f"not allowed to read secret {prom.secret_ref.name}: grant the controller get on it (docs/install.md)"
             if token is None:
                 return f"secret {prom.secret_ref.name} has no key {prom.secret_ref.key}"
         # The cache key holds a digest of the token, never the token itself.

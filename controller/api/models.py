@@ -180,7 +180,7 @@ class Step(ApiModel):
         "0s",
         description=(
             "Planned time at this weight. The step ends after it only when every guardrail has the samples it "
-            "needs; it may end early when every guardrail passes conclusively."
+            "needs; with analysis.endStepsEarly it may end early when every guardrail passes conclusively."
         ),
     )
     manual_gate: bool = Field(
@@ -522,6 +522,11 @@ class Analysis(ApiModel):
     )
     mode: AnalysisMode = Field(
         AnalysisMode.ENFORCE, description="Advisory: a failed guardrail pauses for a human instead of rolling back."
+    )
+    end_steps_early: bool = Field(
+        False,
+        description="End a step before its hold once every guardrail has passed conclusively at the step's weight "
+        "(evidence-driven steps). A step never ends on its hold alone while a guardrail is short of samples.",
     )
 
 

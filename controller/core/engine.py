@@ -323,7 +323,11 @@ class _Decider:
             return
         if self.inp.judgements is not None and self._analyse(self.inp.judgements):
             return
-        if elapsed >= parse_duration(step.hold) and self._guardrails_passed():
+        # Evidence-driven: the hold is a minimum unless analysis.endStepsEarly, and in either case the
+        # step ends only once every guardrail passed at this step's weight (never while one is short
+        # of samples: an InsufficientSamples verdict is not a pass).
+        held = elapsed >= parse_duration(step.hold) or self.spec.analysis.end_steps_early
+        if held and self._guardrails_passed():
             self._complete_step(step)
             return
         if elapsed >= deadline:
@@ -444,7 +448,9 @@ class _Decider:
             gs = latest.get(guardrail.name)
             if gs is None or gs.verdict is not Verdict.PASS:
                 return False
-            if started is not None and (gs.last_evaluated is None or gs.last_evaluated < started):
+            # Strictly after the step began: the analysis that ended the previous step (same instant)
+            # judged the previous weight and never counts for this one.
+            if started is not None and (gs.last_evaluated is None or gs.last_evaluated <= started):
                 return False
         return True
 

@@ -20,6 +20,9 @@ from controller.api.models import Evidence, Guardrail, Verdict
 from controller.core import statistics
 from controller.metrics.base import Observation, ObservationStatus
 
+# The sequential rule's mixture standard deviation, in units of the minimum effect (see _sequential).
+MIXTURE_SCALE = 2.0
+
 
 class Cause(StrEnum):
     NO_DATA = "NoData"
@@ -184,6 +187,7 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
         incumbent_total=it,
         alpha=rule.significance,
         effect=effect,
+        tau=MIXTURE_SCALE * effect,
     )
     evidence = Evidence(
         candidate_value=cmp.candidate_rate,

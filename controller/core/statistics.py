@@ -41,6 +41,7 @@ def compare_rates(
     incumbent_total: float,
     alpha: float,
     effect: float,
+    tau: float | None = None,
 ) -> RateComparison:
     """Mixture-SPRT confidence sequence for p_candidate - p_incumbent.
 
@@ -49,7 +50,8 @@ def compare_rates(
         sqrt(V / (V + tau^2)) * exp((d - d0)^2 tau^2 / (2 V (V + tau^2))),
     a nonnegative martingale under d0; by Ville's inequality it exceeds 1/alpha with probability
     at most alpha ever. Inverting gives the interval d +- r valid at all sample sizes at once.
-    tau is the minimum effect of interest: the mixture is most powerful near it.
+    tau (default: `effect`, the minimum effect of interest) sets where the mixture is most
+    powerful; any tau > 0 keeps the guarantee.
     """
     if candidate_total <= 0 or incumbent_total <= 0:
         raise ValueError("both variants need a positive total")
@@ -58,7 +60,7 @@ def compare_rates(
     vc = _smoothed(candidate_events, candidate_total)
     vi = _smoothed(incumbent_events, incumbent_total)
     variance = vc * (1 - vc) / candidate_total + vi * (1 - vi) / incumbent_total
-    tau2 = max(effect, 1e-9) ** 2
+    tau2 = max(effect if tau is None else tau, 1e-9) ** 2
     log_threshold = math.log(1 / alpha)
     radius = math.sqrt(
         2 * variance * (variance + tau2) / tau2 * (log_threshold + 0.5 * math.log((variance + tau2) / variance))

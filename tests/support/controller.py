@@ -17,7 +17,15 @@ from tests.support.controlplane import ControlPlane, free_port, stop_process
 
 
 class ControllerProcess:
-    def __init__(self, plane: ControlPlane, *, identity: str, prometheus_url: str | None, extra: list[str]) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        identity: str,
+        prometheus_url: str | None,
+        extra: list[str],
+        kubeconfig: Path | None = None,
+    ) -> None:
         self.identity = identity
         self.port = free_port()
         # One log per process: identities repeat across tests that share the plane.
@@ -25,7 +33,8 @@ class ControllerProcess:
         argv = [
             str(Path(sys.executable).parent / "modelrollout-controller"),
             "--kubeconfig",
-            str(plane.kubeconfig),
+            # Another user's kubeconfig (e.g. the chart's ServiceAccount), else the plane's admin.
+            str(kubeconfig or plane.kubeconfig),
             "--health-port",
             str(self.port),
             "--identity",
@@ -85,10 +94,14 @@ class ControllerFactory:
         self.prometheus_url = prometheus_url
         self.started: list[ControllerProcess] = []
 
-    def start(self, identity: str = "c1", *extra: str, lease_name: str | None = None) -> ControllerProcess:
+    def start(
+        self, identity: str = "c1", *extra: str, lease_name: str | None = None, kubeconfig: Path | None = None
+    ) -> ControllerProcess:
         args = [*extra]
         args += ["--lease-name", lease_name or f"modelrollout-{os.getpid()}-{len(self.started)}"]
-        proc = ControllerProcess(self.plane, identity=identity, prometheus_url=self.prometheus_url, extra=args)
+        proc = ControllerProcess(
+            self.plane, identity=identity, prometheus_url=self.prometheus_url, extra=args, kubeconfig=kubeconfig
+        )
         self.started.append(proc)
         proc.wait_healthy()
         return proc

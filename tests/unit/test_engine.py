@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from controller.api.models import ModelRolloutSpec, Phase, Verdict
@@ -245,3 +246,63 @@ def test_requests_made_before_a_rollout_never_act_on_it() -> None:
     sim.promote_request = "full-old"
     sim.run(until=lambda s: s.status.current_step == 1)
     assert sim.status.phase is Phase.PROGRESSING
+
+
+def evidence_spec(*, early: bool) -> ModelRolloutSpec:
+    return spec(
+        canary={"steps": [{"weight": 10, "hold": "5m"}, {"weight": 50, "hold": "5m"}]},
+        analysis={"interval": "30s", "progressDeadline": "10m", "endStepsEarly": early},
+    )
+
+
+def test_end_steps_early_ends_a_step_at_its_first_conclusive_pass() -> None:
+    sim = Simulator(evidence_spec(early=True), judge=passing)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.candidate_weights("fraud-v2") == [10, 50, 100]
+    assert sim.status.rollout_started is not None
+    # Two steps of one analysis each (plus the route settling), far below the 10 minutes of holds.
+    assert (sim.clock.now() - sim.status.rollout_started).total_seconds() < 120
+
+
+def test_without_end_steps_early_a_pass_waits_for_the_hold() -> None:
+    sim = Simulator(evidence_spec(early=False), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    assert sim.status.rollout_started is not None
+    assert (sim.clock.now() - sim.status.rollout_started).total_seconds() >= 300
+
+
+def test_a_step_never_ends_on_its_hold_while_a_guardrail_is_short_of_samples() -> None:
+    from controller.api.models import Evidence
+
+    def short(_: str, __: Simulator) -> Judgement:
+        return Judgement(
+            Verdict.INCONCLUSIVE, "40 of 100 samples", Evidence(samples_needed=60), cause=Cause.INSUFFICIENT
+        )
+
+    for early in (False, True):
+        sim = Simulator(evidence_spec(early=early), judge=short)
+        sim.run(until=lambda s: s.clock.now() - (s.status.step_started or s.clock.now()) > timedelta(minutes=6))
+        # Past the 5-minute hold, still at step 1, and the status says how many samples are missing.
+        assert sim.status.current_step == 0 and sim.status.phase is Phase.PROGRESSING
+        assert sim.status.guardrails[0].evidence.samples_needed == 60
+        sim.run()
+        assert sim.status.reason == "ProgressDeadlineExceeded"
+        assert sim.candidate_weights("fraud-v2") == [10, 0]
+
+
+def test_end_steps_early_needs_a_pass_at_the_new_steps_weight() -> None:
+    verdicts = iter(["pass", "few", "few", "pass"])
+
+    def sequence(_: str, __: Simulator) -> Judgement:
+        v = next(verdicts, "pass")
+        if v == "pass":
+            return Judgement(Verdict.PASS, "ok")
+        return Judgement(Verdict.INCONCLUSIVE, "not yet", cause=Cause.INSUFFICIENT)
+
+    sim = Simulator(evidence_spec(early=True), judge=sequence)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    assert sim.analyses == 1
+    sim.run(until=lambda s: s.status.phase is Phase.PROMOTED)
+    # The pass at step 1 did not carry over: step 2 ended only at its own pass, the 4th analysis.
+    assert sim.analyses == 4

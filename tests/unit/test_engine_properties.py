@@ -35,7 +35,14 @@ def make_spec(candidate: str, *, paused: bool = False, gate: bool = False) -> Mo
             "candidate": {"name": candidate},
             "traffic": {"gatewayAPI": {"httpRoute": "r"}},
             "canary": {"steps": [{"weight": w, "hold": "1m", "manualGate": gate and w == 20} for w in WEIGHTS]},
-            "analysis": {"interval": "20s", "progressDeadline": "5m", "inconclusiveLimit": 4, "failureLimit": 1},
+            "analysis": {
+                "interval": "20s",
+                "progressDeadline": "5m",
+                "inconclusiveLimit": 4,
+                "failureLimit": 1,
+                # Odd candidates end steps on their first pass (evidence-driven), even ones hold.
+                "endStepsEarly": int(candidate[1:]) % 2 == 1,
+            },
             "guardrails": [
                 {"name": "a", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.1}},
                 {

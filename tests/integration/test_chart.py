@@ -1,0 +1,263 @@
+"""The Helm chart against the real API server: it lints, renders, is accepted, and is enough.
+
+`helm` is built from the Go module proxy (hack/build-helm.sh, `make helm`). The rendered
+manifests are applied with a server-side dry run (the API server's own validation and admission,
+Pod Security included); then, in cluster mode, the chart's RBAC is applied for real and the
+controller runs as the chart's ServiceAccount (a real token from the TokenRequest API) through a
+whole healthy rollout, with zero 403s for that user in the audit log.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.support.controller import ControllerFactory
+from tests.support.controlplane import CACHE, REPO, ControlPlane
+from tests.support.world import World, phase, rollout_body, unique
+
+HELM_VERSION = os.environ.get("HELM_VERSION", "v3.22.0")
+CHART = REPO / "charts" / "modelrollout"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+# What the chart's ServiceAccount may do in its release namespace, cluster mode, default values
+# (`kubectl auth can-i --list`): the chart's rules plus what every authenticated user has
+# (self reviews, discovery, health and version endpoints). Reviewed: no secrets, no create or
+# delete of rollouts or routes, no pods, no cluster-wide writes beyond the CRs' status and events.
+ALLOWLIST = {
+    # The chart: its ClusterRole (every namespace) and the leader-election Role (release namespace).
+    ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
+    ("modelrollouts.modelrollout.dev/status", "", "[update]"),
+    ("events", "", "[create get patch]"),
+    ("httproutes.gateway.networking.k8s.io", "", "[get patch]"),
+    ("leases.coordination.k8s.io", "", "[get create update]"),
+    # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
+    ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
+    ("selfsubjectaccessreviews.authorization.k8s.io", "", "[create]"),
+    ("selfsubjectrulesreviews.authorization.k8s.io", "", "[create]"),
+    *(
+        ("", f"[{url}]", "[get]")
+        for url in (
+            "/.well-known/openid-configuration/",
+            "/.well-known/openid-configuration",
+            "/api/*",
+            "/api",
+            "/apis/*",
+            "/apis",
+            "/healthz",
+            "/livez",
+            "/openapi/*",
+            "/openapi",
+            "/openid/v1/jwks/",
+            "/openid/v1/jwks",
+            "/readyz",
+            "/version/",
+            "/version",
+        )
+    ),
+}
+
+VALUES = {
+    "default": [],
+    "namespaced": ["--set", "namespaced=true", "--set", "watchNamespaces={WATCH}"],
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    """The helm binary of the pinned version, built the first time (nothing here skips)."""
+    binary = CACHE / "helm" / HELM_VERSION / "bin" / "helm"
+    if not binary.exists():
+        env = {**os.environ, "HELM_VERSION": HELM_VERSION}
+        subprocess.run(["bash", str(REPO / "hack" / "build-helm.sh")], check=True, env=env, capture_output=True)
+    return str(binary)
+
+
+@pytest.fixture
+def helm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """helm's own config, cache and data out of the user's home."""
+    yield {
+        **os.environ,
+        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
+        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
+        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
+    }
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, input=stdin, timeout=120)
+    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def values_args(mode: str, watch: str) -> list[str]:
+    return [arg.replace("WATCH", watch) for arg in VALUES[mode]]
+
+
+def template(helm: str, env: dict[str, str], release: str, namespace: str, *args: str) -> str:
+    return run([helm, "template", release, str(CHART), "--namespace", namespace, *args], env=env)
+
+
+def docs(rendered: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> str:
+    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    client.CoreV1Api(api).create_namespace(body)
+    return name
+
+
+@pytest.mark.parametrize("mode", sorted(VALUES))
+def test_helm_lint(helm: str, helm_env: dict[str, str], mode: str) -> None:
+    out = run([helm, "lint", str(CHART), "--strict", *values_args(mode, "models")], env=helm_env)
+    assert "0 chart(s) failed" in out
+
+
+def test_namespaced_without_namespaces_is_refused(helm: str, helm_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [helm, "template", "mr", str(CHART), "--set", "namespaced=true"], capture_output=True, text=True, env=helm_env
+    )
+    assert result.returncode != 0 and "namespaced=true needs watchNamespaces" in result.stderr
+
+
+@pytest.mark.parametrize("mode", sorted(VALUES))
+def test_rendered_manifests_pass_server_side_dry_run(
+    helm: str, helm_env: dict[str, str], api_client: client.ApiClient, kubectl: list[str], mode: str
+) -> None:
+    release_ns = create_namespace(api_client, unique("mr-system"))
+    watch_ns = create_namespace(api_client, unique("models"))
+    rendered = template(helm, helm_env, unique("mr"), release_ns, "--include-crds", *values_args(mode, watch_ns))
+    kinds = sorted({doc["kind"] for doc in docs(rendered)})
+    if mode == "namespaced":
+        assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+        roles = [d for d in docs(rendered) if d["kind"] == "Role" and d["metadata"]["namespace"] == watch_ns]
+        assert len(roles) == 1
+        assert {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]} in roles[0]["rules"]
+    else:
+        cluster_role = next(d for d in docs(rendered) if d["kind"] == "ClusterRole")
+        assert all("secrets" not in rule["resources"] for rule in cluster_role["rules"])
+    assert {"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "Role", "RoleBinding"} <= set(kinds)
+
+    out = run([*kubectl, "apply", "--server-side", "--dry-run=server", "-f", "-"], stdin=rendered)
+    assert out.count("serverside-applied (server dry run)") == len(docs(rendered)), out
+
+
+def pod_from_template(rendered: str, name: str) -> dict[str, Any]:
+    deployment = next(doc for doc in docs(rendered) if doc["kind"] == "Deployment")
+    template_ = deployment["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": template_["metadata"]["labels"]},
+        "spec": template_["spec"],
+    }
+
+
+def test_pod_template_is_admitted_under_restricted_pod_security(
+    helm: str, helm_env: dict[str, str], api_client: client.ApiClient
+) -> None:
+    ns = create_namespace(api_client, unique("mr-restricted"), {"pod-security.kubernetes.io/enforce": "restricted"})
+    pod = pod_from_template(template(helm, helm_env, "mr", ns), "controller-dry-run")
+    core = client.CoreV1Api(api_client)
+
+    created = core.create_namespaced_pod(ns, pod, dry_run="All")
+    assert created.spec.security_context.run_as_user == 65532
+
+    # The label is enforced: the same pod, allowed to escalate privileges, is refused.
+    bad = copy.deepcopy(pod)
+    bad["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(ns, bad, dry_run="All")
+    assert refused.value.status == 403 and "violates PodSecurity" in refused.value.body
+    assert "allowPrivilegeEscalation" in refused.value.body
+
+
+def service_account_kubeconfig(plane: ControlPlane, api: client.ApiClient, ns: str, sa: str, path: Path) -> Path:
+    """The plane's kubeconfig with the admin token replaced by a real token of the ServiceAccount."""
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(sa, ns, request).status.token
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
+    """(requests audited for this user, those answered 403)."""
+    seen, refused = 0, []
+    for line in audit_log.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("stage") != "ResponseComplete" or event.get("user", {}).get("username") != username:
+            continue
+        seen += 1
+        if (event.get("responseStatus") or {}).get("code") == 403:
+            refused.append(f"{event['verb']} {event['requestURI']}")
+    return seen, refused
+
+
+def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:
+    """(resource, non-resource URLs, verbs) of each row; the columns are cut where the header's start."""
+    out = run([*kubectl, "auth", "can-i", "--list", "--as", user, "-n", ns])
+    header, *rows = out.splitlines()
+    cuts = [header.index(title) for title in ("Non-Resource URLs", "Resource Names", "Verbs")]
+    result = set()
+    for row in filter(str.strip, rows):
+        resource, urls, names, verbs = (row[a:b].strip() for a, b in zip([0, *cuts], [*cuts, None], strict=True))
+        assert names == "[]", f"unexpected resourceNames in {row!r}"
+        result.add((resource, "" if urls == "[]" else urls, verbs))
+    return result
+
+
+@pytest.mark.usefixtures("gateway_api")
+def test_controller_as_the_charts_service_account_promotes_a_rollout(
+    helm: str,
+    helm_env: dict[str, str],
+    world: World,
+    controller_process: ControllerFactory,
+    control_plane: ControlPlane,
+    kubectl: list[str],
+    tmp_path: Path,
+) -> None:
+    release_ns = create_namespace(world.api, unique("mr-system"))
+    release = unique("mr")
+    rendered = template(helm, helm_env, release, release_ns, "--set", f"watchNamespaces={{{world.namespace}}}")
+    rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
+    run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
+    sa = next(doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
+    user = f"system:serviceaccount:{release_ns}:{sa}"
+    kubeconfig = service_account_kubeconfig(control_plane, world.api, release_ns, sa, tmp_path / "sa-kubeconfig")
+
+    # The Deployment's own arguments, with what the kubelet would substitute.
+    deployment = next(doc for doc in docs(rendered) if doc["kind"] == "Deployment")
+    args = [
+        arg.replace("$(POD_NAMESPACE)", release_ns)
+        for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        if not arg.startswith(("--identity=", "--health-port=", "--log-level=", "--lease-name="))
+    ]
+    assert f"--lease-namespace={release_ns}" in args and f"--namespace={world.namespace}" in args
+    controller_process.start("chart-sa", *args, kubeconfig=kubeconfig)
+    world.apply(rollout_body("demo", world.incumbent, world.candidate))
+
+    obj = world.wait(phase("Promoted"))
+
+    assert world.candidate_writes() == [20, 50, 100]
+    assert obj["status"]["incumbent"]["name"] == world.candidate
+    assert control_plane.audit_log is not None
+    seen, refused = forbidden(control_plane.audit_log, user)
+    assert seen > 0, f"no request of {user} in the audit log"
+    assert refused == []
+    assert can_i_list(kubectl, user, release_ns) == ALLOWLIST
