@@ -49,7 +49,7 @@ def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> I
     """A fresh namespace per test (the plane has no namespace controller, so we clean up ourselves)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
     name = "t-" + slug
-    name = name + "-" + os.urandom(2).hex()
+    name = name + "-" + os.urandom(4).hex()  # 70 cases share a prefix: 16 bits collided
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name

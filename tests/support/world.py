@@ -17,7 +17,7 @@ from tests.support.prometheus import ModelTraffic
 
 
 def unique(base: str) -> str:
-    return f"{base}-{os.urandom(2).hex()}"
+    return f"{base}-{os.urandom(4).hex()}"
 
 
 def rollout_body(name: str, incumbent: str, candidate: str, **overrides: Any) -> dict[str, Any]:
