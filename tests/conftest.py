@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from tests.support.chart import chart_service_account, forbidden
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane, bin_dir, running_control_plane
 from tests.support.kube import install_crds
@@ -105,11 +106,34 @@ def traffic(exporter: Exporter) -> Iterator[ModelTraffic]:
     load.stop()
 
 
-@pytest.fixture
-def controller_process(control_plane: ControlPlane, prometheus: PrometheusServer) -> Iterator[ControllerFactory]:
-    factory = ControllerFactory(control_plane, prometheus_url=prometheus.url)
+@pytest.fixture(scope="session")
+def chart_identity(
+    control_plane: ControlPlane, api_client: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str, Path]:
+    """(release namespace, user, kubeconfig) of the Helm chart's ServiceAccount under its RBAC."""
+    return chart_service_account(control_plane, api_client, tmp_path_factory.mktemp("chart"))
+
+
+@pytest.fixture(params=["admin", "chart-rbac"])
+def controller_process(
+    request: pytest.FixtureRequest, control_plane: ControlPlane, prometheus: PrometheusServer
+) -> Iterator[ControllerFactory]:
+    """Controllers for one test, run twice: as the admin, and as the chart's ServiceAccount with
+    exactly the chart's RBAC, which must never be refused (zero 403s in the audit log)."""
+    if request.param == "admin":
+        factory = ControllerFactory(control_plane, prometheus_url=prometheus.url)
+        yield factory
+        factory.stop_all()
+        return
+    release_ns, user, kubeconfig = request.getfixturevalue("chart_identity")
+    factory = ControllerFactory(
+        control_plane, prometheus_url=prometheus.url, kubeconfig=kubeconfig, lease_namespace=release_ns
+    )
     yield factory
     factory.stop_all()
+    assert control_plane.audit_log is not None
+    _, refused = forbidden(control_plane.audit_log, user)
+    assert refused == [], f"the chart's RBAC refused the controller: {refused[:5]}"
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ whole healthy rollout, with zero 403s for that user in the audit log.
 from __future__ import annotations
 
 import copy
-import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +19,21 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.support.chart import (
+    CHART,
+    RBAC_KINDS,
+    create_namespace,
+    docs,
+    forbidden,
+    helm_binary,
+    helm_env_in,
+    run,
+    service_account_kubeconfig,
+    template,
+)
 from tests.support.controller import ControllerFactory
-from tests.support.controlplane import CACHE, REPO, ControlPlane
+from tests.support.controlplane import ControlPlane
 from tests.support.world import World, phase, rollout_body, unique
-
-HELM_VERSION = os.environ.get("HELM_VERSION", "v3.22.0")
-CHART = REPO / "charts" / "modelrollout"
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 # What the chart's ServiceAccount may do in its release namespace, cluster mode, default values
 # (`kubectl auth can-i --list`): the chart's rules plus what every authenticated user has
@@ -74,47 +80,16 @@ VALUES = {
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    """The helm binary of the pinned version, built the first time (nothing here skips)."""
-    binary = CACHE / "helm" / HELM_VERSION / "bin" / "helm"
-    if not binary.exists():
-        env = {**os.environ, "HELM_VERSION": HELM_VERSION}
-        subprocess.run(["bash", str(REPO / "hack" / "build-helm.sh")], check=True, env=env, capture_output=True)
-    return str(binary)
+    return helm_binary()
 
 
 @pytest.fixture
 def helm_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """helm's own config, cache and data out of the user's home."""
-    yield {
-        **os.environ,
-        "HELM_CACHE_HOME": str(tmp_path / "helm-cache"),
-        "HELM_CONFIG_HOME": str(tmp_path / "helm-config"),
-        "HELM_DATA_HOME": str(tmp_path / "helm-data"),
-    }
-
-
-def run(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, env=env, input=stdin, timeout=120)
-    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    yield helm_env_in(tmp_path)
 
 
 def values_args(mode: str, watch: str) -> list[str]:
     return [arg.replace("WATCH", watch) for arg in VALUES[mode]]
-
-
-def template(helm: str, env: dict[str, str], release: str, namespace: str, *args: str) -> str:
-    return run([helm, "template", release, str(CHART), "--namespace", namespace, *args], env=env)
-
-
-def docs(rendered: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
-
-
-def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> str:
-    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
-    client.CoreV1Api(api).create_namespace(body)
-    return name
 
 
 @pytest.mark.parametrize("mode", sorted(VALUES))
@@ -180,33 +155,6 @@ def test_pod_template_is_admitted_under_restricted_pod_security(
         core.create_namespaced_pod(ns, bad, dry_run="All")
     assert refused.value.status == 403 and "violates PodSecurity" in refused.value.body
     assert "allowPrivilegeEscalation" in refused.value.body
-
-
-def service_account_kubeconfig(plane: ControlPlane, api: client.ApiClient, ns: str, sa: str, path: Path) -> Path:
-    """The plane's kubeconfig with the admin token replaced by a real token of the ServiceAccount."""
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
-    token = client.CoreV1Api(api).create_namespaced_service_account_token(sa, ns, request).status.token
-    config = yaml.safe_load(plane.kubeconfig.read_text())
-    config["users"] = [{"name": "admin", "user": {"token": token}}]
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
-    """(requests audited for this user, those answered 403)."""
-    seen, refused = 0, []
-    for line in audit_log.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("stage") != "ResponseComplete" or event.get("user", {}).get("username") != username:
-            continue
-        seen += 1
-        if (event.get("responseStatus") or {}).get("code") == 403:
-            refused.append(f"{event['verb']} {event['requestURI']}")
-    return seen, refused
 
 
 def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:

@@ -242,7 +242,7 @@ def test_sigterm_releases_the_lease_and_exits_zero(world: World, controller_proc
     code = controller.terminate()
 
     assert code == 0
-    held = client.CoordinationV1Api(world.api).read_namespaced_lease(lease, "default")
+    held = client.CoordinationV1Api(world.api).read_namespaced_lease(lease, controller_process.lease_namespace)
     assert not held.spec.holder_identity
 
 

@@ -89,18 +89,35 @@ class ControllerProcess:
 
 
 class ControllerFactory:
-    def __init__(self, plane: ControlPlane, *, prometheus_url: str | None) -> None:
+    """Starts controllers as one identity: the plane's admin, or (kubeconfig) another user such
+    as the chart's ServiceAccount, whose leases then live in `lease_namespace`."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        prometheus_url: str | None,
+        kubeconfig: Path | None = None,
+        lease_namespace: str = "default",
+    ) -> None:
         self.plane = plane
         self.prometheus_url = prometheus_url
+        self.kubeconfig = kubeconfig
+        self.lease_namespace = lease_namespace
         self.started: list[ControllerProcess] = []
 
     def start(
         self, identity: str = "c1", *extra: str, lease_name: str | None = None, kubeconfig: Path | None = None
     ) -> ControllerProcess:
-        args = [*extra]
+        # Explicit arguments come last, so a test's own --lease-namespace wins.
+        args = ["--lease-namespace", self.lease_namespace, *extra]
         args += ["--lease-name", lease_name or f"modelrollout-{os.getpid()}-{len(self.started)}"]
         proc = ControllerProcess(
-            self.plane, identity=identity, prometheus_url=self.prometheus_url, extra=args, kubeconfig=kubeconfig
+            self.plane,
+            identity=identity,
+            prometheus_url=self.prometheus_url,
+            extra=args,
+            kubeconfig=kubeconfig or self.kubeconfig,
         )
         self.started.append(proc)
         proc.wait_healthy()

@@ -1,0 +1,98 @@
+"""The Helm chart for tests: build helm, render the chart, act as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from tests.support.controlplane import CACHE, REPO, ControlPlane, bin_dir
+
+HELM_VERSION = os.environ.get("HELM_VERSION", "v3.22.0")
+CHART = REPO / "charts" / "modelrollout"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def helm_binary() -> str:
+    """The helm binary of the pinned version, built the first time (nothing here skips)."""
+    binary = CACHE / "helm" / HELM_VERSION / "bin" / "helm"
+    if not binary.exists():
+        env = {**os.environ, "HELM_VERSION": HELM_VERSION}
+        subprocess.run(["bash", str(REPO / "hack" / "build-helm.sh")], check=True, env=env, capture_output=True)
+    return str(binary)
+
+
+def helm_env_in(directory: Path) -> dict[str, str]:
+    """helm's own config, cache and data out of the user's home."""
+    return {
+        **os.environ,
+        "HELM_CACHE_HOME": str(directory / "helm-cache"),
+        "HELM_CONFIG_HOME": str(directory / "helm-config"),
+        "HELM_DATA_HOME": str(directory / "helm-data"),
+    }
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, input=stdin, timeout=120)
+    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def template(helm: str, env: dict[str, str], release: str, namespace: str, *args: str) -> str:
+    return run([helm, "template", release, str(CHART), "--namespace", namespace, *args], env=env)
+
+
+def docs(rendered: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> str:
+    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    client.CoreV1Api(api).create_namespace(body)
+    return name
+
+
+def service_account_kubeconfig(plane: ControlPlane, api: client.ApiClient, ns: str, sa: str, path: Path) -> Path:
+    """The plane's kubeconfig with the admin token replaced by a real token of the ServiceAccount."""
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(sa, ns, request).status.token
+    config = yaml.safe_load(plane.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
+    """(requests audited for this user, those answered 403)."""
+    seen, refused = 0, []
+    for line in audit_log.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("stage") != "ResponseComplete" or event.get("user", {}).get("username") != username:
+            continue
+        seen += 1
+        if (event.get("responseStatus") or {}).get("code") == 403:
+            refused.append(f"{event['verb']} {event['requestURI']}")
+    return seen, refused
+
+
+def chart_service_account(plane: ControlPlane, api: client.ApiClient, workdir: Path) -> tuple[str, str, Path]:
+    """Apply the chart's ServiceAccount and RBAC (cluster mode) for real, in a release namespace of
+    its own; return (release namespace, user name, a kubeconfig with a real token of that account)."""
+    helm = helm_binary()
+    release_ns = create_namespace(api, f"mr-system-{os.urandom(4).hex()}")
+    rendered = template(helm, helm_env_in(workdir), "mr", release_ns)
+    rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
+    kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(plane.kubeconfig)]
+    run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
+    sa = next(doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
+    kubeconfig = service_account_kubeconfig(plane, api, release_ns, sa, workdir / "chart-sa-kubeconfig")
+    return release_ns, f"system:serviceaccount:{release_ns}:{sa}", kubeconfig
