@@ -82,10 +82,6 @@ class WorkQueue:
         with self._cond:
             self._failures.pop(key, None)
 
-    def failures(self, key: Key) -> int:
-        with self._cond:
-            return self._failures.get(key, 0)
-
     def _take_token_delay(self) -> float:
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._last_refill) * self._rate)

@@ -12,7 +12,6 @@ Semantics (docs/api.md explains them with examples):
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -704,6 +703,10 @@ class Weights(ApiModel):
         return cls(incumbent=100 - candidate, candidate=candidate)
 
 
+ALL_INCUMBENT = Weights(incumbent=100, candidate=0)
+ALL_CANDIDATE = Weights(incumbent=0, candidate=100)
+
+
 class Verdict(StrEnum):
     PASS = "Pass"
     FAIL = "Fail"
@@ -821,7 +824,3 @@ class ModelRollout(ApiModel):
     metadata: ObjectMeta
     spec: ModelRolloutSpec
     status: ModelRolloutStatus = Field(default_factory=ModelRolloutStatus)
-
-
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 
 from controller.api.duration import parse_duration
 from controller.api.models import (
+    ALL_CANDIDATE,
+    ALL_INCUMBENT,
     MAX_FAILED_CANDIDATES,
     MAX_HISTORY,
     AfterLastStep,
@@ -112,11 +114,10 @@ def settling(status: ModelRolloutStatus) -> SetWeights | None:
     """A verdict whose weights the router has not confirmed yet: the write still owed."""
     if status.candidate is None:
         return None
-    promoted, rolled_back = Weights(incumbent=0, candidate=100), Weights(incumbent=100, candidate=0)
-    if status.phase is Phase.PROMOTED and status.previous_incumbent is not None and status.weights != promoted:
-        return SetWeights(status.previous_incumbent, status.candidate, promoted)
-    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and status.weights != rolled_back:
-        return SetWeights(status.incumbent, status.candidate, rolled_back)
+    if status.phase is Phase.PROMOTED and status.previous_incumbent is not None and status.weights != ALL_CANDIDATE:
+        return SetWeights(status.previous_incumbent, status.candidate, ALL_CANDIDATE)
+    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and status.weights != ALL_INCUMBENT:
+        return SetWeights(status.incumbent, status.candidate, ALL_INCUMBENT)
     return None
 
 
@@ -221,7 +222,7 @@ class _Decider:
         if owed is not None and pair is None:
             self.out.actions.append(owed)
         if pair is not None:
-            self.out.actions.append(SetWeights(pair[0], pair[1], Weights(incumbent=100, candidate=0)))
+            self.out.actions.append(SetWeights(pair[0], pair[1], ALL_INCUMBENT))
             self._event("Normal", "TrafficRestored", f"deleted mid-rollout: 100% back to {pair[0].name}")
         self.out.release = True
 
@@ -248,7 +249,7 @@ class _Decider:
         if owed is not None and previous is None:
             self.out.actions.append(owed)  # the last verdict's weights first
         if previous is not None:
-            self.out.actions.append(SetWeights(previous[0], previous[1], Weights(incumbent=100, candidate=0)))
+            self.out.actions.append(SetWeights(previous[0], previous[1], ALL_INCUMBENT))
             self._event(
                 "Normal", "CandidateReplaced", f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}"
             )
@@ -493,7 +494,7 @@ class _Decider:
 
     def _promote(self, *, by_user: bool = False) -> None:
         candidate = self._candidate()
-        self._set_weights(Weights(incumbent=0, candidate=100))
+        self._set_weights(ALL_CANDIDATE)
         self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate
         self.st.paused_since = None
@@ -515,7 +516,7 @@ class _Decider:
             self._pause(reason, f"advisory mode, not rolling back: {message}")
             return
         candidate = self._candidate()
-        self._set_weights(Weights(incumbent=100, candidate=0))
+        self._set_weights(ALL_INCUMBENT)
         evidence = gs.evidence if gs else None
         self.st.failed_candidates = [
             *self.st.failed_candidates,

@@ -9,12 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from controller.api.models import ModelRef, Traffic, Weights
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, Traffic, Weights
 
 __all__ = ["ALL_CANDIDATE", "ALL_INCUMBENT", "RouteTarget", "RouterProblem", "TrafficRouter", "Weights"]
-
-ALL_INCUMBENT = Weights(incumbent=100, candidate=0)
-ALL_CANDIDATE = Weights(incumbent=0, candidate=100)
 
 
 @dataclass(frozen=True)

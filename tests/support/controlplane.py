@@ -144,14 +144,6 @@ class ControlPlane:
             if proc is not None:
                 stop_process(proc)
 
-    def pause_apiserver(self) -> None:
-        assert self.apiserver is not None
-        self.apiserver.send_signal(signal.SIGSTOP)
-
-    def resume_apiserver(self) -> None:
-        assert self.apiserver is not None
-        self.apiserver.send_signal(signal.SIGCONT)
-
     def _log(self, name: str) -> int:
         return os.open(self.workdir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
