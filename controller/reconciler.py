@@ -175,7 +175,7 @@ class Reconciler:
         if pair is None:
             return None, None
         try:
-            router = router_for(spec.traffic, self.objects)
+            router = router_for(spec.traffic, self.objects, self.clock)
             return router.applied(self._target(namespace, name, spec, *pair)), None
         except RouterProblem as problem:
             return None, (problem.reason, problem.message)
@@ -243,7 +243,7 @@ class Reconciler:
             self._guard()
             target = self._target(namespace, name, spec, action.incumbent, action.candidate)
             try:
-                read_back = router_for(spec.traffic, self.objects).apply(target, action.weights)
+                read_back = router_for(spec.traffic, self.objects, self.clock).apply(target, action.weights)
             except RouterProblem as problem:
                 if outcome.release:
                     bound.warning("could not restore traffic on deletion", reason=problem.reason, error=problem.message)

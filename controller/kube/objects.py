@@ -57,11 +57,19 @@ class Objects:
             return obj
 
     def merge_patch(self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """RFC 7386 patch; `metadata.resourceVersion` in it makes it conditional (409 if the object moved)."""
         with translated():
             obj = cast(
                 dict[str, Any],
                 self._custom.patch_namespaced_custom_object(
-                    resource.group, resource.version, namespace, resource.plural, name, patch
+                    resource.group,
+                    resource.version,
+                    namespace,
+                    resource.plural,
+                    name,
+                    patch,
+                    # The client would pick json-patch for any body: say which patch this is.
+                    _content_type="application/merge-patch+json",
                 ),
             )
             return obj

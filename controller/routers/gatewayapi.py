@@ -19,7 +19,7 @@ from typing import Any
 from controller.api.models import ModelRef
 from controller.kube.errors import Invalid, NotFound
 from controller.kube.objects import Objects, Resource
-from controller.routers.base import RouterProblem, RouteTarget, Weights
+from controller.routers.base import RouterProblem, RouteTarget, Weights, pair_percent, same_ratio
 
 HTTPROUTE = Resource(group="gateway.networking.k8s.io", version="v1", plural="httproutes", kind="HTTPRoute")
 
@@ -120,9 +120,8 @@ def split_of(backends: RuleBackends, *, label: str) -> Weights:
     the candidate next to the incumbent, and a third backend's traffic is not ours to count.
     Rounding is half up, so 1:2 reads as 33/67 although the data plane splits 33.3/66.7.
     """
-    inc, cand = backends.incumbent.weight, backends.candidate.weight
-    total = inc + cand
-    if total == 0:
+    weights = pair_percent(backends.incumbent.weight, backends.candidate.weight)
+    if weights is None:
         # Neither model gets traffic from this rule: no split describes that, and reporting
         # "100% incumbent" would let the engine believe a restore needs no write.
         raise RouterProblem(
@@ -130,18 +129,12 @@ def split_of(backends: RuleBackends, *, label: str) -> Weights:
             f"{label} {backends.where} gives weight 0 to both Service {backends.incumbent.name} and "
             f"Service {backends.candidate.name}, so neither model gets traffic from it; give the incumbent a weight",
         )
-    candidate = (200 * cand + total) // (2 * total)
-    return Weights(incumbent=100 - candidate, candidate=candidate)
+    return weights
 
 
 def splits_as(backends: RuleBackends, weights: Weights) -> bool:
-    """Whether the route already splits traffic exactly as asked (so there is nothing to write).
-
-    The ratio is what the data plane acts on: 9:1 already is 90/10, and rewriting it as 90:10
-    would be a write that moves no traffic.
-    """
-    inc, cand = backends.incumbent.weight, backends.candidate.weight
-    return inc + cand > 0 and inc * weights.candidate == cand * weights.incumbent
+    """Whether the route already splits traffic exactly as asked (so there is nothing to write)."""
+    return same_ratio(backends.incumbent.weight, backends.candidate.weight, weights)
 
 
 def weight_patch(backends: RuleBackends, weights: Weights) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Pick the router for a rollout's traffic block: one entry per implemented backend.
+"""Pick the router for a rollout's traffic block: one entry per backend.
 
 The reconciler asks here and never names a router, so adding one (a module behind
 routers.base.TrafficRouter) means one entry in `_ROUTERS` and nothing else.
@@ -9,35 +9,31 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from controller.api.models import Traffic
+from controller.core.clock import Clock, SystemClock
 from controller.kube.objects import Objects
 from controller.routers.base import RouterProblem, TrafficRouter
 from controller.routers.gatewayapi import GatewayApiRouter
+from controller.routers.istio import IstioVirtualServiceRouter
+from controller.routers.kserve import KServeInferenceServiceRouter
+from controller.routers.replicas import ReplicaRatioRouter
 
 # Keyed by the Traffic field holding the router's block.
-_ROUTERS: dict[str, Callable[[Objects], TrafficRouter]] = {
-    "gateway_api": GatewayApiRouter,
+_ROUTERS: dict[str, Callable[[Objects, Clock], TrafficRouter]] = {
+    "gateway_api": lambda objects, _clock: GatewayApiRouter(objects),
+    "istio": lambda objects, _clock: IstioVirtualServiceRouter(objects),
+    "kserve": lambda objects, _clock: KServeInferenceServiceRouter(objects),
+    "replicas": ReplicaRatioRouter,
 }
 
 
-def router_for(traffic: Traffic, objects: Objects) -> TrafficRouter:
-    """The router for the one block set in `traffic`; RouterProblem if it is not implemented."""
+def router_for(traffic: Traffic, objects: Objects, clock: Clock | None = None) -> TrafficRouter:
+    """The router for the one block set in `traffic`; RouterProblem if there is not exactly one."""
     chosen = [name for name in Traffic.model_fields if getattr(traffic, name) is not None]
-    implemented = ", ".join(f"traffic.{_wire_name(name)}" for name in _ROUTERS)
     if len(chosen) != 1:
         # The API server's CEL rule and the model both refuse this; a hand-built Traffic may not.
-        raise RouterProblem(
-            "RouterNotSupported", f"exactly one traffic router must be set; this version supports {implemented}"
-        )
-    name = chosen[0]
-    factory = _ROUTERS.get(name)
-    if factory is None:
-        # The API accepts these blocks already so manifests can be written ahead of the code.
-        raise RouterProblem(
-            "RouterNotSupported",
-            f"traffic.{_wire_name(name)} is not implemented yet in this version of modelrollout: "
-            f"a later release adds the Istio, KServe and replica-ratio routers; use {implemented} for now",
-        )
-    return factory(objects)
+        known = ", ".join(f"traffic.{_wire_name(name)}" for name in _ROUTERS)
+        raise RouterProblem("RouterNotSupported", f"exactly one traffic router must be set: one of {known}")
+    return _ROUTERS[chosen[0]](objects, clock or SystemClock())
 
 
 def _wire_name(field: str) -> str:

@@ -209,3 +209,26 @@ def test_controller_as_the_charts_service_account_promotes_a_rollout(
     assert seen > 0, f"no request of {user} in the audit log"
     assert refused == []
     assert can_i_list(kubectl, user, release_ns) == ALLOWLIST
+
+
+# What `routers.istio`, `routers.kserve` and `routers.replicas` add: get and patch on each kind of
+# target object, nothing else (no create, delete, list or watch; no Deployment scale subresource).
+ROUTER_ROWS = {
+    ("virtualservices.networking.istio.io", "", "[get patch]"),
+    ("inferenceservices.serving.kserve.io", "", "[get patch]"),
+    ("deployments.apps", "", "[get patch]"),
+}
+
+
+def test_each_router_value_grants_get_and_patch_on_its_target_kind_only(
+    chart_identity: tuple[str, str, Path], kubectl: list[str]
+) -> None:
+    release_ns, user, _ = chart_identity
+    assert can_i_list(kubectl, user, release_ns) == ALLOWLIST | ROUTER_ROWS
+
+
+def test_a_router_turned_off_grants_nothing_on_its_kind(helm: str, helm_env: dict[str, str]) -> None:
+    rendered = template(helm, helm_env, "mr", "mr-system", "--set", "routers.gatewayAPI=false")
+    role = next(doc for doc in docs(rendered) if doc["kind"] == "ClusterRole")
+    groups = {group for rule in role["rules"] for group in rule["apiGroups"]}
+    assert groups == {"modelrollout.dev", ""}

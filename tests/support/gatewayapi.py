@@ -8,10 +8,8 @@ version, and cached under ~/.cache/modelrollout/gateway-api/<version>/.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.controlplane import CACHE
+from tests.support.gomodules import module_dir
 from tests.support.kube import apply_crd, wait_established
 
 # v1.4.1's module downloads with the installed Go and GOTOOLCHAIN=local (v1.7 needs a newer Go),
@@ -56,24 +55,7 @@ def crd_dir(version: str = GATEWAY_API_VERSION) -> Path:
 
 
 def _module_dir(version: str) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("the Gateway API CRDs are fetched with `go mod download`: install Go")
-    # An empty directory, so no go.mod or go.work of the caller's can interfere; the toolchain is
-    # pinned to the installed one (a newer module must not make Go fetch a newer Go).
-    with tempfile.TemporaryDirectory() as work:
-        done = subprocess.run(
-            [go, "mod", "download", "-json", f"{GATEWAY_API_MODULE}@{version}"],
-            cwd=work,
-            env={**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "GO111MODULE": "on"},
-            capture_output=True,
-            text=True,
-        )
-    # `go mod download -json` reports its errors in the JSON, and exits non-zero.
-    info = json.loads(done.stdout) if done.stdout.strip() else {}
-    if done.returncode != 0 or "Dir" not in info:
-        raise RuntimeError(f"go mod download {GATEWAY_API_MODULE}@{version} failed: {info.get('Error') or done.stderr}")
-    return Path(info["Dir"])
+    return module_dir(GATEWAY_API_MODULE, version)
 
 
 def install_gateway_api_crds(api_client: client.ApiClient, *, timeout: float = 60.0) -> list[str]:

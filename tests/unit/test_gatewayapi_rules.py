@@ -26,7 +26,10 @@ from controller.routers.gatewayapi import (
     splits_as,
     weight_patch,
 )
+from controller.routers.istio import IstioVirtualServiceRouter
+from controller.routers.kserve import KServeInferenceServiceRouter
 from controller.routers.registry import router_for
+from controller.routers.replicas import ReplicaRatioRouter
 
 NS = "models"
 LABEL = "HTTPRoute models/route"
@@ -322,17 +325,19 @@ def test_the_registry_gives_the_gateway_api_router_for_a_gateway_api_block() -> 
 
 
 @pytest.mark.parametrize(
-    ("block", "name"),
+    ("block", "kind"),
     [
-        ({"istio": {"virtualService": "vs", "host": "models.svc"}}, "istio"),
-        ({"kserve": {"inferenceService": "fraud"}}, "kserve"),
-        ({"replicas": {"totalReplicas": 4}}, "replicas"),
+        ({"istio": {"virtualService": "vs", "host": "models.svc"}}, IstioVirtualServiceRouter),
+        ({"kserve": {"inferenceService": "fraud"}}, KServeInferenceServiceRouter),
+        ({"replicas": {"totalReplicas": 4}}, ReplicaRatioRouter),
     ],
 )
-def test_routers_not_implemented_yet_say_so(block: dict[str, Any], name: str) -> None:
+def test_the_registry_gives_each_block_its_router(block: dict[str, Any], kind: type) -> None:
+    assert isinstance(router_for(Traffic.model_validate(block), objects()), kind)
+
+
+def test_a_traffic_block_with_no_router_is_router_not_supported() -> None:
     with pytest.raises(RouterProblem) as caught:
-        router_for(Traffic.model_validate(block), objects())
+        router_for(Traffic.model_construct(gateway_api=None, istio=None, kserve=None, replicas=None), objects())
     assert caught.value.reason == "RouterNotSupported"
-    assert f"traffic.{name} is not implemented yet" in caught.value.message
-    assert "later release" in caught.value.message
-    assert "traffic.gatewayAPI" in caught.value.message
+    assert "traffic.gatewayAPI" in caught.value.message and "traffic.replicas" in caught.value.message

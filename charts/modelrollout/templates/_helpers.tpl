@@ -44,10 +44,30 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "get", "patch"]
-# Read and set the weights of the HTTPRoute a rollout names (routers/gatewayapi.py). Never create or delete.
+{{- if .Values.routers.gatewayAPI }}
+# traffic.gatewayAPI: read and set the weights of the HTTPRoute a rollout names (routers/gatewayapi.py).
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.routers.istio }}
+# traffic.istio: read and set the two destination weights of a VirtualService (routers/istio.py).
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.routers.kserve }}
+# traffic.kserve: read and set storageUri and canaryTrafficPercent of an InferenceService (routers/kserve.py).
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.routers.replicas }}
+# traffic.replicas: read two Deployments and set their replicas and two annotations (routers/replicas.py).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- end -}}
 
 {{- define "modelrollout.validate" -}}

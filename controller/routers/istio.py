@@ -1,0 +1,253 @@
+"""Istio VirtualService: the weights of the incumbent's and candidate's destinations in one http route.
+
+A VirtualService is shared like an HTTPRoute: its matches, retries, fault injection, other http
+routes and any third destination belong to someone else. This router owns exactly two `weight`
+fields. Istio splits by relative weight ("the relative proportion of traffic", istio.io/api
+networking v1), so the percentages are read as shares of the pair, as for Gateway API.
+
+A destination is identified by host and subset: the host is the model's `backend.host` or the
+router block's `host`, the subset the model's `backend.subset` or its name. Hosts are compared
+as written (Istio does not expand `reco` to `reco.models.svc.cluster.local` for us either).
+
+The write is an RFC 6902 patch whose `test` ops pin the route's name and each destination's
+host and subset, so a concurrent reorder fails (422) rather than moving traffic to another model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.models import IstioRouter, ModelRef
+from controller.kube.errors import Forbidden, Invalid, NotFound
+from controller.kube.objects import Objects, Resource
+from controller.routers.base import (
+    RouterProblem,
+    RouteTarget,
+    Weights,
+    forbidden,
+    pair_percent,
+    read_target,
+    same_ratio,
+)
+
+VIRTUALSERVICE = Resource(group="networking.istio.io", version="v1", plural="virtualservices", kind="VirtualService")
+
+PATCH_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: str
+    subset: str
+
+    @classmethod
+    def of(cls, model: ModelRef, router: IstioRouter) -> Destination:
+        backend = model.backend
+        host = backend.host if backend is not None and backend.host else router.host
+        subset = backend.subset if backend is not None and backend.subset else model.name
+        return cls(host=host, subset=subset)
+
+    def __str__(self) -> str:
+        return f"{self.host} subset {self.subset}"
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    destination: Destination
+    weight: int
+
+
+@dataclass(frozen=True)
+class RoutePair:
+    """Both variants' destinations, found in one read of the VirtualService."""
+
+    route_index: int
+    route_name: str | None
+    incumbent: Slot
+    candidate: Slot
+
+    @property
+    def where(self) -> str:
+        return f"http route {self.route_name}" if self.route_name else f"spec.http[{self.route_index}]"
+
+
+def find_pair(
+    vs: dict[str, Any], *, label: str, incumbent: Destination, candidate: Destination, route_name: str | None
+) -> RoutePair:
+    """The http route named `route_name`, else the first one holding both destinations."""
+    routes = _http_routes(vs, label)
+    for index, http in enumerate(routes):
+        if route_name is not None and http.get("name") != route_name:
+            continue
+        destinations = _destinations(http, index, label)
+        inc = [i for i, d in enumerate(destinations) if _dest(d) == incumbent]
+        cand = [i for i, d in enumerate(destinations) if _dest(d) == candidate]
+        if inc and cand:
+            for role, dest, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand)):
+                if len(found) > 1:
+                    raise RouterProblem(
+                        "AmbiguousBackend",
+                        f"{label} spec.http[{index}] routes to {dest} (the {role}'s) {len(found)} times",
+                    )
+            if inc == cand:
+                raise RouterProblem(
+                    "AmbiguousBackend",
+                    f"{label} spec.http[{index}]: the incumbent and the candidate are the same destination ({incumbent})",
+                )
+            name = http.get("name")
+            return RoutePair(
+                route_index=index,
+                route_name=name if isinstance(name, str) else None,
+                incumbent=_slot(destinations, inc[0], index, label, incumbent),
+                candidate=_slot(destinations, cand[0], index, label, candidate),
+            )
+        if route_name is not None:
+            missing = " and ".join(
+                f"{dest} (the {role}'s)"
+                for role, dest, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand))
+                if not found
+            )
+            raise RouterProblem("BackendNotInRoute", f"{label} http route {route_name} has no destination {missing}")
+    if route_name is not None:
+        raise RouterProblem("BackendNotInRoute", f"{label} has no http route named {route_name} (traffic.istio.route)")
+    raise RouterProblem(
+        "BackendNotInRoute",
+        f"{label} has no http route with both {incumbent} (the incumbent's) and {candidate} (the candidate's): "
+        f"add the candidate's destination with weight 0 next to the incumbent's",
+    )
+
+
+def split_of(pair: RoutePair, *, label: str) -> Weights:
+    weights = pair_percent(pair.incumbent.weight, pair.candidate.weight)
+    if weights is None:
+        raise RouterProblem(
+            "ZeroWeights",
+            f"{label} {pair.where} gives weight 0 to both {pair.incumbent.destination} and "
+            f"{pair.candidate.destination}, so neither model gets traffic from it; give the incumbent a weight",
+        )
+    return weights
+
+
+def weight_patch(pair: RoutePair, weights: Weights) -> list[dict[str, Any]]:
+    """Test what identifies each destination, then set its weight; nothing else is written."""
+    base = f"/spec/http/{pair.route_index}"
+    ops: list[dict[str, Any]] = []
+    if pair.route_name is not None:
+        ops.append({"op": "test", "path": f"{base}/name", "value": pair.route_name})
+    for slot, weight in ((pair.incumbent, weights.incumbent), (pair.candidate, weights.candidate)):
+        path = f"{base}/route/{slot.index}"
+        ops.append({"op": "test", "path": f"{path}/destination/host", "value": slot.destination.host})
+        ops.append({"op": "test", "path": f"{path}/destination/subset", "value": slot.destination.subset})
+        ops.append({"op": "add", "path": f"{path}/weight", "value": weight})
+    return ops
+
+
+class IstioVirtualServiceRouter:
+    """TrafficRouter for `traffic.istio`: a VirtualService in the rollout's namespace."""
+
+    def __init__(self, objects: Objects) -> None:
+        self._objects = objects
+
+    def applied(self, target: RouteTarget) -> Weights:
+        vs, label = self._read(target)
+        return split_of(self._find(vs, label, target), label=label)
+
+    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
+        router = _router(target)
+        for attempt in range(1, PATCH_ATTEMPTS + 1):
+            vs, label = self._read(target)
+            pair = self._find(vs, label, target)
+            if same_ratio(pair.incumbent.weight, pair.candidate.weight, weights):
+                return split_of(pair, label=label)
+            try:
+                patched = self._objects.json_patch(
+                    VIRTUALSERVICE, target.namespace, router.virtual_service, weight_patch(pair, weights)
+                )
+            except NotFound:
+                raise _not_found(target) from None
+            except Forbidden:
+                raise forbidden(VIRTUALSERVICE, target.namespace, router.virtual_service, "patch") from None
+            except Invalid:
+                # A `test` op failed: the VirtualService changed between our read and write.
+                if attempt == PATCH_ATTEMPTS:
+                    raise
+                continue
+            return split_of(self._find(patched, label, target), label=label)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _read(self, target: RouteTarget) -> tuple[dict[str, Any], str]:
+        router = _router(target)
+        vs = read_target(
+            self._objects,
+            VIRTUALSERVICE,
+            target.namespace,
+            router.virtual_service,
+            missing=f"traffic.istio.virtualService of rollout {target.rollout}; is Istio installed?",
+        )
+        return vs, f"VirtualService {target.namespace}/{router.virtual_service}"
+
+    def _find(self, vs: dict[str, Any], label: str, target: RouteTarget) -> RoutePair:
+        router = _router(target)
+        return find_pair(
+            vs,
+            label=label,
+            incumbent=Destination.of(target.incumbent, router),
+            candidate=Destination.of(target.candidate, router),
+            route_name=router.route,
+        )
+
+
+def _router(target: RouteTarget) -> IstioRouter:
+    router = target.traffic.istio
+    if router is None:
+        raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.istio block")
+    return router
+
+
+def _not_found(target: RouteTarget) -> RouterProblem:
+    name = _router(target).virtual_service
+    return RouterProblem(
+        "VirtualServiceNotFound",
+        f"VirtualService {target.namespace}/{name} not found (traffic.istio.virtualService of rollout {target.rollout})",
+    )
+
+
+# -- reading the VirtualService's shape --------------------------------------------------------
+
+
+def _http_routes(vs: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    spec = vs.get("spec")
+    if not isinstance(spec, dict):
+        raise RouterProblem("MalformedRoute", f"{label} has no spec object")
+    routes = spec.get("http") or []
+    if not isinstance(routes, list) or not all(isinstance(r, dict) for r in routes):
+        raise RouterProblem("MalformedRoute", f"{label}: spec.http is not a list of objects")
+    return routes
+
+
+def _destinations(http: dict[str, Any], index: int, label: str) -> list[dict[str, Any]]:
+    route = http.get("route") or []
+    if not isinstance(route, list) or not all(isinstance(d, dict) for d in route):
+        raise RouterProblem("MalformedRoute", f"{label}: spec.http[{index}].route is not a list of objects")
+    return route
+
+
+def _dest(entry: dict[str, Any]) -> Destination | None:
+    dest = entry.get("destination")
+    if not isinstance(dest, dict) or not isinstance(dest.get("host"), str):
+        return None
+    subset = dest.get("subset")
+    return Destination(host=dest["host"], subset=subset) if isinstance(subset, str) else None
+
+
+def _slot(destinations: list[dict[str, Any]], index: int, route_index: int, label: str, dest: Destination) -> Slot:
+    # An omitted weight is 0 in a route with several destinations (proto3 default); ours has two.
+    weight = destinations[index].get("weight", 0)
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+        raise RouterProblem(
+            "MalformedRoute",
+            f"{label}: spec.http[{route_index}].route[{index}].weight is {weight!r}, not a non-negative integer",
+        )
+    return Slot(index=index, destination=dest, weight=weight)

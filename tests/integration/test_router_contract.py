@@ -1,0 +1,188 @@
+"""One contract for every traffic router, run against each backend's real CRD on the real API server.
+
+Given the target objects of a backend (an HTTPRoute, a VirtualService, an InferenceService, two
+Deployments) in a fresh namespace, when the router sets, reads, rolls back and promotes, then the
+objects as the API server has them (read by the test, never through the router) and the audit
+log of writes show that:
+- each step's weights reach the data plane and `applied()` reads back exactly that;
+- rollback gives the incumbent everything and promotion the candidate, as the backend expects;
+- setting the same weights twice makes no write;
+- a foreign change to a field the router does not own survives its writes;
+- a missing or malformed target is a RouterProblem naming it, and nothing is written;
+- what the router reports comes from the object, not from what it was asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, Weights
+from controller.core.clock import FakeClock
+from controller.kube.objects import Objects
+from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
+from controller.routers.registry import router_for
+from tests.support.backends import (
+    BACKENDS,
+    CANDIDATE,
+    INCUMBENT,
+    Backend,
+    install_istio_crds,
+    install_kserve_crds,
+    model,
+)
+from tests.support.controlplane import ControlPlane
+
+STEPS = (10, 20, 50)
+
+
+@pytest.fixture(scope="session")
+def backend_crds(api_client: client.ApiClient, gateway_api: list[str]) -> list[str]:
+    return [*gateway_api, *install_istio_crds(api_client), *install_kserve_crds(api_client)]
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(
+    request: pytest.FixtureRequest,
+    backend_crds: list[str],
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+) -> Iterator[Backend]:
+    assert control_plane.audit_log is not None
+    chosen = BACKENDS[request.param](api_client, namespace, control_plane.audit_log)
+    chosen.create()
+    yield chosen
+
+
+class Contract:
+    """The router the reconciler would pick for the backend's traffic block, and its target."""
+
+    def __init__(self, backend: Backend, api_client: client.ApiClient, clock: FakeClock | None = None) -> None:
+        self.backend = backend
+        self.router: TrafficRouter = router_for(backend.traffic(), Objects(api_client), clock)
+        self.target = self.target_for(INCUMBENT, CANDIDATE)
+
+    def target_for(self, incumbent: str, candidate: str) -> RouteTarget:
+        return RouteTarget(
+            namespace=self.backend.namespace,
+            rollout="fraud",
+            traffic=self.backend.traffic(),
+            incumbent=model(incumbent),
+            candidate=model(candidate),
+        )
+
+    def set(self, weights: Weights) -> Weights:
+        """Apply until the data plane has it, letting the backend's controllers act in between.
+
+        Only Deployments need more than one pass (the incumbent shrinks once the candidate's
+        pods are ready); every other router must get there in one.
+        """
+        reported = self.router.apply(self.target, weights)
+        for _ in range(3):
+            if reported == weights:
+                break
+            self.backend.settle()
+            reported = self.router.apply(self.target, weights)
+        self.backend.settle()
+        return self.router.applied(self.target)
+
+
+@pytest.fixture
+def contract(backend: Backend, api_client: client.ApiClient) -> Contract:
+    return Contract(backend, api_client)
+
+
+def test_the_incumbent_starts_with_all_traffic(contract: Contract, backend: Backend) -> None:
+    assert contract.router.applied(contract.target) == ALL_INCUMBENT
+    assert backend.served() == ALL_INCUMBENT
+
+
+def test_each_step_reaches_the_data_plane_and_reads_back(contract: Contract, backend: Backend) -> None:
+    for weight in STEPS:
+        assert contract.set(Weights.for_candidate(weight)) == Weights.for_candidate(weight)
+        assert backend.served() == Weights.for_candidate(weight), f"step {weight}%"
+
+
+def test_rollback_gives_the_incumbent_everything(contract: Contract, backend: Backend) -> None:
+    contract.set(Weights.for_candidate(20))
+    assert contract.set(ALL_INCUMBENT) == ALL_INCUMBENT
+    assert backend.served() == ALL_INCUMBENT
+    # And a retry of the same candidate starts again from there.
+    assert contract.set(Weights.for_candidate(10)) == Weights.for_candidate(10)
+    assert backend.served() == Weights.for_candidate(10)
+
+
+def test_promotion_gives_the_candidate_everything(contract: Contract, backend: Backend) -> None:
+    for weight in STEPS:
+        contract.set(Weights.for_candidate(weight))
+    assert contract.set(ALL_CANDIDATE) == ALL_CANDIDATE
+    assert backend.served() == ALL_CANDIDATE
+
+
+def test_the_next_rollout_starts_from_the_promoted_model(contract: Contract, backend: Backend) -> None:
+    contract.set(Weights.for_candidate(50))
+    contract.set(ALL_CANDIDATE)
+    # fraud-v2 is now the incumbent; fraud-v3 (already in the objects at 0) the candidate.
+    contract.target = contract.target_for(CANDIDATE, "fraud-v3")
+    assert contract.router.applied(contract.target) == ALL_INCUMBENT
+    assert contract.set(Weights.for_candidate(20)) == Weights.for_candidate(20)
+    assert backend.served(CANDIDATE, "fraud-v3") == Weights.for_candidate(20)
+
+
+def test_setting_the_same_weights_twice_writes_nothing(contract: Contract, backend: Backend) -> None:
+    contract.set(Weights.for_candidate(20))
+    before = len(backend.writes())
+    assert contract.router.apply(contract.target, Weights.for_candidate(20)) == Weights.for_candidate(20)
+    assert contract.router.apply(contract.target, Weights.for_candidate(20)) == Weights.for_candidate(20)
+    assert len(backend.writes()) == before
+
+
+def test_restoring_an_untouched_target_writes_nothing(contract: Contract, backend: Backend) -> None:
+    before = len(backend.writes())
+    assert contract.router.apply(contract.target, ALL_INCUMBENT) == ALL_INCUMBENT
+    assert len(backend.writes()) == before
+
+
+def test_a_foreign_change_survives_our_writes(contract: Contract, backend: Backend) -> None:
+    backend.foreign_change()
+    for weights in (Weights.for_candidate(20), Weights.for_candidate(50), ALL_INCUMBENT):
+        contract.set(weights)
+        assert backend.foreign_change_intact(), f"after setting {weights}"
+
+
+def test_weights_reported_come_from_the_object(contract: Contract, backend: Backend) -> None:
+    """Someone else moves the weights: the router says what the object has, not what it wrote."""
+    contract.set(Weights.for_candidate(20))
+    backend.set_by_hand(50)
+    assert contract.router.applied(contract.target) == Weights.for_candidate(50)
+
+
+def test_a_missing_target_is_a_problem_and_nothing_is_written(contract: Contract, backend: Backend) -> None:
+    backend.delete()
+    before = len(backend.writes())
+    for call in (
+        lambda: contract.router.applied(contract.target),
+        lambda: contract.router.apply(contract.target, Weights.for_candidate(10)),
+    ):
+        with pytest.raises(RouterProblem) as caught:
+            call()
+        assert caught.value.reason.endswith("NotFound"), caught.value.reason
+        assert backend.namespace in caught.value.message
+    assert len(backend.writes()) == before
+
+
+def test_a_malformed_target_is_a_problem_and_nothing_is_written(contract: Contract, backend: Backend) -> None:
+    backend.malform()
+    before = len(backend.writes())
+    for call in (
+        lambda: contract.router.applied(contract.target),
+        lambda: contract.router.apply(contract.target, Weights.for_candidate(10)),
+        lambda: contract.router.apply(contract.target, ALL_INCUMBENT),
+    ):
+        with pytest.raises(RouterProblem) as caught:
+            call()
+        assert caught.value.reason == backend.malformed_reason, caught.value.message
+    assert len(backend.writes()) == before
