@@ -12,17 +12,29 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from controller.api.models import Weights
 from tests.support.backends import BACKENDS, Backend, ReplicasBackend, install_istio_crds, install_kserve_crds, uri
+from tests.support.chart import (
+    RBAC_KINDS,
+    create_namespace,
+    docs,
+    helm_binary,
+    helm_env_in,
+    run,
+    service_account_kubeconfig,
+    template,
+)
 from tests.support.controller import ControllerFactory
-from tests.support.controlplane import ControlPlane
-from tests.support.prometheus import ModelTraffic
+from tests.support.controlplane import ControlPlane, bin_dir
+from tests.support.prometheus import ModelTraffic, PrometheusServer
 from tests.support.world import World, phase, rollout_body, unique
 
 
@@ -159,3 +171,46 @@ def test_status_claims_a_replica_step_only_once_its_pods_are_ready(
     finally:
         sampler.stop()
     assert 20 in sampler.claimed and sampler.claimed[-1] == 100
+
+
+def test_a_router_the_chart_did_not_grant_is_router_forbidden_and_nothing_moves(
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    traffic: ModelTraffic,
+    prometheus: PrometheusServer,
+    tmp_path: Path,
+) -> None:
+    """The chart's default RBAC (routers.replicas=false) under a real ServiceAccount token."""
+    assert control_plane.audit_log is not None
+    release_ns = create_namespace(api_client, unique("mr-system"))
+    rendered = template(helm_binary(), helm_env_in(tmp_path), "mr", release_ns)
+    rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
+    kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
+    run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
+    sa = next(doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
+    kubeconfig = service_account_kubeconfig(control_plane, api_client, release_ns, sa, tmp_path / "kubeconfig")
+
+    backend = ReplicasBackend(api_client, namespace, control_plane.audit_log)
+    incumbent, candidate = unique("fraud-a"), unique("fraud-b")
+    backend.create(incumbent, candidate)
+    world = World.__new__(World)
+    world.api, world.plane, world.namespace, world.traffic = api_client, control_plane, namespace, traffic
+    world.custom = client.CustomObjectsApi(api_client)
+    writes_before = len(backend.writes())
+    factory = ControllerFactory(
+        control_plane, prometheus_url=prometheus.url, kubeconfig=kubeconfig, lease_namespace=release_ns
+    )
+    try:
+        factory.start("chart-default", "--namespace", namespace)
+        world.apply(body(backend, incumbent, candidate))
+        obj = world.wait(lambda o: (o.get("status") or {}).get("reason") == "RouterForbidden", timeout=60)
+    finally:
+        factory.stop_all()
+    conditions = {c["type"]: c["status"] for c in obj["status"]["conditions"]}
+    assert conditions["Stalled"] == "True"
+    assert "deployments.apps" in obj["status"]["message"] and "routers." in obj["status"]["message"]
+    warnings = [m for t, r, m in world.events() if t == "Warning" and r == "RouterForbidden"]
+    assert warnings and "traffic left as it is" in warnings[0]
+    assert len(backend.writes()) == writes_before
+    assert backend.replicas(candidate) == (0, 0) and backend.replicas(incumbent) == (10, 10)
