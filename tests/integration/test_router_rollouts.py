@@ -168,6 +168,7 @@ def test_status_claims_a_replica_step_only_once_its_pods_are_ready(
         assert status["phase"] == "Progressing" and status["currentStep"] == 0
         sampler.settle.set()  # the pods start
         world.wait(phase("Promoted"))
+        time.sleep(0.5)  # one more sample of the settled state
     finally:
         sampler.stop()
     assert 20 in sampler.claimed and sampler.claimed[-1] == 100
