@@ -9,10 +9,11 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps venv envtest helm prometheus lint crds test unit integration cluster demo bench-plane bench-judge clean
+.PHONY: help deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge clean
 
 help:
-	@echo "make demo     start a local control plane with the controller and the examples"
+	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
+	@echo "make e2e      the end-to-end suite (part of make test)"
 	@echo "make test     install what is missing, then lint and run the whole suite"
 	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...)"
 	@echo "make crds     regenerate $(CRD) from controller/api/models.py (and the chart's copy)"
@@ -46,8 +47,9 @@ crds: venv
 	$(PY) -m controller.api.crdgen > $(CRD)
 	cp $(CRD) $(CHART_CRD)
 
-test: deps lint
+test: deps lint $(VENV)/.e2e-installed
 	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q e2e
 
 unit: venv
 	$(PY) -m pytest -q tests/unit
@@ -58,8 +60,18 @@ integration: deps
 cluster: venv envtest
 	$(PY) -m tests.support.cluster
 
-demo: deps
-	$(PY) -m tests.support.cluster --controller --apply examples/
+# The demo's and the e2e suite's extra (scikit-learn for the model servers).
+$(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[dev,e2e]'
+	touch $@
+
+# Real models, real traffic, real verdicts: three rollouts end to end (docs/demo.md).
+demo: deps $(VENV)/.e2e-installed
+	$(PY) -m e2e.demo
+
+# The end-to-end suite (e2e/README.md); E2E_CLUSTER=kind targets a kind cluster instead.
+e2e: deps $(VENV)/.e2e-installed
+	$(PY) -m pytest -q e2e
 
 # Start-up time of the local control plane, median of 5 runs.
 bench-plane: venv envtest

@@ -1,0 +1,474 @@
+"""The world of `make demo` and the end-to-end suite, and its scenarios.
+
+`Stack` starts, in order: a Kubernetes API (the local etcd + kube-apiserver of
+tests/support/controlplane.py by default, or a kind cluster with `E2E_CLUSTER=kind`), the CRDs
+(ours and the official Gateway API ones), one model server per model of every scenario, a
+real Prometheus scraping them every second, and the real controller process. Each `Scenario`
+then gets its HTTPRoute, a stand-in gateway watching it, a steady load through that gateway,
+and finally its ModelRollout (applied with the real kubectl). `Stack.close()` stops all of it;
+the processes it started (etcd, kube-apiserver, prometheus, the controller) are stopped by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client, config
+
+from controller.api import GROUP, PLURAL, VERSION
+from e2e.gateway import Gateway
+from e2e.load import Load
+from e2e.models import VARIANTS, ModelServer, accuracy
+from tests.support.controller import ControllerFactory, ControllerProcess
+from tests.support.controlplane import REPO, ControlPlane, bin_dir, running_control_plane
+from tests.support.gatewayapi import install_gateway_api_crds
+from tests.support.kube import install_crds
+from tests.support.prometheus import PrometheusServer
+
+DEMO = REPO / "examples" / "demo"
+
+
+# -- scenarios -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """One ModelRollout over one HTTPRoute: `<key>-v1` (the incumbent) and its candidates."""
+
+    key: str
+    title: str
+    models: dict[str, str]  # model name -> variant (models.VARIANTS)
+    docs: list[dict[str, Any]]  # the HTTPRoute and the ModelRollout
+    expected: str  # "Promoted" or "RolledBack"
+    guardrail: str | None = None  # the guardrail expected to fail
+    source: str = ""
+    gateway: Gateway | None = None
+    load: Load | None = None
+    applied_at: float = 0.0
+    verdict_at: float = 0.0
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.key
+
+    @property
+    def incumbent(self) -> str:
+        return f"{self.key}-v1"
+
+    @property
+    def candidate(self) -> str:
+        return f"{self.key}-v2"
+
+    def doc(self, kind: str) -> dict[str, Any]:
+        return next(d for d in self.docs if d["kind"] == kind)
+
+
+def _load_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def demo_scenarios() -> list[Scenario]:
+    """The three scenarios of examples/demo/, as `make demo` runs them."""
+    return [
+        Scenario(
+            "better",
+            "a better candidate is promoted step by step",
+            {"better-v1": "incumbent", "better-v2": "better"},
+            _load_docs(DEMO / "01-better-candidate.yaml"),
+            "Promoted",
+            source="examples/demo/01-better-candidate.yaml",
+        ),
+        Scenario(
+            "errors",
+            "a candidate with a higher error rate is rolled back",
+            {"errors-v1": "incumbent", "errors-v2": "error-prone"},
+            _load_docs(DEMO / "02-error-prone-candidate.yaml"),
+            "RolledBack",
+            "error-rate",
+            source="examples/demo/02-error-prone-candidate.yaml",
+        ),
+        Scenario(
+            "drift",
+            "a candidate with a silently broken feature pipeline is rolled back by prediction drift",
+            {"drift-v1": "incumbent", "drift-v2": "broken-pipeline"},
+            _load_docs(DEMO / "03-broken-feature-pipeline.yaml"),
+            "RolledBack",
+            "prediction-drift",
+            source="examples/demo/03-broken-feature-pipeline.yaml",
+        ),
+    ]
+
+
+def derived(
+    key: str, mutate: Callable[[dict[str, Any]], None] | None = None, *, extra: int = 0
+) -> list[dict[str, Any]]:
+    """The demo's first manifest renamed to `key` (models `<key>-v1`, `<key>-v2`, ...), changed by `mutate`.
+
+    `extra` adds backendRefs `<key>-v3`... at weight 0 (more candidates for the CI flow)."""
+    docs = copy.deepcopy(_load_docs(DEMO / "01-better-candidate.yaml"))
+    route, rollout = docs
+    route["metadata"]["name"] = key
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    for i, ref in enumerate(refs):
+        ref["name"] = f"{key}-v{i + 1}"
+    for i in range(extra):
+        refs.append({"name": f"{key}-v{i + 3}", "port": 8080, "weight": 0})
+    rollout["metadata"]["name"] = key
+    rollout["spec"]["incumbent"] = {"name": f"{key}-v1"}
+    rollout["spec"]["candidate"] = {"name": f"{key}-v2"}
+    rollout["spec"]["traffic"]["gatewayAPI"]["httpRoute"] = key
+    if mutate is not None:
+        mutate(rollout)
+    return docs
+
+
+def e2e_only_scenarios() -> dict[str, Scenario]:
+    """What the suite adds to the demo: latency, a manual gate, and the CI flow."""
+
+    def gate(rollout: dict[str, Any]) -> None:
+        rollout["spec"]["canary"]["steps"][1]["manualGate"] = True
+
+    return {
+        "latency": Scenario(
+            "latency",
+            "a slower candidate is rolled back by the p99 comparison with the incumbent",
+            {"latency-v1": "incumbent", "latency-v2": "slow"},
+            derived("latency"),
+            "RolledBack",
+            "p99-latency",
+        ),
+        "gate": Scenario(
+            "gate",
+            "a manual gate holds the rollout at 50% until `kubectl modelrollout promote`",
+            {"gate-v1": "incumbent", "gate-v2": "better"},
+            derived("gate", gate),
+            "Promoted",
+        ),
+        "ci": Scenario(
+            "ci",
+            "CI: set-candidate, then wait exits 0 (promoted) or 1 (rolled back)",
+            {"ci-v1": "incumbent", "ci-v2": "better", "ci-v3": "error-prone", "ci-v4": "better"},
+            derived("ci", extra=2),
+            "Promoted",
+        ),
+    }
+
+
+# -- the stack -----------------------------------------------------------------------------------
+
+
+def _kind_plane() -> ControlPlane:
+    """A kind cluster (E2E_CLUSTER=kind): created if missing; the controller runs outside it."""
+    for tool in ("docker", "kind"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"E2E_CLUSTER=kind needs {tool} on PATH")
+    name = os.environ.get("E2E_KIND_CLUSTER", "modelrollout-e2e")
+    clusters = subprocess.run(["kind", "get", "clusters"], capture_output=True, text=True, check=True).stdout.split()
+    if name not in clusters:
+        subprocess.run(["kind", "create", "cluster", "--name", name, "--wait", "120s"], check=True)
+    plane = ControlPlane(workdir=Path(tempfile.mkdtemp(prefix="modelrollout-e2e-kind-")))
+    kubeconfig = subprocess.run(
+        ["kind", "get", "kubeconfig", "--name", name], capture_output=True, text=True, check=True
+    ).stdout
+    plane.kubeconfig.write_text(kubeconfig)
+    return plane
+
+
+class Stack:
+    def __init__(
+        self,
+        scenarios: list[Scenario],
+        *,
+        rate: float = 25.0,
+        namespace: str = "modelrollout-demo",
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.scenarios = {s.key: s for s in scenarios}
+        self.rate = rate
+        self.log = log
+        self.namespace = namespace
+        self.servers: dict[str, ModelServer] = {}
+        self._exit = contextlib.ExitStack()
+        self._stop = threading.Event()
+        self.notes: list[str] = []  # what tests want printed at the end of the run
+        self.plane: ControlPlane
+        self.api: client.ApiClient
+        self.prometheus: PrometheusServer
+        self.controller: ControllerProcess
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        began = time.monotonic()
+        if os.environ.get("E2E_CLUSTER", "local") == "kind":
+            self.plane = _kind_plane()
+            self._exit.callback(shutil.rmtree, self.plane.workdir, ignore_errors=True)
+            self.log("Kubernetes: the kind cluster (E2E_CLUSTER=kind)")
+        else:
+            self.plane = self._exit.enter_context(running_control_plane())
+            self.log(f"Kubernetes: local etcd + kube-apiserver at {self.plane.url} ({self.plane.start_seconds:.1f}s)")
+        self.api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
+        install_crds(self.api, REPO / "crds")
+        install_gateway_api_crds(self.api)
+        core = client.CoreV1Api(self.api)
+        with contextlib.suppress(client.ApiException):
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
+        self.log("CRDs: modelrollout.dev and the Gateway API (standard channel)")
+        for number, (name, variant) in enumerate(
+            (item for scenario in self.scenarios.values() for item in scenario.models.items()), 1
+        ):
+            server = self.servers[name] = ModelServer(name, variant, seed=number, log_dir=self.plane.workdir)
+            self._exit.callback(server.close)
+        for server in self.servers.values():
+            server.wait_ready()
+        self.log(f"model servers: {len(self.servers)} scikit-learn classifiers, one process each, on 127.0.0.1")
+        self.prometheus = PrometheusServer([s.port for s in self.servers.values()])
+        self._exit.callback(self.prometheus.close)
+        self.prometheus.start()
+        self.log(f"Prometheus: {self.prometheus.url}, scraping every model server each second")
+        factory = ControllerFactory(self.plane, prometheus_url=self.prometheus.url)
+        self._exit.callback(factory.stop_all)
+        self.controller = factory.start("e2e", "--namespace", self.namespace, "--workers", "6", "--log-level", "info")
+        tracker = threading.Thread(target=self._track, name="verdicts", daemon=True)
+        tracker.start()
+        self._exit.callback(tracker.join, 10)
+        self._exit.callback(self._stop.set)
+        self.log(f"controller: modelrollout-controller pid {self.controller.proc.pid}, log {self.controller.log_path}")
+        self.log(f"ready in {time.monotonic() - began:.1f}s")
+
+    def close(self) -> None:
+        self._exit.close()
+
+    def pids(self) -> list[int]:
+        """Every process the stack started (to check that none outlives it)."""
+        pids = [server.proc.pid for server in self.servers.values()]
+        if hasattr(self, "plane"):
+            pids += self.plane.pids()
+        if hasattr(self, "prometheus"):
+            pids += self.prometheus.pids
+        if hasattr(self, "controller"):
+            pids.append(self.controller.proc.pid)
+        return pids
+
+    @property
+    def kubectl(self) -> list[str]:
+        binary = bin_dir() / "kubectl"
+        return [str(binary if binary.exists() else "kubectl"), "--kubeconfig", str(self.plane.kubeconfig)]
+
+    def cli(self) -> list[str]:
+        """argv prefix of `kubectl modelrollout` (the installed kubectl-modelrollout plugin)."""
+        plugin = Path(sys.executable).parent / "kubectl-modelrollout"
+        return [str(plugin), "--kubeconfig", str(self.plane.kubeconfig), "-n", self.namespace]
+
+    # -- scenarios ----------------------------------------------------------------------------
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        """`kubectl apply` one document into the stack's namespace."""
+        done = subprocess.run(
+            [*self.kubectl, "apply", "-n", self.namespace, "-f", "-"],
+            input=yaml.safe_dump(doc).encode(),
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl apply {doc['kind']}/{doc['metadata']['name']}: {done.stderr.decode()}")
+
+    def serve(self, scenario: Scenario, *, wait: bool = True) -> None:
+        """The scenario's Services and HTTPRoute, its gateway and a steady load; waits until Prometheus sees the incumbent."""
+        for name in scenario.models:
+            self.apply(service(name, self.servers[name].port))
+        self.apply(scenario.doc("HTTPRoute"))
+        seed = sorted(self.scenarios).index(scenario.key)
+        scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
+        self._exit.callback(scenario.gateway.close)
+        scenario.load = Load(scenario.gateway.url, rate=self.rate, seed=seed)
+        self._exit.callback(scenario.load.stop)
+        if wait:
+            self.wait_scraped(scenario)
+
+    def wait_scraped(self, scenario: Scenario) -> None:
+        """Until Prometheus has scraped requests served by the scenario's incumbent."""
+        query = f'sum(model_requests_total{{model="{scenario.incumbent}"}})'
+        self.prometheus.wait_for(query, lambda r: bool(r) and float(r[0]["value"][1]) > 0, timeout=60)
+
+    def start_rollout(self, scenario: Scenario) -> None:
+        self.apply(scenario.doc("ModelRollout"))
+        scenario.applied_at = time.monotonic()
+
+    def get(self, name: str) -> dict[str, Any]:
+        custom = client.CustomObjectsApi(self.api)
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return obj
+
+    def wait(self, name: str, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        obj: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            obj = self.get(name)
+            if predicate(obj):
+                return obj
+            if self.controller.proc.poll() is not None:
+                raise RuntimeError(f"the controller exited: {self.controller.log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        raise TimeoutError(f"{name}: timed out; status {obj.get('status')}")
+
+    def _track(self) -> None:
+        """Note the moment each scenario's first verdict settles, and what the servers saw by then."""
+        custom = client.CustomObjectsApi(self.api)
+        while not self._stop.wait(0.25):
+            try:
+                items = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]
+                for obj in items:
+                    scenario = self.scenarios.get(obj["metadata"]["name"])
+                    if scenario and scenario.applied_at and not scenario.verdict_at and settled(obj):
+                        scenario.verdict_at = time.monotonic()
+                        scenario.result = self.summarise(scenario, obj)
+            except Exception as exc:  # the world is shutting down, or a blip: try again
+                self.log(f"verdict tracker: {exc!r}")
+
+    def wait_verdict(self, scenario: Scenario, *, timeout: float = 180) -> dict[str, Any]:
+        """The scenario's first verdict (Promoted or RolledBack, settled on the route)."""
+        deadline = time.monotonic() + timeout
+        while not scenario.result and time.monotonic() < deadline:
+            if self.controller.proc.poll() is not None:
+                raise RuntimeError(f"the controller exited: {self.controller.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        if not scenario.result:
+            raise TimeoutError(
+                f"{scenario.name}: no verdict after {timeout}s; status {self.get(scenario.name).get('status')}"
+            )
+        return self.get(scenario.name)
+
+    def summarise(self, scenario: Scenario, obj: dict[str, Any]) -> dict[str, Any]:
+        status = obj.get("status", {})
+        failed = (status.get("failedCandidates") or [{}])[-1] if status.get("phase") == "RolledBack" else {}
+        return {
+            "scenario": scenario.key,
+            "title": scenario.title,
+            "verdict": status.get("phase"),
+            "reason": status.get("reason"),
+            "guardrail": failed.get("guardrail"),
+            "observed": failed.get("observed"),
+            "threshold": failed.get("threshold"),
+            "seconds": scenario.verdict_at - scenario.applied_at,
+            "candidate_requests": self.servers[scenario.candidate].served(),
+            "candidate_errors": self.servers[scenario.candidate].codes.get(500, 0),
+            "incumbent_requests": self.servers[scenario.incumbent].served(),
+            "candidate_variant": scenario.models[scenario.candidate],
+            "candidate_accuracy": accuracy(VARIANTS[scenario.models[scenario.candidate]]),
+            "incumbent_accuracy": accuracy(VARIANTS[scenario.models[scenario.incumbent]]),
+        }
+
+    def controller_up(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.controller.port}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def service(model: str, port: int) -> dict[str, Any]:
+    """The model's Service: port 8080 (what the HTTPRoute's backendRefs name) to its server's port.
+
+    The stand-in gateway sends a backendRef's requests to 127.0.0.1:<targetPort>."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": model, "labels": {"app.kubernetes.io/name": "model-server", "model": model}},
+        "spec": {"selector": {"model": model}, "ports": [{"name": "http", "port": 8080, "targetPort": port}]},
+    }
+
+
+def settled(obj: dict[str, Any]) -> bool:
+    """A verdict whose weights reached the route (Ready after Promoted, Stalled after RolledBack)."""
+    status = obj.get("status", {})
+    condition = {"Promoted": "Ready", "RolledBack": "Stalled"}.get(status.get("phase", ""))
+    if condition is None:
+        return False
+    return {c["type"]: c["status"] for c in status.get("conditions", [])}.get(condition) == "True"
+
+
+# -- traffic split check -------------------------------------------------------------------------
+
+
+@dataclass
+class Epoch:
+    """A stretch of time with one set of weights at the gateway, and what the servers saw in it."""
+
+    start: float
+    end: float
+    weights: dict[str, int]
+    seen: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+# Requests already on their way when the weights changed are not counted against either epoch.
+EDGE = 0.3
+
+
+def epochs(gateway: Gateway, servers: dict[str, ModelServer], *, until: float | None = None) -> Iterator[Epoch]:
+    """The gateway's weight timeline, with the requests each model server received in each epoch."""
+    end_of_time = until if until is not None else time.monotonic()
+    timeline = list(gateway.timeline)
+    names = {n for _, weights in timeline for n in weights if n in servers}
+    arrivals = {n: servers[n].snapshot()["arrivals"] for n in names}
+    for (start, weights), nxt in zip(timeline, [*timeline[1:], (end_of_time, {})], strict=True):
+        end = nxt[0]
+        if end - start <= 2 * EDGE:
+            continue
+        names = [n for n in weights if n in servers]
+        seen = {n: servers[n].arrivals_between(start + EDGE, end - EDGE, arrivals[n]) for n in names}
+        yield Epoch(start, end, dict(weights), seen)
+
+
+def tolerance(share: float, n: int) -> float:
+    """How far an observed share may be from the weight: 4 binomial standard deviations + 2 points."""
+    return 4 * math.sqrt(share * (1 - share) / n) + 0.02 if n else 1.0
+
+
+def split_problems(epoch: Epoch, *, min_requests: int = 40) -> list[str]:
+    """Where the servers' counts in an epoch contradict its weights (empty: they match)."""
+    problems = []
+    total_weight = sum(epoch.weights.values())
+    if epoch.total < min_requests or total_weight == 0:
+        return problems
+    for name, weight in epoch.weights.items():
+        share = weight / total_weight
+        observed = epoch.seen.get(name, 0) / epoch.total
+        if share in (0.0, 1.0):
+            if observed != share:
+                problems.append(f"{name}: weight {weight} but {epoch.seen.get(name, 0)} of {epoch.total} requests")
+        elif abs(observed - share) > tolerance(share, epoch.total):
+            problems.append(
+                f"{name}: weight {share:.0%}, observed {observed:.1%} of {epoch.total} "
+                f"(tolerance {tolerance(share, epoch.total):.1%})"
+            )
+    return problems

@@ -1,0 +1,72 @@
+"""A steady load: real HTTP requests through the gateway at a fixed rate, from several threads.
+
+Each request is one row of the breast cancer dataset (all 569 rows, drawn at random), sent as
+`POST /predict`. Requests are paced on a shared schedule (request k is due at start + k/rate),
+so the rate holds whatever each answer's latency.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import time
+
+from e2e.models import dataset
+
+
+class Load:
+    def __init__(self, url: str, *, rate: float, threads: int = 4, seed: int | None = None) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port, self.rate = host, int(port), rate
+        self._rows = [json.dumps({"features": row.tolist()}).encode() for row in dataset().features]
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._next = 0
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        self.codes: dict[int, int] = {}
+        self.backends: dict[str, int] = {}
+        self._threads = [threading.Thread(target=self._run, name=f"load-{i}", daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _due(self) -> tuple[float, bytes]:
+        with self._lock:
+            due = self._start + self._next / self.rate
+            self._next += 1
+            return due, self._random.choice(self._rows)
+
+    def _run(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        while not self._stop.is_set():
+            due, body = self._due()
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                break
+            conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=10)
+            try:
+                conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                code, backend = response.status, response.getheader("X-Backend", "")
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = None
+                code, backend = 0, ""
+            with self._lock:
+                self.codes[code] = self.codes.get(code, 0) + 1
+                if backend:
+                    self.backends[backend] = self.backends.get(backend, 0) + 1
+        if conn is not None:
+            conn.close()
+
+    @property
+    def sent(self) -> int:
+        with self._lock:
+            return sum(self.codes.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
