@@ -64,6 +64,16 @@ MAX_TIMEOUT = "5m"
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
+# The API server's in-cluster names, and link-local literals (cloud metadata services): never a
+# metric provider. One regex on the whole address, so CEL and Python read it the same way (and
+# the API server's cost budget holds); the controller also checks what names resolve to.
+UNSAFE_METRIC_ADDRESS = (
+    r"(?i)^https?://(kubernetes(\.default(\.svc(\.[^/:?#]*)?)?)?\.?"
+    r"|169\.254\.[0-9]{1,3}\.[0-9]{1,3}"
+    r"|\[fe[89ab][0-9a-f]:[^\]]*\])(:[0-9]*)?([/?#].*)?$"
+)
+
+
 def _seconds(duration: str) -> float:
     """A validated duration in seconds, as a float: it never overflows (a timedelta may), so the
     Python twin of a CEL rule refuses an absurd duration with a validation error, as CEL does."""
@@ -353,10 +363,15 @@ class SequentialRule(ApiModel):
     incumbent's, safe to check at every interval (docs/guardrails.md gives the method)."""
 
     significance: Annotated[float, Field(gt=0, le=0.2, allow_inf_nan=False)] = Field(
-        0.05, description="False-rollback rate the test guarantees under continuous monitoring."
+        0.01, description="False-rollback rate the test guarantees under continuous monitoring."
     )
     min_effect: Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)] = Field(
         0.5, description="Smallest relative increase worth catching (0.5: the candidate's rate is 1.5x)."
+    )
+    min_absolute_effect: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None = Field(
+        None,
+        description="Smallest absolute increase worth catching (0.001: 0.1 percentage points): the candidate "
+        "also passes once its own rate is shown below it, so the rule concludes when errors are (nearly) absent.",
     )
 
 
@@ -540,6 +555,12 @@ class PrometheusProvider(ApiModel):
             cel="!self.address.matches('^https?://[^/]*@')",
             message="credentials must not be inline in the address: use secretRef",
             check=lambda p: "@" not in p.address.split("://", 1)[-1].split("/", 1)[0],
+            field_path=".address",
+        ),
+        Rule(
+            cel=f"!self.address.matches('{UNSAFE_METRIC_ADDRESS.replace(chr(92), chr(92) * 2)}')",
+            message="address must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+            check=lambda p: re.search(UNSAFE_METRIC_ADDRESS, p.address) is None,
             field_path=".address",
         ),
         Rule(

@@ -32,7 +32,15 @@ def is_current(obj: dict[str, Any]) -> bool:
         return False
     if (status.get("candidate") or {}).get("name") != obj["spec"]["candidate"]["name"]:
         return False
-    retry = (meta.get("annotations") or {}).get("modelrollout.dev/retry")
+    annotations = meta.get("annotations") or {}
+    if status.get("phase") not in ("Promoted", "RolledBack", "Failed"):
+        # A promote or abort the controller has not acted on yet: the Paused it shows is stale
+        # (`promote` then `wait` must not exit 3 on the pause the promote ends).
+        for request, handled in (("promote", "handledPromote"), ("abort", "handledAbort")):
+            value = annotations.get(f"modelrollout.dev/{request}")
+            if value and value != status.get(handled):
+                return False
+    retry = annotations.get("modelrollout.dev/retry")
     return not (status.get("phase") == "RolledBack" and retry and retry != status.get("handledRetry"))
 
 

@@ -48,6 +48,8 @@ ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
 # A route we asked to change is re-read soon; a problem a human must fix is retried slowly.
 WEIGHT_SETTLE = timedelta(seconds=2)
+# Inconclusive analyses in a row (policy Wait) before a Warning Event: the first may be a scrape away.
+INCONCLUSIVE_WARN_AFTER = 2
 PROBLEM_RETRY = timedelta(seconds=30)
 
 
@@ -416,9 +418,15 @@ class _Decider:
                 continue
             g = by_name[gs.name]
             policy = g.on_error if cause is Cause.ERROR else g.on_no_data
-            self._event(
-                "Warning", "GuardrailInconclusive", f"{g.name}: {gs.message} (policy {policy.value}; never a pass)"
-            )
+            # One gap is normal (a candidate's first series lands a scrape after its first
+            # requests): with Wait, warn from the second inconclusive analysis in a row. Pause
+            # and Rollback act now, so they say so now.
+            if policy is not DataPolicy.WAIT or gs.consecutive_inconclusive >= INCONCLUSIVE_WARN_AFTER:
+                self._event(
+                    "Warning",
+                    "GuardrailInconclusive",
+                    f"{g.name}: {gs.message} (policy {policy.value}; never a pass)",
+                )
             if policy is DataPolicy.ROLLBACK:
                 self._verdict_fail(
                     str(cause),

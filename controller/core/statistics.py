@@ -1,8 +1,8 @@
 """Statistics the judge needs, in pure Python (no numpy/scipy at run time).
 
-- An always-valid confidence sequence for the difference of two rates (mixture SPRT with a
-  normal mixing distribution, Robbins 1970; Johari, Pekelis & Walsh 2017, "Always valid
-  inference"), so the same data can be checked at every interval without inflating the
+- Always-valid sequential tests of the ratio of two event rates (likelihood ratios of the
+  candidate's share of the events, Wald's SPRT made a mixture on the fail side; Ville's
+  inequality), so the same data can be checked at every interval without inflating the
   false-rollback rate.
 - Effect sizes between two distributions: population stability index and Jensen-Shannon distance.
 - A chi-square test of homogeneity, so a distribution difference must also be significant.
@@ -14,60 +14,121 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The fail side's alternatives, as multiples of the minimum effect: the candidate's rate is
+# 1 + k * minEffect times the incumbent's, k in (1, 2, 4), with equal weight. The minimum effect
+# itself makes the test as fast as Wald's at that effect; 2x and 4x it keep larger regressions
+# from waiting for the evidence a small one needs (docs/guardrails.md has the measurements).
+FAIL_ALTERNATIVES = (1.0, 2.0, 4.0)
+
 
 @dataclass(frozen=True)
-class RateComparison:
-    """Candidate minus incumbent rate, with an always-valid (1 - alpha) confidence interval."""
+class RateRatioTest:
+    """Two always-valid sequential tests on the ratio of the candidate's rate to the incumbent's.
+
+    `worse` is the log of an e-process against "the candidate is no worse" (ratio <= 1): reject
+    (fail the candidate) once it reaches `fail_threshold` = log(1/alpha). `not_worse` is the log of
+    an e-process against "the candidate is worse by the minimum ratio or more": reject (pass the
+    candidate) once it reaches `pass_threshold` = log(1/beta).
+    """
 
     candidate_rate: float
     incumbent_rate: float
-    difference: float
-    lower: float
-    upper: float
-    log_likelihood_ratio: float
-    threshold: float  # log(1/alpha): the mixture LR crosses it when H0 (no difference) is rejected
+    ratio: float  # estimated rate ratio, candidate / incumbent (inf when only the candidate has events)
+    worse: float
+    not_worse: float
+    fail_threshold: float
+    pass_threshold: float
+    samples_needed: (
+        float | None
+    )  # candidate samples until one test concludes at today's rates, if either is heading there
+
+    @property
+    def failed(self) -> bool:
+        return self.worse >= self.fail_threshold
+
+    @property
+    def passed(self) -> bool:
+        return self.not_worse >= self.pass_threshold
 
 
-def _smoothed(events: float, total: float) -> float:
-    # Half a pseudo-event keeps the variance positive at 0 or 100% without moving the estimate much.
-    return (events + 0.5) / (total + 1.0)
+def _log_ratio(events: float, all_events: float, share: float, ratio: float, null_ratio: float) -> float:
+    # Given E events in all, the candidate's count is Binomial(E, theta) with
+    # theta = r f / (1 + (r - 1) f): the log-likelihood ratio of rate ratio r against r0.
+    return events * math.log(ratio / null_ratio) - all_events * (
+        math.log1p((ratio - 1) * share) - math.log1p((null_ratio - 1) * share)
+    )
 
 
-def compare_rates(
+def rate_ratio_test(
     *,
     candidate_events: float,
     candidate_total: float,
     incumbent_events: float,
     incumbent_total: float,
     alpha: float,
-    effect: float,
-    tau: float | None = None,
-) -> RateComparison:
-    """Mixture-SPRT confidence sequence for p_candidate - p_incumbent.
+    beta: float,
+    min_ratio: float,
+) -> RateRatioTest:
+    """Sequential tests of the candidate's event rate against the incumbent's, conditional on events.
 
-    With the estimate d and its variance V, and a N(0, tau^2) mixture over the true difference,
-    the mixture likelihood ratio against difference d0 is
-        sqrt(V / (V + tau^2)) * exp((d - d0)^2 tau^2 / (2 V (V + tau^2))),
-    a nonnegative martingale under d0; by Ville's inequality it exceeds 1/alpha with probability
-    at most alpha ever. Inverting gives the interval d +- r valid at all sample sizes at once.
-    tau (default: `effect`, the minimum effect of interest) sets where the mixture is most
-    powerful; any tau > 0 keeps the guarantee.
+    The incumbent's rate is a nuisance the tests never estimate: given E events in both variants
+    together, the candidate's share of them depends only on the rate ratio r and on the candidate's
+    share f of the requests (Poisson limit; exact in distribution for rare events). The likelihood
+    ratio of r against r0 for that share, r^c / (1 + (r - 1) f)^E * (1 + (r0 - 1) f)^E / r0^c, is
+    then a nonnegative martingale under r0 as events arrive at a fixed share, and by Ville's
+    inequality it ever reaches 1/alpha with probability at most alpha: every interval may look.
+
+    - worse: a mixture over r = 1 + k (min_ratio - 1), k in FAIL_ALTERNATIVES, against r0 = 1; a
+      supermartingale under any r <= 1, so alpha bounds false failures of a candidate no worse.
+    - not_worse: r = 1 against r0 = min_ratio; a supermartingale under any r >= min_ratio, so
+      beta bounds passes of a candidate worse by the minimum effect or more.
     """
     if candidate_total <= 0 or incumbent_total <= 0:
         raise ValueError("both variants need a positive total")
-    pc = candidate_events / candidate_total
-    pi = incumbent_events / incumbent_total
-    vc = _smoothed(candidate_events, candidate_total)
-    vi = _smoothed(incumbent_events, incumbent_total)
-    variance = vc * (1 - vc) / candidate_total + vi * (1 - vi) / incumbent_total
-    tau2 = max(effect if tau is None else tau, 1e-9) ** 2
-    log_threshold = math.log(1 / alpha)
-    radius = math.sqrt(
-        2 * variance * (variance + tau2) / tau2 * (log_threshold + 0.5 * math.log((variance + tau2) / variance))
-    )
-    difference = pc - pi
-    llr = 0.5 * math.log(variance / (variance + tau2)) + difference**2 * tau2 / (2 * variance * (variance + tau2))
-    return RateComparison(pc, pi, difference, difference - radius, difference + radius, llr, log_threshold)
+    if min(candidate_events, incumbent_events) < 0:
+        raise ValueError("event counts cannot be negative")
+    if min_ratio <= 1:
+        raise ValueError("the minimum ratio must be above 1")
+    share = candidate_total / (candidate_total + incumbent_total)
+    events = candidate_events + incumbent_events
+    ratios = [1 + k * (min_ratio - 1) for k in FAIL_ALTERNATIVES]
+    weight = math.log(len(ratios))
+    logs = [_log_ratio(candidate_events, events, share, r, 1.0) - weight for r in ratios]
+    top = max(logs)
+    worse = top + math.log(sum(math.exp(x - top) for x in logs))
+    not_worse = _log_ratio(candidate_events, events, share, 1.0, min_ratio)
+    pc, pi = candidate_events / candidate_total, incumbent_events / incumbent_total
+    ratio = pc / pi if pi > 0 else (math.inf if pc > 0 else 1.0)
+    fail_at, pass_at = math.log(1 / alpha), math.log(1 / beta)
+    # Drift per further candidate sample at today's rates and share: each brings pc candidate
+    # events and pi (1 - f) / f incumbent ones. The rule concludes when a drifting test arrives.
+    more = pc + pi * (1 - share) / share
+    needs: list[float] = []
+    for r, x in zip(ratios, logs, strict=True):
+        drift = pc * math.log(r) - more * math.log1p((r - 1) * share)
+        if drift > 0:
+            needs.append((fail_at - x) / drift)
+    drift = -(pc * math.log(min_ratio) - more * math.log1p((min_ratio - 1) * share))
+    if drift > 0:
+        needs.append((pass_at - not_worse) / drift)
+    needed = max(0.0, min(needs)) if needs else None
+    return RateRatioTest(pc, pi, ratio, worse, not_worse, fail_at, pass_at, needed)
+
+
+def rate_below(*, events: float, total: float, bound: float) -> float:
+    """Log e-value against "the rate is at least `bound`", from one variant's counts alone.
+
+    The likelihood ratio of rate bound/2 against rate `bound` is a nonnegative supermartingale
+    for every rate >= bound, so by Ville's inequality it ever reaches 1/beta with probability at
+    most beta. Unlike the ratio tests it needs no events at all: n requests without an error are
+    evidence of a rate below the bound.
+    """
+    if total <= 0 or events < 0:
+        raise ValueError("a positive total and a count of events that is not negative are needed")
+    if not 0 < bound < 1:
+        raise ValueError("the bound must lie strictly between 0 and 1")
+    half = bound / 2
+    return events * math.log(half / bound) + (total - events) * (math.log1p(-half) - math.log1p(-bound))
 
 
 def normalise(counts: Sequence[float], *, epsilon: float = 1e-6) -> list[float]:

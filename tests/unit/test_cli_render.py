@@ -205,5 +205,15 @@ def test_a_status_about_an_older_spec_is_no_verdict() -> None:
     assert verdict_of(obj) is None
 
 
+def test_a_pause_with_a_promote_or_abort_not_yet_acted_on_is_no_verdict() -> None:
+    """`promote` then `wait`: the Paused the promote ends must not exit 3."""
+    for request in ("promote", "abort"):
+        obj = with_conditions("Paused", Reconciling="True")
+        obj["metadata"]["annotations"] = {f"modelrollout.dev/{request}": "req-1"}
+        assert verdict_of(obj) is None
+        obj["status"][f"handled{request.capitalize()}"] = "req-1"
+        assert verdict_of(obj) is Verdict.PAUSED
+
+
 def test_exit_codes() -> None:
     assert [v.exit_code for v in (Verdict.PROMOTED, Verdict.ROLLED_BACK, Verdict.PAUSED)] == [0, 1, 3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -306,3 +307,19 @@ def test_end_steps_early_needs_a_pass_at_the_new_steps_weight() -> None:
     sim.run(until=lambda s: s.status.phase is Phase.PROMOTED)
     # The pass at step 1 did not carry over: step 2 ended only at its own pass, the 4th analysis.
     assert sim.analyses == 4
+
+
+def test_one_inconclusive_analysis_is_not_yet_a_warning_the_second_in_a_row_is() -> None:
+    """A candidate's first series lands a scrape after its first requests: one gap is not news."""
+    sim = Simulator(spec(), judge=no_data)
+
+    def streak(n: int) -> Callable[[Simulator], bool]:
+        return lambda s: any(g.consecutive_inconclusive >= n for g in s.status.guardrails)
+
+    def warnings() -> list[Any]:
+        return [e for e in sim.events if e.type == "Warning" and e.reason == "GuardrailInconclusive"]
+
+    sim.run(until=streak(1))
+    assert warnings() == []
+    sim.run(until=streak(2))
+    assert len(warnings()) == 1 and "never a pass" in warnings()[0].message

@@ -150,8 +150,8 @@ def test_sequential_edge_cases() -> None:
     assert all_errors.verdict is Verdict.FAIL and all_errors.evidence.candidate_value == 1.0
     # Both at 100% errors: the candidate is no worse; never a failure, never an exception.
     assert judge(SEQ, counts(5000, 5000, 5000, 5000)).verdict is not Verdict.FAIL
-    # No errors anywhere: never a failure, but the minimum effect is relative to an incumbent rate
-    # of ~0, so the rule stays inconclusive and says so (known limit: use an absolute rule there).
+    # No errors anywhere: never a failure; the rule compares rates relative to each other, so with no
+    # errors it waits and says so, unless minAbsoluteEffect is set (test_judge_sequential.py).
     none = judge(SEQ, counts(0, 50_000, 0, 500_000))
     assert none.verdict is Verdict.INCONCLUSIVE and none.cause is Cause.INSUFFICIENT
     missing = GuardrailData(VariantData(errors=ok(5), total=ok(500)))
