@@ -9,7 +9,7 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge clean
+.PHONY: help deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -81,6 +81,13 @@ bench-plane: venv envtest
 bench-judge: venv
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench.judge --write
+
+# N rollouts at once on one controller (real plane, Prometheus, controller process), and a soak;
+# prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores). SIZES/SOAK override.
+SIZES ?= 100 1000
+SOAK ?= 500x20
+bench-scale: venv envtest prometheus
+	$(PY) -m bench.scale $(SIZES) --soak '$(SOAK)'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from controller.kube.objects import Objects
 from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
 from controller.manager import Manager, ManagerSettings
+from controller.metrics.address import AddressPolicy
 from controller.reconciler import ProviderDefaults, Reconciler
 from controller.telemetry import Telemetry
 
@@ -38,6 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default Prometheus for rollouts that name none",
     )
     parser.add_argument("--metric-timeout", default="10s", help="default per-query timeout")
+    parser.add_argument(
+        "--allow-loopback-metrics",
+        action="store_true",
+        default=env("MODELROLLOUT_ALLOW_LOOPBACK_METRICS", "") in ("1", "true"),
+        help="let rollouts' spec.provider addresses be loopback (local testing only; never in a cluster)",
+    )
+    parser.add_argument("--watch-timeout", type=int, default=60, help="seconds before a watch is re-opened")
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="modelrollout-controller")
@@ -66,13 +74,21 @@ def main(argv: list[str] | None = None) -> int:
         clock=SystemClock(),
         telemetry=telemetry,
         defaults=ProviderDefaults(prometheus_url=args.prometheus_url, timeout=args.metric_timeout),
+        address_policy=AddressPolicy.for_api_server(
+            _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
+        ),
     )
     manager = Manager(
         rollouts=rollouts,
         reconciler=reconciler,
         telemetry=telemetry,
         elector=elector,
-        settings=ManagerSettings(namespaces=args.namespace, workers=args.workers, health_port=args.health_port),
+        settings=ManagerSettings(
+            namespaces=args.namespace,
+            workers=args.workers,
+            health_port=args.health_port,
+            watch_timeout=args.watch_timeout,
+        ),
     )
     reconciler.may_write = manager.may_write
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,3 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     code = manager.run()
     log.info("stopped", exit_code=code)
     return code
+
+
+def _api_server_urls(host: str) -> list[str]:
+    """Where the API server listens, as this controller reaches it and as pods do."""
+    urls = [host]
+    service_host, service_port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if service_host:
+        urls.append(
+            f"https://[{service_host}]:{service_port or 443}"
+            if ":" in service_host
+            else f"https://{service_host}:{service_port or 443}"
+        )
+    return urls

@@ -9,9 +9,11 @@ thousands of threads or connections.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import structlog
 
@@ -54,6 +56,8 @@ class Manager:
         self.synced = threading.Event()
         self.telemetry.depth_source = self.queue.depth
         self._server: ThreadingHTTPServer | None = None
+        # Per key, a fingerprint of what the last watch event showed beyond status.
+        self._seen: dict[Key, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -108,6 +112,7 @@ class Manager:
             try:
                 items, version = self.rollouts.list_all(namespace)
                 for obj in items:
+                    self._relevant("ADDED", obj)
                     self.queue.add(_key(obj))
                 self.synced.set()
                 backoff = 1.0
@@ -116,7 +121,7 @@ class Manager:
                         namespace, version, timeout_seconds=self.settings.watch_timeout
                     ):
                         version = obj["metadata"].get("resourceVersion", version)
-                        if kind != "BOOKMARK":
+                        if kind != "BOOKMARK" and self._relevant(kind, obj):
                             self.queue.add(_key(obj))
                         if self.stop.is_set():
                             return
@@ -126,6 +131,29 @@ class Manager:
                 log.warning("watch failed: retrying", namespace=namespace, error=str(exc), retry_in=backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+    def _relevant(self, kind: str, obj: dict[str, Any]) -> bool:
+        """False for an update that changed nothing but status: mostly the echo of our own status
+        write, which would cost a reconcile (two reads) each. Spec (generation), annotations (the
+        CLI's requests), finalizers and deletion always count; so do adds, deletes and re-lists."""
+        key = _key(obj)
+        if kind == "DELETED":
+            self._seen.pop(key, None)
+            return True
+        meta = obj.get("metadata") or {}
+        annotations = json.dumps(meta.get("annotations") or {}, sort_keys=True)
+        fingerprint = hash(
+            (
+                meta.get("uid"),
+                meta.get("generation"),
+                annotations,
+                meta.get("deletionTimestamp"),
+                tuple(meta.get("finalizers") or ()),
+            )
+        )
+        previous = self._seen.get(key)
+        self._seen[key] = fingerprint
+        return kind != "MODIFIED" or previous != fingerprint
 
     # -- working --------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
 from controller.kube.rollouts import FINALIZER, Rollouts
 from controller.kube.secrets import Secrets
+from controller.metrics.address import AddressPolicy
 from controller.metrics.base import MetricProvider
 from controller.metrics.prometheus import PrometheusProvider
 from controller.observe import observe_and_judge
@@ -76,11 +77,15 @@ class Reconciler:
         telemetry: Telemetry,
         defaults: ProviderDefaults,
         may_write: Callable[[], bool] = lambda: True,
+        address_policy: AddressPolicy | None = None,
     ) -> None:
         self.rollouts, self.objects, self.events, self.secrets = rollouts, objects, events, secrets
         self.clock, self.telemetry, self.defaults, self.may_write = clock, telemetry, defaults, may_write
         # A cache of HTTP clients, keyed by connection settings; decisions never depend on it.
         self._providers: dict[str, PrometheusProvider] = {}
+        # Rollout-supplied addresses are checked once each (DNS included) before any fetch.
+        self.address_policy = address_policy or AddressPolicy()
+        self._refusals: dict[str, str | None] = {}
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -207,6 +212,14 @@ class Reconciler:
         address = prom.address if prom else self.defaults.prometheus_url
         if not address:
             return "no metric provider: set spec.provider.prometheus or the controller's --prometheus-url"
+        if prom is not None:
+            if prom.address not in self._refusals:
+                if len(self._refusals) > 4096:
+                    self._refusals.clear()
+                self._refusals[prom.address] = self.address_policy.refusal(prom.address)
+            refused = self._refusals[prom.address]
+            if refused is not None:
+                return refused
         timeout = parse_duration(prom.timeout if prom else self.defaults.timeout).total_seconds()
         stale = parse_duration(prom.stale_after if prom else self.defaults.stale_after).total_seconds()
         token = None

@@ -25,6 +25,7 @@ class ControllerProcess:
         prometheus_url: str | None,
         extra: list[str],
         kubeconfig: Path | None = None,
+        allow_loopback_metrics: bool = True,
     ) -> None:
         self.identity = identity
         self.port = free_port()
@@ -45,6 +46,9 @@ class ControllerProcess:
             "debug",
             *extra,
         ]
+        if allow_loopback_metrics:
+            # The tests' Prometheus, proxies and listeners are all on loopback (never the default).
+            argv.append("--allow-loopback-metrics")
         if prometheus_url:
             argv += ["--prometheus-url", prometheus_url]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
@@ -107,7 +111,12 @@ class ControllerFactory:
         self.started: list[ControllerProcess] = []
 
     def start(
-        self, identity: str = "c1", *extra: str, lease_name: str | None = None, kubeconfig: Path | None = None
+        self,
+        identity: str = "c1",
+        *extra: str,
+        lease_name: str | None = None,
+        kubeconfig: Path | None = None,
+        allow_loopback_metrics: bool = True,
     ) -> ControllerProcess:
         # Explicit arguments come last, so a test's own --lease-namespace wins.
         args = ["--lease-namespace", self.lease_namespace, *extra]
@@ -118,6 +127,7 @@ class ControllerFactory:
             prometheus_url=self.prometheus_url,
             extra=args,
             kubeconfig=kubeconfig or self.kubeconfig,
+            allow_loopback_metrics=allow_loopback_metrics,
         )
         self.started.append(proc)
         proc.wait_healthy()

@@ -105,6 +105,8 @@ class ControlPlane:
     apiserver_port: int = 0
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     start_seconds: float = 0.0
+    # Extra kube-apiserver flags (e.g. --watch-cache=false for the watch-compaction test).
+    apiserver_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -199,6 +201,7 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--enable-priority-and-fairness=false",
             "--v=1",
+            *self.apiserver_args,
         ]
         if self.audit_log is not None:
             policy = self.workdir / "audit-policy.yaml"
@@ -254,10 +257,14 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def running_control_plane(*, audit: bool = False, keep: bool = False) -> Iterator[ControlPlane]:
+def running_control_plane(
+    *, audit: bool = False, keep: bool = False, apiserver_args: list[str] | None = None
+) -> Iterator[ControlPlane]:
     """Start a plane in a fresh temporary directory; stop it and remove the directory after."""
     workdir = Path(tempfile.mkdtemp(prefix="modelrollout-plane-"))
-    plane = ControlPlane(workdir=workdir, audit_log=workdir / "audit.log" if audit else None)
+    plane = ControlPlane(
+        workdir=workdir, audit_log=workdir / "audit.log" if audit else None, apiserver_args=apiserver_args or []
+    )
     try:
         plane.start()
         yield plane

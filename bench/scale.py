@@ -1,0 +1,441 @@
+"""`make bench-scale`: N ModelRollouts progressing at once on one controller, on this machine.
+
+Real parts only: a local etcd + kube-apiserver (with an audit log), Debian's Prometheus
+scraping a test exporter with live model traffic, and `modelrollout-controller` as its own
+process (4 workers, info logs, leader election on). Each rollout has its own HTTPRoute; all
+route the same two model Services, so Prometheus answers the same small queries for each
+(the controller's costs are per rollout, Prometheus' are not what is measured here).
+
+For each N it reports:
+- start: seconds from the first create until every rollout has step 1's weight read back;
+- reconcile lag: a paced stream of spec changes (spec.paused: true, 50 a second); per rollout,
+  from our PATCH to the end of the controller's status write that records it, both times from
+  the API server's audit log; p50 / p99 / max;
+- API requests per rollout per minute by the controller (audit log), in a steady window where
+  every rollout is holding and analysing;
+- Prometheus queries per rollout per analysis interval (Prometheus' own request counter);
+- controller RSS (VmRSS) at the end of each phase;
+- writes by the controller while every rollout is paused and nothing changes (target 0).
+
+`--soak`: M rollouts through C cycles (a new candidate each cycle, one step, promoted), RSS
+after each cycle, growth after warm-up, the longest status.history and the controller's
+per-rollout metric series count.
+
+Usage: python -m bench.scale 100 1000 [--soak 500x20] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client, config
+
+from controller.api import GROUP, PLURAL, VERSION
+from tests.support.controller import ControllerFactory, ControllerProcess
+from tests.support.controlplane import ControlPlane, running_control_plane
+from tests.support.gatewayapi import install_gateway_api_crds, make_httproute
+from tests.support.kube import install_crds
+from tests.support.prometheus import Exporter, ModelTraffic, PrometheusServer
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+UA = "bench-scale"
+PER_NAMESPACE = 250
+INTERVAL_S = 30
+INCUMBENT, CANDIDATE, THIRD = "model-a", "model-b", "model-c"
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def prom_queries(prom: PrometheusServer) -> float:
+    text = httpx.get(f"{prom.url}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class Audit:
+    """Incremental reader of the audit log: only what the bench needs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+        self.events: list[dict[str, Any]] = []
+
+    def read(self) -> list[dict[str, Any]]:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("stage") == "ResponseComplete":
+                ref = event.get("objectRef") or {}
+                self.events.append(
+                    {
+                        "verb": event.get("verb"),
+                        "ua": event.get("userAgent", ""),
+                        "resource": ref.get("resource", ""),
+                        "sub": ref.get("subresource", ""),
+                        "ns": ref.get("namespace", ""),
+                        "name": ref.get("name", ""),
+                        "code": (event.get("responseStatus") or {}).get("code", 0),
+                        "received": stamp(event["requestReceivedTimestamp"]),
+                        "done": stamp(event["stageTimestamp"]),
+                    }
+                )
+        return self.events
+
+    def between(self, start: float, end: float, ua_prefix: str) -> list[dict[str, Any]]:
+        return [e for e in self.read() if start <= e["received"] < end and e["ua"].startswith(ua_prefix)]
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Bench:
+    def __init__(self, plane: ControlPlane, prom: PrometheusServer) -> None:
+        self.plane, self.prom = plane, prom
+        self.api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        self.api.user_agent = UA
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        assert plane.audit_log is not None
+        self.audit = Audit(plane.audit_log)
+        self.pool = ThreadPoolExecutor(16)
+        self.keys: list[tuple[str, str]] = []
+
+    # -- objects ----------------------------------------------------------------------------------
+
+    def create(self, n: int, spec: dict[str, Any], prefix: str) -> list[tuple[str, str]]:
+        namespaces = [f"{prefix}-{i}" for i in range((n + PER_NAMESPACE - 1) // PER_NAMESPACE)]
+        for ns in namespaces:
+            self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        keys = [(namespaces[i // PER_NAMESPACE], f"r{i}") for i in range(n)]
+
+        def one(key: tuple[str, str]) -> None:
+            ns, name = key
+            route = make_httproute(name, [(INCUMBENT, 100), (CANDIDATE, 0), (THIRD, 0)])
+            self.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", ns, "httproutes", route)
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ModelRollout",
+                "metadata": {"name": name},
+                "spec": {**spec, "traffic": {"gatewayAPI": {"httpRoute": name}}},
+            }
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+        list(self.pool.map(one, keys))
+        return keys
+
+    def statuses(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for ns in sorted({ns for ns, _ in keys}):
+            for obj in self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+                out[(ns, obj["metadata"]["name"])] = obj
+        return out
+
+    def wait_all(self, keys: list[tuple[str, str]], predicate: Any, timeout: float) -> float:
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            objs = self.statuses(keys)
+            done = sum(1 for k in keys if k in objs and predicate(objs[k]))
+            if done == len(keys):
+                return time.monotonic() - began
+            time.sleep(1)
+        raise TimeoutError(f"only {done}/{len(keys)} after {timeout}s")
+
+    def patch_paced(self, keys: list[tuple[str, str]], body: dict[str, Any], rate: float) -> None:
+        began = time.monotonic()
+        for i, (ns, name) in enumerate(keys):
+            delay = began + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.pool.submit(self.custom.patch_namespaced_custom_object, GROUP, VERSION, ns, PLURAL, name, body)
+
+
+WORKERS = 4  # the controller's default; --workers overrides
+
+
+def controller(plane: ControlPlane, prom: PrometheusServer) -> tuple[ControllerFactory, ControllerProcess]:
+    factory = ControllerFactory(plane, prometheus_url=prom.url)
+    proc = factory.start("scale", "--workers", str(WORKERS), "--log-level", "info")
+    return factory, proc
+
+
+def weight(obj: dict[str, Any]) -> int:
+    return int(((obj.get("status") or {}).get("weights") or {}).get("candidate", -1))
+
+
+# -- the N-rollouts run ---------------------------------------------------------------------------
+
+
+def run_scale(n: int) -> dict[str, Any]:
+    exporter = Exporter()
+    traffic = ModelTraffic(exporter)
+    for model in (INCUMBENT, CANDIDATE, THIRD):
+        traffic.set(model, ok=20)
+    result: dict[str, Any] = {"n": n}
+    with running_control_plane(audit=True) as plane, PrometheusServer([exporter.port]) as prom:
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        install_crds(api, REPO / "crds")
+        install_gateway_api_crds(api)
+        bench = Bench(plane, prom)
+        factory, proc = controller(plane, prom)
+        try:
+            spec = {
+                "incumbent": {"name": INCUMBENT},
+                "candidate": {"name": CANDIDATE},
+                "canary": {"steps": [{"weight": 10, "hold": "20m"}, {"weight": 50, "hold": "20m"}]},
+                "analysis": {"interval": f"{INTERVAL_S}s", "window": "1m", "progressDeadline": "1h"},
+                "guardrails": [
+                    {
+                        "name": "error-rate",
+                        "metric": {"builtin": "ErrorRate"},
+                        "absolute": {"max": 0.05},
+                        "minSamples": 5,
+                    }
+                ],
+            }
+            began = time.monotonic()
+            keys = bench.create(n, spec, "scale")
+            created = time.monotonic() - began
+            result["create_s"] = created
+            result["start_s"] = created + bench.wait_all(keys, lambda o: weight(o) == 10, timeout=60 + n)
+            result["rss_started"] = rss_mib(proc.proc.pid)
+            print(f"  N={n}: created in {created:.1f}s, all at step 1 after {result['start_s']:.1f}s", flush=True)
+
+            # Steady window: every rollout holds at step 1 and is analysed every interval.
+            window = max(2 * INTERVAL_S, 60)
+            time.sleep(5)
+            q0, t0 = prom_queries(prom), time.time()
+            time.sleep(window)
+            q1, t1 = prom_queries(prom), time.time()
+            ctrl = bench.audit.between(t0, t1, "modelrollout-controller/")
+            minutes = (t1 - t0) / 60
+            result["api_per_rollout_min"] = len(ctrl) / n / minutes
+            result["api_writes_per_rollout_min"] = (
+                sum(1 for e in ctrl if e["verb"] not in ("get", "list")) / n / minutes
+            )
+            result["prom_per_rollout_interval"] = (q1 - q0) / n / ((t1 - t0) / INTERVAL_S)
+            result["rss_steady"] = rss_mib(proc.proc.pid)
+            print(f"  steady: {result['api_per_rollout_min']:.2f} API req/rollout/min", flush=True)
+
+            # Reconcile lag under a paced stream of spec changes.
+            t_lag = time.time()
+            bench.patch_paced(keys, {"spec": {"paused": True}}, rate=50)
+            bench.wait_all(keys, lambda o: (o.get("status") or {}).get("phase") == "Paused", timeout=120 + n / 10)
+            time.sleep(2)
+            events = bench.audit.between(t_lag - 1, time.time(), "")
+            patched: dict[tuple[str, str], float] = {}
+            written: dict[tuple[str, str], float] = defaultdict(lambda: float("inf"))
+            for e in events:
+                key = (e["ns"], e["name"])
+                if e["resource"] != "modelrollouts":
+                    continue
+                if e["ua"].startswith(UA) and e["verb"] == "patch" and key not in patched:
+                    patched[key] = e["received"]
+            for e in events:
+                key = (e["ns"], e["name"])
+                if (
+                    e["ua"].startswith("modelrollout-controller/")
+                    and e["sub"] == "status"
+                    and e["verb"] == "update"
+                    and e["code"] == 200
+                    and key in patched
+                    and e["received"] >= patched[key]
+                ):
+                    written[key] = min(written[key], e["done"])
+            lags = [written[k] - patched[k] for k in patched if written[k] != float("inf")]
+            result["lag_p50"], result["lag_p99"], result["lag_max"] = pct(lags, 0.5), pct(lags, 0.99), max(lags)
+            result["lag_n"] = len(lags)
+            result["rss_lag"] = rss_mib(proc.proc.pid)
+            print(f"  lag p50 {result['lag_p50']:.3f}s p99 {result['lag_p99']:.3f}s", flush=True)
+
+            # Nothing changes: every rollout paused. The controller must not write.
+            time.sleep(3)
+            t2 = time.time()
+            time.sleep(30)
+            idle = bench.audit.between(t2, time.time(), "modelrollout-controller/")
+            result["idle_writes"] = sum(
+                1 for e in idle if e["verb"] not in ("get", "list") and e["resource"] != "leases"
+            )
+            result["rss_end"] = rss_mib(proc.proc.pid)
+            result["alive"] = proc.proc.poll() is None
+            crashed = [line for line in proc.logs() if line.get("event") == "reconcile crashed"]
+            result["crashes"] = len(crashed)
+        finally:
+            factory.stop_all()
+            bench.pool.shutdown(wait=False, cancel_futures=True)
+            traffic.stop()
+            exporter.close()
+    return result
+
+
+# -- the soak -------------------------------------------------------------------------------------
+
+
+def run_soak(n: int, cycles: int) -> dict[str, Any]:
+    exporter = Exporter()
+    traffic = ModelTraffic(exporter)
+    for model in (INCUMBENT, CANDIDATE, THIRD):
+        traffic.set(model, ok=20)
+    result: dict[str, Any] = {"n": n, "cycles": cycles, "rss": []}
+    with running_control_plane(audit=True) as plane, PrometheusServer([exporter.port]) as prom:
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        install_crds(api, REPO / "crds")
+        install_gateway_api_crds(api)
+        bench = Bench(plane, prom)
+        factory, proc = controller(plane, prom)
+        try:
+            spec = {
+                "incumbent": {"name": INCUMBENT},
+                "candidate": {"name": CANDIDATE},
+                "canary": {"steps": [{"weight": 50, "hold": "2s"}]},
+                "analysis": {"interval": "2s", "window": "10s", "progressDeadline": "10m", "inconclusiveLimit": 50},
+                "guardrails": [
+                    {
+                        "name": "error-rate",
+                        "metric": {"builtin": "ErrorRate"},
+                        "absolute": {"max": 0.05},
+                        "minSamples": 5,
+                    }
+                ],
+            }
+            keys = bench.create(n, spec, "soak")
+            began = time.monotonic()
+            # spec.incumbent stays model-a (it only bootstraps): the candidates alternate b, c, b...
+            candidates = [CANDIDATE, THIRD]
+            for cycle in range(cycles):
+                target = candidates[cycle % 2]
+                bench.wait_all(
+                    keys,
+                    lambda o, t=target: (
+                        (o.get("status") or {}).get("phase") == "Promoted"
+                        and ((o.get("status") or {}).get("incumbent") or {}).get("name") == t
+                    ),
+                    timeout=600,
+                )
+                result["rss"].append(rss_mib(proc.proc.pid))
+                print(f"  cycle {cycle + 1}/{cycles}: RSS {result['rss'][-1]:.0f} MiB", flush=True)
+                nxt = candidates[(cycle + 1) % 2]
+                if cycle + 1 < cycles:
+                    list(
+                        bench.pool.map(
+                            lambda k, c=nxt: bench.custom.patch_namespaced_custom_object(
+                                GROUP, VERSION, k[0], PLURAL, k[1], {"spec": {"candidate": {"name": c}}}
+                            ),
+                            keys,
+                        )
+                    )
+            result["soak_s"] = time.monotonic() - began
+            objs = bench.statuses(keys)
+            result["max_history"] = max(len((o.get("status") or {}).get("history") or []) for o in objs.values())
+            metrics = proc.metrics()
+            result["per_rollout_series"] = sum(
+                1 for line in metrics.splitlines() if re.match(r"^modelrollout_\w+\{.*namespace=", line)
+            )
+            result["alive"] = proc.proc.poll() is None
+        finally:
+            factory.stop_all()
+            bench.pool.shutdown(wait=False, cancel_futures=True)
+            traffic.stop()
+            exporter.close()
+    warm = result["rss"][min(2, len(result["rss"]) - 1)]
+    result["growth_pct"] = 100 * (result["rss"][-1] - warm) / warm
+    return result
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
+    lines = [
+        "| rollouts | all at step 1 (s) | lag p50 (s) | lag p99 (s) | lag max (s) | API req / rollout / min "
+        "| of which writes | Prometheus queries / rollout / interval | RSS steady (MiB) | RSS max (MiB) "
+        "| writes while nothing changed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in scale:
+        rss_max = max(r["rss_started"], r["rss_steady"], r["rss_lag"], r["rss_end"])
+        lines.append(
+            f"| {r['n']} | {r['start_s']:.1f} | {r['lag_p50']:.3f} | {r['lag_p99']:.3f} | {r['lag_max']:.3f} "
+            f"| {r['api_per_rollout_min']:.2f} | {r['api_writes_per_rollout_min']:.2f} "
+            f"| {r['prom_per_rollout_interval']:.2f} | {r['rss_steady']:.0f} | {rss_max:.0f} | {r['idle_writes']} |"
+        )
+    if soak is not None:
+        lines += [
+            "",
+            "| soak | cycles | wall (s) | RSS after cycle 3 (MiB) | RSS at the end (MiB) | growth after warm-up "
+            "| longest status.history | per-rollout metric series |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {soak['n']} rollouts | {soak['cycles']} | {soak['soak_s']:.0f} "
+            f"| {soak['rss'][min(2, len(soak['rss']) - 1)]:.0f} | {soak['rss'][-1]:.0f} "
+            f"| {soak['growth_pct']:+.1f}% | {soak['max_history']} | {soak['per_rollout_series']} |",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.scale")
+    parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000])
+    parser.add_argument("--soak", default="500x20", help="MxC: M rollouts through C cycles ('' to skip)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--workers", type=int, default=4, help="the controller's --workers (default 4, its default)")
+    args = parser.parse_args(argv)
+    global WORKERS
+    WORKERS = args.workers
+    print(
+        f"bench-scale on {os.cpu_count()} cores, {WORKERS} workers: sizes {args.sizes}, soak {args.soak or 'skipped'}",
+        flush=True,
+    )
+    scale = []
+    for n in args.sizes:
+        print(f"N={n}", flush=True)
+        scale.append(run_scale(n))
+    soak = None
+    if args.soak:
+        m, c = (int(x) for x in args.soak.split("x"))
+        print(f"soak {m}x{c}", flush=True)
+        soak = run_soak(m, c)
+    report = table(scale, soak)
+    print(report)
+    if args.json:
+        args.json.write_text(json.dumps({"scale": scale, "soak": soak}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The controller SIGKILLed at every step boundary and at 20 random instants of a 5-step rollout.
+
+Two rollouts run side by side on the session plane, each in its own namespace and with the
+same spec and traffic: one under a controller that is never disturbed, one under a controller
+that is killed over and over and restarted (as a Deployment would, same identity). Both must
+reach the same verdict; the route weights the killed one wrote (read from the API server's
+audit log, not from the controller) must be exactly the steps' weights in order: none
+exceeded, skipped or repeated.
+
+A "boundary" kill lands the moment the controller logs a step decision (RolloutStarted,
+StepAdvanced, Promoted/RolledBack): the decision is in status, the route write is about to
+happen or has just happened. A "random" kill lands at a uniformly random instant after start.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.reliability.conftest import another_world
+from tests.support.audit import writes
+from tests.support.controller import ControllerFactory, ControllerProcess
+from tests.support.controlplane import ControlPlane
+from tests.support.prometheus import ModelTraffic
+from tests.support.world import World, phase, rollout_body, unique
+
+pytestmark = pytest.mark.usefixtures("gateway_api")
+
+WEIGHTS = [10, 25, 40, 60, 80]
+# Holds long enough that 20 random kills (each ~1 s of start-up plus up to 1.2 s of life) land
+# inside the rollout rather than after it.
+STEPS = {"steps": [{"weight": w, "hold": "10s"} for w in WEIGHTS]}
+ANALYSIS = {"interval": "1s", "window": "10s", "progressDeadline": "90s", "inconclusiveLimit": 20}
+BOUNDARY = ("RolloutStarted", "StepAdvanced", "Promoted", "RolledBack")
+RANDOM_KILLS = 20
+
+
+def _decisions(proc: ControllerProcess) -> int:
+    return sum(1 for line in proc.logs() if line.get("decision") in BOUNDARY)
+
+
+def _settled(world: World, verdict: str) -> bool:
+    return phase(verdict)(world.get())
+
+
+def kill_until_settled(
+    factory: ControllerFactory, world: World, lease: str, verdict: str, *, seed: int, timeout: float = 240
+) -> dict[str, int]:
+    """Start, kill, restart the controller until the rollout settles; returns the kill counts."""
+    rng = random.Random(seed)
+    kills = {"boundary": 0, "random": 0, "restarts": 0}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = factory.start("victim", "--namespace", world.namespace, lease_name=lease)
+        kills["restarts"] += 1
+        seen = 0  # each process has a log of its own: any decision in it is after our last kill
+        randomly = kills["random"] < RANDOM_KILLS
+        kill_at = time.monotonic() + (rng.uniform(0.05, 1.2) if randomly else 3600)
+        while True:
+            if _decisions(proc) > seen:
+                proc.kill()
+                kills["boundary"] += 1
+                break
+            if time.monotonic() >= kill_at:
+                proc.kill()
+                kills["random"] += 1
+                break
+            if _settled(world, verdict):
+                proc.stop()
+                return kills
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not settled after {timeout}s under kills {kills}: {world.get().get('status')}")
+            time.sleep(0.02)
+    raise AssertionError(f"not settled after {timeout}s under kills {kills}")
+
+
+def _event_count(world: World, reason: str) -> int:
+    items = client.CoreV1Api(world.api).list_namespaced_event(world.namespace).items
+    return sum(e.count or 1 for e in items if e.reason == reason)
+
+
+def route_attempts(world: World) -> list[tuple[int, int]]:
+    """(candidate weight, HTTP code) of every route patch in the audit log, in order, failed ones
+    included: a controller killed mid-request leaves a write the API server may or may not
+    have committed (it answers a vanished client with an error code), and the next controller
+    reads the route back and writes the weight again only if it is not there."""
+    assert world.plane.audit_log is not None
+    out = []
+    for w in writes(world.plane.audit_log, namespace=world.namespace, resource="httproutes"):
+        if w.verb != "patch" or not isinstance(w.request, list):
+            continue
+        for i, op in enumerate(w.request):
+            if op.get("op") == "test" and op.get("value") == world.candidate and i + 1 < len(w.request):
+                out.append((int(w.request[i + 1]["value"]), w.code))
+    return out
+
+
+def collapsed(weights: list[int]) -> list[int]:
+    return [w for i, w in enumerate(weights) if i == 0 or weights[i - 1] != w]
+
+
+def _advance_steps(obj: dict[str, Any]) -> list[int]:
+    return [d["step"] for d in obj["status"].get("history", []) if d["action"] == "advance"]
+
+
+@pytest.mark.parametrize("verdict", ["Promoted", "RolledBack"])
+def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_verdict(
+    verdict: str,
+    world: World,
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    traffic: ModelTraffic,
+    controllers: ControllerFactory,
+) -> None:
+    calm = another_world(api_client, control_plane, traffic, "t-calm")
+    # The same model names in both namespaces: one traffic source, the same evidence.
+    calm.incumbent, calm.candidate = world.incumbent, world.candidate
+    route = calm.custom.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", calm.namespace, "httproutes", "models"
+    )
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    refs[0]["name"], refs[1]["name"] = world.incumbent, world.candidate
+    calm.custom.replace_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", calm.namespace, "httproutes", "models", route
+    )
+    controllers.start("calm", "--namespace", calm.namespace, lease_name=unique("lease"))
+    canary = STEPS
+    if verdict == "RolledBack":
+        # Longer holds from step 3: the candidate turns bad there, and must be caught there.
+        canary = {"steps": [{"weight": w, "hold": "3s" if i < 2 else "10s"} for i, w in enumerate(WEIGHTS)]}
+    body = rollout_body("demo", world.incumbent, world.candidate, canary=canary, analysis=ANALYSIS)
+    for w in (world, calm):
+        w.apply(body)
+
+    with ThreadPoolExecutor(1) as pool:
+        killing = pool.submit(
+            kill_until_settled, controllers, world, unique("lease"), verdict, seed=int.from_bytes(os.urandom(4))
+        )
+        if verdict == "RolledBack":
+            # Both rollouts reach step 3 (40%) with a healthy candidate, then it starts failing.
+            for w in (world, calm):
+                w.wait(lambda o: (o.get("status", {}).get("weights") or {}).get("candidate", 0) >= 40, timeout=150)
+            traffic.set(world.candidate, ok=10, errors=10)
+        kills = killing.result()
+    undisturbed = calm.wait(phase(verdict), timeout=120)
+    disturbed = world.get()
+
+    attempts = route_attempts(world)
+    print(f"\nkills: {kills}; route writes (weight, code): {attempts}")
+    assert disturbed["status"]["phase"] == undisturbed["status"]["phase"] == verdict
+    assert disturbed["status"]["reason"] == undisturbed["status"]["reason"]
+    # Every weight the route was asked for, in order: each step's once (a write whose answer the
+    # killed controller never got may be sent again, as the same weight), none above its step.
+    written = collapsed([w for w, _ in attempts])
+    succeeded = [w for w, code in attempts if code < 300]
+    assert collapsed(succeeded) == succeeded, f"a weight written twice: {attempts}"
+    if verdict == "Promoted":
+        assert written == [*WEIGHTS, 100] == calm.candidate_writes(), attempts
+        assert succeeded[-1] == 100 and world.route_weights()[world.candidate] == 100
+        assert kills["boundary"] >= 6 and kills["random"] == RANDOM_KILLS
+    else:
+        # Up to the step where it failed, then straight back to 0; the same in both runs.
+        assert written[-1] == 0 and written[:-1] == WEIGHTS[: len(written) - 1], written
+        assert calm.candidate_writes()[-1] == 0
+        assert kills["boundary"] >= 1
+    for w in (world, calm):
+        steps = _advance_steps(w.get())
+        assert steps == sorted(set(steps)), f"a step was repeated: {steps}"
+        assert steps == list(range(1, len(steps) + 1)), f"a step was skipped: {steps}"
+        assert _event_count(w, "StepAdvanced") <= len(WEIGHTS) - 1
