@@ -47,9 +47,14 @@ crds: venv
 	$(PY) -m controller.api.crdgen > $(CRD)
 	cp $(CRD) $(CHART_CRD)
 
-test: deps lint $(VENV)/.e2e-installed
-	$(PY) -m pytest -q tests
-	$(PY) -m pytest -q e2e
+# Lint, tests/ and e2e/ all run, whatever fails first, so one run shows every result; the exit
+# code is non-zero if any of them failed.
+test: deps $(VENV)/.e2e-installed
+	@failed=""; \
+	$(MAKE) --no-print-directory lint || failed="$$failed lint"; \
+	$(PY) -m pytest -q tests || failed="$$failed tests/"; \
+	$(PY) -m pytest -q e2e || failed="$$failed e2e/"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from kubernetes import client, config
 
 from tests.support.chart import chart_service_account, forbidden
@@ -22,6 +23,11 @@ from tests.support.world import World
 
 REPO = Path(__file__).resolve().parents[1]
 _session_pids: list[int] = []
+
+# How fast an example runs is no test's business: on a busy 2-core machine Hypothesis' per-example
+# deadline and its too-slow health check would fail correct code. Properties are checked in full.
+settings.register_profile("modelrollout", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("modelrollout")
 
 
 @pytest.fixture(scope="session")

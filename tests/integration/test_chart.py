@@ -16,19 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from tests.support.chart import (
     CHART,
-    RBAC_KINDS,
+    apply_chart_rbac,
     create_namespace,
     docs,
     forbidden,
     helm_binary,
     helm_env_in,
     run,
-    service_account_kubeconfig,
     template,
 )
 from tests.support.controller import ControllerFactory
@@ -182,12 +180,9 @@ def test_controller_as_the_charts_service_account_promotes_a_rollout(
 ) -> None:
     release_ns = create_namespace(world.api, unique("mr-system"))
     release = unique("mr")
-    rendered = template(helm, helm_env, release, release_ns, "--set", f"watchNamespaces={{{world.namespace}}}")
-    rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
-    run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
-    sa = next(doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
-    user = f"system:serviceaccount:{release_ns}:{sa}"
-    kubeconfig = service_account_kubeconfig(control_plane, world.api, release_ns, sa, tmp_path / "sa-kubeconfig")
+    values = ("--set", f"watchNamespaces={{{world.namespace}}}")
+    user, kubeconfig = apply_chart_rbac(control_plane, world.api, release_ns, tmp_path, *values, release=release)
+    rendered = template(helm, helm_env, release, release_ns, *values)
 
     # The Deployment's own arguments, with what the kubelet would substitute.
     deployment = next(doc for doc in docs(rendered) if doc["kind"] == "Deployment")

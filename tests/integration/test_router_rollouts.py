@@ -1,10 +1,10 @@
 """Whole rollouts through the controller process on the Istio, KServe and replica-ratio backends.
 
 Gateway API rollouts are the engine scenarios (test_engine_scenarios.py); here the same healthy
-rollout runs on each other backend's real objects, while a sampler reads, side by side, the split
-the objects give (the test's own reading, tests/support/backends.py) and what the rollout's
-status claims. Then: the data plane walks the steps in order and ends on the candidate, and
-status never claims a weight the data plane did not have.
+rollout runs on each other backend's real objects. Afterwards the API server's audit log gives,
+write by write, the split the objects made (the test's own reading, tests/support/backends.py)
+and every weight the rollout's status claimed. Then: the data plane walked the steps in order
+and ended on the candidate, and status never claimed a weight before the data plane served it.
 """
 
 from __future__ import annotations
@@ -16,24 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from controller.api.models import Weights
+from tests.support.audit import status_claims
 from tests.support.backends import BACKENDS, Backend, ReplicasBackend, install_istio_crds, install_kserve_crds, uri
-from tests.support.chart import (
-    RBAC_KINDS,
-    create_namespace,
-    docs,
-    helm_binary,
-    helm_env_in,
-    run,
-    service_account_kubeconfig,
-    template,
-)
+from tests.support.chart import apply_chart_rbac, create_namespace
 from tests.support.controller import ControllerFactory
-from tests.support.controlplane import ControlPlane, bin_dir
+from tests.support.controlplane import ControlPlane
 from tests.support.prometheus import ModelTraffic, PrometheusServer
 from tests.support.world import World, phase, rollout_body, unique
 
@@ -43,16 +33,15 @@ def backend_crds(api_client: client.ApiClient) -> list[str]:
     return [*install_istio_crds(api_client), *install_kserve_crds(api_client)]
 
 
-class Sampler:
-    """Reads (what the objects serve, what status claims) every 0.15 s in a thread."""
+class PodsStart:
+    """The deployment controller and kubelet of the test plane: every 0.15 s, once started, the
+    pods of what the router asked for become ready (a no-op on backends without Deployments)."""
 
-    def __init__(self, backend: Backend, world: World, incumbent: str, candidate: str, *, settle: bool) -> None:
-        self.backend, self.world, self.incumbent, self.candidate = backend, world, incumbent, candidate
-        self.settle = threading.Event()
-        if settle:
-            self.settle.set()
-        self.served: list[int] = []
-        self.claimed: list[int] = []
+    def __init__(self, backend: Backend, *, started: bool) -> None:
+        self.backend = backend
+        self.started = threading.Event()
+        if started:
+            self.started.set()
         self._stop = threading.Event()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -60,30 +49,30 @@ class Sampler:
 
     def _run(self) -> None:
         try:
-            self._sample()
-        except BaseException as exc:  # re-raised by stop(): a dead sampler must fail the test
+            while not self._stop.wait(0.15):
+                if self.started.is_set():
+                    self.backend.settle()
+        except BaseException as exc:  # re-raised by stop(): a dead thread must fail the test
             self.error = exc
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            if self.settle.is_set():
-                self.backend.settle()  # the pods of what the router asked for become ready
-            served = self.backend.served(self.incumbent, self.candidate).candidate
-            try:
-                claimed = (self.world.get().get("status") or {}).get("weights")
-            except ApiException:
-                claimed = None
-            if not self.served or self.served[-1] != served:
-                self.served.append(served)
-            if claimed is not None and (not self.claimed or self.claimed[-1] != claimed["candidate"]):
-                self.claimed.append(claimed["candidate"])
-            time.sleep(0.15)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         if self.error is not None:
             raise self.error
+
+
+def served_and_claimed(backend: Backend, world: World, incumbent: str, candidate: str) -> tuple[list[int], list[int]]:
+    """What the data plane served and what status claimed, each in order, from the audit log
+    (every write is there: no short-lived state is missed); and a check that status never
+    claimed a weight before the objects served it."""
+    served = backend.served_history(incumbent, candidate)
+    assert world.plane.audit_log is not None
+    claims = status_claims(world.plane.audit_log, world.namespace)
+    for at, weight in claims:
+        before = [w.candidate for t, w in served if t <= at]
+        assert weight in before, f"status claimed {weight}% at {at} when the data plane had served only {before}"
+    return [w.candidate for _, w in served], [w for i, (_, w) in enumerate(claims) if i == 0 or claims[i - 1][1] != w]
 
 
 @pytest.fixture(params=["istio", "kserve", "replicas"])
@@ -121,23 +110,21 @@ def test_a_healthy_candidate_is_promoted_step_by_step_on_each_backend(
     setup: tuple[Backend, World, str, str], controller_process: ControllerFactory
 ) -> None:
     backend, world, incumbent, candidate = setup
-    sampler = Sampler(backend, world, incumbent, candidate, settle=True)
+    pods = PodsStart(backend, started=True)
     try:
         controller_process.start("c1", "--namespace", world.namespace)
         world.apply(body(backend, incumbent, candidate))
         obj = world.wait(phase("Promoted"))
-        time.sleep(0.5)  # one more sample of the settled state
     finally:
-        sampler.stop()
+        pods.stop()
 
     assert obj["status"]["weights"] == {"incumbent": 0, "candidate": 100}
     assert backend.served(incumbent, candidate) == Weights.for_candidate(100)
+    served, claimed = served_and_claimed(backend, world, incumbent, candidate)
     # The data plane moved forward only, through both steps, to the candidate.
-    assert sampler.served == sorted(sampler.served), sampler.served
-    assert {20, 50} <= set(sampler.served) and sampler.served[-1] == 100, sampler.served
-    # Status claimed only weights the data plane had (each claim seen served no later than claimed).
-    assert sampler.claimed == [w for w in sampler.claimed if w in sampler.served], (sampler.claimed, sampler.served)
-    assert sampler.claimed[-1] == 100
+    assert served == sorted(served), served
+    assert {20, 50} <= set(served) and served[-1] == 100, served
+    assert claimed[-1] == 100, claimed
 
 
 def test_status_claims_a_replica_step_only_once_its_pods_are_ready(
@@ -156,22 +143,23 @@ def test_status_claims_a_replica_step_only_once_its_pods_are_ready(
     world = World.__new__(World)
     world.api, world.plane, world.namespace, world.traffic = api_client, control_plane, namespace, traffic
     world.custom = client.CustomObjectsApi(api_client)
-    sampler = Sampler(backend, world, incumbent, candidate, settle=False)
+    pods = PodsStart(backend, started=False)
     try:
         controller_process.start("c1", "--namespace", namespace)
         world.apply(body(backend, incumbent, candidate))
         # The router asked for 2 of 10 replicas, but no pod is ready yet.
         world.wait(lambda o: backend.replicas(candidate)[0] == 2, timeout=30)
-        time.sleep(5)  # two analysis intervals, several reconciles
+        time.sleep(5)  # two analysis intervals, several reconciles: whatever they did is checked below
         status = world.get()["status"]
         assert status.get("weights") in (None, {"incumbent": 100, "candidate": 0}), status.get("weights")
         assert status["phase"] == "Progressing" and status["currentStep"] == 0
-        sampler.settle.set()  # the pods start
+        pods.started.set()
         world.wait(phase("Promoted"))
-        time.sleep(0.5)  # one more sample of the settled state
     finally:
-        sampler.stop()
-    assert 20 in sampler.claimed and sampler.claimed[-1] == 100
+        pods.stop()
+    served, claimed = served_and_claimed(backend, world, incumbent, candidate)
+    assert 20 in claimed and claimed[-1] == 100, claimed
+    assert 20 in served and served[-1] == 100, served
 
 
 def test_a_router_the_chart_did_not_grant_is_router_forbidden_and_nothing_moves(
@@ -185,12 +173,7 @@ def test_a_router_the_chart_did_not_grant_is_router_forbidden_and_nothing_moves(
     """The chart's default RBAC (routers.replicas=false) under a real ServiceAccount token."""
     assert control_plane.audit_log is not None
     release_ns = create_namespace(api_client, unique("mr-system"))
-    rendered = template(helm_binary(), helm_env_in(tmp_path), "mr", release_ns)
-    rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
-    kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
-    run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
-    sa = next(doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
-    kubeconfig = service_account_kubeconfig(control_plane, api_client, release_ns, sa, tmp_path / "kubeconfig")
+    _, kubeconfig = apply_chart_rbac(control_plane, api_client, release_ns, tmp_path)
 
     backend = ReplicasBackend(api_client, namespace, control_plane.audit_log)
     incumbent, candidate = unique("fraud-a"), unique("fraud-b")

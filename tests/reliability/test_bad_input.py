@@ -215,7 +215,7 @@ def test_fuzzed_nonsense_never_crashes_the_controller_and_each_gets_a_clear_cond
     apply()
     assert accepted, "the fuzzer produced nothing the API server accepts"
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a bound for a busy machine; a quiet one takes seconds
     unclear = list(accepted)
     while unclear and time.monotonic() < deadline:
         unclear = [n for n in unclear if not _clear(world.get(n))]

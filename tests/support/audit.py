@@ -20,6 +20,8 @@ class Write:
     user_agent: str
     request: Any
     code: int
+    # The object after the write, where the audit policy keeps it (RequestResponse level).
+    response: Any = None
 
 
 def writes(audit_log: Path, *, namespace: str, resource: str | None = None) -> list[Write]:
@@ -50,6 +52,7 @@ def requests(audit_log: Path, *, namespace: str, resource: str | None = None) ->
                 user_agent=event.get("userAgent", ""),
                 request=event.get("requestObject"),
                 code=(event.get("responseStatus") or {}).get("code", 0),
+                response=event.get("responseObject"),
             )
         )
     return out
@@ -66,3 +69,18 @@ def route_weight_writes(audit_log: Path, namespace: str, candidate_service: str)
             if op.get("op") == "test" and op.get("value") == candidate_service and i + 1 < len(ops):
                 result.append((w.time, int(ops[i + 1]["value"])))
     return result
+
+
+def status_claims(audit_log: Path, namespace: str, name: str = "demo") -> list[tuple[datetime, int]]:
+    """(time, candidate weight) of every successful status write of a rollout that claimed weights.
+
+    Every status write is in the audit log, so unlike a sampler this misses no claim, however
+    short-lived."""
+    out = []
+    for w in writes(audit_log, namespace=namespace, resource="modelrollouts"):
+        if w.name != name or w.subresource != "status" or w.code >= 300 or not isinstance(w.request, dict):
+            continue
+        weights = (w.request.get("status") or {}).get("weights")
+        if weights is not None:
+            out.append((w.time, int(weights["candidate"])))
+    return out

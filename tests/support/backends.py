@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +96,13 @@ class Backend:
         """The target objects with all traffic on `incumbent` and `candidate` ready at 0%."""
         raise NotImplementedError
 
-    def served(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> Weights:
-        """The split the data plane would apply now, read from the objects by the test itself."""
+    def object_names(self, incumbent: str, candidate: str) -> list[str]:
+        """The objects whose state makes the split."""
+        raise NotImplementedError
+
+    def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
+        """The split the data plane applies given these objects (by name), read by the test itself
+        (never through the router under test); None while nothing can serve (no ready pod)."""
         raise NotImplementedError
 
     def set_by_hand(self, candidate_weight: int) -> None:
@@ -120,6 +127,30 @@ class Backend:
         """What the backend's own controllers would do next (only Deployments need it)."""
 
     # -- common ---------------------------------------------------------------------------------
+
+    def served(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> Weights:
+        """The split the data plane would apply now."""
+        objects = {name: self.get(name) for name in self.object_names(incumbent, candidate)}
+        weights = self.split(objects, incumbent, candidate)
+        assert weights is not None, f"nothing can serve: {objects}"
+        return weights
+
+    def served_history(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> list[tuple[datetime, Weights]]:
+        """(time, split) after every successful write of the objects that changed the split, from
+        the copies of the objects in the audit log: unlike a sampler it misses no state, however
+        short-lived. The time is when the API server received the write (nobody could read the
+        new state earlier)."""
+        names = set(self.object_names(incumbent, candidate))
+        latest: dict[str, dict[str, Any]] = {}
+        history: list[tuple[datetime, Weights]] = []
+        for w in writes(self.audit_log, namespace=self.namespace, resource=self.plural):
+            if w.name not in names or w.verb == "delete" or w.code >= 300 or not isinstance(w.response, dict):
+                continue
+            latest[w.name] = w.response
+            weights = self.split(latest, incumbent, candidate) if len(latest) == len(names) else None
+            if weights is not None and (not history or history[-1][1] != weights):
+                history.append((w.time, weights))
+        return history
 
     def traffic(self) -> Traffic:
         return Traffic.model_validate(self.traffic_block())
@@ -174,8 +205,11 @@ class GatewayApiBackend(Backend):
     def create(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> None:
         self.create_object(make_httproute("models", [(incumbent, 100), (candidate, 0), ("fraud-v3", 0)]))
 
-    def served(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> Weights:
-        refs = {r["name"]: r.get("weight", 1) for r in self.get("models")["spec"]["rules"][0]["backendRefs"]}
+    def object_names(self, incumbent: str, candidate: str) -> list[str]:
+        return ["models"]
+
+    def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
+        refs = {r["name"]: r.get("weight", 1) for r in objects["models"]["spec"]["rules"][0]["backendRefs"]}
         return _share(refs[incumbent], refs[candidate])
 
     def set_by_hand(self, candidate_weight: int) -> None:
@@ -254,8 +288,11 @@ class IstioBackend(Backend):
             },
         )
 
-    def served(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> Weights:
-        route = self.get("fraud")["spec"]["http"][1]["route"]
+    def object_names(self, incumbent: str, candidate: str) -> list[str]:
+        return ["fraud"]
+
+    def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
+        route = objects["fraud"]["spec"]["http"][1]["route"]
         weights = {d["destination"]["subset"]: d.get("weight", 0) for d in route}
         return _share(weights[incumbent], weights[candidate])
 
@@ -321,10 +358,13 @@ class KServeBackend(Backend):
             }
         )
 
-    def served(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> Weights:
+    def object_names(self, incumbent: str, candidate: str) -> list[str]:
+        return ["fraud"]
+
+    def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
         # KServe's rules: canaryTrafficPercent 0 pins the rolled-out revision (the incumbent);
         # otherwise the latest revision (this storageUri) gets the percent, absent meaning 100.
-        predictor = self.get("fraud")["spec"]["predictor"]
+        predictor = objects["fraud"]["spec"]["predictor"]
         percent = predictor.get("canaryTrafficPercent")
         serving = predictor["model"]["storageUri"]
         if percent == 0 or (serving == uri(incumbent) and percent in (None, 100)):
@@ -409,13 +449,17 @@ class ReplicasBackend(Backend):
     def replicas(self, name: str) -> tuple[int, int]:
         """(spec.replicas, status.readyReplicas) of a Deployment."""
         d = self.get(name)
-        return d["spec"]["replicas"], (d.get("status") or {}).get("readyReplicas") or 0
+        return d["spec"]["replicas"], _ready(d)
 
-    def served(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> Weights:
+    def object_names(self, incumbent: str, candidate: str) -> list[str]:
+        return [incumbent, candidate]
+
+    def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
         # A Service spreads over ready endpoints: the candidate's share of ready pods, rounded
         # down as docs/routers.md states (2 of 12 ready is 16%).
-        inc, cand = self.replicas(incumbent)[1], self.replicas(candidate)[1]
-        assert inc + cand > 0, "no ready pod"
+        inc, cand = (_ready(objects[incumbent]), _ready(objects[candidate]))
+        if inc + cand == 0:
+            return None
         return Weights.for_candidate(100 * cand // (inc + cand))
 
     def set_by_hand(self, candidate_weight: int) -> None:
@@ -474,3 +518,7 @@ def _share(incumbent: int, candidate: int) -> Weights:
 BACKENDS: dict[str, type[Backend]] = {
     b.name: b for b in (GatewayApiBackend, IstioBackend, KServeBackend, ReplicasBackend)
 }
+
+
+def _ready(deployment: dict[str, Any]) -> int:
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0)

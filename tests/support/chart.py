@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,58 @@ ALL_ROUTERS = ("--set", "routers.istio=true", "--set", "routers.kserve=true", "-
 def chart_service_account(plane: ControlPlane, api: client.ApiClient, workdir: Path) -> tuple[str, str, Path]:
     """Apply the chart's ServiceAccount and RBAC (cluster mode) for real, in a release namespace of
     its own; return (release namespace, user name, a kubeconfig with a real token of that account)."""
-    helm = helm_binary()
     release_ns = create_namespace(api, f"mr-system-{os.urandom(4).hex()}")
     # Every router on: the engine and router scenarios drive all four backends under this identity.
-    rendered = template(helm, helm_env_in(workdir), "mr", release_ns, *ALL_ROUTERS)
+    user, kubeconfig = apply_chart_rbac(plane, api, release_ns, workdir, *ALL_ROUTERS)
+    return release_ns, user, kubeconfig
+
+
+def apply_chart_rbac(
+    plane: ControlPlane, api: client.ApiClient, release_ns: str, workdir: Path, *values: str, release: str = "mr"
+) -> tuple[str, Path]:
+    """Render the chart with `values`, apply its ServiceAccount and RBAC for real, and wait until
+    the authorizer grants them; return (user name, a kubeconfig with a real token of that account)."""
+    rendered = template(helm_binary(), helm_env_in(workdir), release, release_ns, *values)
     rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
     kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(plane.kubeconfig)]
     run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
     sa = next(doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
-    kubeconfig = service_account_kubeconfig(plane, api, release_ns, sa, workdir / "chart-sa-kubeconfig")
-    return release_ns, f"system:serviceaccount:{release_ns}:{sa}", kubeconfig
+    wait_rbac_in_force(api, rbac, release_ns, sa)
+    kubeconfig = service_account_kubeconfig(plane, api, release_ns, sa, workdir / f"{release}-{sa}-kubeconfig")
+    return f"system:serviceaccount:{release_ns}:{sa}", kubeconfig
+
+
+def wait_rbac_in_force(
+    api: client.ApiClient, rbac: list[dict[str, Any]], ns: str, sa: str, timeout: float = 60
+) -> None:
+    """Until the API server's authorizer grants the ServiceAccount every rule of the applied Roles
+    and ClusterRoles. Its RBAC cache follows the objects a moment later, longer on a busy machine:
+    a controller started before that would be refused (403) through no fault of the chart."""
+    user = f"system:serviceaccount:{ns}:{sa}"
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]
+    checks = [
+        client.V1ResourceAttributes(
+            namespace=(doc["metadata"].get("namespace") or ns) if doc["kind"] == "Role" else None,
+            verb=verb,
+            group=group,
+            resource=resource,
+        )
+        for doc in rbac
+        if doc["kind"] in ("Role", "ClusterRole")
+        for rule in doc.get("rules") or []
+        for group in rule.get("apiGroups") or [""]
+        for resource in rule.get("resources") or []
+        for verb in rule.get("verbs") or []
+    ]
+    authz = client.AuthorizationV1Api(api)
+    deadline = time.monotonic() + timeout
+    while checks:
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(user=user, groups=groups, resource_attributes=checks[0])
+        )
+        if authz.create_subject_access_review(review).status.allowed:
+            checks.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"RBAC not in force after {timeout}s for {user}: {checks[0]}")
+        time.sleep(0.2)

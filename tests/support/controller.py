@@ -71,6 +71,26 @@ class ControllerProcess:
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
 
+    def reconciles(self) -> int:
+        """How many reconciles this process has finished (modelrollout_reconciles_total, any result)."""
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in self.metrics().splitlines()
+            if line.startswith("modelrollout_reconciles_total{")
+        )
+
+    def reconciles_settled(self, quiet: float = 1.5, timeout: float = 60) -> int:
+        """The reconcile count once no reconcile has finished for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        last = self.reconciles()
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = self.reconciles()
+            if now == last:
+                return now
+            last = now
+        raise TimeoutError(f"{self.identity} kept reconciling for {timeout}s")
+
     def logs(self) -> list[dict[str, Any]]:
         out = []
         for line in self.log_path.read_text().splitlines():
@@ -132,6 +152,22 @@ class ControllerFactory:
         self.started.append(proc)
         proc.wait_healthy()
         return proc
+
+    def wait_leader(self, proc: ControllerProcess, lease_name: str, timeout: float = 60) -> None:
+        """Until `proc` holds the lease: a second replica started after this never leads first."""
+        from kubernetes import client, config
+
+        api = client.CoordinationV1Api(config.new_client_from_config(config_file=str(self.plane.kubeconfig)))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if api.read_namespaced_lease(lease_name, self.lease_namespace).spec.holder_identity == proc.identity:
+                    return
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+            time.sleep(0.2)
+        raise TimeoutError(f"{proc.identity} did not take lease {lease_name} within {timeout}s")
 
     def stop_all(self) -> None:
         for proc in self.started:

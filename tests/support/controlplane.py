@@ -47,12 +47,16 @@ rules:
     userGroups: ["system:serviceaccounts"]
   - level: None
     verbs: ["get", "list"]
-  - level: Request
+  # Traffic objects with the object after each write, so tests can replay what the data plane
+  # had at any instant (tests/support/backends.py Backend.served_history).
+  - level: RequestResponse
     resources:
       - group: "gateway.networking.k8s.io"
       - group: "networking.istio.io"
       - group: "serving.kserve.io"
       - group: "apps"
+  - level: Request
+    resources:
       - group: "modelrollout.dev"
       - group: ""
         resources: ["events"]

@@ -50,6 +50,11 @@ class World:
     def apply(self, body: dict[str, Any]) -> None:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
 
+    def annotate(self, annotations: dict[str, str], name: str = "demo") -> None:
+        """What `kubectl annotate` (and the CLI's promote/abort/retry) does."""
+        patch = {"metadata": {"annotations": annotations}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+
     def get(self, name: str = "demo") -> dict[str, Any]:
         obj: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
         return obj
