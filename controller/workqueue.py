@@ -2,8 +2,9 @@
 
 - A key is queued at most once (deduplicated) and never handed to two workers at once: a key
   added while it is being processed is marked dirty and queued again when the worker is done.
-- `add_after` schedules planned waits (holds, analysis intervals); `add_rate_limited` backs a
-  failing key off exponentially, under an overall token-bucket rate limit.
+- `add_after` schedules planned waits (holds, analysis intervals): a key already waiting keeps
+  the earlier of its two ready times (one entry per key, as client-go's delaying queue keeps);
+  `add_rate_limited` backs a failing key off exponentially, under an overall token-bucket limit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class WorkQueue:
         self._queued: set[Key] = set()
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
+        # Each key's live heap entry; an entry replaced by an earlier one is skipped when popped.
         self._delayed: list[tuple[float, int, Key]] = []
+        self._waiting: dict[Key, tuple[float, int, Key]] = {}
         self._seq = 0
         self._failures: dict[Key, int] = {}
         self._base, self._max = base_delay, max_delay
@@ -64,8 +67,12 @@ class WorkQueue:
         with self._cond:
             if self._shutdown:
                 return
+            ready = self._clock() + delay
+            if key in self._waiting and self._waiting[key][0] <= ready:
+                return
             self._seq += 1
-            heapq.heappush(self._delayed, (self._clock() + delay, self._seq, key))
+            self._waiting[key] = entry = (ready, self._seq, key)
+            heapq.heappush(self._delayed, entry)
             self._cond.notify()
 
     def add_rate_limited(self, key: Key) -> float:
@@ -125,7 +132,11 @@ class WorkQueue:
     def _promote_due(self) -> None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, key = heapq.heappop(self._delayed)
+            entry = heapq.heappop(self._delayed)
+            key = entry[2]
+            if self._waiting.get(key) != entry:
+                continue
+            del self._waiting[key]
             if key in self._processing:
                 self._dirty.add(key)
             elif key not in self._queued:
