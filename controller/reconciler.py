@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from controller.api.annotations import ABORT, PROMOTE, RETRY
 from controller.api.duration import parse_duration
 from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
 from controller.core.clock import Clock
@@ -46,10 +47,6 @@ from controller.routers.registry import router_for
 from controller.telemetry import Telemetry
 
 log = structlog.get_logger("reconciler")
-
-PROMOTE_ANNOTATION = "modelrollout.dev/promote"
-ABORT_ANNOTATION = "modelrollout.dev/abort"
-RETRY_ANNOTATION = "modelrollout.dev/retry"
 
 
 @dataclass(frozen=True)
@@ -129,9 +126,9 @@ class Reconciler:
                 router_problem=route_problem,
                 judgements=judgements,
                 requests=Requests(
-                    promote=rollout.metadata.annotations.get(PROMOTE_ANNOTATION),
-                    abort=rollout.metadata.annotations.get(ABORT_ANNOTATION),
-                    retry=rollout.metadata.annotations.get(RETRY_ANNOTATION),
+                    promote=rollout.metadata.annotations.get(PROMOTE),
+                    abort=rollout.metadata.annotations.get(ABORT),
+                    retry=rollout.metadata.annotations.get(RETRY),
                 ),
             )
         )
