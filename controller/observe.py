@@ -12,7 +12,8 @@ from datetime import datetime
 from controller.api.models import Guardrail, ModelRef, ModelRolloutSpec, ModelRolloutStatus
 from controller.core.engine import analysis_window
 from controller.core.judge import GuardrailData, Judgement, VariantData, judge
-from controller.metrics.base import MetricProvider, Observation
+from controller.core.observation import Observation
+from controller.metrics.base import MetricProvider
 from controller.metrics.builtins import BuiltinQueries, builtin_queries
 from controller.metrics.templates import TemplateError, render, variables_for
 

@@ -1,7 +1,7 @@
 """Prometheus as a metric provider: instant queries over the HTTP API (`GET /api/v1/query`).
 
 The judge must be able to tell "the candidate is bad" from "we could not see": so every
-failure here becomes data (metrics.base), never an exception. A timeout, an unreachable
+failure here becomes data (an Observation), never an exception. A timeout, an unreachable
 server, a 5xx after retries, a bad query, invalid JSON or `status: error` is an ERROR
 observation with a message a human can act on; an empty vector, NaN/Inf, several series where
 one is expected, a series without the asked label, or a stale sample is NO_DATA.
@@ -35,7 +35,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from controller.metrics.base import Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
 
 log = structlog.get_logger("metrics.prometheus")
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from controller.api.models import BuiltinMetric
-from controller.metrics.base import ObservationStatus
+from controller.core.observation import ObservationStatus
 from controller.metrics.builtins import builtin_queries
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.templates import render, variables_for
