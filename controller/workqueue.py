@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections import deque
@@ -33,9 +34,8 @@ class WorkQueue:
         self._queued: set[Key] = set()
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
-        # Each key's live heap entry; an entry replaced by an earlier one is skipped when popped.
         self._delayed: list[tuple[float, int, Key]] = []
-        self._waiting: dict[Key, tuple[float, int, Key]] = {}
+        self._waiting: dict[Key, float] = {}  # ready times; a heap entry not matching is stale
         self._seq = 0
         self._failures: dict[Key, int] = {}
         self._base, self._max = base_delay, max_delay
@@ -68,11 +68,11 @@ class WorkQueue:
             if self._shutdown:
                 return
             ready = self._clock() + delay
-            if key in self._waiting and self._waiting[key][0] <= ready:
+            if self._waiting.get(key, math.inf) <= ready:
                 return
+            self._waiting[key] = ready
             self._seq += 1
-            self._waiting[key] = entry = (ready, self._seq, key)
-            heapq.heappush(self._delayed, entry)
+            heapq.heappush(self._delayed, (ready, self._seq, key))
             self._cond.notify()
 
     def add_rate_limited(self, key: Key) -> float:
@@ -132,9 +132,8 @@ class WorkQueue:
     def _promote_due(self) -> None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
-            entry = heapq.heappop(self._delayed)
-            key = entry[2]
-            if self._waiting.get(key) != entry:
+            ready, _, key = heapq.heappop(self._delayed)
+            if self._waiting.get(key) != ready:
                 continue
             del self._waiting[key]
             if key in self._processing:

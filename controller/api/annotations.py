@@ -1,9 +1,5 @@
-"""The annotations a human (or CI) sets on a ModelRollout to ask the controller for something.
-
-The CLI writes them, the reconciler reads them, the CLI's `wait` checks them against status:
-one spelling for all three. Each value acts once (status records the value handled), so a
-repeated command is safe.
-"""
+"""The annotations a human (or CI) sets on a ModelRollout to ask the controller for something,
+spelled once for the CLI that writes them and the reconciler that reads them."""
 
 from __future__ import annotations
 

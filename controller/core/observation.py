@@ -1,10 +1,8 @@
-"""What a metric provider observed: the core's input from the outside world, and the one type
-every provider returns.
+"""What a metric provider observed: the core's input, so the core owns it.
 
-An Observation is OK (a finite value, or a vector of finite values), NO_DATA (empty result,
-NaN, Inf, several series where one is expected, stale samples) or ERROR (the provider failed or
-timed out). Only the judge decides what an observation means, and neither of the last two is
-ever a pass. The core owns this type so that it imports nothing from the adapters.
+OK (a finite value, or a vector of finite values), NO_DATA (empty result, NaN, Inf, several
+series where one is expected, stale samples) or ERROR (the provider failed or timed out). Only
+the judge decides what an observation means, and neither of the last two is ever a pass.
 """
 
 from __future__ import annotations
