@@ -1,16 +1,22 @@
-"""The contract of a metric provider: a backend failure is data (a core.observation.Observation),
-never an exception. Only the judge decides what an observation means.
-"""
+"""The contract of a metric provider: a backend failure is data (an Observation), never an exception."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from controller.api.models import BuiltinMetric
 from controller.core.observation import Observation
+from controller.metrics.builtins import BuiltinQueries
 
 
 class MetricProvider(Protocol):
+    @property
+    def builtins(self) -> Mapping[BuiltinMetric, BuiltinQueries]:
+        """The queries behind `builtin: <metric>`, in this provider's language."""
+        ...
+
     def scalar(self, query: str, *, at: datetime) -> Observation:
         """One value. More than one series, none, NaN/Inf or stale: NO_DATA. Never raises."""
         ...
