@@ -60,11 +60,12 @@ def observe_and_judge(
     status: ModelRolloutStatus,
     provider: MetricProvider | str,
     namespace: str,
-    incumbent: ModelRef,
-    candidate: ModelRef,
+    pair: tuple[ModelRef, ModelRef],
     now: datetime,
 ) -> dict[str, Judgement]:
-    """`provider` is a message when the rollout has none: then every guardrail is inconclusive."""
+    """`pair` is (incumbent, candidate); `provider` a message when the rollout has none: then every
+    guardrail is inconclusive with it."""
+    incumbent, candidate = pair
     if isinstance(provider, str):
         return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
     judgements: dict[str, Judgement] = {}

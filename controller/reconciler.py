@@ -8,7 +8,7 @@ writes status with the resourceVersion it read (a 409 means: re-read and recompu
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -92,7 +92,10 @@ class Reconciler:
         judgements: dict[str, Judgement] | None = None
         pair = pair_in_flight(status)
         if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
-            judgements = self._observe(namespace, spec, status, pair, now)
+            provider = self.providers.for_rollout(namespace, spec.provider)
+            judgements = observe_and_judge(
+                spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now
+            )
         outcome = decide(
             RolloutInput(
                 spec=spec,
@@ -159,24 +162,6 @@ class Reconciler:
             return router.applied(self._target(namespace, name, spec, *pair)), None
         except RouterProblem as problem:
             return None, (problem.reason, problem.message)
-
-    def _observe(
-        self,
-        namespace: str,
-        spec: ModelRolloutSpec,
-        status: ModelRolloutStatus,
-        pair: tuple[ModelRef, ModelRef],
-        now: datetime,
-    ) -> dict[str, Judgement]:
-        return observe_and_judge(
-            spec=spec,
-            status=status,
-            provider=self.providers.for_rollout(namespace, spec.provider),
-            namespace=namespace,
-            incumbent=pair[0],
-            candidate=pair[1],
-            now=now,
-        )
 
     # -- act and persist ------------------------------------------------------------------------
 

@@ -108,8 +108,7 @@ def test_builtins_belong_to_the_provider_and_a_missing_one_is_inconclusive() -> 
         "spec": spec,
         "status": ModelRolloutStatus(),
         "namespace": "ns",
-        "incumbent": ModelRef(name="m1"),
-        "candidate": ModelRef(name="m2"),
+        "pair": (ModelRef(name="m1"), ModelRef(name="m2")),
         "now": datetime(2025, 1, 1, tzinfo=UTC),
     }
     judgement = observe_and_judge(provider=NoBuiltins(), **common)["errors"]
