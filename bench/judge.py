@@ -53,7 +53,7 @@ import numpy as np
 from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, Verdict, Weights
 from controller.core import engine
 from controller.core.judge import PASS_SIGNIFICANCE, GuardrailData, Judgement, VariantData, judge
-from controller.metrics.base import Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
 
 P0 = 0.01  # the incumbent's error rate
 MULTIPLIERS = (1.0, 1.5, 2.0, 5.0)

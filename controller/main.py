@@ -10,6 +10,7 @@ import socket
 import structlog
 
 from controller import logging as logs
+from controller.api.models import MetricBackend, PrometheusSource
 from controller.core.clock import SystemClock
 from controller.kube.config import api_client
 from controller.kube.events import EventRecorder
@@ -19,7 +20,8 @@ from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
 from controller.manager import Manager, ManagerSettings
 from controller.metrics.address import AddressPolicy
-from controller.reconciler import ProviderDefaults, Reconciler
+from controller.metrics.registry import MetricProviders
+from controller.reconciler import Reconciler
 from controller.telemetry import Telemetry
 
 log = structlog.get_logger("controller")
@@ -70,13 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         rollouts=rollouts,
         objects=Objects(api),
         events=EventRecorder(api, host=args.identity),
-        secrets=Secrets(api),
+        providers=MetricProviders(
+            secrets=Secrets(api),
+            default=_default_provider(args),
+            address_policy=AddressPolicy.for_api_server(
+                _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
+            ),
+        ),
         clock=SystemClock(),
         telemetry=telemetry,
-        defaults=ProviderDefaults(prometheus_url=args.prometheus_url, timeout=args.metric_timeout),
-        address_policy=AddressPolicy.for_api_server(
-            _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
-        ),
     )
     manager = Manager(
         rollouts=rollouts,
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     code = manager.run()
     log.info("stopped", exit_code=code)
     return code
+
+
+def _default_provider(args: argparse.Namespace) -> MetricBackend | None:
+    """For rollouts without spec.provider: the operator's own setting, so built unchecked."""
+    url, timeout = args.prometheus_url, args.metric_timeout
+    return MetricBackend(prometheus=PrometheusSource.model_construct(address=url, timeout=timeout)) if url else None
 
 
 def _api_server_urls(host: str) -> list[str]:

@@ -1,26 +1,31 @@
 """Ask the metric provider for every guardrail's numbers, for both variants, and judge them.
 
-Queries are rendered from the guardrail's templates (or its builtin's) with each variant's
-variables. Sequential tests get cumulative counts since the rollout began; the other rules
-get the analysis window. The incumbent is queried only by rules that compare with it.
+Queries are rendered from the guardrail's templates (or the provider's builtin ones) with each
+variant's variables. Sequential tests get cumulative counts since the rollout began; the other
+rules get the analysis window. The incumbent is queried only by rules that compare with it.
+Without a provider (or a builtin), every guardrail concerned is inconclusive, saying why.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
-from controller.api.models import Guardrail, ModelRef, ModelRolloutSpec, ModelRolloutStatus
+from controller.api.models import Guardrail, ModelRef, ModelRolloutSpec, ModelRolloutStatus, Verdict
 from controller.core.engine import analysis_window
-from controller.core.judge import GuardrailData, Judgement, VariantData, judge
-from controller.metrics.base import MetricProvider, Observation
-from controller.metrics.builtins import BuiltinQueries, builtin_queries
+from controller.core.judge import Cause, GuardrailData, Judgement, VariantData, judge
+from controller.core.observation import Observation
+from controller.metrics.base import MetricProvider
+from controller.metrics.builtins import BuiltinQueries
 from controller.metrics.templates import TemplateError, render, variables_for
 
 
-def queries_of(guardrail: Guardrail) -> BuiltinQueries:
+def queries_of(guardrail: Guardrail, provider: MetricProvider) -> BuiltinQueries | str:
+    """The guardrail's query templates, or why there are none."""
     metric = guardrail.metric
     if metric.builtin is not None:
-        return builtin_queries(metric.builtin)
+        return provider.builtins.get(metric.builtin) or f"the metric provider has no builtin {metric.builtin}"
     return BuiltinQueries(
         value=metric.query,
         samples=metric.samples_query,
@@ -34,42 +39,41 @@ def queries_of(guardrail: Guardrail) -> BuiltinQueries:
 def _variant(
     provider: MetricProvider, queries: BuiltinQueries, guardrail: Guardrail, variables: dict[str, str], at: datetime
 ) -> VariantData:
-    def scalar(template: str | None) -> Observation | None:
-        if template is None:
-            return None
+    def ask(template: str | None, query: Callable[[str], Observation]) -> Observation | None:
         try:
-            return provider.scalar(render(template, variables), at=at)
+            return None if template is None else query(render(template, variables))
         except TemplateError as exc:
             return Observation.error(f"query template: {exc}")
 
-    def vector(template: str | None) -> Observation | None:
-        if template is None:
-            return None
-        try:
-            return provider.vector(render(template, variables), label=queries.distribution_label or "le", at=at)
-        except TemplateError as exc:
-            return Observation.error(f"query template: {exc}")
-
+    scalar = partial(provider.scalar, at=at)
     if guardrail.sequential is not None:
-        return VariantData(errors=scalar(queries.errors), total=scalar(queries.total))
+        return VariantData(errors=ask(queries.errors, scalar), total=ask(queries.total, scalar))
     if guardrail.drift is not None:
-        return VariantData(distribution=vector(queries.distribution))
-    return VariantData(value=scalar(queries.value), samples=scalar(queries.samples))
+        vector = partial(provider.vector, label=queries.distribution_label or "le", at=at)
+        return VariantData(distribution=ask(queries.distribution, vector))
+    return VariantData(value=ask(queries.value, scalar), samples=ask(queries.samples, scalar))
 
 
 def observe_and_judge(
     *,
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
-    provider: MetricProvider,
+    provider: MetricProvider | str,
     namespace: str,
-    incumbent: ModelRef,
-    candidate: ModelRef,
+    pair: tuple[ModelRef, ModelRef],
     now: datetime,
 ) -> dict[str, Judgement]:
+    """`pair` is (incumbent, candidate); `provider` a message when the rollout has none: then every
+    guardrail is inconclusive with it."""
+    incumbent, candidate = pair
+    if isinstance(provider, str):
+        return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
     judgements: dict[str, Judgement] = {}
     for guardrail in spec.guardrails:
-        queries = queries_of(guardrail)
+        queries = queries_of(guardrail, provider)
+        if isinstance(queries, str):
+            judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, queries, cause=Cause.ERROR)
+            continue
         window = analysis_window(spec, status, now, cumulative=guardrail.sequential is not None)
 
         def variables(model: ModelRef, variant: str, window: str = window) -> dict[str, str]:
@@ -77,10 +81,6 @@ def observe_and_judge(
 
         cand = _variant(provider, queries, guardrail, variables(candidate, "candidate"), now)
         compares = guardrail.absolute is None
-        inc = (
-            _variant(provider, queries, guardrail, variables(incumbent, "incumbent"), now)
-            if compares
-            else VariantData()
-        )
+        inc = _variant(provider, queries, guardrail, variables(incumbent, "incumbent"), now) if compares else VariantData()
         judgements[guardrail.name] = judge(guardrail, GuardrailData(candidate=cand, incumbent=inc))
     return judgements

@@ -7,17 +7,15 @@ writes status with the resourceVersion it read (a 409 means: re-read and recompu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
-from controller.api.duration import parse_duration
-from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
+from controller.api.annotations import ABORT, PROMOTE, RETRY
+from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Weights
 from controller.core.clock import Clock
 from controller.core.engine import (
     PROBLEM_RETRY,
@@ -31,34 +29,18 @@ from controller.core.engine import (
     record_weights,
     with_problem,
 )
-from controller.core.judge import Cause, Judgement
-from controller.kube.errors import Forbidden, NotFound
+from controller.core.judge import Judgement
+from controller.kube.errors import NotFound
 from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
 from controller.kube.rollouts import FINALIZER, Rollouts
-from controller.kube.secrets import Secrets
-from controller.metrics.address import AddressPolicy
-from controller.metrics.base import MetricProvider
-from controller.metrics.prometheus import PrometheusProvider
+from controller.metrics.registry import MetricProviders
 from controller.observe import observe_and_judge
 from controller.routers.base import RouterProblem, RouteTarget
 from controller.routers.registry import router_for
 from controller.telemetry import Telemetry
 
 log = structlog.get_logger("reconciler")
-
-PROMOTE_ANNOTATION = "modelrollout.dev/promote"
-ABORT_ANNOTATION = "modelrollout.dev/abort"
-RETRY_ANNOTATION = "modelrollout.dev/retry"
-
-
-@dataclass(frozen=True)
-class ProviderDefaults:
-    """Controller-wide defaults for rollouts that name no provider (helm values)."""
-
-    prometheus_url: str | None = None
-    timeout: str = "10s"
-    stale_after: str = "5m"
 
 
 class NotLeader(Exception):
@@ -72,20 +54,13 @@ class Reconciler:
         rollouts: Rollouts,
         objects: Objects,
         events: EventRecorder,
-        secrets: Secrets,
+        providers: MetricProviders,
         clock: Clock,
         telemetry: Telemetry,
-        defaults: ProviderDefaults,
         may_write: Callable[[], bool] = lambda: True,
-        address_policy: AddressPolicy | None = None,
     ) -> None:
-        self.rollouts, self.objects, self.events, self.secrets = rollouts, objects, events, secrets
-        self.clock, self.telemetry, self.defaults, self.may_write = clock, telemetry, defaults, may_write
-        # A cache of HTTP clients, keyed by connection settings; decisions never depend on it.
-        self._providers: dict[str, PrometheusProvider] = {}
-        # Rollout-supplied addresses are checked once each (DNS included) before any fetch.
-        self.address_policy = address_policy or AddressPolicy()
-        self._refusals: dict[str, str | None] = {}
+        self.rollouts, self.objects, self.events, self.providers = rollouts, objects, events, providers
+        self.clock, self.telemetry, self.may_write = clock, telemetry, may_write
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -117,7 +92,10 @@ class Reconciler:
         judgements: dict[str, Judgement] | None = None
         pair = pair_in_flight(status)
         if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
-            judgements = self._observe(namespace, spec, status, pair, now)
+            provider = self.providers.for_rollout(namespace, spec.provider)
+            judgements = observe_and_judge(
+                spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now
+            )
         outcome = decide(
             RolloutInput(
                 spec=spec,
@@ -129,9 +107,9 @@ class Reconciler:
                 router_problem=route_problem,
                 judgements=judgements,
                 requests=Requests(
-                    promote=rollout.metadata.annotations.get(PROMOTE_ANNOTATION),
-                    abort=rollout.metadata.annotations.get(ABORT_ANNOTATION),
-                    retry=rollout.metadata.annotations.get(RETRY_ANNOTATION),
+                    promote=rollout.metadata.annotations.get(PROMOTE),
+                    abort=rollout.metadata.annotations.get(ABORT),
+                    retry=rollout.metadata.annotations.get(RETRY),
                 ),
             )
         )
@@ -184,62 +162,6 @@ class Reconciler:
             return router.applied(self._target(namespace, name, spec, *pair)), None
         except RouterProblem as problem:
             return None, (problem.reason, problem.message)
-
-    def _observe(
-        self,
-        namespace: str,
-        spec: ModelRolloutSpec,
-        status: ModelRolloutStatus,
-        pair: tuple[ModelRef, ModelRef],
-        now: datetime,
-    ) -> dict[str, Judgement]:
-        provider = self._provider(namespace, spec)
-        if isinstance(provider, str):
-            return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
-        return observe_and_judge(
-            spec=spec,
-            status=status,
-            provider=provider,
-            namespace=namespace,
-            incumbent=pair[0],
-            candidate=pair[1],
-            now=now,
-        )
-
-    def _provider(self, namespace: str, spec: ModelRolloutSpec) -> MetricProvider | str:
-        """The rollout's metric provider, or a message saying why there is none (inconclusive)."""
-        prom = spec.provider.prometheus if spec.provider else None
-        address = prom.address if prom else self.defaults.prometheus_url
-        if not address:
-            return "no metric provider: set spec.provider.prometheus or the controller's --prometheus-url"
-        if prom is not None:
-            if prom.address not in self._refusals:
-                if len(self._refusals) > 4096:
-                    self._refusals.clear()
-                self._refusals[prom.address] = self.address_policy.refusal(prom.address)
-            refused = self._refusals[prom.address]
-            if refused is not None:
-                return refused
-        timeout = parse_duration(prom.timeout if prom else self.defaults.timeout).total_seconds()
-        stale = parse_duration(prom.stale_after if prom else self.defaults.stale_after).total_seconds()
-        token = None
-        if prom is not None and prom.secret_ref is not None:
-            try:
-                token = self.secrets.read(namespace, prom.secret_ref.name, prom.secret_ref.key)
-            except NotFound:
-                return f"secret {prom.secret_ref.name} not found"
-            except Forbidden:
-                return f"not allowed to read secret {prom.secret_ref.name}: grant the controller get on it (docs/install.md)"
-            if token is None:
-                return f"secret {prom.secret_ref.name} has no key {prom.secret_ref.key}"
-        # The cache key holds a digest of the token, never the token itself.
-        digest = hashlib.sha256((token or "").encode()).hexdigest()[:16]
-        key = f"{address}|{timeout}|{stale}|{digest}"
-        cached = self._providers.get(key)
-        if cached is None:
-            cached = PrometheusProvider(address=address, timeout=timeout, stale_after=stale, token=token)
-            self._providers[key] = cached
-        return cached
 
     # -- act and persist ------------------------------------------------------------------------
 

@@ -2,13 +2,15 @@
 
 - A key is queued at most once (deduplicated) and never handed to two workers at once: a key
   added while it is being processed is marked dirty and queued again when the worker is done.
-- `add_after` schedules planned waits (holds, analysis intervals); `add_rate_limited` backs a
-  failing key off exponentially, under an overall token-bucket rate limit.
+- `add_after` schedules planned waits (holds, analysis intervals): a key already waiting keeps
+  the earlier of its two ready times (one entry per key, as client-go's delaying queue keeps);
+  `add_rate_limited` backs a failing key off exponentially, under an overall token-bucket limit.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections import deque
@@ -33,6 +35,7 @@ class WorkQueue:
         self._processing: set[Key] = set()
         self._dirty: set[Key] = set()
         self._delayed: list[tuple[float, int, Key]] = []
+        self._waiting: dict[Key, float] = {}  # ready times; a heap entry not matching is stale
         self._seq = 0
         self._failures: dict[Key, int] = {}
         self._base, self._max = base_delay, max_delay
@@ -64,8 +67,12 @@ class WorkQueue:
         with self._cond:
             if self._shutdown:
                 return
+            ready = self._clock() + delay
+            if self._waiting.get(key, math.inf) <= ready:
+                return
+            self._waiting[key] = ready
             self._seq += 1
-            heapq.heappush(self._delayed, (self._clock() + delay, self._seq, key))
+            heapq.heappush(self._delayed, (ready, self._seq, key))
             self._cond.notify()
 
     def add_rate_limited(self, key: Key) -> float:
@@ -125,7 +132,10 @@ class WorkQueue:
     def _promote_due(self) -> None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, key = heapq.heappop(self._delayed)
+            ready, _, key = heapq.heappop(self._delayed)
+            if self._waiting.get(key) != ready:
+                continue
+            del self._waiting[key]
             if key in self._processing:
                 self._dirty.add(key)
             elif key not in self._queued:

@@ -549,7 +549,7 @@ class SecretKeyRef(ApiModel):
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = "token"
 
 
-class PrometheusProvider(ApiModel):
+class PrometheusSource(ApiModel):
     rules = (
         Rule(
             cel="!self.address.matches('^https?://[^/]*@')",
@@ -587,8 +587,8 @@ class PrometheusProvider(ApiModel):
     )
 
 
-class MetricProvider(ApiModel):
-    prometheus: PrometheusProvider | None = None
+class MetricBackend(ApiModel):
+    prometheus: PrometheusSource | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -662,7 +662,7 @@ class ModelRolloutSpec(ApiModel):
     guardrails: Annotated[list[Guardrail], Field(max_length=MAX_GUARDRAILS)] = Field(
         default_factory=list, description="Each named, each judged on live metrics of both variants."
     )
-    provider: MetricProvider | None = Field(
+    provider: MetricBackend | None = Field(
         None, description="Metric provider; defaults come from the controller's settings."
     )
     paused: bool = Field(False, description="Hold the rollout where it is (weights stay put) until set back to false.")

@@ -20,6 +20,7 @@ import yaml
 
 from controller import __version__
 from controller.api import API_VERSION, KIND
+from controller.api.annotations import ABORT, PROMOTE, RETRY
 from controller.api.duration import parse_duration
 from controller.cli.render import list_rows, status_view
 from controller.cli.waiting import Verdict, transition_line, verdict_of
@@ -28,10 +29,6 @@ from controller.kube.errors import KubeError, NotFound
 from controller.kube.events import EventRecorder
 from controller.kube.identity import whoami
 from controller.kube.rollouts import Rollouts
-
-PROMOTE = "modelrollout.dev/promote"
-ABORT = "modelrollout.dev/abort"
-RETRY = "modelrollout.dev/retry"
 
 EXAMPLES = """\
 examples:

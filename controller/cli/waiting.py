@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+from controller.api.annotations import ABORT, PROMOTE, RETRY
+
 
 class Verdict(Enum):
     PROMOTED = ("promoted", 0)
@@ -36,11 +38,11 @@ def is_current(obj: dict[str, Any]) -> bool:
     if status.get("phase") not in ("Promoted", "RolledBack", "Failed"):
         # A promote or abort the controller has not acted on yet: the Paused it shows is stale
         # (`promote` then `wait` must not exit 3 on the pause the promote ends).
-        for request, handled in (("promote", "handledPromote"), ("abort", "handledAbort")):
-            value = annotations.get(f"modelrollout.dev/{request}")
+        for request, handled in ((PROMOTE, "handledPromote"), (ABORT, "handledAbort")):
+            value = annotations.get(request)
             if value and value != status.get(handled):
                 return False
-    retry = annotations.get("modelrollout.dev/retry")
+    retry = annotations.get(RETRY)
     return not (status.get("phase") == "RolledBack" and retry and retry != status.get("handledRetry"))
 
 

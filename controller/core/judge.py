@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from controller.api.models import Evidence, Guardrail, Verdict
 from controller.core import statistics
-from controller.metrics.base import Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
 
 # The sequential rule's bound on passing a candidate worse by its minimum effect or more. The
 # guardrail's significance bounds false rollbacks alone; a pass at 5% keeps a good candidate's

@@ -1,1 +1,1 @@
-"""Metric providers, one module per provider behind metrics.base.MetricProvider."""
+"""Metric providers, one module per provider behind metrics.base.MetricProvider, picked by metrics.registry."""

@@ -1,4 +1,4 @@
-"""Builtin guardrail metrics: PromQL templates over conventional model-server metric names.
+"""Prometheus' builtin guardrail metrics: PromQL templates over conventional model-server names.
 
 Most teams want the same three guardrails (errors, tail latency, prediction drift); writing
 their PromQL by hand in every ModelRollout invites subtle mistakes (a rate of a ratio, a
@@ -11,10 +11,12 @@ names, each labelled with `model` (the ModelRef name), gets them with `builtin: 
 - `model_prediction_bucket{model, le}`: histogram of the model's predicted score.
 
 The templates are filled per variant by metrics.templates; docs/metrics.md lists them verbatim.
+Builtins are kept per provider (`MetricProvider.builtins`): these are PrometheusProvider's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from controller.api.models import BuiltinMetric
@@ -45,7 +47,7 @@ class BuiltinQueries:
     distribution_label: str | None = None
 
 
-_BUILTINS: dict[BuiltinMetric, BuiltinQueries] = {
+PROMQL: Mapping[BuiltinMetric, BuiltinQueries] = {
     BuiltinMetric.ERROR_RATE: BuiltinQueries(
         # The ratio of sums, never the average of per-series ratios.
         value=f"(sum(rate({_ERRORS})) or on() vector(0)) / sum(rate({_REQUESTS}))",
@@ -64,7 +66,3 @@ _BUILTINS: dict[BuiltinMetric, BuiltinQueries] = {
     ),
 }
 
-
-def builtin_queries(metric: BuiltinMetric) -> BuiltinQueries:
-    """The query templates behind `builtin: <metric>`."""
-    return _BUILTINS[metric]

@@ -1,7 +1,7 @@
 """Prometheus as a metric provider: instant queries over the HTTP API (`GET /api/v1/query`).
 
 The judge must be able to tell "the candidate is bad" from "we could not see": so every
-failure here becomes data (metrics.base), never an exception. A timeout, an unreachable
+failure here becomes data (an Observation), never an exception. A timeout, an unreachable
 server, a 5xx after retries, a bad query, invalid JSON or `status: error` is an ERROR
 observation with a message a human can act on; an empty vector, NaN/Inf, several series where
 one is expected, a series without the asked label, or a stale sample is NO_DATA.
@@ -35,7 +35,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from controller.metrics.base import Observation, ObservationStatus
+from controller.api.duration import parse_duration
+from controller.api.models import PrometheusSource
+from controller.core.observation import Observation, ObservationStatus
+from controller.metrics.builtins import PROMQL
 
 log = structlog.get_logger("metrics.prometheus")
 
@@ -69,6 +72,8 @@ class _Failed(Exception):
 class PrometheusProvider:
     """A MetricProvider over one Prometheus; safe to share between worker threads."""
 
+    builtins = PROMQL
+
     def __init__(
         self,
         *,
@@ -93,6 +98,12 @@ class PrometheusProvider:
         # No base_url: an address httpx cannot parse must become an ERROR observation at query
         # time, not an exception while the reconciler builds its providers.
         self._client = httpx.Client(headers=headers, transport=transport, timeout=self.timeout)
+
+    @classmethod
+    def from_source(cls, source: PrometheusSource, token: str | None) -> PrometheusProvider:
+        """The provider for a `spec.provider.prometheus` block; `token` is what its secretRef holds."""
+        timeout, stale_after = (parse_duration(d).total_seconds() for d in (source.timeout, source.stale_after))
+        return cls(address=source.address, timeout=timeout, stale_after=stale_after, token=token)
 
     def __repr__(self) -> str:
         return (

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 
 from controller.api import GROUP, KIND, PLURAL, VERSION, ModelRolloutSpec
-from controller.api.models import Analysis, PrometheusProvider
+from controller.api.models import Analysis, PrometheusSource
 
 label = st.from_regex(r"[a-z]([a-z0-9-]{0,14}[a-z0-9])?", fullmatch=True)
 dns_name = st.from_regex(r"[a-z0-9]([a-z0-9.-]{0,20}[a-z0-9])?", fullmatch=True)
@@ -267,5 +267,5 @@ def test_server_fills_the_model_defaults(api_client: client.ApiClient, namespace
     }
     assert stored["traffic"] == model.traffic.wire() == {"replicas": {"totalReplicas": 4, "scaleDownDelay": "30s"}}
     assert stored["guardrails"] == [g.wire() for g in model.guardrails]
-    assert stored["provider"]["prometheus"] == PrometheusProvider(address="http://prometheus.monitoring:9090").wire()
+    assert stored["provider"]["prometheus"] == PrometheusSource(address="http://prometheus.monitoring:9090").wire()
     assert stored["paused"] is False

@@ -16,7 +16,7 @@ import yaml
 from kubernetes import client
 
 from controller.api import ModelRollout, ModelRolloutStatus
-from controller.api.models import BuiltinMetric, Canary, MetricProvider
+from controller.api.models import BuiltinMetric, Canary, MetricBackend
 from controller.api.rules import ApiModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_api_reference_snippets_are_valid() -> None:
     """Every YAML block in docs/api.md is something the models accept (docs do not drift)."""
     doc = (REPO / "docs" / "api.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)
-    kinds: dict[str, type[ApiModel]] = {"status": ModelRolloutStatus, "canary": Canary, "provider": MetricProvider}
+    kinds: dict[str, type[ApiModel]] = {"status": ModelRolloutStatus, "canary": Canary, "provider": MetricBackend}
     checked = 0
     for block in blocks:
         data = yaml.safe_load(block)

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from controller.api.models import BuiltinMetric
-from controller.metrics.base import ObservationStatus
-from controller.metrics.builtins import builtin_queries
+from controller.core.observation import ObservationStatus
+from controller.metrics.builtins import PROMQL
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.templates import render, variables_for
 from tests.support.controlplane import free_port
@@ -76,7 +76,7 @@ def has(n: int) -> Any:
 
 
 def builtin(metric: BuiltinMetric, model: str, which: str, variant: str = "candidate") -> str:
-    template = getattr(builtin_queries(metric), which)
+    template = getattr(PROMQL[metric], which)
     assert template is not None
     return render(template, variables_for(model, None, variant, "default", WINDOW))
 
@@ -189,7 +189,7 @@ def test_vector_of_prediction_buckets(
     counts = provider.vector(raw, label="le", at=at)
     distribution = provider.vector(
         builtin(BuiltinMetric.PREDICTION_DISTRIBUTION, model, "distribution"),
-        label=builtin_queries(BuiltinMetric.PREDICTION_DISTRIBUTION).distribution_label or "",
+        label=PROMQL[BuiltinMetric.PREDICTION_DISTRIBUTION].distribution_label or "",
         at=at,
     )
 

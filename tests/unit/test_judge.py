@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from controller.api.models import Guardrail, Verdict
 from controller.core import statistics
 from controller.core.judge import Cause, GuardrailData, VariantData, judge
-from controller.metrics.base import Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
 
 
 def ok(value: float) -> Observation:

@@ -11,7 +11,7 @@ import pytest
 from controller.api.models import Guardrail, Verdict
 from controller.core import statistics
 from controller.core.judge import PASS_SIGNIFICANCE, Cause, GuardrailData, VariantData, judge
-from controller.metrics.base import Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
 
 
 def ok(value: float) -> Observation:

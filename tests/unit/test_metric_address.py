@@ -92,6 +92,6 @@ def test_loopback_only_with_the_flag_and_never_the_api_server_or_link_local() ->
     ],
 )
 def test_the_crd_rule_twin(address: str, refused: bool) -> None:
-    rule = next(r for r in models.PrometheusProvider.rules if "link-local" in r.message)
-    assert rule.check(models.PrometheusProvider(address="http://x")) is True
+    rule = next(r for r in models.PrometheusSource.rules if "link-local" in r.message)
+    assert rule.check(models.PrometheusSource(address="http://x")) is True
     assert (not rule.check(type("P", (), {"address": address})())) is refused

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import structlog
 
-from controller.metrics.base import MetricProvider, Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
+from controller.metrics.base import MetricProvider
 from controller.metrics.prometheus import PrometheusProvider
 
 AT = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.api.models import BuiltinMetric
-from controller.metrics.builtins import BuiltinQueries, builtin_queries
+from controller.metrics.builtins import PROMQL, BuiltinQueries
 from controller.metrics.templates import VARIABLES, TemplateError, render, variables_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -72,7 +72,7 @@ def _templates(queries: BuiltinQueries) -> list[str]:
 
 @pytest.mark.parametrize("metric", list(BuiltinMetric))
 def test_every_builtin_renders_with_the_standard_variables(metric: BuiltinMetric) -> None:
-    queries = builtin_queries(metric)
+    queries = PROMQL[metric]
     assert _templates(queries)
     for template in _templates(queries):
         rendered = render(template, CANDIDATE)
@@ -82,17 +82,17 @@ def test_every_builtin_renders_with_the_standard_variables(metric: BuiltinMetric
 
 
 def test_builtin_shapes() -> None:
-    error_rate = builtin_queries(BuiltinMetric.ERROR_RATE)
+    error_rate = PROMQL[BuiltinMetric.ERROR_RATE]
     assert error_rate.value and error_rate.samples and error_rate.errors and error_rate.total
     assert error_rate.distribution is None
     assert 'code=~"5.."' in error_rate.value and 'code=~"5.."' in error_rate.errors
     assert "increase(" in error_rate.errors and "increase(" in error_rate.total
 
-    latency = builtin_queries(BuiltinMetric.LATENCY_P99)
+    latency = PROMQL[BuiltinMetric.LATENCY_P99]
     assert latency.value is not None and latency.value.startswith("histogram_quantile(0.99, sum by (le) (")
     assert latency.samples and latency.errors is None and latency.distribution is None
 
-    distribution = builtin_queries(BuiltinMetric.PREDICTION_DISTRIBUTION)
+    distribution = PROMQL[BuiltinMetric.PREDICTION_DISTRIBUTION]
     assert distribution.distribution == 'sum by (le) (increase(model_prediction_bucket{model="{{model}}"}[{{window}}]))'
     assert distribution.distribution_label == "le"
     assert distribution.value is None and distribution.samples is None
@@ -101,5 +101,5 @@ def test_builtin_shapes() -> None:
 @pytest.mark.parametrize("metric", list(BuiltinMetric))
 def test_docs_show_the_exact_builtin_queries(metric: BuiltinMetric) -> None:
     docs = DOCS.read_text()
-    for template in _templates(builtin_queries(metric)):
+    for template in _templates(PROMQL[metric]):
         assert template in docs, f"docs/metrics.md does not show {metric.value}'s query {template}"

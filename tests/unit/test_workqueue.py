@@ -41,6 +41,45 @@ def test_add_after_waits_for_the_clock() -> None:
     assert q.get(timeout=0) == ("ns", "a")
 
 
+def test_a_waiting_key_keeps_its_earlier_ready_time_when_added_later_again() -> None:
+    clock = Clock()
+    q = WorkQueue(clock=clock)
+    q.add_after(("ns", "a"), 10)
+    q.add_after(("ns", "a"), 30)
+    clock.t = 10
+    assert q.get(timeout=0) == ("ns", "a")
+    q.done(("ns", "a"))
+    clock.t = 30
+    assert q.get(timeout=0) is None, "the later wait was merged into the earlier one, as client-go does"
+
+
+def test_a_waiting_key_moves_to_an_earlier_ready_time() -> None:
+    clock = Clock()
+    q = WorkQueue(clock=clock)
+    q.add_after(("ns", "a"), 30)
+    q.add_after(("ns", "a"), 10)
+    clock.t = 10
+    assert q.get(timeout=0) == ("ns", "a")
+    q.done(("ns", "a"))
+    clock.t = 30
+    assert q.get(timeout=0) is None
+
+
+def test_a_key_waits_again_once_its_wait_is_over() -> None:
+    clock = Clock()
+    q = WorkQueue(clock=clock)
+    q.add_after(("ns", "a"), 10)
+    q.add_after(("ns", "b"), 10)
+    clock.t = 10
+    assert {q.get(timeout=0), q.get(timeout=0)} == {("ns", "a"), ("ns", "b")}
+    q.done(("ns", "a"))
+    q.add_after(("ns", "a"), 20)
+    clock.t = 29
+    assert q.get(timeout=0) is None
+    clock.t = 30
+    assert q.get(timeout=0) == ("ns", "a")
+
+
 def test_failures_back_off_exponentially_up_to_a_cap_and_forget_resets() -> None:
     clock = Clock()
     q = WorkQueue(base_delay=1, max_delay=8, clock=clock)

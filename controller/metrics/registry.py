@@ -1,0 +1,78 @@
+"""Pick the metric provider for a rollout's `spec.provider` block: one entry per provider.
+
+The reconciler never names a provider: adding one (a module behind metrics.base.MetricProvider,
+its block in api.models.MetricBackend) adds one entry to `_PROVIDERS`. Done here for all: a
+block's `address` is checked (metrics.address) before any fetch, its `secretRef` read by
+reference, and providers cached by a digest of their settings (never by a token).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from controller.api.models import MetricBackend, SecretKeyRef
+from controller.kube.errors import Forbidden, NotFound
+from controller.kube.secrets import Secrets
+from controller.metrics.address import AddressPolicy
+from controller.metrics.base import MetricProvider
+from controller.metrics.prometheus import PrometheusProvider
+
+# Keyed by MetricBackend field: (block, its secretRef's token or None) -> provider, or Unavailable.
+_PROVIDERS: dict[str, Callable[[Any, str | None], MetricProvider]] = {
+    "prometheus": PrometheusProvider.from_source,
+}
+
+
+class Unavailable(Exception):
+    """Why a rollout has no metric provider now: every guardrail is inconclusive with it."""
+
+
+class MetricProviders:
+    """Each rollout's metric provider; shared by the worker threads. `default` serves rollouts
+    without `spec.provider` (`--prometheus-url`): the operator's own, so its address is not checked."""
+
+    def __init__(self, *, secrets: Secrets, default: MetricBackend | None, address_policy: AddressPolicy) -> None:
+        self.secrets, self.default = secrets, default
+        # Each address is checked once (DNS included), not on every reconcile.
+        self._refusal = functools.lru_cache(maxsize=4096)(address_policy.refusal)
+        self._providers: dict[str, MetricProvider] = {}
+
+    def for_rollout(self, namespace: str, backend: MetricBackend | None) -> MetricProvider | str:
+        """The rollout's provider, or a message saying why there is none (inconclusive)."""
+        try:
+            chosen = self._block(backend, check=True) or self._block(self.default, check=False)
+            if chosen is None:
+                return "no metric provider: set spec.provider.prometheus or the controller's --prometheus-url"
+            kind, block = chosen
+            ref = getattr(block, "secret_ref", None)
+            token = None if ref is None else self._token(namespace, ref)
+            key = hashlib.sha256(json.dumps([kind, block.wire(), token]).encode()).hexdigest()
+            if key not in self._providers:
+                self._providers[key] = _PROVIDERS[kind](block, token)
+            return self._providers[key]
+        except Unavailable as exc:
+            return str(exc)
+
+    def _block(self, backend: MetricBackend | None, *, check: bool) -> tuple[str, Any] | None:
+        for kind in MetricBackend.model_fields:
+            block = getattr(backend, kind, None)
+            if block is not None:
+                address = getattr(block, "address", None)
+                if check and isinstance(address, str) and (refused := self._refusal(address)):
+                    raise Unavailable(refused)
+                return kind, block
+        return None
+
+    def _token(self, namespace: str, ref: SecretKeyRef) -> str:
+        try:
+            token = self.secrets.read(namespace, ref.name, ref.key)
+        except (NotFound, Forbidden) as exc:
+            denied = f"not allowed to read secret {ref.name}: grant the controller get on it (docs/install.md)"
+            raise Unavailable(denied if isinstance(exc, Forbidden) else f"secret {ref.name} not found") from None
+        if token is None:
+            raise Unavailable(f"secret {ref.name} has no key {ref.key}")
+        return token
