@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from controller.api.duration import DURATION_PATTERN
+from controller.api.reasons import Reason
 from controller.api.rules import ApiModel, Rule
 
 GROUP = "modelrollout.dev"
@@ -801,6 +802,7 @@ class ModelRolloutStatus(ApiModel):
     step_started: datetime | None = None
     last_analysis: datetime | None = None
     paused_since: datetime | None = Field(None, description="Pause time does not count against holds and deadlines.")
+    pause_reason: Reason | None = Field(None, description="Why the rollout waits for a human; set only while Paused.")
     handled_promote: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="The last modelrollout.dev/promote annotation value acted on (each value acts once)."
     )

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from controller.api.duration import format_duration, parse_duration
 from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+from controller.api.reasons import Reason
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
@@ -94,7 +95,7 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
     if phase is Phase.ROLLED_BACK:
         return "nothing until spec.candidate changes or `kubectl modelrollout retry`"
     if phase is Phase.PAUSED:
-        if status.reason == "PausedByUser":
+        if status.pause_reason is Reason.PAUSED_BY_USER:
             return "paused by spec.paused: `kubectl modelrollout resume` continues"
         return f"waiting for a human ({status.reason}): `kubectl modelrollout promote` or `abort`"
     steps = spec.expanded_steps()
