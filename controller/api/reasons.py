@@ -34,8 +34,29 @@ class Reason(StrEnum):
     # ...or the evidence did not come (inconclusive, never a pass).
     NO_DATA = "NoData"
     PROVIDER_ERROR = "ProviderError"
+    COUNTS_WENT_BACKWARDS = "CountsWentBackwards"
+    INCONSISTENT_COUNTS = "InconsistentCounts"
     INCONCLUSIVE_LIMIT_EXCEEDED = "InconclusiveLimitExceeded"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    ERROR_BUDGET_EXHAUSTED = "ErrorBudgetExhausted"
+    # The evidence will not come within progressDeadline at the traffic observed (condition Feasible).
+    DEADLINE_TOO_SHORT = "DeadlineTooShort"
     # Event reasons only.
     ROLLED_BACK = "RolledBack"
+    ROLLED_BACK_INCONCLUSIVE = "RolledBackInconclusive"
     PAUSED = "Paused"
+
+
+# Rollbacks without evidence that the candidate is worse: kept apart from failures in
+# failedCandidates[].verdict, the RolledBackInconclusive Event and `kubectl modelrollout wait`'s exit code.
+INCONCLUSIVE = frozenset(
+    {
+        Reason.NO_DATA,
+        Reason.PROVIDER_ERROR,
+        Reason.COUNTS_WENT_BACKWARDS,
+        Reason.INCONSISTENT_COUNTS,
+        Reason.INCONCLUSIVE_LIMIT_EXCEEDED,
+        Reason.PROGRESS_DEADLINE_EXCEEDED,
+        Reason.ERROR_BUDGET_EXHAUSTED,
+    }
+)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from controller.api.duration import parse_duration
+from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
     ALL_CANDIDATE,
     ALL_INCUMBENT,
@@ -31,7 +32,9 @@ from controller.api.models import (
     AnalysisMode,
     Condition,
     DataPolicy,
+    DeadlinePolicy,
     Decision,
+    ErrorBudget,
     FailedCandidate,
     Guardrail,
     GuardrailStatus,
@@ -43,8 +46,9 @@ from controller.api.models import (
     Verdict,
     Weights,
 )
-from controller.api.reasons import Reason
-from controller.core.judge import Cause, Judgement
+from controller.api.reasons import INCONCLUSIVE, Reason
+from controller.core import budget
+from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
 ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
@@ -54,7 +58,7 @@ WEIGHT_SETTLE = timedelta(seconds=2)
 INCONCLUSIVE_WARN_AFTER = 2
 PROBLEM_RETRY = timedelta(seconds=30)
 # Inconclusive causes the guardrail's onNoData / onError decide (INSUFFICIENT waits for traffic).
-DATA_PROBLEMS = (Cause.NO_DATA, Cause.ERROR)
+DATA_PROBLEMS = (Cause.NO_DATA, *PROVIDER_PROBLEMS)
 FAILED = (Reason.GUARDRAIL_FAILED, Reason.FAILURE_LIMIT_EXCEEDED)
 
 
@@ -174,6 +178,7 @@ def assess(
     *,
     at_weight: bool,
     now: datetime,
+    spending: budget.BudgetView | None = None,
 ) -> Assessment:
     """Where the step stands, from the verdicts in `status`. Only a fresh verdict (`causes` given: an
     analysis ran in this reconcile) fails or pauses. `at_weight`: the router has the step's weights."""
@@ -182,27 +187,53 @@ def assess(
     step, display = steps[index], f"{index + 1}/{len(steps)}"
     elapsed = now - (status.step_started or now)
     timed_out = elapsed >= parse_duration(spec.analysis.progress_deadline)
+    on_deadline: Literal["pause", "rollback"] = (
+        "pause" if spec.analysis.on_deadline is DeadlinePolicy.PAUSE else "rollback"
+    )
     if not at_weight:
         why = f"step {display}: the data plane did not take {step.weight}% within {spec.analysis.progress_deadline}"
-        return Assessment("rollback", Reason.PROGRESS_DEADLINE_EXCEEDED, why) if timed_out else Assessment("hold")
+        return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why) if timed_out else Assessment("hold")
     judged = _judged(spec, status.guardrails, causes) if causes is not None else None
     if judged is not None:
         return judged
+    # Beyond the first step the budget pays for every interval: once one more cannot be afforded
+    # at the bound of the candidate's excess rate, the evidence has not come in time.
+    one_more = spending.one_interval if spending is not None else None
+    if (
+        index > 0
+        and spending is not None
+        and one_more is not None
+        and 0 < spec.analysis.budget < spending.spent + one_more
+    ):
+        why = (
+            f"step {display}: {spending.spent:.0f} of the error budget {spec.analysis.budget} spent; one more "
+            f"interval may cost up to {one_more:.1f}"
+        )
+        return Assessment(on_deadline, Reason.ERROR_BUDGET_EXHAUSTED, why)
     # Evidence-driven: the hold is a minimum unless analysis.endStepsEarly, and in either case the
     # step ends only once every guardrail passed at this step's weight (never while one is short
     # of samples: an InsufficientSamples verdict is not a pass).
     held = elapsed >= parse_duration(step.hold) or spec.analysis.end_steps_early
-    missing = _missing(spec, status)
+    eb = status.error_budget
+    affordable = (
+        index + 1 < len(steps)
+        and spec.analysis.budget > 0
+        and eb is not None
+        and eb.next_step is not None
+        and eb.next_step <= eb.left
+    )
+    missing = _missing(spec, status, affordable=affordable)
     if held and not missing:
-        return Assessment("advance", Reason.STEP_ADVANCED)
+        risk = f"; next step's excess bounded by {eb.next_step:.1f} of {eb.left:.1f} left" if affordable and eb else ""
+        return Assessment("advance", Reason.STEP_ADVANCED, risk)
     if timed_out:
         why = f"step {display} did not complete within {spec.analysis.progress_deadline}: {'; '.join(missing)}"
-        return Assessment("rollback", Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+        return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why)
     return Assessment("hold")
 
 
 def _policy(guardrail: Guardrail, cause: Cause | None) -> DataPolicy:
-    return guardrail.on_error if cause is Cause.ERROR else guardrail.on_no_data
+    return guardrail.on_error if cause in PROVIDER_PROBLEMS else guardrail.on_no_data
 
 
 def _judged(
@@ -224,7 +255,7 @@ def _judged(
             continue
         policy, limit = _policy(by_name[gs.name], cause), spec.analysis.inconclusive_limit
         if policy is DataPolicy.ROLLBACK:
-            setting = "onError" if cause is Cause.ERROR else "onNoData"
+            setting = "onError" if cause in PROVIDER_PROBLEMS else "onNoData"
             why = f"guardrail {gs.name} inconclusive ({gs.message}) and {setting} is Rollback"
             return Assessment("rollback", Reason(cause), why, gs)
         if policy is DataPolicy.PAUSE:
@@ -236,19 +267,29 @@ def _judged(
     return None
 
 
-def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[str]:
+def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: bool) -> list[str]:
     """What keeps the step from ending: every guardrail must pass at this step's weight, judged
-    strictly after the step began (the analysis that ended the previous step never counts)."""
+    strictly after the step began (the analysis that ended the previous step never counts). A
+    sequential guardrail with its minimum samples that is only not yet conclusive (no data
+    problem) is enough when the next step is `affordable` within the error budget."""
     latest, started = {g.name: g for g in status.guardrails}, status.step_started
     missing = []
     for guardrail in spec.guardrails:
         gs = latest.get(guardrail.name)
         if gs is None:
             missing.append(f"{guardrail.name} never evaluated")
-        elif gs.verdict is not Verdict.PASS:
-            missing.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
         elif started is not None and (gs.last_evaluated is None or gs.last_evaluated <= started):
             missing.append(f"{guardrail.name} not yet evaluated at this step")
+        elif gs.verdict is Verdict.PASS or (
+            affordable
+            and guardrail.sequential is not None
+            and gs.verdict is Verdict.INCONCLUSIVE
+            and gs.consecutive_inconclusive == 0
+            and (gs.evidence.candidate_samples or 0) >= guardrail.min_samples
+        ):
+            continue
+        else:
+            missing.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
     return missing
 
 
@@ -403,15 +444,17 @@ class _Decider:
             self.st.phase is Phase.PAUSED
         ):
             return
-        causes = self._record_analysis(self.inp.judgements) if at_step and self.inp.judgements is not None else None
-        verdict = assess(self.spec, self.st, causes, at_weight=at_step, now=self.now)
+        causes, spending = None, None
+        if at_step and self.inp.judgements is not None:
+            causes, spending = self._record_analysis(self.inp.judgements)
+        verdict = assess(self.spec, self.st, causes, at_weight=at_step, now=self.now, spending=spending)
         self._warn(causes, verdict)
         if verdict.action == "rollback" and verdict.reason:
             self._roll_back(verdict.reason, verdict.message, gs=verdict.guardrail)
         elif verdict.action == "pause" and verdict.reason:
             self._pause(verdict.reason, verdict.message)
         elif verdict.action == "advance":
-            self._complete_step(self._step())
+            self._complete_step(self._step(), verdict.message)
         elif not at_step:
             self._set_weights(Weights.for_candidate(self._step().weight))
             self.out.requeue_after = WEIGHT_SETTLE
@@ -446,8 +489,12 @@ class _Decider:
             self._advance_or_finish(self._step(), manual=True)
         return True
 
-    def _record_analysis(self, judgements: Mapping[str, Judgement]) -> dict[str, Cause | None]:
-        """Record this analysis' verdicts in status; return each guardrail's inconclusive cause."""
+    def _record_analysis(
+        self, judgements: Mapping[str, Judgement]
+    ) -> tuple[dict[str, Cause | None], budget.BudgetView | None]:
+        """Record this analysis' verdicts and the error budget in status; return each guardrail's
+        inconclusive cause and the budget's view."""
+        first_in_step = self.st.last_analysis is None
         self.st.last_analysis = self.now
         previous = {g.name: g for g in self.st.guardrails}
         causes: dict[str, Cause | None] = {}
@@ -455,6 +502,11 @@ class _Decider:
         for guardrail in self.spec.guardrails:
             j = judgements.get(guardrail.name) or Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
             old = previous.get(guardrail.name)
+            if guardrail.sequential is not None and old is not None:
+                # Counts are cumulative: they never go back, and a verdict without them keeps the last.
+                j = check_counts(j, old.evidence)
+                if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
+                    j = Judgement(j.verdict, j.message, old.evidence, j.cause)
             causes[guardrail.name] = j.cause
             streak = ((old.consecutive_inconclusive if old else 0) + 1) if j.cause in DATA_PROBLEMS else 0
             updated.append(
@@ -469,7 +521,66 @@ class _Decider:
                 )
             )
         self.st.guardrails = updated
-        return causes
+        spending = self._spending()
+        if first_in_step:
+            self._estimate(spending)
+        return causes, spending
+
+    def _spending(self) -> budget.BudgetView | None:
+        evidence = [(g, gs.evidence) for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True)]
+        counts = [c for g, e in evidence if g.sequential is not None and (c := budget.Counts.of(e)) is not None]
+        rate = budget.arrival_rate(counts[0], self.st.rollout_started, self.now) if counts else None
+        view = budget.view(self.spec, evidence, index=self.st.current_step or 0, rate=rate)
+        self.st.error_budget = None
+        if view is not None:
+            nxt = None if view.next_step is None else round(view.next_step, 1)
+            self.st.error_budget = ErrorBudget(spent=round(view.spent, 1), left=round(view.left, 1), next_step=nxt)
+        return view
+
+    def _estimate(self, spending: budget.BudgetView | None) -> None:
+        """At each step's first analysis: will the evidence come within progressDeadline at the
+        traffic observed? If not, say so now (condition Feasible=False and a Warning Event)."""
+        index, deadline = self.st.current_step or 0, parse_duration(self.spec.analysis.progress_deadline)
+        worst: tuple[float, int, float] | None = None  # (seconds, step index, candidate requests/s)
+        for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True):
+            counts = budget.Counts.of(gs.evidence) if g.sequential is not None else None
+            rate = budget.arrival_rate(counts, self.st.rollout_started, self.now) if counts else None
+            if counts is None or not rate:
+                continue
+            left = spending.left if spending is not None else float(self.spec.analysis.budget)
+            for i, seconds in enumerate(budget.plan(self.spec, g, counts, index, rate=rate, left=left), start=index):
+                if worst is None or seconds > worst[0]:
+                    worst = (seconds, i, rate * self.steps[i].weight / 100)
+        if worst is None:
+            return
+        seconds, i, per_second = worst
+        if seconds <= deadline.total_seconds():
+            self._condition(
+                "Feasible",
+                "True",
+                "EvidenceInTime",
+                f"every step can conclude within {self.spec.analysis.progress_deadline}",
+            )
+            return
+        needs = "more than a month" if not math.isfinite(seconds) else f"about {math.ceil(seconds / 60)} min"
+        raise_to = "" if not math.isfinite(seconds) else f" (to at least {math.ceil(seconds * 1.25 / 300) * 5}m)"
+        message = (
+            f"at {per_second:.1f} req/s step {i + 1} needs {needs}; the deadline is "
+            f"{format_duration(deadline)}: raise the step's weight or the deadline{raise_to}"
+        )
+        self._condition("Feasible", "False", Reason.DEADLINE_TOO_SHORT, message)
+        self._event("Warning", Reason.DEADLINE_TOO_SHORT, message)
+
+    def _condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        existing = next((c for c in self.st.conditions if c.type == type_), None)
+        since = existing.last_transition_time if existing is not None and existing.status == status else self.now
+        condition = Condition(
+            type=type_, status=status, reason=reason, message=message[:1024], last_transition_time=since,
+            observed_generation=self.inp.generation,
+        )  # fmt: skip
+        self.st.conditions = sorted(
+            [*(c for c in self.st.conditions if c.type != type_), condition], key=lambda c: c.type
+        )
 
     def _warn(self, causes: Mapping[str, Cause | None] | None, verdict: Assessment) -> None:
         """Warning Events for this analysis' failures, then data problems up to the one acted on."""
@@ -492,16 +603,16 @@ class _Decider:
             if gs is verdict.guardrail:
                 return
 
-    def _complete_step(self, step: Step) -> None:
+    def _complete_step(self, step: Step, risk: str = "") -> None:
         if step.manual_gate:
             self._pause(
                 Reason.AWAITING_PROMOTION,
                 f"step {self._display()} passed; manual gate: run `kubectl modelrollout promote`",
             )
             return
-        self._advance_or_finish(step, manual=False)
+        self._advance_or_finish(step, manual=False, risk=risk)
 
-    def _advance_or_finish(self, step: Step, *, manual: bool) -> None:
+    def _advance_or_finish(self, step: Step, *, manual: bool, risk: str = "") -> None:
         index = self.st.current_step or 0
         if index + 1 < len(self.steps):
             self._enter_step(index + 1)
@@ -509,7 +620,7 @@ class _Decider:
             self._set_phase(
                 Phase.PROGRESSING,
                 Reason.STEP_ADVANCED,
-                f"step {self._display()}: {nxt.weight}% to {self._candidate().name}",
+                f"step {self._display()}: {nxt.weight}% to {self._candidate().name}{risk}",
             )
             self._event("Normal", Reason.STEP_ADVANCED, self.st.message or "")
             self._record("advance", Reason.STEP_ADVANCED, self.st.message or "")
@@ -551,11 +662,13 @@ class _Decider:
                 observed=evidence.candidate_value if evidence else None,
                 threshold=evidence.bound if evidence else None,
                 message=message[:1024],
+                verdict=Verdict.INCONCLUSIVE if reason in INCONCLUSIVE else Verdict.FAIL,
             ),
         ][-MAX_FAILED_CANDIDATES:]
         self.st.paused_since, self.st.pause_reason = None, None
         self._set_phase(Phase.ROLLED_BACK, reason, f"{candidate.name} rolled back: {message}")
-        self._event("Warning", Reason.ROLLED_BACK, self.st.message or "")
+        kind = Reason.ROLLED_BACK_INCONCLUSIVE if reason in INCONCLUSIVE else Reason.ROLLED_BACK
+        self._event("Warning", kind, self.st.message or "")
         self._record("rollback", reason, message)
 
     # -- small helpers --------------------------------------------------------------------------
