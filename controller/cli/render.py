@@ -148,6 +148,12 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append(f"Traffic:    {progress_bar(st.weights.candidate / 100)}")
     else:
         out.append("Weights:    - (not read back yet)")
+    if st.error_budget is not None:
+        eb = st.error_budget
+        nxt = "" if eb.next_step is None else f"; next step may cost up to {eb.next_step:g}"
+        out.append(
+            f"Budget:     {eb.spent:g} of {spec.analysis.budget} excess bad requests spent, {eb.left:g} left{nxt}"
+        )
     out.append(f"Next:       {what_next(spec, st, now)}")
     out.append("")
     out.append("Steps")
@@ -197,10 +203,10 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append("")
         out.append("Rolled back")
         rows = [
-            [f.model.name, f.reason, f.guardrail or "-", _num(f.observed), f.threshold or "-"]
+            [f.model.name, f.verdict.value, f.reason, f.guardrail or "-", _num(f.observed), f.threshold or "-"]
             for f in st.failed_candidates[-5:]
         ]
-        out.append(table(["CANDIDATE", "REASON", "GUARDRAIL", "OBSERVED", "BOUND"], rows, indent="  "))
+        out.append(table(["CANDIDATE", "VERDICT", "REASON", "GUARDRAIL", "OBSERVED", "BOUND"], rows, indent="  "))
     if events:
         out.append("")
         out.append("Events")
