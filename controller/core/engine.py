@@ -405,6 +405,7 @@ class _Decider:
         self.st.handled_promote, self.st.handled_abort, self.st.handled_retry = r.promote, r.abort, r.retry
         self.st.guardrails, self.st.last_analysis, self.st.weights, self.st.previous_incumbent = [], None, None, None
         self.st.paused_since, self.st.pause_reason, self.st.rollout_started = None, None, self.now
+        self.st.error_budget, self.st.conditions = None, [c for c in self.st.conditions if c.type != "Feasible"]
         if self.spec.candidate.name == incumbent.name:
             self._set_phase(Phase.PROMOTED, Reason.ALREADY_SERVING, f"{incumbent.name} is already the incumbent")
             return

@@ -272,3 +272,15 @@ def test_the_ratio_bound_shrinks_with_evidence_and_grows_with_confidence(
     assert bound(c, e, alpha / 10) >= b * (1 - 1e-6)  # more confidence, a wider bound
     if c > 0:
         assert bound(c - 1, e, alpha) <= b * (1 + 1e-6)  # fewer candidate errors, a lower bound
+
+
+def test_a_new_candidate_starts_with_a_fresh_budget_and_no_feasibility_verdict() -> None:
+    traffic = Traffic(rate=10)
+    sim = Simulator(spec(), judge=traffic)
+    traffic.run(sim, until=lambda s: s.analyses == 2)
+    assert sim.status.error_budget is not None
+    assert any(c.type == "Feasible" for c in sim.status.conditions)
+    sim.spec = spec().model_copy(update={"candidate": spec().candidate.model_copy(update={"name": "v3"})})
+    sim.reconcile()
+    assert sim.status.error_budget is None
+    assert not any(c.type == "Feasible" for c in sim.status.conditions)
