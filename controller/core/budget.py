@@ -168,7 +168,7 @@ def view(
     counted = [(g, c) for g, c in sequential if c is not None]
     spent = sum(c.spent() for _, c in counted)
     left = spec.analysis.budget - spent
-    if len(counted) < len(sequential) or rate is None:
+    if len(counted) < len(sequential) or rate is None or spec.analysis.budget == 0:
         return BudgetView(spent, left, None, None)
     bound = sum(c.excess_rate_bound(g.sequential.significance) for g, c in counted if g.sequential is not None)
     steps = spec.expanded_steps()
