@@ -608,7 +608,8 @@ def render_table(t: Table, null_runs: int, runs: int) -> list[str]:
 def render(tables: list[Table], args: argparse.Namespace, elapsed: float) -> str:
     head = [
         f"p0 = {P0:g}, steps " + ", ".join(f"{w}% for {h // 60}m" for w, h in STEPS) + f", analysis every {INTERVAL}s, "
-        f"progressDeadline {DEADLINE // 60}m; sequential rule significance {SIGNIFICANCE:g}, minEffect "
+        f"progressDeadline {DEADLINE // 60}m, errorBudget 0 (every step needs a conclusive pass); sequential rule "
+        f"significance {SIGNIFICANCE:g}, minEffect "
         f"{MIN_EFFECT:g}, minSamples {MIN_SAMPLES}; seed {args.seed}; {elapsed:.0f} s.",
     ]
     t = tables[0]
@@ -649,7 +650,9 @@ CAUTIOUS_INTRO = (
     'the candidate\'s errors beyond what p0 would have given, until the verdict; "beyond step 1" counts only '
     "those after the first step ended (the first step's risk is its weight and hold, before any evidence). "
     '"warned at the start": the DeadlineTooShort Warning Event at the rollout\'s first analysis. At 10 req/s '
-    "the runs are repeated with the largest deadline those warnings recommended."
+    "the runs are repeated with the largest deadline those warnings recommended. Before the error budget, the same "
+    "schedule at 100 req/s rolled back 96.4% of good candidates at the 15m deadline (issue 16); at 10 req/s every "
+    "candidate."
 )
 
 
