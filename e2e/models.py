@@ -127,6 +127,9 @@ def _break(features: np.ndarray) -> np.ndarray:
     return broken
 
 
+ANSWERED_CODES = ("200", "400", "500")
+
+
 class Server:
     """The model server itself (runs in its own process: see `main`)."""
 
@@ -153,6 +156,13 @@ class Server:
         self._prediction = Histogram(
             "model_prediction", "Predicted score.", ["model"], buckets=PREDICTION_BUCKETS, registry=registry
         )
+        # Every code this server answers, exported at 0 from the start: increase() does not count the
+        # first increment of a series that appears mid-window, so a 500 series born with the first
+        # error would hide that error (docs/metrics.md, "Initialise counters at 0").
+        for code in ANSWERED_CODES:
+            self._requests.labels(model=name, code=code)
+        self._latency.labels(model=name)
+        self._prediction.labels(model=name)
         server = self
 
         class Handler(BaseHTTPRequestHandler):

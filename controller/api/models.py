@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from controller.api.duration import DURATION_PATTERN
+from controller.api.reasons import Reason
 from controller.api.rules import ApiModel, Rule
 
 GROUP = "modelrollout.dev"
@@ -484,6 +485,18 @@ class AnalysisMode(StrEnum):
     ADVISORY = "Advisory"
 
 
+class DeadlinePolicy(StrEnum):
+    """What a step that ran out of progressDeadline without conclusive evidence does."""
+
+    ROLLBACK = "Rollback"
+    PAUSE = "Pause"
+
+
+# Excess bad requests (beyond the incumbent's rate) a rollout may risk on steps that advance on
+# bounded risk rather than on a conclusive pass (docs/guardrails.md, "Error budget").
+DEFAULT_ERROR_BUDGET = 100
+
+
 class Analysis(ApiModel):
     rules = (
         Rule(
@@ -542,6 +555,22 @@ class Analysis(ApiModel):
         description="End a step before its hold once every guardrail has passed conclusively at the step's weight "
         "(evidence-driven steps). A step never ends on its hold alone while a guardrail is short of samples.",
     )
+    error_budget: Annotated[int, Field(ge=0, le=1_000_000_000)] | None = Field(
+        None,
+        description=f"Bad requests beyond the incumbent's rate the rollout may risk (default {DEFAULT_ERROR_BUDGET}; "
+        "0: every step needs a conclusive pass). A step whose sequential guardrails are not yet conclusive may "
+        "still end once the upper confidence bound of the harm the next step can do fits in what is left. "
+        "Promotion always needs conclusive passes.",
+    )
+    on_deadline: DeadlinePolicy = Field(
+        DeadlinePolicy.ROLLBACK,
+        description="A step past progressDeadline without conclusive evidence: Rollback, or Pause for a human. "
+        "Either way it is recorded as inconclusive, never as failed.",
+    )
+
+    @property
+    def budget(self) -> int:
+        return DEFAULT_ERROR_BUDGET if self.error_budget is None else self.error_budget
 
 
 class SecretKeyRef(ApiModel):
@@ -613,6 +642,13 @@ def _unique_guardrail_names(spec: ModelRolloutSpec) -> bool:
 
 class ModelRolloutSpec(ApiModel):
     rules = (
+        Rule(
+            cel="!has(self.analysis.errorBudget) || self.analysis.errorBudget == 0 || "
+            "(has(self.guardrails) && self.guardrails.exists(g, has(g.sequential)))",
+            message="analysis.errorBudget is spent only by sequential guardrails: add one, or leave errorBudget out",
+            check=lambda s: not s.analysis.error_budget or any(g.sequential is not None for g in s.guardrails),
+            field_path=".analysis.errorBudget",
+        ),
         Rule(
             cel="!has(self.canary.steps) || self.canary.steps.all(s, "
             "duration(s.hold) < duration(self.analysis.progressDeadline))",
@@ -776,6 +812,19 @@ class FailedCandidate(ApiModel):
     observed: float | None = None
     threshold: Annotated[str, Field(max_length=256)] | None = None
     message: Annotated[str, Field(max_length=1024)] = ""
+    verdict: Verdict = Field(
+        Verdict.FAIL, description="Fail: shown worse (or aborted). Inconclusive: the evidence did not come in time."
+    )
+
+
+class ErrorBudget(ApiModel):
+    """The rollout's error budget: excess bad requests (beyond the incumbent's rate) spent and left."""
+
+    spent: float = Field(description="Estimated excess bad requests so far, over the sequential guardrails.")
+    left: float = Field(description="analysis.errorBudget minus spent.")
+    next_step: float | None = Field(
+        None, description="Upper confidence bound of the excess the next step can cost over its hold."
+    )
 
 
 class ModelRolloutStatus(ApiModel):
@@ -801,6 +850,7 @@ class ModelRolloutStatus(ApiModel):
     step_started: datetime | None = None
     last_analysis: datetime | None = None
     paused_since: datetime | None = Field(None, description="Pause time does not count against holds and deadlines.")
+    pause_reason: Reason | None = Field(None, description="Why the rollout waits for a human; set only while Paused.")
     handled_promote: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="The last modelrollout.dev/promote annotation value acted on (each value acts once)."
     )
@@ -811,6 +861,7 @@ class ModelRolloutStatus(ApiModel):
         None, description="The last modelrollout.dev/retry annotation value acted on."
     )
     weights: Weights | None = Field(None, description="Weights read back from the data plane.")
+    error_budget: ErrorBudget | None = None
     guardrails: Annotated[list[GuardrailStatus], Field(max_length=MAX_GUARDRAILS)] = Field(default_factory=list)
     history: Annotated[list[Decision], Field(max_length=MAX_HISTORY)] = Field(default_factory=list)
     failed_candidates: Annotated[list[FailedCandidate], Field(max_length=MAX_FAILED_CANDIDATES)] = Field(

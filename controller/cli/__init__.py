@@ -35,7 +35,7 @@ examples:
   kubectl modelrollout list -A
   kubectl modelrollout status fraud-scorer --watch
   kubectl modelrollout set-candidate fraud-scorer --model fraud-v9 --version 9.0.0
-  kubectl modelrollout wait fraud-scorer --timeout 30m     # exit 0 promoted, 1 rolled back, 2 timeout, 3 paused
+  kubectl modelrollout wait fraud-scorer --timeout 30m     # exit 0 promoted, 1 rolled back, 2 timeout, 3 paused, 4 inconclusive
   kubectl modelrollout promote fraud-scorer [--full]
   kubectl modelrollout pause|resume|abort|retry fraud-scorer
 """
@@ -295,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-w", "--watch", action="store_true", help="redraw until the rollout ends")
         p.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
     p = command(
-        "wait", cmd_wait, "block until a verdict: exit 0 promoted, 1 rolled back, 2 timed out, 3 paused for a human"
+        "wait",
+        cmd_wait,
+        "block until a verdict: exit 0 promoted, 1 rolled back (failed), 2 timed out, 3 paused for a human, "
+        "4 rolled back inconclusive (no evidence either way)",
     )
     p.add_argument("--timeout", default="30m", help="e.g. 30m, 1h (default 30m)")
     p.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)

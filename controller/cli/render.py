@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from controller.api.duration import format_duration, parse_duration
 from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+from controller.api.reasons import Reason
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
@@ -94,7 +95,7 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
     if phase is Phase.ROLLED_BACK:
         return "nothing until spec.candidate changes or `kubectl modelrollout retry`"
     if phase is Phase.PAUSED:
-        if status.reason == "PausedByUser":
+        if status.pause_reason is Reason.PAUSED_BY_USER:
             return "paused by spec.paused: `kubectl modelrollout resume` continues"
         return f"waiting for a human ({status.reason}): `kubectl modelrollout promote` or `abort`"
     steps = spec.expanded_steps()
@@ -147,6 +148,12 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append(f"Traffic:    {progress_bar(st.weights.candidate / 100)}")
     else:
         out.append("Weights:    - (not read back yet)")
+    if st.error_budget is not None:
+        eb = st.error_budget
+        nxt = "" if eb.next_step is None else f"; next step may cost up to {eb.next_step:g}"
+        out.append(
+            f"Budget:     {eb.spent:g} of {spec.analysis.budget} excess bad requests spent, {eb.left:g} left{nxt}"
+        )
     out.append(f"Next:       {what_next(spec, st, now)}")
     out.append("")
     out.append("Steps")
@@ -196,10 +203,10 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append("")
         out.append("Rolled back")
         rows = [
-            [f.model.name, f.reason, f.guardrail or "-", _num(f.observed), f.threshold or "-"]
+            [f.model.name, f.verdict.value, f.reason, f.guardrail or "-", _num(f.observed), f.threshold or "-"]
             for f in st.failed_candidates[-5:]
         ]
-        out.append(table(["CANDIDATE", "REASON", "GUARDRAIL", "OBSERVED", "BOUND"], rows, indent="  "))
+        out.append(table(["CANDIDATE", "VERDICT", "REASON", "GUARDRAIL", "OBSERVED", "BOUND"], rows, indent="  "))
     if events:
         out.append("")
         out.append("Events")

@@ -11,12 +11,15 @@ from enum import Enum
 from typing import Any
 
 from controller.api.annotations import ABORT, PROMOTE, RETRY
+from controller.api.reasons import INCONCLUSIVE
 
 
 class Verdict(Enum):
     PROMOTED = ("promoted", 0)
     ROLLED_BACK = ("rolled back", 1)
     PAUSED = ("paused for a human", 3)
+    # Rolled back without evidence either way (deadline, error budget, no data): not a failed candidate.
+    INCONCLUSIVE = ("rolled back, inconclusive", 4)
 
     def __init__(self, text: str, exit_code: int) -> None:
         self.text = text
@@ -54,7 +57,7 @@ def verdict_of(obj: dict[str, Any]) -> Verdict | None:
     if phase == "Promoted" and conditions.get("Ready") == "True":
         return Verdict.PROMOTED
     if phase in ("RolledBack", "Failed") and conditions.get("Stalled") == "True":
-        return Verdict.ROLLED_BACK
+        return Verdict.INCONCLUSIVE if status.get("reason") in INCONCLUSIVE else Verdict.ROLLED_BACK
     if phase == "Paused":
         return Verdict.PAUSED
     return None

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
-from controller.api.duration import parse_duration
+from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
     ALL_CANDIDATE,
     ALL_INCUMBENT,
@@ -30,7 +32,9 @@ from controller.api.models import (
     AnalysisMode,
     Condition,
     DataPolicy,
+    DeadlinePolicy,
     Decision,
+    ErrorBudget,
     FailedCandidate,
     Guardrail,
     GuardrailStatus,
@@ -42,7 +46,9 @@ from controller.api.models import (
     Verdict,
     Weights,
 )
-from controller.core.judge import Cause, Judgement
+from controller.api.reasons import INCONCLUSIVE, Reason
+from controller.core import budget
+from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
 ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
@@ -51,6 +57,9 @@ WEIGHT_SETTLE = timedelta(seconds=2)
 # Inconclusive analyses in a row (policy Wait) before a Warning Event: the first may be a scrape away.
 INCONCLUSIVE_WARN_AFTER = 2
 PROBLEM_RETRY = timedelta(seconds=30)
+# Inconclusive causes the guardrail's onNoData / onError decide (INSUFFICIENT waits for traffic).
+DATA_PROBLEMS = (Cause.NO_DATA, *PROVIDER_PROBLEMS)
+FAILED = (Reason.GUARDRAIL_FAILED, Reason.FAILURE_LIMIT_EXCEEDED)
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,138 @@ def analysis_window(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dat
     return spec.analysis.window or spec.analysis.interval
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """The rollout's outcome from its guardrails' judgements: what to do, why, and the guardrail behind it."""
+
+    action: Literal["advance", "hold", "pause", "rollback"]
+    reason: Reason | None = None
+    message: str = ""
+    guardrail: GuardrailStatus | None = None
+
+
+def assess(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    causes: Mapping[str, Cause | None] | None,
+    *,
+    at_weight: bool,
+    now: datetime,
+    spending: budget.BudgetView | None = None,
+) -> Assessment:
+    """Where the step stands, from the verdicts in `status`. Only a fresh verdict (`causes` given: an
+    analysis ran in this reconcile) fails or pauses. `at_weight`: the router has the step's weights."""
+    steps = spec.expanded_steps()
+    index = min(status.current_step or 0, len(steps) - 1)
+    step, display = steps[index], f"{index + 1}/{len(steps)}"
+    elapsed = now - (status.step_started or now)
+    timed_out = elapsed >= parse_duration(spec.analysis.progress_deadline)
+    on_deadline: Literal["pause", "rollback"] = (
+        "pause" if spec.analysis.on_deadline is DeadlinePolicy.PAUSE else "rollback"
+    )
+    if not at_weight:
+        why = f"step {display}: the data plane did not take {step.weight}% within {spec.analysis.progress_deadline}"
+        return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why) if timed_out else Assessment("hold")
+    judged = _judged(spec, status.guardrails, causes) if causes is not None else None
+    if judged is not None:
+        return judged
+    # Beyond the first step the budget pays for every interval: once one more cannot be afforded
+    # at the bound of the candidate's excess rate, the evidence has not come in time.
+    one_more = spending.one_interval if spending is not None else None
+    if (
+        index > 0
+        and spending is not None
+        and one_more is not None
+        and 0 < spec.analysis.budget < spending.spent + one_more
+    ):
+        why = (
+            f"step {display}: {spending.spent:.0f} of the error budget {spec.analysis.budget} spent; one more "
+            f"interval may cost up to {one_more:.1f}"
+        )
+        return Assessment(on_deadline, Reason.ERROR_BUDGET_EXHAUSTED, why)
+    # Evidence-driven: the hold is a minimum unless analysis.endStepsEarly, and in either case the
+    # step ends only once every guardrail passed at this step's weight (never while one is short
+    # of samples: an InsufficientSamples verdict is not a pass).
+    held = elapsed >= parse_duration(step.hold) or spec.analysis.end_steps_early
+    eb = status.error_budget
+    affordable = (
+        index + 1 < len(steps)
+        and spec.analysis.budget > 0
+        and eb is not None
+        and eb.next_step is not None
+        and eb.next_step <= eb.left
+    )
+    missing = _missing(spec, status, affordable=affordable)
+    if held and not missing:
+        risk = f"; next step's excess bounded by {eb.next_step:.1f} of {eb.left:.1f} left" if affordable and eb else ""
+        return Assessment("advance", Reason.STEP_ADVANCED, risk)
+    if timed_out:
+        why = f"step {display} did not complete within {spec.analysis.progress_deadline}: {'; '.join(missing)}"
+        return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+    return Assessment("hold")
+
+
+def _policy(guardrail: Guardrail, cause: Cause | None) -> DataPolicy:
+    return guardrail.on_error if cause in PROVIDER_PROBLEMS else guardrail.on_no_data
+
+
+def _judged(
+    spec: ModelRolloutSpec, latest: list[GuardrailStatus], causes: Mapping[str, Cause | None]
+) -> Assessment | None:
+    """A failure or a data problem that ends or pauses the rollout now, or None."""
+    by_name = {g.name: g for g in spec.guardrails}
+    for gs in latest:
+        g = by_name[gs.name]
+        if gs.verdict is Verdict.FAIL and (g.critical or gs.failures > g.failure_tolerance):
+            return Assessment("rollback", Reason.GUARDRAIL_FAILED, f"guardrail {g.name} failed: {gs.message}", gs)
+    noncritical = sum(gs.failures for gs in latest if not by_name[gs.name].critical)
+    if noncritical > spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in latest):
+        why = f"{noncritical} guardrail failures exceed failureLimit {spec.analysis.failure_limit}"
+        return Assessment("rollback", Reason.FAILURE_LIMIT_EXCEEDED, why)
+    for gs in latest:
+        cause = causes.get(gs.name, Cause.NO_DATA)
+        if cause not in DATA_PROBLEMS:
+            continue
+        policy, limit = _policy(by_name[gs.name], cause), spec.analysis.inconclusive_limit
+        if policy is DataPolicy.ROLLBACK:
+            setting = "onError" if cause in PROVIDER_PROBLEMS else "onNoData"
+            why = f"guardrail {gs.name} inconclusive ({gs.message}) and {setting} is Rollback"
+            return Assessment("rollback", Reason(cause), why, gs)
+        if policy is DataPolicy.PAUSE:
+            why = f"guardrail {gs.name}: {gs.message}; waiting for a human"
+            return Assessment("pause", Reason.GUARDRAIL_INCONCLUSIVE, why, gs)
+        if gs.consecutive_inconclusive > limit:
+            why = f"guardrail {gs.name} inconclusive {gs.consecutive_inconclusive} times in a row (inconclusiveLimit {limit}): {gs.message}"
+            return Assessment("rollback", Reason.INCONCLUSIVE_LIMIT_EXCEEDED, why, gs)
+    return None
+
+
+def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: bool) -> list[str]:
+    """What keeps the step from ending: every guardrail must pass at this step's weight, judged
+    strictly after the step began (the analysis that ended the previous step never counts). A
+    sequential guardrail with its minimum samples that is only not yet conclusive (no data
+    problem) is enough when the next step is `affordable` within the error budget."""
+    latest, started = {g.name: g for g in status.guardrails}, status.step_started
+    missing = []
+    for guardrail in spec.guardrails:
+        gs = latest.get(guardrail.name)
+        if gs is None:
+            missing.append(f"{guardrail.name} never evaluated")
+        elif started is not None and (gs.last_evaluated is None or gs.last_evaluated <= started):
+            missing.append(f"{guardrail.name} not yet evaluated at this step")
+        elif gs.verdict is Verdict.PASS or (
+            affordable
+            and guardrail.sequential is not None
+            and gs.verdict is Verdict.INCONCLUSIVE
+            and gs.consecutive_inconclusive == 0
+            and (gs.evidence.candidate_samples or 0) >= guardrail.min_samples
+        ):
+            continue
+        else:
+            missing.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
+    return missing
+
+
 def decide(inp: RolloutInput) -> Outcome:
     return _Decider(inp).run()
 
@@ -201,7 +342,7 @@ class _Decider:
             self._settle()
         elif self._new(self.inp.requests.abort, self.st.handled_abort):
             self.st.handled_abort = self.inp.requests.abort
-            self._verdict_fail("AbortedByUser", f"aborted by a human ({self.inp.requests.abort})", force=True)
+            self._roll_back(Reason.ABORTED_BY_USER, f"aborted by a human ({self.inp.requests.abort})", force=True)
         elif self.inp.router_problem is not None:
             self._router_problem(*self.inp.router_problem)
         else:
@@ -225,7 +366,7 @@ class _Decider:
             self.out.actions.append(owed)
         if pair is not None:
             self.out.actions.append(SetWeights(pair[0], pair[1], ALL_INCUMBENT))
-            self._event("Normal", "TrafficRestored", f"deleted mid-rollout: 100% back to {pair[0].name}")
+            self._event("Normal", Reason.TRAFFIC_RESTORED, f"deleted mid-rollout: 100% back to {pair[0].name}")
         self.out.release = True
 
     def _bootstrap(self) -> bool:
@@ -237,8 +378,9 @@ class _Decider:
         # Nothing to compare against: the first model is adopted as the incumbent, without a canary.
         self.st.incumbent = self.st.candidate = self.spec.candidate
         self.st.candidate_hash = candidate_hash(self.spec.candidate)
-        self._set_phase(Phase.PROMOTED, "Adopted", f"no incumbent: {self.spec.candidate.name} adopted as the incumbent")
-        self._event("Normal", "Adopted", self.st.message or "")
+        why = f"no incumbent: {self.spec.candidate.name} adopted as the incumbent"
+        self._set_phase(Phase.PROMOTED, Reason.ADOPTED, why)
+        self._event("Normal", Reason.ADOPTED, why)
         return True
 
     @staticmethod
@@ -252,32 +394,24 @@ class _Decider:
             self.out.actions.append(owed)  # the last verdict's weights first
         if previous is not None:
             self.out.actions.append(SetWeights(previous[0], previous[1], ALL_INCUMBENT))
-            self._event(
-                "Normal", "CandidateReplaced", f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}"
-            )
+            why = f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}"
+            self._event("Normal", Reason.CANDIDATE_REPLACED, why)
         incumbent = self.st.incumbent
         assert incumbent is not None
         self.st.candidate = self.spec.candidate
         self.st.candidate_hash = candidate_hash(self.spec.candidate)
         # Requests made before this rollout began are about an earlier one: they never act here.
-        requests = self.inp.requests
-        self.st.handled_promote, self.st.handled_abort, self.st.handled_retry = (
-            requests.promote,
-            requests.abort,
-            requests.retry,
-        )
-        self.st.guardrails = []
-        self.st.last_analysis = None
-        self.st.paused_since = None
-        self.st.weights = None
-        self.st.previous_incumbent = None
-        self.st.rollout_started = self.now
+        r = self.inp.requests
+        self.st.handled_promote, self.st.handled_abort, self.st.handled_retry = r.promote, r.abort, r.retry
+        self.st.guardrails, self.st.last_analysis, self.st.weights, self.st.previous_incumbent = [], None, None, None
+        self.st.paused_since, self.st.pause_reason, self.st.rollout_started = None, None, self.now
+        self.st.error_budget, self.st.conditions = None, [c for c in self.st.conditions if c.type != "Feasible"]
         if self.spec.candidate.name == incumbent.name:
-            self._set_phase(Phase.PROMOTED, "AlreadyServing", f"{incumbent.name} is already the incumbent")
+            self._set_phase(Phase.PROMOTED, Reason.ALREADY_SERVING, f"{incumbent.name} is already the incumbent")
             return
         self.st.total_steps = len(self.steps)
         self._enter_step(0)
-        reason = "RolloutRetried" if retry else "RolloutStarted"
+        reason = Reason.ROLLOUT_RETRIED if retry else Reason.ROLLOUT_STARTED
         verb = "retrying" if retry else "rolling out"
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
         self._event("Normal", reason, f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
@@ -306,51 +440,37 @@ class _Decider:
             return
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
-        at_step = self.inp.applied == Weights.for_candidate(self._step().weight) or self.st.phase is Phase.PAUSED
-        if (at_step and self._take_promote_request()) or self.st.phase is Phase.PAUSED:
+        at_step = self.inp.applied == Weights.for_candidate(self._step().weight)
+        if ((at_step or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
+            self.st.phase is Phase.PAUSED
+        ):
             return
-        step = self._step()
-        elapsed = self._elapsed_in_step()
-        deadline = parse_duration(self.spec.analysis.progress_deadline)
-        target = Weights.for_candidate(step.weight)
-        if self.inp.applied != target:
-            if elapsed < deadline:
-                self._set_weights(target)
-                self.out.requeue_after = WEIGHT_SETTLE
-            else:
-                self._verdict_fail(
-                    "ProgressDeadlineExceeded",
-                    f"step {self._display()}: the data plane did not take {step.weight}% within "
-                    f"{self.spec.analysis.progress_deadline}",
-                )
-            return
-        if self.inp.judgements is not None and self._analyse(self.inp.judgements):
-            return
-        # Evidence-driven: the hold is a minimum unless analysis.endStepsEarly, and in either case the
-        # step ends only once every guardrail passed at this step's weight (never while one is short
-        # of samples: an InsufficientSamples verdict is not a pass).
-        held = elapsed >= parse_duration(step.hold) or self.spec.analysis.end_steps_early
-        if held and self._guardrails_passed():
-            self._complete_step(step)
-            return
-        if elapsed >= deadline:
-            missing = self._missing_evidence()
-            self._verdict_fail(
-                "ProgressDeadlineExceeded",
-                f"step {self._display()} did not complete within {self.spec.analysis.progress_deadline}: {missing}",
-            )
-            return
-        self.out.requeue_after = self._next_wake(step, elapsed, deadline)
+        causes, spending = None, None
+        if at_step and self.inp.judgements is not None:
+            causes, spending = self._record_analysis(self.inp.judgements)
+        verdict = assess(self.spec, self.st, causes, at_weight=at_step, now=self.now, spending=spending)
+        self._warn(causes, verdict)
+        if verdict.action == "rollback" and verdict.reason:
+            self._roll_back(verdict.reason, verdict.message, gs=verdict.guardrail)
+        elif verdict.action == "pause" and verdict.reason:
+            self._pause(verdict.reason, verdict.message)
+        elif verdict.action == "advance":
+            self._complete_step(self._step(), verdict.message)
+        elif not at_step:
+            self._set_weights(Weights.for_candidate(self._step().weight))
+            self.out.requeue_after = WEIGHT_SETTLE
+        else:
+            self.out.requeue_after = self._next_wake(self._step())
 
     # -- pieces of progress ---------------------------------------------------------------------
 
     def _paused_by_user(self) -> bool:
         if self.spec.paused:
-            if not (self.st.phase is Phase.PAUSED and self.st.reason == "PausedByUser"):
-                self._pause("PausedByUser", "spec.paused is true: weights stay where they are")
+            if self.st.pause_reason is not Reason.PAUSED_BY_USER:
+                self._pause(Reason.PAUSED_BY_USER, "spec.paused is true: weights stay where they are")
             return True
-        if self.st.phase is Phase.PAUSED and self.st.reason == "PausedByUser":
-            self._resume("Resumed", "spec.paused cleared")
+        if self.st.pause_reason is Reason.PAUSED_BY_USER:
+            self._resume(Reason.RESUMED, "spec.paused cleared")
         return False
 
     def _take_promote_request(self) -> bool:
@@ -361,142 +481,155 @@ class _Decider:
         assert request is not None
         self.st.handled_promote = request
         if self.st.phase is Phase.PAUSED:
-            self._resume("PromotedByUser", f"promotion requested ({request})")
+            self._resume(Reason.PROMOTED_BY_USER, f"promotion requested ({request})")
         else:
-            self._record("promote-request", "PromotedByUser", request)
+            self._record("promote-request", Reason.PROMOTED_BY_USER, request)
         if request.startswith("full"):
             self._promote(by_user=True)
         else:
             self._advance_or_finish(self._step(), manual=True)
         return True
 
-    def _analyse(self, judgements: Mapping[str, Judgement]) -> bool:
-        """Record the verdicts; return True when they ended the rollout or paused it."""
+    def _record_analysis(
+        self, judgements: Mapping[str, Judgement]
+    ) -> tuple[dict[str, Cause | None], budget.BudgetView | None]:
+        """Record this analysis' verdicts and the error budget in status; return each guardrail's
+        inconclusive cause and the budget's view."""
+        first_in_step = self.st.last_analysis is None
         self.st.last_analysis = self.now
         previous = {g.name: g for g in self.st.guardrails}
+        causes: dict[str, Cause | None] = {}
         updated: list[GuardrailStatus] = []
         for guardrail in self.spec.guardrails:
-            j = judgements.get(guardrail.name)
-            if j is None:
-                j = Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
+            j = judgements.get(guardrail.name) or Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
             old = previous.get(guardrail.name)
-            failures = (old.failures if old else 0) + (1 if j.verdict is Verdict.FAIL else 0)
-            data_problem = j.cause in (Cause.NO_DATA, Cause.ERROR)
-            streak = ((old.consecutive_inconclusive if old else 0) + 1) if data_problem else 0
+            if guardrail.sequential is not None and old is not None:
+                # Counts are cumulative: they never go back, and a verdict without them keeps the last.
+                j = check_counts(j, old.evidence)
+                if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
+                    j = Judgement(j.verdict, j.message, old.evidence, j.cause)
+            causes[guardrail.name] = j.cause
+            streak = ((old.consecutive_inconclusive if old else 0) + 1) if j.cause in DATA_PROBLEMS else 0
             updated.append(
                 GuardrailStatus(
                     name=guardrail.name,
                     verdict=j.verdict,
                     message=j.message[:1024],
                     evidence=j.evidence,
-                    failures=failures,
+                    failures=(old.failures if old else 0) + (1 if j.verdict is Verdict.FAIL else 0),
                     consecutive_inconclusive=streak,
                     last_evaluated=self.now,
                 )
             )
         self.st.guardrails = updated
-        by_name = {g.name: g for g in self.spec.guardrails}
-        for gs in updated:
-            if gs.verdict is Verdict.FAIL:
-                self._event("Warning", "GuardrailFailed", f"{gs.name}: {gs.message}")
-        for gs in updated:
-            g = by_name[gs.name]
-            if gs.verdict is Verdict.FAIL and (g.critical or gs.failures > g.failure_tolerance):
-                self._verdict_fail("GuardrailFailed", f"guardrail {g.name} failed: {gs.message}", guardrail=g, gs=gs)
-                return True
-        noncritical = sum(gs.failures for gs in updated if not by_name[gs.name].critical)
-        if noncritical > self.spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in updated):
-            self._verdict_fail(
-                "FailureLimitExceeded",
-                f"{noncritical} guardrail failures exceed failureLimit {self.spec.analysis.failure_limit}",
-            )
-            return True
-        for gs in updated:
-            j = judgements.get(gs.name)
-            cause = j.cause if j else Cause.NO_DATA
-            if cause not in (Cause.NO_DATA, Cause.ERROR):
+        spending = self._spending()
+        if first_in_step:
+            self._estimate(spending)
+        return causes, spending
+
+    def _spending(self) -> budget.BudgetView | None:
+        evidence = [(g, gs.evidence) for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True)]
+        counts = [c for g, e in evidence if g.sequential is not None and (c := budget.Counts.of(e)) is not None]
+        rate = budget.arrival_rate(counts[0], self.st.rollout_started, self.now) if counts else None
+        view = budget.view(self.spec, evidence, index=self.st.current_step or 0, rate=rate)
+        self.st.error_budget = None
+        if view is not None:
+            nxt = None if view.next_step is None else round(view.next_step, 1)
+            self.st.error_budget = ErrorBudget(spent=round(view.spent, 1), left=round(view.left, 1), next_step=nxt)
+        return view
+
+    def _estimate(self, spending: budget.BudgetView | None) -> None:
+        """At each step's first analysis: will the evidence come within progressDeadline at the
+        traffic observed? If not, say so now (condition Feasible=False and a Warning Event)."""
+        index, deadline = self.st.current_step or 0, parse_duration(self.spec.analysis.progress_deadline)
+        worst: tuple[float, int, float] | None = None  # (seconds, step index, candidate requests/s)
+        for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True):
+            counts = budget.Counts.of(gs.evidence) if g.sequential is not None else None
+            rate = budget.arrival_rate(counts, self.st.rollout_started, self.now) if counts else None
+            if counts is None or not rate:
                 continue
-            g = by_name[gs.name]
-            policy = g.on_error if cause is Cause.ERROR else g.on_no_data
+            left = spending.left if spending is not None else float(self.spec.analysis.budget)
+            for i, seconds in enumerate(budget.plan(self.spec, g, counts, index, rate=rate, left=left), start=index):
+                if worst is None or seconds > worst[0]:
+                    worst = (seconds, i, rate * self.steps[i].weight / 100)
+        if worst is None:
+            return
+        seconds, i, per_second = worst
+        if seconds <= deadline.total_seconds():
+            self._condition(
+                "Feasible",
+                "True",
+                "EvidenceInTime",
+                f"every step can conclude within {self.spec.analysis.progress_deadline}",
+            )
+            return
+        needs = "more than a month" if not math.isfinite(seconds) else f"about {math.ceil(seconds / 60)} min"
+        raise_to = "" if not math.isfinite(seconds) else f" (to at least {math.ceil(seconds * 1.25 / 300) * 5}m)"
+        message = (
+            f"at {per_second:.1f} req/s step {i + 1} needs {needs}; the deadline is "
+            f"{format_duration(deadline)}: raise the step's weight or the deadline{raise_to}"
+        )
+        self._condition("Feasible", "False", Reason.DEADLINE_TOO_SHORT, message)
+        self._event("Warning", Reason.DEADLINE_TOO_SHORT, message)
+
+    def _condition(self, type_: str, status: str, reason: str, message: str) -> None:
+        existing = next((c for c in self.st.conditions if c.type == type_), None)
+        since = existing.last_transition_time if existing is not None and existing.status == status else self.now
+        condition = Condition(
+            type=type_, status=status, reason=reason, message=message[:1024], last_transition_time=since,
+            observed_generation=self.inp.generation,
+        )  # fmt: skip
+        self.st.conditions = sorted(
+            [*(c for c in self.st.conditions if c.type != type_), condition], key=lambda c: c.type
+        )
+
+    def _warn(self, causes: Mapping[str, Cause | None] | None, verdict: Assessment) -> None:
+        """Warning Events for this analysis' failures, then data problems up to the one acted on."""
+        by_name = {g.name: g for g in self.spec.guardrails}
+        for gs in self.st.guardrails if causes is not None else []:
+            if gs.verdict is Verdict.FAIL:
+                self._event("Warning", Reason.GUARDRAIL_FAILED, f"{gs.name}: {gs.message}")
+        if causes is None or verdict.reason in FAILED:
+            return
+        for gs in self.st.guardrails:
+            if (cause := causes.get(gs.name)) not in DATA_PROBLEMS:
+                continue
             # One gap is normal (a candidate's first series lands a scrape after its first
             # requests): with Wait, warn from the second inconclusive analysis in a row. Pause
             # and Rollback act now, so they say so now.
+            policy = _policy(by_name[gs.name], cause)
             if policy is not DataPolicy.WAIT or gs.consecutive_inconclusive >= INCONCLUSIVE_WARN_AFTER:
-                self._event(
-                    "Warning",
-                    "GuardrailInconclusive",
-                    f"{g.name}: {gs.message} (policy {policy.value}; never a pass)",
-                )
-            if policy is DataPolicy.ROLLBACK:
-                self._verdict_fail(
-                    str(cause),
-                    f"guardrail {g.name} inconclusive ({gs.message}) and on{'Error' if cause is Cause.ERROR else 'NoData'} is Rollback",
-                    guardrail=g,
-                    gs=gs,
-                )
-                return True
-            if policy is DataPolicy.PAUSE:
-                self._pause("GuardrailInconclusive", f"guardrail {g.name}: {gs.message}; waiting for a human")
-                return True
-            if gs.consecutive_inconclusive > self.spec.analysis.inconclusive_limit:
-                self._verdict_fail(
-                    "InconclusiveLimitExceeded",
-                    f"guardrail {g.name} inconclusive {gs.consecutive_inconclusive} times in a row "
-                    f"(inconclusiveLimit {self.spec.analysis.inconclusive_limit}): {gs.message}",
-                    guardrail=g,
-                    gs=gs,
-                )
-                return True
-        return False
+                why = f"{gs.name}: {gs.message} (policy {policy.value}; never a pass)"
+                self._event("Warning", Reason.GUARDRAIL_INCONCLUSIVE, why)
+            if gs is verdict.guardrail:
+                return
 
-    def _guardrails_passed(self) -> bool:
-        """Every guardrail passed at this step's weight (vacuously true with none)."""
-        started = self.st.step_started
-        latest = {g.name: g for g in self.st.guardrails}
-        for guardrail in self.spec.guardrails:
-            gs = latest.get(guardrail.name)
-            if gs is None or gs.verdict is not Verdict.PASS:
-                return False
-            # Strictly after the step began: the analysis that ended the previous step (same instant)
-            # judged the previous weight and never counts for this one.
-            if started is not None and (gs.last_evaluated is None or gs.last_evaluated <= started):
-                return False
-        return True
-
-    def _missing_evidence(self) -> str:
-        latest = {g.name: g for g in self.st.guardrails}
-        parts = []
-        for guardrail in self.spec.guardrails:
-            gs = latest.get(guardrail.name)
-            if gs is None:
-                parts.append(f"{guardrail.name} never evaluated")
-            elif gs.verdict is not Verdict.PASS:
-                parts.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
-        return "; ".join(parts) or "guardrails passed but the step did not complete"
-
-    def _complete_step(self, step: Step) -> None:
+    def _complete_step(self, step: Step, risk: str = "") -> None:
         if step.manual_gate:
             self._pause(
-                "AwaitingPromotion", f"step {self._display()} passed; manual gate: run `kubectl modelrollout promote`"
+                Reason.AWAITING_PROMOTION,
+                f"step {self._display()} passed; manual gate: run `kubectl modelrollout promote`",
             )
             return
-        self._advance_or_finish(step, manual=False)
+        self._advance_or_finish(step, manual=False, risk=risk)
 
-    def _advance_or_finish(self, step: Step, *, manual: bool) -> None:
+    def _advance_or_finish(self, step: Step, *, manual: bool, risk: str = "") -> None:
         index = self.st.current_step or 0
         if index + 1 < len(self.steps):
             self._enter_step(index + 1)
             nxt = self.steps[index + 1]
             self._set_phase(
-                Phase.PROGRESSING, "StepAdvanced", f"step {self._display()}: {nxt.weight}% to {self._candidate().name}"
+                Phase.PROGRESSING,
+                Reason.STEP_ADVANCED,
+                f"step {self._display()}: {nxt.weight}% to {self._candidate().name}{risk}",
             )
-            self._event("Normal", "StepAdvanced", self.st.message or "")
-            self._record("advance", "StepAdvanced", self.st.message or "")
+            self._event("Normal", Reason.STEP_ADVANCED, self.st.message or "")
+            self._record("advance", Reason.STEP_ADVANCED, self.st.message or "")
             self._set_weights(Weights.for_candidate(nxt.weight))
             self.out.requeue_after = WEIGHT_SETTLE
             return
         if self.spec.canary.after_last_step is AfterLastStep.WAIT_FOR_PROMOTION and not manual:
-            self._pause("AwaitingPromotion", "last step passed; waiting for `kubectl modelrollout promote`")
+            self._pause(Reason.AWAITING_PROMOTION, "last step passed; waiting for `kubectl modelrollout promote`")
             return
         self._promote(by_user=manual)
 
@@ -505,20 +638,14 @@ class _Decider:
         self._set_weights(ALL_CANDIDATE)
         self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate
-        self.st.paused_since = None
+        self.st.paused_since, self.st.pause_reason = None, None
         why = "on a human's request" if by_user else "every guardrail passed at every step"
-        self._set_phase(Phase.PROMOTED, "Promoted", f"{candidate.name} promoted: {why}")
-        self._event("Normal", "Promoted", self.st.message or "")
-        self._record("promote", "Promoted", self.st.message or "")
+        self._set_phase(Phase.PROMOTED, Reason.PROMOTED, f"{candidate.name} promoted: {why}")
+        self._event("Normal", Reason.PROMOTED, self.st.message or "")
+        self._record("promote", Reason.PROMOTED, self.st.message or "")
 
-    def _verdict_fail(
-        self,
-        reason: str,
-        message: str,
-        *,
-        guardrail: Guardrail | None = None,
-        gs: GuardrailStatus | None = None,
-        force: bool = False,
+    def _roll_back(
+        self, reason: Reason, message: str, *, gs: GuardrailStatus | None = None, force: bool = False
     ) -> None:
         if self.spec.analysis.mode is AnalysisMode.ADVISORY and not force:
             self._pause(reason, f"advisory mode, not rolling back: {message}")
@@ -532,15 +659,17 @@ class _Decider:
                 model=candidate,
                 time=self.now,
                 reason=reason,
-                guardrail=guardrail.name if guardrail else None,
+                guardrail=gs.name if gs else None,
                 observed=evidence.candidate_value if evidence else None,
                 threshold=evidence.bound if evidence else None,
                 message=message[:1024],
+                verdict=Verdict.INCONCLUSIVE if reason in INCONCLUSIVE else Verdict.FAIL,
             ),
         ][-MAX_FAILED_CANDIDATES:]
-        self.st.paused_since = None
+        self.st.paused_since, self.st.pause_reason = None, None
         self._set_phase(Phase.ROLLED_BACK, reason, f"{candidate.name} rolled back: {message}")
-        self._event("Warning", "RolledBack", self.st.message or "")
+        kind = Reason.ROLLED_BACK_INCONCLUSIVE if reason in INCONCLUSIVE else Reason.ROLLED_BACK
+        self._event("Warning", kind, self.st.message or "")
         self._record("rollback", reason, message)
 
     # -- small helpers --------------------------------------------------------------------------
@@ -566,7 +695,9 @@ class _Decider:
     def _elapsed_in_step(self) -> timedelta:
         return self.now - (self.st.step_started or self.now)
 
-    def _next_wake(self, step: Step, elapsed: timedelta, deadline: timedelta) -> timedelta:
+    def _next_wake(self, step: Step) -> timedelta:
+        elapsed = self._elapsed_in_step()
+        deadline = parse_duration(self.spec.analysis.progress_deadline)
         interval = parse_duration(self.spec.analysis.interval)
         since = self.st.last_analysis or self.st.step_started or self.now
         candidates = [since + interval - self.now, deadline - elapsed]
@@ -581,33 +712,33 @@ class _Decider:
         assert incumbent is not None and candidate is not None
         self.out.actions.append(SetWeights(incumbent, candidate, weights))
 
-    def _pause(self, reason: str, message: str) -> None:
+    def _pause(self, reason: Reason, message: str) -> None:
         if self.st.paused_since is None:
             self.st.paused_since = self.now
+        self.st.pause_reason = reason
         self._set_phase(Phase.PAUSED, reason, message)
-        self._event(
-            "Normal" if reason in ("PausedByUser", "AwaitingPromotion") else "Warning", "Paused", f"{reason}: {message}"
-        )
+        normal = reason in (Reason.PAUSED_BY_USER, Reason.AWAITING_PROMOTION)
+        self._event("Normal" if normal else "Warning", Reason.PAUSED, f"{reason}: {message}")
         self._record("pause", reason, message)
 
-    def _resume(self, reason: str, message: str) -> None:
+    def _resume(self, reason: Reason, message: str) -> None:
         if self.st.paused_since is not None and self.st.step_started is not None:
             # Time spent paused counts neither against the hold nor the progress deadline.
             self.st.step_started += self.now - self.st.paused_since
             if self.st.last_analysis is not None:
                 self.st.last_analysis += self.now - self.st.paused_since
-        self.st.paused_since = None
+        self.st.paused_since, self.st.pause_reason = None, None
         self._set_phase(Phase.PROGRESSING, reason, message)
-        self._event("Normal", "Resumed", message)
+        self._event("Normal", Reason.RESUMED, message)
         self._record("resume", reason, message)
 
-    def _set_phase(self, phase: Phase, reason: str, message: str) -> None:
+    def _set_phase(self, phase: Phase, reason: Reason | str, message: str) -> None:
         self.st.phase, self.st.reason, self.st.message = phase, reason, message[:1024]
 
-    def _event(self, type_: str, reason: str, message: str) -> None:
+    def _event(self, type_: str, reason: Reason | str, message: str) -> None:
         self.out.events.append(Event(type_, reason, message[:1024]))
 
-    def _record(self, action: str, reason: str, message: str = "") -> None:
+    def _record(self, action: str, reason: Reason | str, message: str = "") -> None:
         entry = Decision(
             time=self.now, step=self.st.current_step or 0, action=action, reason=reason[:128], message=message[:1024]
         )

@@ -31,6 +31,17 @@ class Cause(StrEnum):
     NO_DATA = "NoData"
     ERROR = "ProviderError"
     INSUFFICIENT = "InsufficientSamples"
+    # Provider problems in the counts themselves (follow onError, as ERROR does).
+    COUNTS_WENT_BACKWARDS = "CountsWentBackwards"
+    INCONSISTENT_COUNTS = "InconsistentCounts"
+
+
+PROVIDER_PROBLEMS = (Cause.ERROR, Cause.COUNTS_WENT_BACKWARDS, Cause.INCONSISTENT_COUNTS)
+# Errors above total by at most this (requests, or this share of the total) are clamped to the
+# total: increase() extrapolates each series on its own, so two counters of the same requests
+# disagree by a fraction of a request. Beyond it the two queries do not count the same requests.
+EXCESS_ERRORS_CLAMPED = 1.0
+EXCESS_ERRORS_SHARE_CLAMPED = 0.01
 
 
 @dataclass(frozen=True)
@@ -178,8 +189,18 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
     ce, ct = _scalar(data.candidate.errors, "candidate errors"), _scalar(data.candidate.total, "candidate total")
     ie, it = _scalar(data.incumbent.errors, "incumbent errors"), _scalar(data.incumbent.total, "incumbent total")
     evidence = Evidence(candidate_samples=ct, incumbent_samples=it)
-    if min(ce, ct, ie, it) < 0 or ce > ct or ie > it:
-        raise _Inconclusive(Cause.NO_DATA, f"inconsistent counts: {ce:g} of {ct:g} and {ie:g} of {it:g}", evidence)
+    def over(errors: float, total: float) -> bool:
+        return errors > total + max(EXCESS_ERRORS_CLAMPED, EXCESS_ERRORS_SHARE_CLAMPED * total)
+
+    if min(ce, ct, ie, it) < 0 or over(ce, ct) or over(ie, it):
+        raise _Inconclusive(
+            Cause.INCONSISTENT_COUNTS,
+            f"inconsistent counts: {ce:g} errors of {ct:g} and {ie:g} of {it:g}: errorsQuery and totalQuery "
+            "do not count the same requests",
+            evidence,
+        )
+    # A fraction of a request too many: every request failed (the worst case for the candidate).
+    ce, ie = min(ce, ct), min(ie, it)
     if ct <= 0 or it <= 0:
         raise _Inconclusive(
             Cause.INSUFFICIENT, "no requests counted yet", evidence.model_copy(update={"samples_needed": g.min_samples})
@@ -259,6 +280,42 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
         f"(ratio {_fmt(test.ratio)})",
         evidence if needed is None else evidence.model_copy(update={"samples_needed": math.ceil(needed)}),
     )
+
+
+def check_counts(judgement: Judgement, recorded: Evidence | None) -> Judgement:
+    """Cumulative counts lower than those recorded in status are a provider problem (a Prometheus
+    restart, HA replicas answering in turn, a reset increase() missed), never a fresh start: a
+    restart of the counts would restart the sequential test and void its guarantee. The recorded
+    (higher) evidence stays, so the next analysis is compared with it too."""
+    if recorded is None:
+        return judgement
+    now, then = judgement.evidence, recorded
+    drops = [
+        f"{who} {what} {_fmt(new)} < {_fmt(old)}"
+        for who, what, new, old in (
+            ("candidate", "requests", now.candidate_samples, then.candidate_samples),
+            ("incumbent", "requests", now.incumbent_samples, then.incumbent_samples),
+            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate")),
+            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent")),
+        )
+        if new is not None and old is not None and new < old - 1e-6 * max(1.0, old)
+    ]
+    if not drops:
+        return judgement
+    message = (
+        f"counts went backwards since the last analysis ({', '.join(drops)}): provider problem, never a fresh start"
+    )
+    return Judgement(Verdict.INCONCLUSIVE, message, recorded, Cause.COUNTS_WENT_BACKWARDS)
+
+
+def _events(evidence: Evidence, who: str) -> float | None:
+    """Errors behind a sequential verdict: its rate times its requests (both recorded in status)."""
+    rate, total = (
+        (evidence.candidate_value, evidence.candidate_samples)
+        if who == "candidate"
+        else (evidence.incumbent_value, evidence.incumbent_samples)
+    )
+    return None if rate is None or total is None else rate * total
 
 
 def _buckets(obs: Observation | None, who: str, label: str) -> dict[str, float]:

@@ -385,6 +385,30 @@ CASES: list[Case] = [
         "progressDeadline must be at most 720h",
     ),
     Case(
+        "errorBudget with no sequential guardrail to spend it",
+        both(guardrail(metric=ERR, absolute={"max": 0.01}), setter("analysis", {"errorBudget": 50})),
+        "spec.analysis.errorBudget",
+        "analysis.errorBudget is spent only by sequential guardrails",
+    ),
+    Case(
+        "negative errorBudget",
+        setter("analysis", {"errorBudget": -1}),
+        "spec.analysis.errorBudget",
+        "greater than or equal to 0",
+    ),
+    Case(
+        "fractional errorBudget",
+        setter("analysis", {"errorBudget": 2.5}),
+        "spec.analysis.errorBudget",
+        "integer",
+    ),
+    Case(
+        "unknown onDeadline",
+        setter("analysis", {"onDeadline": "Wait"}),
+        "spec.analysis.onDeadline",
+        "Unsupported value",
+    ),
+    Case(
         "fractional window (not PromQL)",
         setter("analysis", {"window": "1.5m"}),
         "spec.analysis.window",
@@ -597,6 +621,11 @@ VALID: list[tuple[str, Mutation]] = [
         both(setter("analysis", {"interval": "1h", "progressDeadline": "720h"}), setter("canary.steps.0.hold", "719h")),
     ),
     ("fractional interval with a window", setter("analysis", {"interval": "1.5m", "window": "5m"})),
+    (
+        "errorBudget 0 without a sequential guardrail",
+        both(guardrail(metric=ERR, absolute={"max": 0.01}), setter("analysis", {"errorBudget": 0})),
+    ),
+    ("onDeadline Pause", setter("analysis", {"onDeadline": "Pause"})),
     ("compound window", setter("analysis", {"window": "1h30m", "interval": "90s", "progressDeadline": "2h"})),
     ("longest window", setter("analysis", {"window": "24h"})),
     ("min == max", guardrail(metric=ERR, absolute={"min": 0.01, "max": 0.01})),

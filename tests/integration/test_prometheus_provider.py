@@ -150,6 +150,39 @@ def test_error_rate_builtin_for_a_variant(
     assert incumbent_errors.status is OK and incumbent_errors.value == 0.0
 
 
+def test_a_5xx_series_born_with_its_first_error_hides_it_from_increase_unless_initialised_at_zero(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """What the builtins lose when a model server creates its `code="500"` series only at the first
+    error: increase() takes a series' first sample as its start, so those errors never count.
+    Given two models with the same traffic, one exporting its 500s at 0 from the start and one
+    not, when both serve 95 good and 5 failed requests, then only the initialised one shows them."""
+    born, initialised = model + "-born", model + "-init"
+    start_counters(exporter, prometheus, born, ["200"])
+    start_counters(exporter, prometheus, initialised, ["200", "500"])
+    with exporter.atomically():
+        for m in (born, initialised):
+            exporter.inc_counter(REQUESTS, requests(m, "200"), 95)
+            exporter.inc_counter(REQUESTS, requests(m, "500"), 5)  # born: the series appears now, at 5
+    for m in (born, initialised):
+        prometheus.wait_for(
+            f'count_over_time(model_requests_total{{model="{m}",code="500"}}[{WINDOW}]) >= 2', has(1), timeout=60
+        )
+        prometheus.wait_for(builtin(BuiltinMetric.ERROR_RATE, m, "total"), lambda r: bool(r) and values(r)[""] > 0)
+
+    at = now()
+    lost = provider.scalar(builtin(BuiltinMetric.ERROR_RATE, born, "errors"), at=at)
+    lost_total = provider.scalar(builtin(BuiltinMetric.ERROR_RATE, born, "total"), at=at)
+    kept = provider.scalar(builtin(BuiltinMetric.ERROR_RATE, initialised, "errors"), at=at)
+    kept_total = provider.scalar(builtin(BuiltinMetric.ERROR_RATE, initialised, "total"), at=at)
+
+    assert lost.status is OK and kept.status is OK, (lost.message, kept.message)
+    assert lost.value == 0.0  # 5 errors of 100 requests, invisible: a 5% error rate reads as 0%
+    assert lost_total.value is not None and lost_total.value > 0
+    assert kept.value is not None and kept_total.value is not None
+    assert kept.value / kept_total.value == pytest.approx(0.05)  # extrapolated alike, the ratio is exact
+
+
 def test_latency_p99_builtin(
     exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
 ) -> None:

@@ -196,6 +196,22 @@ def test_verdicts(obj: dict[str, Any], verdict: Verdict | None) -> None:
     assert verdict_of(obj) is verdict
 
 
+@pytest.mark.parametrize(
+    ("reason", "verdict", "code"),
+    [
+        ("GuardrailFailed", Verdict.ROLLED_BACK, 1),
+        ("AbortedByUser", Verdict.ROLLED_BACK, 1),
+        ("ProgressDeadlineExceeded", Verdict.INCONCLUSIVE, 4),
+        ("ErrorBudgetExhausted", Verdict.INCONCLUSIVE, 4),
+        ("CountsWentBackwards", Verdict.INCONCLUSIVE, 4),
+    ],
+)
+def test_a_rollback_without_evidence_has_its_own_exit_code(reason: str, verdict: Verdict, code: int) -> None:
+    obj = with_conditions("RolledBack", Stalled="True")
+    obj["status"]["reason"] = reason
+    assert verdict_of(obj) is verdict and verdict.exit_code == code
+
+
 def test_a_status_about_an_older_spec_is_no_verdict() -> None:
     obj = with_conditions("Promoted", Ready="True")
     obj["metadata"]["generation"] = 3
@@ -217,3 +233,9 @@ def test_a_pause_with_a_promote_or_abort_not_yet_acted_on_is_no_verdict() -> Non
 
 def test_exit_codes() -> None:
     assert [v.exit_code for v in (Verdict.PROMOTED, Verdict.ROLLED_BACK, Verdict.PAUSED)] == [0, 1, 3]
+
+
+def test_status_shows_the_error_budget_spent_and_left() -> None:
+    status = {**PROGRESSING, "errorBudget": {"spent": 12.5, "left": 87.5, "nextStep": 40.2}}
+    text = status_view(rollout(**status), [], NOW)
+    assert "Budget:     12.5 of 100 excess bad requests spent, 87.5 left; next step may cost up to 40.2" in text

@@ -7,6 +7,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.api.models import Guardrail, Verdict
 from controller.core import statistics
@@ -210,11 +212,36 @@ def test_min_absolute_effect_never_passes_a_candidate_above_it_and_worse() -> No
 
 @pytest.mark.parametrize(
     "data",
-    [counts(11, 10, 5, 5000), counts(5, 500, 5001, 5000), counts(-1, 500, 5, 5000), counts(5, 500, 5, -10)],
+    [counts(12, 10, 5, 5000), counts(5, 500, 5051, 5000), counts(-1, 500, 5, 5000), counts(5, 500, 5, -10)],
 )
-def test_inconsistent_counts_are_no_data(data: GuardrailData) -> None:
+def test_counts_that_cannot_be_are_a_provider_problem_not_a_verdict(data: GuardrailData) -> None:
     j = judge(rule(), data)
-    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.NO_DATA
+    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.INCONSISTENT_COUNTS
+    assert "errorsQuery and totalQuery" in j.message
+
+
+def test_errors_a_fraction_above_total_are_clamped_a_candidate_failing_every_request_fails_at_once() -> None:
+    # increase() extrapolates each counter on its own: 300.0000001 errors of 300 requests.
+    j = judge(rule(), counts(300.0000001, 300, 300, 30_000))
+    assert j.verdict is Verdict.FAIL and j.evidence.candidate_value == 1.0
+    # Up to one request, or 1% of the total, over: clamped; the incumbent's side too.
+    assert judge(rule(), counts(3, 300, 30_250, 30_000)).cause is not Cause.INCONSISTENT_COUNTS
+    assert judge(rule(), counts(301, 300, 300, 30_000)).verdict is Verdict.FAIL
+
+
+@given(
+    excess=st.floats(0, 1),
+    ct=st.floats(1, 1e6),
+    incumbent_rate=st.floats(0, 0.5),
+    it=st.floats(1e4, 1e6),
+)
+def test_a_candidate_failing_every_request_never_passes(
+    excess: float, ct: float, incumbent_rate: float, it: float
+) -> None:
+    # Against an incumbent failing at most half its requests: a ratio of 2 or more.
+    j = judge(rule(), counts(ct + excess, ct, incumbent_rate * it, it))
+    assert j.verdict is not Verdict.PASS
+    assert j.cause is not Cause.INCONSISTENT_COUNTS
 
 
 def test_below_min_samples_there_is_no_verdict_either_way() -> None:
