@@ -17,7 +17,7 @@ from controller.api.models import ModelRolloutSpec, Phase, Verdict
 from controller.api.reasons import Reason
 from controller.core import budget, statistics
 from controller.core.judge import GuardrailData, Judgement, VariantData, judge
-from controller.metrics.base import Observation, ObservationStatus
+from controller.core.observation import Observation, ObservationStatus
 from tests.support.simulator import Simulator
 
 STEPS = [{"weight": w, "hold": "5m"} for w in (1, 5, 10, 25, 50)]
