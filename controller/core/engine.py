@@ -197,13 +197,16 @@ def assess(
     if judged is not None:
         return judged
     # Beyond the first step the budget pays for every interval: once one more cannot be afforded
-    # at the bound of the candidate's excess rate, the evidence has not come in time.
+    # at the bound of the candidate's excess rate, the evidence has not come in time. Once every
+    # sequential guardrail has passed the evidence has come: the budget no longer applies (its
+    # point estimate `spent` would otherwise grow with mere noise at high traffic).
     one_more = spending.one_interval if spending is not None else None
     if (
         index > 0
         and spending is not None
         and one_more is not None
         and 0 < spec.analysis.budget < spending.spent + one_more
+        and not _sequential_passed(spec, status)
     ):
         why = (
             f"step {display}: {spending.spent:.0f} of the error budget {spec.analysis.budget} spent; one more "
@@ -230,6 +233,11 @@ def assess(
         why = f"step {display} did not complete within {spec.analysis.progress_deadline}: {'; '.join(missing)}"
         return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why)
     return Assessment("hold")
+
+
+def _sequential_passed(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    latest = {gs.name: gs.verdict for gs in status.guardrails}
+    return all(latest.get(g.name) is Verdict.PASS for g in spec.guardrails if g.sequential is not None)
 
 
 def _policy(guardrail: Guardrail, cause: Cause | None) -> DataPolicy:
@@ -315,12 +323,18 @@ def with_problem(
     return st
 
 
+_REASONS = frozenset(Reason)
+
+
 class _Decider:
     def __init__(self, inp: RolloutInput) -> None:
         self.inp = inp
         self.spec = inp.spec
         self.now = inp.now
         self.st = inp.status.model_copy(deep=True)
+        if self.st.phase is Phase.PAUSED and self.st.pause_reason is None and self.st.reason in _REASONS:
+            # Paused before status.pauseReason existed: then status.reason said why.
+            self.st.pause_reason = Reason(self.st.reason)
         self.out = Outcome(status=self.st)
         self.steps: list[Step] = inp.spec.expanded_steps()
 

@@ -155,6 +155,18 @@ def test_user_pause_holds_weights_and_does_not_count_against_the_deadline() -> N
     assert sim.status.phase is Phase.PROMOTED
 
 
+def test_a_user_pause_written_before_pause_reason_existed_resumes_when_unpaused() -> None:
+    sim = Simulator(spec(), judge=passing)
+    sim.run(until=lambda s: s.status.current_step == 1)
+    sim.spec = spec(paused=True)
+    sim.reconcile()
+    sim.status.pause_reason = None  # as the previous version wrote it: only status.reason said why
+    assert sim.status.reason == "PausedByUser"
+    sim.spec = spec(paused=False)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+
+
 def test_idle_rollout_reconciles_without_actions() -> None:
     sim = Simulator(spec(), judge=passing)
     sim.run()

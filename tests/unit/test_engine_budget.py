@@ -91,6 +91,17 @@ def test_a_good_candidate_walks_the_cautious_schedule_on_bounded_risk_and_is_pro
     assert sim.status.guardrails[0].verdict is Verdict.PASS
 
 
+def test_once_every_sequential_guardrail_passed_the_budget_no_longer_applies() -> None:
+    # 5% more errors than the incumbent is within minEffect: a pass. At 2,000 requests/s its
+    # excess (0.05% of ~550,000 candidate requests, ~270) outgrows the budget of 100 long after
+    # the evidence came in, and must not end the rollout.
+    traffic = Traffic(rate=2000, p1=0.0105)
+    sim = Simulator(spec(), judge=traffic)
+    traffic.run(sim)
+    assert sim.status.phase is Phase.PROMOTED, (sim.status.reason, sim.status.message)
+    assert sim.status.error_budget is not None and sim.status.error_budget.spent > 100
+
+
 def test_without_a_budget_every_step_needs_a_conclusive_pass() -> None:
     traffic = Traffic(rate=100)
     sim = Simulator(spec(errorBudget=0), judge=traffic)
