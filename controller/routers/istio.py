@@ -16,24 +16,23 @@ host and subset, so a concurrent reorder fails (422) rather than moving traffic 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from controller.api.models import IstioRouter, ModelRef
-from controller.kube.errors import Forbidden, Invalid, NotFound
-from controller.kube.objects import Objects, Resource
+from controller.api.models import IstioTraffic, ModelRef
+from controller.kube.objects import Resource
 from controller.routers.base import (
+    KubeObject,
+    ObjectRef,
+    Patch,
     RouterProblem,
     RouteTarget,
     Weights,
-    forbidden,
     pair_percent,
-    read_target,
     same_ratio,
 )
 
 VIRTUALSERVICE = Resource(group="networking.istio.io", version="v1", plural="virtualservices", kind="VirtualService")
-
-PATCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,9 @@ class Destination:
     subset: str
 
     @classmethod
-    def of(cls, model: ModelRef, router: IstioRouter) -> Destination:
+    def of(cls, model: ModelRef, block: IstioTraffic) -> Destination:
         backend = model.backend
-        host = backend.host if backend is not None and backend.host else router.host
+        host = backend.host if backend is not None and backend.host else block.host
         subset = backend.subset if backend is not None and backend.subset else model.name
         return cls(host=host, subset=subset)
 
@@ -144,74 +143,47 @@ def weight_patch(pair: RoutePair, weights: Weights) -> list[dict[str, Any]]:
     return ops
 
 
-class IstioVirtualServiceRouter:
-    """TrafficRouter for `traffic.istio`: a VirtualService in the rollout's namespace."""
+class VirtualServiceWeights:
+    """RouterPlan for `traffic.istio`: two destination weights of a VirtualService in the rollout's namespace."""
 
-    def __init__(self, objects: Objects) -> None:
-        self._objects = objects
+    def objects(self, target: RouteTarget) -> list[ObjectRef]:
+        return [
+            ObjectRef(
+                VIRTUALSERVICE,
+                target.namespace,
+                _block(target).virtual_service,
+                missing=f"traffic.istio.virtualService of rollout {target.rollout}; is Istio installed?",
+            )
+        ]
 
-    def applied(self, target: RouteTarget) -> Weights:
-        vs, label = self._read(target)
-        return split_of(self._find(vs, label, target), label=label)
+    def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
+        return split_of(self._find(target, objects[0]), label=self._label(target))
 
-    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        router = _router(target)
-        for attempt in range(1, PATCH_ATTEMPTS + 1):
-            vs, label = self._read(target)
-            pair = self._find(vs, label, target)
-            if same_ratio(pair.incumbent.weight, pair.candidate.weight, weights):
-                return split_of(pair, label=label)
-            try:
-                patched = self._objects.json_patch(
-                    VIRTUALSERVICE, target.namespace, router.virtual_service, weight_patch(pair, weights)
-                )
-            except NotFound:
-                raise _not_found(target) from None
-            except Forbidden:
-                raise forbidden(VIRTUALSERVICE, target.namespace, router.virtual_service, "patch") from None
-            except Invalid:
-                # A `test` op failed: the VirtualService changed between our read and write.
-                if attempt == PATCH_ATTEMPTS:
-                    raise
-                continue
-            return split_of(self._find(patched, label, target), label=label)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
+        pair = self._find(target, objects[0])
+        if same_ratio(pair.incumbent.weight, pair.candidate.weight, wanted):
+            return []
+        return [Patch(0, weight_patch(pair, wanted))]
 
-    def _read(self, target: RouteTarget) -> tuple[dict[str, Any], str]:
-        router = _router(target)
-        vs = read_target(
-            self._objects,
-            VIRTUALSERVICE,
-            target.namespace,
-            router.virtual_service,
-            missing=f"traffic.istio.virtualService of rollout {target.rollout}; is Istio installed?",
-        )
-        return vs, f"VirtualService {target.namespace}/{router.virtual_service}"
+    def _label(self, target: RouteTarget) -> str:
+        return f"VirtualService {target.namespace}/{_block(target).virtual_service}"
 
-    def _find(self, vs: dict[str, Any], label: str, target: RouteTarget) -> RoutePair:
-        router = _router(target)
+    def _find(self, target: RouteTarget, vs: dict[str, Any]) -> RoutePair:
+        block = _block(target)
         return find_pair(
             vs,
-            label=label,
-            incumbent=Destination.of(target.incumbent, router),
-            candidate=Destination.of(target.candidate, router),
-            route_name=router.route,
+            label=self._label(target),
+            incumbent=Destination.of(target.incumbent, block),
+            candidate=Destination.of(target.candidate, block),
+            route_name=block.route,
         )
 
 
-def _router(target: RouteTarget) -> IstioRouter:
-    router = target.traffic.istio
-    if router is None:
+def _block(target: RouteTarget) -> IstioTraffic:
+    block = target.traffic.istio
+    if block is None:
         raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.istio block")
-    return router
-
-
-def _not_found(target: RouteTarget) -> RouterProblem:
-    name = _router(target).virtual_service
-    return RouterProblem(
-        "VirtualServiceNotFound",
-        f"VirtualService {target.namespace}/{name} not found (traffic.istio.virtualService of rollout {target.rollout})",
-    )
+    return block
 
 
 # -- reading the VirtualService's shape --------------------------------------------------------
