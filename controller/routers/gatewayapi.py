@@ -80,10 +80,6 @@ class RuleBackends:
         return f"rule {self.rule_name}" if self.rule_name else f"spec.rules[{self.rule_index}]"
 
 
-def route_label(namespace: str, name: str) -> str:
-    return f"HTTPRoute {namespace}/{name}"
-
-
 def find_backends(
     route: dict[str, Any],
     *,
@@ -190,7 +186,7 @@ class HttpRouteWeights:
         return [] if splits_as(backends, wanted) else [Patch(0, weight_patch(backends, wanted))]
 
     def _label(self, target: RouteTarget) -> str:
-        return route_label(target.namespace, _block(target).http_route)
+        return f"HTTPRoute {target.namespace}/{_block(target).http_route}"
 
     def _find(self, target: RouteTarget, route: dict[str, Any]) -> RuleBackends:
         return find_backends(

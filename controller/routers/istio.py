@@ -76,38 +76,13 @@ def find_pair(
     vs: dict[str, Any], *, label: str, incumbent: Destination, candidate: Destination, route_name: str | None
 ) -> RoutePair:
     """The http route named `route_name`, else the first one holding both destinations."""
-    routes = _http_routes(vs, label)
-    for index, http in enumerate(routes):
+    for index, http in enumerate(_http_routes(vs, label)):
         if route_name is not None and http.get("name") != route_name:
             continue
-        destinations = _destinations(http, index, label)
-        inc = [i for i, d in enumerate(destinations) if _dest(d) == incumbent]
-        cand = [i for i, d in enumerate(destinations) if _dest(d) == candidate]
-        if inc and cand:
-            for role, dest, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand)):
-                if len(found) > 1:
-                    raise RouterProblem(
-                        "AmbiguousBackend",
-                        f"{label} spec.http[{index}] routes to {dest} (the {role}'s) {len(found)} times",
-                    )
-            if inc == cand:
-                raise RouterProblem(
-                    "AmbiguousBackend",
-                    f"{label} spec.http[{index}]: the incumbent and the candidate are the same destination ({incumbent})",
-                )
-            name = http.get("name")
-            return RoutePair(
-                route_index=index,
-                route_name=name if isinstance(name, str) else None,
-                incumbent=_slot(destinations, inc[0], index, label, incumbent),
-                candidate=_slot(destinations, cand[0], index, label, candidate),
-            )
+        pair, missing = _pair_in(http, index, label, incumbent, candidate)
+        if pair is not None:
+            return pair
         if route_name is not None:
-            missing = " and ".join(
-                f"{dest} (the {role}'s)"
-                for role, dest, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand))
-                if not found
-            )
             raise RouterProblem("BackendNotInRoute", f"{label} http route {route_name} has no destination {missing}")
     if route_name is not None:
         raise RouterProblem("BackendNotInRoute", f"{label} has no http route named {route_name} (traffic.istio.route)")
@@ -116,6 +91,37 @@ def find_pair(
         f"{label} has no http route with both {incumbent} (the incumbent's) and {candidate} (the candidate's): "
         f"add the candidate's destination with weight 0 next to the incumbent's",
     )
+
+
+def _pair_in(
+    http: dict[str, Any], index: int, label: str, incumbent: Destination, candidate: Destination
+) -> tuple[RoutePair | None, str]:
+    """Both variants' destinations in this http route, else None and which of them it lacks."""
+    destinations = _destinations(http, index, label)
+    found = [
+        (role, dest, [i for i, d in enumerate(destinations) if _dest(d) == dest])
+        for role, dest in (("incumbent", incumbent), ("candidate", candidate))
+    ]
+    (_, _, inc), (_, _, cand) = found
+    if not inc or not cand:
+        return None, " and ".join(f"{dest} (the {role}'s)" for role, dest, at in found if not at)
+    for role, dest, at in found:
+        if len(at) > 1:
+            raise RouterProblem(
+                "AmbiguousBackend", f"{label} spec.http[{index}] routes to {dest} (the {role}'s) {len(at)} times"
+            )
+    if inc == cand:
+        raise RouterProblem(
+            "AmbiguousBackend",
+            f"{label} spec.http[{index}]: the incumbent and the candidate are the same destination ({incumbent})",
+        )
+    name = http.get("name")
+    return RoutePair(
+        route_index=index,
+        route_name=name if isinstance(name, str) else None,
+        incumbent=_slot(destinations, inc[0], index, label, incumbent),
+        candidate=_slot(destinations, cand[0], index, label, candidate),
+    ), ""
 
 
 def split_of(pair: RoutePair, *, label: str) -> Weights:
