@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,25 @@ class Backend:
 
     def delete_object(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(self.group, self.version, self.namespace, self.plural, name)
+
+    def grant(self, user: str, verbs: list[str]) -> None:
+        """Let a ServiceAccount (`system:serviceaccount:<ns>:<name>`) do `verbs` on this backend's
+        kind in this namespace only, and wait until the API server's authorizer says so."""
+        _, _, sa_namespace, sa = user.split(":")
+        rbac = client.RbacAuthorizationV1Api(self.api)
+        name = f"router-{'-'.join(verbs)}"
+        rule = {"apiGroups": [self.group], "resources": [self.plural], "verbs": verbs}
+        rbac.create_namespaced_role(self.namespace, {"metadata": {"name": name}, "rules": [rule]})
+        rbac.create_namespaced_role_binding(
+            self.namespace,
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_namespace}],
+            },
+        )
+        for verb in verbs:
+            wait_allowed(self.api, user, verb, self.group, self.plural, self.namespace)
 
 
 class GatewayApiBackend(Backend):
@@ -446,6 +466,24 @@ class ReplicasBackend(Backend):
 
     def delete(self) -> None:
         self.delete_object(CANDIDATE)
+
+
+def wait_allowed(
+    api: client.ApiClient, user: str, verb: str, group: str, plural: str, namespace: str, timeout: float = 30
+) -> None:
+    """Until the authorizer (fed by informers, so a new binding takes a moment) allows it: asked as
+    the admin through a SubjectAccessReview, so the user itself makes no request."""
+    review = {
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "group": group, "resource": plural, "namespace": namespace},
+        }
+    }
+    deadline = time.monotonic() + timeout
+    while not client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed:
+        assert time.monotonic() < deadline, f"{user} still may not {verb} {plural}.{group} in {namespace}"
+        time.sleep(0.1)
 
 
 def _deployment(name: str, replicas: int) -> dict[str, Any]:

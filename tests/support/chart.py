@@ -87,13 +87,15 @@ def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
 ALL_ROUTERS = ("--set", "routers.istio=true", "--set", "routers.kserve=true", "--set", "routers.replicas=true")
 
 
-def chart_service_account(plane: ControlPlane, api: client.ApiClient, workdir: Path) -> tuple[str, str, Path]:
+def chart_service_account(
+    plane: ControlPlane, api: client.ApiClient, workdir: Path, values: tuple[str, ...] = ALL_ROUTERS
+) -> tuple[str, str, Path]:
     """Apply the chart's ServiceAccount and RBAC (cluster mode) for real, in a release namespace of
     its own; return (release namespace, user name, a kubeconfig with a real token of that account)."""
     helm = helm_binary()
     release_ns = create_namespace(api, f"mr-system-{os.urandom(4).hex()}")
-    # Every router on: the engine and router scenarios drive all four backends under this identity.
-    rendered = template(helm, helm_env_in(workdir), "mr", release_ns, *ALL_ROUTERS)
+    # By default every router on: the engine and router scenarios drive all four backends under this identity.
+    rendered = template(helm, helm_env_in(workdir), "mr", release_ns, *values)
     rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
     kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(plane.kubeconfig)]
     run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
