@@ -19,25 +19,10 @@ from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, Traffic, Weights
+from controller.api.models import ModelRef, Traffic, Weights
 from controller.core.clock import Clock
 from controller.kube.errors import Conflict, Forbidden, Invalid, NotFound
 from controller.kube.objects import Objects, Resource
-
-__all__ = [
-    "ALL_CANDIDATE",
-    "ALL_INCUMBENT",
-    "KubeObject",
-    "ObjectRef",
-    "Patch",
-    "RouteTarget",
-    "RouterPlan",
-    "RouterProblem",
-    "TrafficRouter",
-    "Weights",
-    "pair_percent",
-    "same_ratio",
-]
 
 # One write, plus up to two re-plans after the object changed between our read and our write.
 PATCH_ATTEMPTS = 3

@@ -17,18 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.api.models import GatewayApiTraffic, ModelRef
+from controller.api.models import GatewayApiTraffic, ModelRef, Weights
 from controller.kube.objects import Resource
-from controller.routers.base import (
-    KubeObject,
-    ObjectRef,
-    Patch,
-    RouterProblem,
-    RouteTarget,
-    Weights,
-    pair_percent,
-    same_ratio,
-)
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
 HTTPROUTE = Resource(group="gateway.networking.k8s.io", version="v1", plural="httproutes", kind="HTTPRoute")
 

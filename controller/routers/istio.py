@@ -19,18 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.api.models import IstioTraffic, ModelRef
+from controller.api.models import IstioTraffic, ModelRef, Weights
 from controller.kube.objects import Resource
-from controller.routers.base import (
-    KubeObject,
-    ObjectRef,
-    Patch,
-    RouterProblem,
-    RouteTarget,
-    Weights,
-    pair_percent,
-    same_ratio,
-)
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
 VIRTUALSERVICE = Resource(group="networking.istio.io", version="v1", plural="virtualservices", kind="VirtualService")
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, KServeTraffic, ModelRef
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, KServeTraffic, ModelRef, Weights
 from controller.kube.objects import Resource
-from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, Weights
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget
 
 INFERENCESERVICE = Resource(
     group="serving.kserve.io", version="v1beta1", plural="inferenceservices", kind="InferenceService"

@@ -31,9 +31,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.api.duration import parse_duration
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, ReplicasTraffic
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, ReplicasTraffic, Weights
 from controller.kube.objects import Resource
-from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, Weights
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget
 
 DEPLOYMENT = Resource(group="apps", version="v1", plural="deployments", kind="Deployment")
 WEIGHT_ANNOTATION = "modelrollout.dev/weight"
