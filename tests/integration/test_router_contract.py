@@ -212,7 +212,7 @@ def routerless(
     (ModelRollouts, their status, Events) but neither get nor patch anything a router routes by."""
     workdir = tmp_path_factory.mktemp("routerless")
     _, user, kubeconfig = chart_service_account(
-        control_plane, api_client, workdir, values=("--set", "routers.gatewayAPI=false")
+        control_plane, api_client, workdir, values=("--set", "routers.gatewayAPI=false"), release="mr-routerless"
     )
     wait_allowed(api_client, user, "get", GROUP, PLURAL, "default")
     return user, kubeconfig

@@ -185,7 +185,8 @@ def test_a_router_the_chart_did_not_grant_is_router_forbidden_and_nothing_moves(
     """The chart's default RBAC (routers.replicas=false) under a real ServiceAccount token."""
     assert control_plane.audit_log is not None
     release_ns = create_namespace(api_client, unique("mr-system"))
-    rendered = template(helm_binary(), helm_env_in(tmp_path), "mr", release_ns)
+    # A release name of its own: its ClusterRole must not replace the one of chart_identity ("mr").
+    rendered = template(helm_binary(), helm_env_in(tmp_path), "mr-default", release_ns)
     rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
     kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig)]
     run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))

@@ -88,14 +88,19 @@ ALL_ROUTERS = ("--set", "routers.istio=true", "--set", "routers.kserve=true", "-
 
 
 def chart_service_account(
-    plane: ControlPlane, api: client.ApiClient, workdir: Path, values: tuple[str, ...] = ALL_ROUTERS
+    plane: ControlPlane,
+    api: client.ApiClient,
+    workdir: Path,
+    values: tuple[str, ...] = ALL_ROUTERS,
+    release: str = "mr",
 ) -> tuple[str, str, Path]:
     """Apply the chart's ServiceAccount and RBAC (cluster mode) for real, in a release namespace of
-    its own; return (release namespace, user name, a kubeconfig with a real token of that account)."""
+    its own; return (release namespace, user name, a kubeconfig with a real token of that account).
+    The ClusterRole and its binding are named after the release: one release name per identity."""
     helm = helm_binary()
     release_ns = create_namespace(api, f"mr-system-{os.urandom(4).hex()}")
     # By default every router on: the engine and router scenarios drive all four backends under this identity.
-    rendered = template(helm, helm_env_in(workdir), "mr", release_ns, *values)
+    rendered = template(helm, helm_env_in(workdir), release, release_ns, *values)
     rbac = [doc for doc in docs(rendered) if doc["kind"] in RBAC_KINDS]
     kubectl = [str(bin_dir() / "kubectl"), "--kubeconfig", str(plane.kubeconfig)]
     run([*kubectl, "apply", "--server-side", "-f", "-"], stdin=yaml.safe_dump_all(rbac))
