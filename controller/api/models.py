@@ -122,7 +122,7 @@ class ModelRef(ApiModel):
 # --------------------------------------------------------------------------------------------
 
 
-class GatewayApiRouter(ApiModel):
+class GatewayApiTraffic(ApiModel):
     """Weights of two backendRefs in one rule of a Gateway API HTTPRoute; nothing else is touched."""
 
     http_route: DnsName = Field(description="HTTPRoute name, in the ModelRollout's namespace.")
@@ -131,7 +131,7 @@ class GatewayApiRouter(ApiModel):
     )
 
 
-class IstioRouter(ApiModel):
+class IstioTraffic(ApiModel):
     """Weights of the two destinations of one HTTP route of an Istio VirtualService."""
 
     virtual_service: DnsName
@@ -139,13 +139,13 @@ class IstioRouter(ApiModel):
     host: DnsName = Field(description="Destination host of both variants, unless a model's backend overrides it.")
 
 
-class KServeRouter(ApiModel):
+class KServeTraffic(ApiModel):
     """KServe's own canary: the candidate predictor plus canaryTrafficPercent."""
 
     inference_service: DnsName
 
 
-class ReplicasRouter(ApiModel):
+class ReplicasTraffic(ApiModel):
     """No mesh: two Deployments behind one Service, the candidate's share of replicas follows the weight."""
 
     rules = (
@@ -164,19 +164,24 @@ class ReplicasRouter(ApiModel):
 
 
 class Traffic(ApiModel):
-    rules = (
-        Rule(
-            cel="[has(self.gatewayAPI), has(self.istio), has(self.kserve), has(self.replicas)]"
-            ".filter(x, x).size() == 1",
-            message="exactly one router must be set: gatewayAPI, istio, kserve or replicas",
-            check=lambda t: _exactly_one(t.gateway_api, t.istio, t.kserve, t.replicas),
-        ),
+    # One field per router block, each served by the router controller/routers/registry.py keys
+    # by the field's name; the rule that exactly one is set is built from these fields.
+    gateway_api: GatewayApiTraffic | None = Field(None, alias="gatewayAPI")
+    istio: IstioTraffic | None = None
+    kserve: KServeTraffic | None = None
+    replicas: ReplicasTraffic | None = None
+
+
+def _exactly_one_block(model: type[ApiModel]) -> Rule:
+    blocks = [field.alias or name for name, field in model.model_fields.items()]
+    return Rule(
+        cel=f"[{', '.join(f'has(self.{block})' for block in blocks)}].filter(x, x).size() == 1",
+        message=f"exactly one router must be set: {', '.join(blocks[:-1])} or {blocks[-1]}",
+        check=lambda t: _exactly_one(*(getattr(t, name) for name in model.model_fields)),
     )
 
-    gateway_api: GatewayApiRouter | None = Field(None, alias="gatewayAPI")
-    istio: IstioRouter | None = None
-    kserve: KServeRouter | None = None
-    replicas: ReplicasRouter | None = None
+
+Traffic.rules = (_exactly_one_block(Traffic),)
 
 
 # --------------------------------------------------------------------------------------------

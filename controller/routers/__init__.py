@@ -1,1 +1,1 @@
-"""Traffic routers, one module per backend behind routers.base.TrafficRouter."""
+"""Traffic routers: one module per backend, each a routers.base.RouterPlan, all behind routers.base.TrafficRouter."""

@@ -1,29 +1,33 @@
-"""The one contract every traffic router keeps (Gateway API, Istio, KServe, replica ratio).
+"""The one contract every traffic router keeps, and the one path by which any of them writes.
 
-A router moves traffic between the incumbent and the candidate and reports what the data plane
-really has, read back from the object: the engine records only weights a router read back.
+A router (Gateway API, Istio, KServe, replica ratio) is a `RouterPlan`: pure functions that name
+the objects it routes by, read weights from them and plan the patches that ask for other
+weights. `TrafficRouter` is the only code that does I/O for all of them: it gets the objects,
+plans, patches in order, re-reads and re-plans when it lost a race with another writer, and turns
+the API server's NotFound and Forbidden into the problems a human must fix. So every router
+writes only on change, reports what it read back (the engine records only that), and fails the
+same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, Traffic, Weights
-from controller.kube.errors import Forbidden, NotFound
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+from controller.api.models import ModelRef, Traffic, Weights
+from controller.core.clock import Clock
+from controller.kube.errors import Conflict, Forbidden, Invalid, NotFound
 from controller.kube.objects import Objects, Resource
 
-__all__ = [
-    "ALL_CANDIDATE",
-    "ALL_INCUMBENT",
-    "RouteTarget",
-    "RouterProblem",
-    "TrafficRouter",
-    "Weights",
-    "pair_percent",
-    "read_target",
-    "same_ratio",
-]
+# One write, plus up to two re-plans after the object changed between our read and our write.
+PATCH_ATTEMPTS = 3
+
+KubeObject = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,119 @@ class RouterProblem(Exception):
         self.message = message
 
 
-class TrafficRouter(Protocol):
-    def applied(self, target: RouteTarget) -> Weights:
-        """The weights the data plane has now. Raises RouterProblem, or KubeError for API failures."""
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object a router reads and patches, and what to tell a user who must create it.
+
+    `missing` completes "<Kind> <namespace>/<name> not found (...)" with where the name comes
+    from, so the user knows which field to fix; `not_found` is that problem's reason.
+    """
+
+    resource: Resource
+    namespace: str
+    name: str
+    missing: str
+    not_found: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.resource.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One write of a plan, to the plan's object number `index`.
+
+    A list body is an RFC 6902 patch whose `test` ops pin what was read (422 if it moved); a dict
+    body is a merge patch carrying the resourceVersion read (409 if it moved).
+    """
+
+    index: int
+    body: list[dict[str, Any]] | dict[str, Any]
+
+
+class RouterPlan(Protocol):
+    """What a router module provides: pure functions over the objects as read, no I/O.
+
+    Each may raise RouterProblem for an object a user must fix; nothing is written then.
+    """
+
+    def objects(self, target: RouteTarget) -> list[ObjectRef]:
+        """The objects the router routes by, in the order the other two receive them."""
         ...
 
-    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        """Set the weights (no write when they are already set) and return what was read back."""
+    def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
+        """The split these objects ask of the data plane now."""
         ...
+
+    def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
+        """The writes, in order, that move the objects towards `wanted`; none when they are there.
+
+        A router whose change takes several phases (the replica ratio shrinks the incumbent only
+        once the candidate's pods are ready) plans only what is due now: the engine applies
+        again until what it reads back is what it asked for.
+        """
+        ...
+
+
+class TrafficRouter:
+    """Any RouterPlan against the API server: the only place a router reads or writes."""
+
+    def __init__(self, plan: RouterPlan, objects: Objects, clock: Clock) -> None:
+        self.plan, self._objects, self._clock = plan, objects, clock
+
+    def applied(self, target: RouteTarget) -> Weights:
+        """The weights the data plane has now. Raises RouterProblem, or KubeError for API failures."""
+        return self.plan.weights(target, self._read(self.plan.objects(target)))
+
+    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
+        """Set the weights (no write when they are already set) and return what was read back.
+
+        A 409 or 422 answer means the object changed since our read (a `test` op or the
+        resourceVersion no longer holds): read again and re-plan at once, since the new state is
+        already there to read. If it keeps changing, the error goes to the work queue's back-off.
+        """
+        retrying = Retrying(
+            stop=stop_after_attempt(PATCH_ATTEMPTS), retry=retry_if_exception_type((Conflict, Invalid)), reraise=True
+        )
+        for attempt in retrying:
+            with attempt:
+                refs = self.plan.objects(target)
+                objects = self._read(refs)
+                for patch in self.plan.patches(target, objects, weights, self._clock.now()):
+                    objects[patch.index] = self._write(refs[patch.index], patch)
+                # What the API server stored, not what we asked for (an admission webhook may differ).
+                return self.plan.weights(target, objects)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _read(self, refs: list[ObjectRef]) -> list[KubeObject]:
+        objects = []
+        for ref in refs:
+            with _problems(ref, "get"):
+                objects.append(self._objects.get(ref.resource, ref.namespace, ref.name))
+        return objects
+
+    def _write(self, ref: ObjectRef, patch: Patch) -> KubeObject:
+        with _problems(ref, "patch"):
+            if isinstance(patch.body, list):
+                return self._objects.json_patch(ref.resource, ref.namespace, ref.name, patch.body)
+            return self._objects.merge_patch(ref.resource, ref.namespace, ref.name, patch.body)
+
+
+@contextmanager
+def _problems(ref: ObjectRef, verb: str) -> Iterator[None]:
+    """A missing object or a missing RBAC grant is for a human to fix: a RouterProblem."""
+    try:
+        yield
+    except NotFound:
+        raise RouterProblem(
+            ref.not_found or f"{ref.resource.kind}NotFound", f"{ref} not found ({ref.missing})"
+        ) from None
+    except Forbidden:
+        raise RouterProblem(
+            "RouterForbidden",
+            f"the controller may not {verb} {ref.resource.plural}.{ref.resource.group or 'core'} "
+            f"(here {ref.namespace}/{ref.name}): grant it in the chart (values routers.*, docs/routers.md)",
+        ) from None
 
 
 def pair_percent(incumbent: int, candidate: int) -> Weights | None:
@@ -77,27 +186,3 @@ def pair_percent(incumbent: int, candidate: int) -> Weights | None:
 def same_ratio(incumbent: int, candidate: int, weights: Weights) -> bool:
     """Whether two relative weights already split as asked: 9:1 is 90/10, rewriting it moves nothing."""
     return incumbent + candidate > 0 and incumbent * weights.candidate == candidate * weights.incumbent
-
-
-def read_target(objects: Objects, resource: Resource, namespace: str, name: str, *, missing: str) -> dict[str, Any]:
-    """One read of a router's target object; a missing or forbidden one is a RouterProblem.
-
-    `missing` completes the not-found message with where the name comes from, so the user knows
-    which field to fix.
-    """
-    try:
-        return objects.get(resource, namespace, name)
-    except NotFound:
-        raise RouterProblem(
-            f"{resource.kind}NotFound", f"{resource.kind} {namespace}/{name} not found ({missing})"
-        ) from None
-    except Forbidden:
-        raise forbidden(resource, namespace, name, "get") from None
-
-
-def forbidden(resource: Resource, namespace: str, name: str, verb: str) -> RouterProblem:
-    return RouterProblem(
-        "RouterForbidden",
-        f"the controller may not {verb} {resource.plural}.{resource.group or 'core'} (here {namespace}/{name}): "
-        f"grant it in the chart (values routers.*, docs/routers.md)",
-    )

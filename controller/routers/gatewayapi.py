@@ -7,28 +7,25 @@ an RFC 6902 patch whose `test` ops pin the identity of the backendRefs it read, 
 reorder of the route fails with 422 instead of moving traffic to the wrong backend, and it does
 not write at all when the route already splits traffic as asked.
 
-Finding the rule and turning weights into percentages are pure functions over the route's dict,
-so they are unit-tested without an API server; `GatewayApiRouter` adds the reads and the patch.
+Finding the rule, turning weights into percentages and planning the patch are pure functions over
+the route's dict, unit-tested without an API server; routers.base.TrafficRouter reads and writes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from controller.api.models import ModelRef
-from controller.kube.errors import Invalid, NotFound
-from controller.kube.objects import Objects, Resource
-from controller.routers.base import RouterProblem, RouteTarget, Weights, pair_percent, same_ratio
+from controller.api.models import GatewayApiTraffic, ModelRef, Weights
+from controller.kube.objects import Resource
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
 HTTPROUTE = Resource(group="gateway.networking.k8s.io", version="v1", plural="httproutes", kind="HTTPRoute")
 
 # A weight a backendRef leaves out counts as 1: the Gateway API spec says so (the CRD's schema
 # default is 1 too, but a route stored before that default, or read from a copy, may lack it).
 DEFAULT_WEIGHT = 1
-
-# One write, plus up to two retries after a `test` op failed because the route changed under us.
-PATCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -72,10 +69,6 @@ class RuleBackends:
     @property
     def where(self) -> str:
         return f"rule {self.rule_name}" if self.rule_name else f"spec.rules[{self.rule_index}]"
-
-
-def route_label(namespace: str, name: str) -> str:
-    return f"HTTPRoute {namespace}/{name}"
 
 
 def find_backends(
@@ -161,72 +154,48 @@ def weight_patch(backends: RuleBackends, weights: Weights) -> list[dict[str, Any
     return ops
 
 
-class GatewayApiRouter:
-    """TrafficRouter for `traffic.gatewayAPI`: an HTTPRoute in the rollout's namespace."""
+class HttpRouteWeights:
+    """RouterPlan for `traffic.gatewayAPI`: two backendRef weights of an HTTPRoute in the rollout's namespace."""
 
-    def __init__(self, objects: Objects) -> None:
-        self._objects = objects
+    def objects(self, target: RouteTarget) -> list[ObjectRef]:
+        return [
+            ObjectRef(
+                HTTPROUTE,
+                target.namespace,
+                _block(target).http_route,
+                missing=f"traffic.gatewayAPI.httpRoute of rollout {target.rollout}; is the Gateway API installed "
+                f"and the route created?",
+                not_found="RouteNotFound",
+            )
+        ]
 
-    def applied(self, target: RouteTarget) -> Weights:
-        route, label = self._read(target)
-        return split_of(self._find(route, label, target), label=label)
+    def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
+        return split_of(self._find(target, objects[0]), label=self._label(target))
 
-    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        for attempt in range(1, PATCH_ATTEMPTS + 1):
-            route, label = self._read(target)
-            backends = self._find(route, label, target)
-            if splits_as(backends, weights):
-                return split_of(backends, label=label)
-            try:
-                patched = self._objects.json_patch(
-                    HTTPROUTE, target.namespace, _route_name(target), weight_patch(backends, weights)
-                )
-            except NotFound:
-                raise _route_not_found(target) from None
-            except Invalid:
-                # A `test` op failed: the route changed between our read and our write. Read it
-                # again and recompute; if it keeps changing, let the caller back off.
-                if attempt == PATCH_ATTEMPTS:
-                    raise
-                continue
-            # What the API server stored, not what we asked for (an admission webhook may differ).
-            return split_of(self._find(patched, label, target), label=label)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
+        backends = self._find(target, objects[0])
+        return [] if splits_as(backends, wanted) else [Patch(0, weight_patch(backends, wanted))]
 
-    def _read(self, target: RouteTarget) -> tuple[dict[str, Any], str]:
-        name = _route_name(target)
-        try:
-            route = self._objects.get(HTTPROUTE, target.namespace, name)
-        except NotFound:
-            raise _route_not_found(target) from None
-        return route, route_label(target.namespace, name)
+    def _label(self, target: RouteTarget) -> str:
+        return f"HTTPRoute {target.namespace}/{_block(target).http_route}"
 
-    def _find(self, route: dict[str, Any], label: str, target: RouteTarget) -> RuleBackends:
-        router = target.traffic.gateway_api
+    def _find(self, target: RouteTarget, route: dict[str, Any]) -> RuleBackends:
         return find_backends(
             route,
-            label=label,
+            label=self._label(target),
             namespace=target.namespace,
             incumbent=BackendService.of(target.incumbent),
             candidate=BackendService.of(target.candidate),
-            rule_name=router.rule_name if router is not None else None,
+            rule_name=_block(target).rule_name,
         )
 
 
-def _route_name(target: RouteTarget) -> str:
-    router = target.traffic.gateway_api
-    if router is None:
+def _block(target: RouteTarget) -> GatewayApiTraffic:
+    block = target.traffic.gateway_api
+    if block is None:
         # The registry hands this router only rollouts with a gatewayAPI block.
         raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.gatewayAPI block")
-    return router.http_route
-
-
-def _route_not_found(target: RouteTarget) -> RouterProblem:
-    return RouterProblem(
-        "RouteNotFound",
-        f"{route_label(target.namespace, _route_name(target))} not found (traffic.gatewayAPI.httpRoute of "
-        f"rollout {target.rollout}; is the Gateway API installed and the route created?)",
-    )
+    return block
 
 
 # -- reading the route's shape ------------------------------------------------------------------

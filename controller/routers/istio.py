@@ -16,24 +16,14 @@ host and subset, so a concurrent reorder fails (422) rather than moving traffic 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from controller.api.models import IstioRouter, ModelRef
-from controller.kube.errors import Forbidden, Invalid, NotFound
-from controller.kube.objects import Objects, Resource
-from controller.routers.base import (
-    RouterProblem,
-    RouteTarget,
-    Weights,
-    forbidden,
-    pair_percent,
-    read_target,
-    same_ratio,
-)
+from controller.api.models import IstioTraffic, ModelRef, Weights
+from controller.kube.objects import Resource
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
 VIRTUALSERVICE = Resource(group="networking.istio.io", version="v1", plural="virtualservices", kind="VirtualService")
-
-PATCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -42,9 +32,9 @@ class Destination:
     subset: str
 
     @classmethod
-    def of(cls, model: ModelRef, router: IstioRouter) -> Destination:
+    def of(cls, model: ModelRef, block: IstioTraffic) -> Destination:
         backend = model.backend
-        host = backend.host if backend is not None and backend.host else router.host
+        host = backend.host if backend is not None and backend.host else block.host
         subset = backend.subset if backend is not None and backend.subset else model.name
         return cls(host=host, subset=subset)
 
@@ -77,38 +67,13 @@ def find_pair(
     vs: dict[str, Any], *, label: str, incumbent: Destination, candidate: Destination, route_name: str | None
 ) -> RoutePair:
     """The http route named `route_name`, else the first one holding both destinations."""
-    routes = _http_routes(vs, label)
-    for index, http in enumerate(routes):
+    for index, http in enumerate(_http_routes(vs, label)):
         if route_name is not None and http.get("name") != route_name:
             continue
-        destinations = _destinations(http, index, label)
-        inc = [i for i, d in enumerate(destinations) if _dest(d) == incumbent]
-        cand = [i for i, d in enumerate(destinations) if _dest(d) == candidate]
-        if inc and cand:
-            for role, dest, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand)):
-                if len(found) > 1:
-                    raise RouterProblem(
-                        "AmbiguousBackend",
-                        f"{label} spec.http[{index}] routes to {dest} (the {role}'s) {len(found)} times",
-                    )
-            if inc == cand:
-                raise RouterProblem(
-                    "AmbiguousBackend",
-                    f"{label} spec.http[{index}]: the incumbent and the candidate are the same destination ({incumbent})",
-                )
-            name = http.get("name")
-            return RoutePair(
-                route_index=index,
-                route_name=name if isinstance(name, str) else None,
-                incumbent=_slot(destinations, inc[0], index, label, incumbent),
-                candidate=_slot(destinations, cand[0], index, label, candidate),
-            )
+        pair, missing = _pair_in(http, index, label, incumbent, candidate)
+        if pair is not None:
+            return pair
         if route_name is not None:
-            missing = " and ".join(
-                f"{dest} (the {role}'s)"
-                for role, dest, found in (("incumbent", incumbent, inc), ("candidate", candidate, cand))
-                if not found
-            )
             raise RouterProblem("BackendNotInRoute", f"{label} http route {route_name} has no destination {missing}")
     if route_name is not None:
         raise RouterProblem("BackendNotInRoute", f"{label} has no http route named {route_name} (traffic.istio.route)")
@@ -117,6 +82,37 @@ def find_pair(
         f"{label} has no http route with both {incumbent} (the incumbent's) and {candidate} (the candidate's): "
         f"add the candidate's destination with weight 0 next to the incumbent's",
     )
+
+
+def _pair_in(
+    http: dict[str, Any], index: int, label: str, incumbent: Destination, candidate: Destination
+) -> tuple[RoutePair | None, str]:
+    """Both variants' destinations in this http route, else None and which of them it lacks."""
+    destinations = _destinations(http, index, label)
+    found = [
+        (role, dest, [i for i, d in enumerate(destinations) if _dest(d) == dest])
+        for role, dest in (("incumbent", incumbent), ("candidate", candidate))
+    ]
+    (_, _, inc), (_, _, cand) = found
+    if not inc or not cand:
+        return None, " and ".join(f"{dest} (the {role}'s)" for role, dest, at in found if not at)
+    for role, dest, at in found:
+        if len(at) > 1:
+            raise RouterProblem(
+                "AmbiguousBackend", f"{label} spec.http[{index}] routes to {dest} (the {role}'s) {len(at)} times"
+            )
+    if inc == cand:
+        raise RouterProblem(
+            "AmbiguousBackend",
+            f"{label} spec.http[{index}]: the incumbent and the candidate are the same destination ({incumbent})",
+        )
+    name = http.get("name")
+    return RoutePair(
+        route_index=index,
+        route_name=name if isinstance(name, str) else None,
+        incumbent=_slot(destinations, inc[0], index, label, incumbent),
+        candidate=_slot(destinations, cand[0], index, label, candidate),
+    ), ""
 
 
 def split_of(pair: RoutePair, *, label: str) -> Weights:
@@ -144,74 +140,47 @@ def weight_patch(pair: RoutePair, weights: Weights) -> list[dict[str, Any]]:
     return ops
 
 
-class IstioVirtualServiceRouter:
-    """TrafficRouter for `traffic.istio`: a VirtualService in the rollout's namespace."""
+class VirtualServiceWeights:
+    """RouterPlan for `traffic.istio`: two destination weights of a VirtualService in the rollout's namespace."""
 
-    def __init__(self, objects: Objects) -> None:
-        self._objects = objects
+    def objects(self, target: RouteTarget) -> list[ObjectRef]:
+        return [
+            ObjectRef(
+                VIRTUALSERVICE,
+                target.namespace,
+                _block(target).virtual_service,
+                missing=f"traffic.istio.virtualService of rollout {target.rollout}; is Istio installed?",
+            )
+        ]
 
-    def applied(self, target: RouteTarget) -> Weights:
-        vs, label = self._read(target)
-        return split_of(self._find(vs, label, target), label=label)
+    def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
+        return split_of(self._find(target, objects[0]), label=self._label(target))
 
-    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        router = _router(target)
-        for attempt in range(1, PATCH_ATTEMPTS + 1):
-            vs, label = self._read(target)
-            pair = self._find(vs, label, target)
-            if same_ratio(pair.incumbent.weight, pair.candidate.weight, weights):
-                return split_of(pair, label=label)
-            try:
-                patched = self._objects.json_patch(
-                    VIRTUALSERVICE, target.namespace, router.virtual_service, weight_patch(pair, weights)
-                )
-            except NotFound:
-                raise _not_found(target) from None
-            except Forbidden:
-                raise forbidden(VIRTUALSERVICE, target.namespace, router.virtual_service, "patch") from None
-            except Invalid:
-                # A `test` op failed: the VirtualService changed between our read and write.
-                if attempt == PATCH_ATTEMPTS:
-                    raise
-                continue
-            return split_of(self._find(patched, label, target), label=label)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+    def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
+        pair = self._find(target, objects[0])
+        if same_ratio(pair.incumbent.weight, pair.candidate.weight, wanted):
+            return []
+        return [Patch(0, weight_patch(pair, wanted))]
 
-    def _read(self, target: RouteTarget) -> tuple[dict[str, Any], str]:
-        router = _router(target)
-        vs = read_target(
-            self._objects,
-            VIRTUALSERVICE,
-            target.namespace,
-            router.virtual_service,
-            missing=f"traffic.istio.virtualService of rollout {target.rollout}; is Istio installed?",
-        )
-        return vs, f"VirtualService {target.namespace}/{router.virtual_service}"
+    def _label(self, target: RouteTarget) -> str:
+        return f"VirtualService {target.namespace}/{_block(target).virtual_service}"
 
-    def _find(self, vs: dict[str, Any], label: str, target: RouteTarget) -> RoutePair:
-        router = _router(target)
+    def _find(self, target: RouteTarget, vs: dict[str, Any]) -> RoutePair:
+        block = _block(target)
         return find_pair(
             vs,
-            label=label,
-            incumbent=Destination.of(target.incumbent, router),
-            candidate=Destination.of(target.candidate, router),
-            route_name=router.route,
+            label=self._label(target),
+            incumbent=Destination.of(target.incumbent, block),
+            candidate=Destination.of(target.candidate, block),
+            route_name=block.route,
         )
 
 
-def _router(target: RouteTarget) -> IstioRouter:
-    router = target.traffic.istio
-    if router is None:
+def _block(target: RouteTarget) -> IstioTraffic:
+    block = target.traffic.istio
+    if block is None:
         raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.istio block")
-    return router
-
-
-def _not_found(target: RouteTarget) -> RouterProblem:
-    name = _router(target).virtual_service
-    return RouterProblem(
-        "VirtualServiceNotFound",
-        f"VirtualService {target.namespace}/{name} not found (traffic.istio.virtualService of rollout {target.rollout})",
-    )
+    return block
 
 
 # -- reading the VirtualService's shape --------------------------------------------------------

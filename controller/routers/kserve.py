@@ -22,19 +22,16 @@ API server refuse ours (409) and we read again; every other field of the object 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef
-from controller.api.models import KServeRouter as KServeBlock
-from controller.kube.errors import Conflict, Forbidden, NotFound
-from controller.kube.objects import Objects, Resource
-from controller.routers.base import RouterProblem, RouteTarget, Weights, forbidden, read_target
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, KServeTraffic, ModelRef, Weights
+from controller.kube.objects import Resource
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget
 
 INFERENCESERVICE = Resource(
     group="serving.kserve.io", version="v1beta1", plural="inferenceservices", kind="InferenceService"
 )
-
-PATCH_ATTEMPTS = 3
 
 # Predictor implementations carrying a storageUri: `model` (with modelFormat) is KServe's current
 # form; the framework keys are the older one, still served by v1beta1.
@@ -139,71 +136,41 @@ def predictor_patch(predictor: Predictor, weights: Weights, candidate: ModelRef)
     return {"metadata": {"resourceVersion": predictor.resource_version}, "spec": {"predictor": body}}
 
 
-class KServeInferenceServiceRouter:
-    """TrafficRouter for `traffic.kserve`: an InferenceService in the rollout's namespace."""
+class KServeCanary:
+    """RouterPlan for `traffic.kserve`: KServe's canary of an InferenceService in the rollout's namespace."""
 
-    def __init__(self, objects: Objects) -> None:
-        self._objects = objects
+    def objects(self, target: RouteTarget) -> list[ObjectRef]:
+        return [
+            ObjectRef(
+                INFERENCESERVICE,
+                target.namespace,
+                _block(target).inference_service,
+                missing=f"traffic.kserve.inferenceService of rollout {target.rollout}; is KServe installed?",
+            )
+        ]
 
-    def applied(self, target: RouteTarget) -> Weights:
-        isvc, label = self._read(target)
-        return self._split(isvc, label, target)
+    def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
+        return self._split(target, predictor_of(objects[0], label=self._label(target)))
 
-    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        name = _router(target).inference_service
-        if storage_uri(target.candidate) is None and weights != ALL_INCUMBENT:
+    def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
+        if storage_uri(target.candidate) is None and wanted != ALL_INCUMBENT:
             # The API refuses a kserve rollout without it; a hand-built target may lack it.
             raise RouterProblem("MalformedRollout", "the candidate has no backend.storageUri for the kserve router")
-        for attempt in range(1, PATCH_ATTEMPTS + 1):
-            isvc, label = self._read(target)
-            predictor = predictor_of(isvc, label=label)
-            now = split_of(predictor, label=label, incumbent=target.incumbent, candidate=target.candidate)
-            if now == weights and (weights != ALL_CANDIDATE or predictor.canary_percent is None):
-                return now
-            try:
-                patched = self._objects.merge_patch(
-                    INFERENCESERVICE, target.namespace, name, predictor_patch(predictor, weights, target.candidate)
-                )
-            except NotFound:
-                raise _not_found(target) from None
-            except Forbidden:
-                raise forbidden(INFERENCESERVICE, target.namespace, name, "patch") from None
-            except Conflict:
-                # Someone wrote between our read and our write: read again and recompute.
-                if attempt == PATCH_ATTEMPTS:
-                    raise
-                continue
-            return self._split(patched, label, target)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        predictor = predictor_of(objects[0], label=self._label(target))
+        # Promotion also drops a leftover canaryTrafficPercent: 100 of it would read the same.
+        if self._split(target, predictor) == wanted and (wanted != ALL_CANDIDATE or predictor.canary_percent is None):
+            return []
+        return [Patch(0, predictor_patch(predictor, wanted, target.candidate))]
 
-    def _split(self, isvc: dict[str, Any], label: str, target: RouteTarget) -> Weights:
-        return split_of(
-            predictor_of(isvc, label=label), label=label, incumbent=target.incumbent, candidate=target.candidate
-        )
+    def _label(self, target: RouteTarget) -> str:
+        return f"InferenceService {target.namespace}/{_block(target).inference_service}"
 
-    def _read(self, target: RouteTarget) -> tuple[dict[str, Any], str]:
-        name = _router(target).inference_service
-        isvc = read_target(
-            self._objects,
-            INFERENCESERVICE,
-            target.namespace,
-            name,
-            missing=f"traffic.kserve.inferenceService of rollout {target.rollout}; is KServe installed?",
-        )
-        return isvc, f"InferenceService {target.namespace}/{name}"
+    def _split(self, target: RouteTarget, predictor: Predictor) -> Weights:
+        return split_of(predictor, label=self._label(target), incumbent=target.incumbent, candidate=target.candidate)
 
 
-def _router(target: RouteTarget) -> KServeBlock:
-    router = target.traffic.kserve
-    if router is None:
+def _block(target: RouteTarget) -> KServeTraffic:
+    block = target.traffic.kserve
+    if block is None:
         raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.kserve block")
-    return router
-
-
-def _not_found(target: RouteTarget) -> RouterProblem:
-    name = _router(target).inference_service
-    return RouterProblem(
-        "InferenceServiceNotFound",
-        f"InferenceService {target.namespace}/{name} not found (traffic.kserve.inferenceService of rollout "
-        f"{target.rollout})",
-    )
+    return block

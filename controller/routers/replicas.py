@@ -25,22 +25,19 @@ read (409 on a concurrent edit, then read again). Nothing else of the Deployment
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from controller.api.duration import parse_duration
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, ReplicasRouter
-from controller.core.clock import Clock
-from controller.kube.errors import Conflict, Forbidden, NotFound
-from controller.kube.objects import Objects, Resource
-from controller.routers.base import RouterProblem, RouteTarget, Weights, forbidden, read_target
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, ReplicasTraffic, Weights
+from controller.kube.objects import Resource
+from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget
 
 DEPLOYMENT = Resource(group="apps", version="v1", plural="deployments", kind="Deployment")
 WEIGHT_ANNOTATION = "modelrollout.dev/weight"
 SCALE_DOWN_ANNOTATION = "modelrollout.dev/scale-down-at"
-
-PATCH_ATTEMPTS = 3
 
 
 def replica_split(total: int, candidate_weight: int) -> tuple[int, int]:
@@ -109,95 +106,10 @@ def split_of(incumbent: Deployment, candidate: Deployment, *, total: int, label:
     return Weights.for_candidate(100 * candidate.ready // ready)
 
 
-class ReplicaRatioRouter:
-    """TrafficRouter for `traffic.replicas`: two Deployments in the rollout's namespace."""
+class ReplicaRatio:
+    """RouterPlan for `traffic.replicas`: two Deployments in the rollout's namespace."""
 
-    def __init__(self, objects: Objects, clock: Clock) -> None:
-        self._objects = objects
-        self._clock = clock
-
-    def applied(self, target: RouteTarget) -> Weights:
-        incumbent, candidate = self._read(target)
-        return split_of(incumbent, candidate, total=_router(target).total_replicas, label=_label(target))
-
-    def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        router = _router(target)
-        inc_want, cand_want = replica_split(router.total_replicas, weights.candidate)
-        if weights.candidate > 0 and cand_want == 0:
-            raise RouterProblem(
-                "WeightTooSmall",
-                f"{weights.candidate}% of traffic.replicas.totalReplicas {router.total_replicas} is less than one "
-                f"replica, so the candidate would get no traffic; raise totalReplicas to at least "
-                f"{-(-100 // weights.candidate)} or the step's weight",
-            )
-        for attempt in range(1, PATCH_ATTEMPTS + 1):
-            incumbent, candidate = self._read(target)
-            # Both at zero ready replicas is someone's deliberate state or an outage: not ours to undo.
-            split_of(incumbent, candidate, total=router.total_replicas, label=_label(target))
-            try:
-                # 0% and 100% read back exactly from the counts; a step in between needs its weight
-                # recorded (2 of 10 replicas serves any step from 20 to 29%).
-                unrecorded = 0 < weights.candidate < 100 and candidate.nominal_weight() != weights.candidate
-                if candidate.replicas != cand_want or unrecorded:
-                    # Grow or shrink at once: growing adds capacity, shrinking takes traffic away.
-                    candidate = self._patch(target, candidate, cand_want, {WEIGHT_ANNOTATION: str(weights.candidate)})
-                incumbent = self._scale_incumbent(target, router, incumbent, candidate, inc_want, cand_want)
-            except Conflict:
-                if attempt == PATCH_ATTEMPTS:
-                    raise
-                continue
-            return split_of(incumbent, candidate, total=router.total_replicas, label=_label(target))
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _scale_incumbent(
-        self,
-        target: RouteTarget,
-        router: ReplicasRouter,
-        incumbent: Deployment,
-        candidate: Deployment,
-        want: int,
-        cand_want: int,
-    ) -> Deployment:
-        pending = incumbent.annotations.get(SCALE_DOWN_ANNOTATION)
-        if want >= incumbent.replicas:
-            if want == incumbent.replicas and pending is None:
-                return incumbent
-            return self._patch(target, incumbent, want, {SCALE_DOWN_ANNOTATION: None})
-        # Shrinking the incumbent: only once the candidate serves its share with ready pods.
-        if not candidate.settled(cand_want):
-            return incumbent
-        delay = parse_duration(router.scale_down_delay)
-        if want > 0 or delay <= timedelta(0):
-            return self._patch(target, incumbent, want, {SCALE_DOWN_ANNOTATION: None})
-        now = self._clock.now()
-        due = _parse_time(pending)
-        if due is None:
-            when = (now + delay).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return self._patch(target, incumbent, incumbent.replicas, {SCALE_DOWN_ANNOTATION: when})
-        if now < due:
-            return incumbent
-        return self._patch(target, incumbent, 0, {SCALE_DOWN_ANNOTATION: None})
-
-    def _patch(
-        self, target: RouteTarget, deployment: Deployment, replicas: int, annotations: dict[str, str | None]
-    ) -> Deployment:
-        changed = {k: v for k, v in annotations.items() if deployment.annotations.get(k) != v}
-        if replicas == deployment.replicas and not changed:
-            return deployment
-        body: dict[str, Any] = {"metadata": {"resourceVersion": deployment.resource_version}}
-        if changed:
-            body["metadata"]["annotations"] = changed
-        if replicas != deployment.replicas:
-            body["spec"] = {"replicas": replicas}
-        try:
-            patched = self._objects.merge_patch(DEPLOYMENT, target.namespace, deployment.name, body)
-        except NotFound:
-            raise _missing(target, deployment.name) from None
-        except Forbidden:
-            raise forbidden(DEPLOYMENT, target.namespace, deployment.name, "patch") from None
-        return Deployment.of(patched)
-
-    def _read(self, target: RouteTarget) -> tuple[Deployment, Deployment]:
+    def objects(self, target: RouteTarget) -> list[ObjectRef]:
         names = deployment_name(target.incumbent), deployment_name(target.candidate)
         if names[0] == names[1]:
             raise RouterProblem(
@@ -205,19 +117,79 @@ class ReplicaRatioRouter:
                 f"the incumbent and the candidate are both served by Deployment {names[0]}: "
                 f"give the models different backend.deployment",
             )
-        read = [
-            Deployment.of(
-                read_target(
-                    self._objects,
-                    DEPLOYMENT,
-                    target.namespace,
-                    name,
-                    missing=f"the {role}'s backend.deployment, default its model name, in rollout {target.rollout}",
-                )
+        return [
+            ObjectRef(
+                DEPLOYMENT,
+                target.namespace,
+                name,
+                missing=f"the {role}'s backend.deployment, default its model name, in rollout {target.rollout}",
             )
             for role, name in (("incumbent", names[0]), ("candidate", names[1]))
         ]
-        return read[0], read[1]
+
+    def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
+        incumbent, candidate = (Deployment.of(obj) for obj in objects)
+        return split_of(incumbent, candidate, total=_block(target).total_replicas, label=_label(target))
+
+    def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
+        """The candidate first (growing adds capacity, shrinking takes traffic away at once), then
+        the incumbent if it is due; the engine applies again until the split reads back."""
+        block = _block(target)
+        inc_want, cand_want = replica_split(block.total_replicas, wanted.candidate)
+        if wanted.candidate > 0 and cand_want == 0:
+            raise RouterProblem(
+                "WeightTooSmall",
+                f"{wanted.candidate}% of traffic.replicas.totalReplicas {block.total_replicas} is less than one "
+                f"replica, so the candidate would get no traffic; raise totalReplicas to at least "
+                f"{-(-100 // wanted.candidate)} or the step's weight",
+            )
+        # Both at zero ready replicas is someone's deliberate state or an outage: not ours to undo.
+        self.weights(target, objects)
+        incumbent, candidate = (Deployment.of(obj) for obj in objects)
+        # 0% and 100% read back exactly from the counts; a step in between needs its weight
+        # recorded (2 of 10 replicas serves any step from 20 to 29%).
+        unrecorded = 0 < wanted.candidate < 100 and candidate.nominal_weight() != wanted.candidate
+        weight = {WEIGHT_ANNOTATION: str(wanted.candidate)} if candidate.replicas != cand_want or unrecorded else {}
+        grow_or_shrink = _patch(1, candidate, cand_want, weight)
+        # Any write to a Deployment (annotations too) bumps its generation: once written, the
+        # candidate is not settled until its controller has seen it, so the incumbent waits.
+        settled = grow_or_shrink is None and candidate.settled(cand_want)
+        scale_incumbent = _patch(0, incumbent, *_incumbent_scale(block, incumbent, settled, inc_want, now))
+        return [patch for patch in (grow_or_shrink, scale_incumbent) if patch is not None]
+
+
+def _incumbent_scale(
+    block: ReplicasTraffic, incumbent: Deployment, candidate_settled: bool, want: int, now: datetime
+) -> tuple[int, dict[str, str | None]]:
+    """The incumbent's replicas and scale-down annotation due now (its count as it is: no change)."""
+    pending = incumbent.annotations.get(SCALE_DOWN_ANNOTATION)
+    if want >= incumbent.replicas:
+        return want, {SCALE_DOWN_ANNOTATION: None}
+    # Shrinking the incumbent: only once the candidate serves its share with ready pods.
+    if not candidate_settled:
+        return incumbent.replicas, {}
+    delay = parse_duration(block.scale_down_delay)
+    if want > 0 or delay <= timedelta(0):
+        return want, {SCALE_DOWN_ANNOTATION: None}
+    due = _parse_time(pending)
+    if due is None:
+        return incumbent.replicas, {SCALE_DOWN_ANNOTATION: (now + delay).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if now < due:
+        return incumbent.replicas, {}
+    return 0, {SCALE_DOWN_ANNOTATION: None}
+
+
+def _patch(index: int, deployment: Deployment, replicas: int, annotations: Mapping[str, str | None]) -> Patch | None:
+    """A merge patch of what differs, carrying the resourceVersion read; None if nothing does."""
+    changed = {k: v for k, v in annotations.items() if deployment.annotations.get(k) != v}
+    if replicas == deployment.replicas and not changed:
+        return None
+    body: dict[str, Any] = {"metadata": {"resourceVersion": deployment.resource_version}}
+    if changed:
+        body["metadata"]["annotations"] = changed
+    if replicas != deployment.replicas:
+        body["spec"] = {"replicas": replicas}
+    return Patch(index, body)
 
 
 def deployment_name(model: ModelRef) -> str:
@@ -225,21 +197,15 @@ def deployment_name(model: ModelRef) -> str:
     return backend.deployment if backend is not None and backend.deployment else model.name
 
 
-def _router(target: RouteTarget) -> ReplicasRouter:
-    router = target.traffic.replicas
-    if router is None:
+def _block(target: RouteTarget) -> ReplicasTraffic:
+    block = target.traffic.replicas
+    if block is None:
         raise ValueError(f"rollout {target.namespace}/{target.rollout} has no traffic.replicas block")
-    return router
+    return block
 
 
 def _label(target: RouteTarget) -> str:
     return f"Deployments {target.namespace}/{deployment_name(target.incumbent)} and {deployment_name(target.candidate)}"
-
-
-def _missing(target: RouteTarget, name: str) -> RouterProblem:
-    return RouterProblem(
-        "DeploymentNotFound", f"Deployment {target.namespace}/{name} not found (rollout {target.rollout})"
-    )
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -15,10 +15,11 @@ import pytest
 from kubernetes import client
 
 from controller.api.models import ModelRef, Traffic
+from controller.core.clock import SystemClock
 from controller.kube.errors import Invalid
 from controller.kube.objects import Objects, Resource
-from controller.routers.base import RouterProblem, RouteTarget, Weights
-from controller.routers.gatewayapi import GatewayApiRouter
+from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter, Weights
+from controller.routers.gatewayapi import HttpRouteWeights
 from controller.routers.registry import router_for
 from tests.support.audit import Write, writes
 from tests.support.controlplane import ControlPlane
@@ -79,8 +80,12 @@ def routes(api_client: client.ApiClient, control_plane: ControlPlane, namespace:
 
 
 @pytest.fixture
-def router(api_client: client.ApiClient) -> GatewayApiRouter:
-    return GatewayApiRouter(Objects(api_client))
+def router(api_client: client.ApiClient) -> TrafficRouter:
+    return gateway_api_router(Objects(api_client))
+
+
+def gateway_api_router(objects: Objects) -> TrafficRouter:
+    return TrafficRouter(HttpRouteWeights(), objects, SystemClock())
 
 
 def target(
@@ -110,7 +115,7 @@ def split(candidate: int) -> Weights:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def test_applied_reads_the_two_weights_as_percentages(routes: Routes, router: GatewayApiRouter, namespace: str) -> None:
+def test_applied_reads_the_two_weights_as_percentages(routes: Routes, router: TrafficRouter, namespace: str) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 90), ("fallback", 500), (CANDIDATE, 10)]))
     assert router.applied(target(namespace)) == split(10)
 
@@ -119,9 +124,7 @@ def test_applied_reads_the_two_weights_as_percentages(routes: Routes, router: Ga
     assert routes.all_writes()[-1].verb == "create", "reading wrote nothing"
 
 
-def test_a_backend_ref_without_weight_counts_as_weight_1(
-    routes: Routes, router: GatewayApiRouter, namespace: str
-) -> None:
+def test_a_backend_ref_without_weight_counts_as_weight_1(routes: Routes, router: TrafficRouter, namespace: str) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, None), (CANDIDATE, 3)]))
     assert router.applied(target(namespace)) == split(75)
 
@@ -146,7 +149,7 @@ def test_apply_sets_each_steps_weights_and_returns_what_the_server_has(
 
 
 def test_a_second_apply_with_the_same_weights_writes_nothing(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), (CANDIDATE, 0)]))
     rollout = target(namespace)
@@ -163,7 +166,7 @@ def test_a_second_apply_with_the_same_weights_writes_nothing(
 
 
 def test_a_route_already_at_the_asked_ratio_is_not_rewritten(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 9), (CANDIDATE, 1)]))
 
@@ -174,7 +177,7 @@ def test_a_route_already_at_the_asked_ratio_is_not_rewritten(
 
 
 def test_foreign_changes_to_everything_else_survive_our_writes(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     header = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-pool", "value": "a"}]}}
     other_rule = {
@@ -237,7 +240,7 @@ def test_foreign_changes_to_everything_else_survive_our_writes(
 
 
 def test_rule_name_selects_the_rule_and_leaves_an_earlier_rule_with_both_backends_alone(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     main = {
         "name": "main",
@@ -259,7 +262,7 @@ def test_rule_name_selects_the_rule_and_leaves_an_earlier_rule_with_both_backend
 
 
 def test_model_backend_service_and_port_pick_the_backend_ref(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [("fraud-svc", 100)], port=8080))
     routes.json_patch(
@@ -286,7 +289,7 @@ def test_model_backend_service_and_port_pick_the_backend_ref(
 
 
 def test_a_missing_route_is_route_not_found_and_nothing_is_created(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     for call in (lambda: router.applied(target(namespace)), lambda: router.apply(target(namespace), split(10))):
         with pytest.raises(RouterProblem) as caught:
@@ -299,7 +302,7 @@ def test_a_missing_route_is_route_not_found_and_nothing_is_created(
 
 
 def test_a_route_without_the_candidates_backend_is_backend_not_in_route_and_unchanged(
-    routes: Routes, router: GatewayApiRouter, namespace: str
+    routes: Routes, router: TrafficRouter, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), ("fallback", 1)]))
     before = routes.get()
@@ -313,7 +316,7 @@ def test_a_route_without_the_candidates_backend_is_backend_not_in_route_and_unch
     assert routes.router_patches() == []
 
 
-def test_an_unknown_rule_name_is_backend_not_in_route(routes: Routes, router: GatewayApiRouter, namespace: str) -> None:
+def test_an_unknown_rule_name_is_backend_not_in_route(routes: Routes, router: TrafficRouter, namespace: str) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), (CANDIDATE, 0)], rule_name="main"))
 
     with pytest.raises(RouterProblem) as caught:
@@ -343,7 +346,7 @@ def test_apply_returns_the_weights_read_back_not_the_ones_asked_for(
     routes: Routes, api_client: client.ApiClient, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), (CANDIDATE, 0)]))
-    router = GatewayApiRouter(CappingObjects(api_client))
+    router = gateway_api_router(CappingObjects(api_client))
 
     read_back = router.apply(target(namespace), split(30))
 
@@ -370,7 +373,7 @@ def test_a_concurrent_reorder_fails_our_patch_and_the_retry_hits_the_right_backe
     routes: Routes, api_client: client.ApiClient, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), (CANDIDATE, 0)]))
-    router = GatewayApiRouter(ReorderingObjects(api_client, routes, times=1))
+    router = gateway_api_router(ReorderingObjects(api_client, routes, times=1))
 
     assert router.apply(target(namespace), split(25)) == split(25)
 
@@ -383,7 +386,7 @@ def test_a_route_that_keeps_changing_raises_invalid_without_a_wrong_write(
     routes: Routes, api_client: client.ApiClient, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), (CANDIDATE, 0)]))
-    router = GatewayApiRouter(ReorderingObjects(api_client, routes, times=99))
+    router = gateway_api_router(ReorderingObjects(api_client, routes, times=99))
 
     with pytest.raises(Invalid):
         router.apply(target(namespace), split(25))
@@ -408,7 +411,7 @@ def test_a_route_deleted_under_us_is_route_not_found(
     routes: Routes, api_client: client.ApiClient, namespace: str
 ) -> None:
     routes.create(make_httproute("models", [(INCUMBENT, 100), (CANDIDATE, 0)]))
-    router = GatewayApiRouter(DeletingObjects(api_client, routes))
+    router = gateway_api_router(DeletingObjects(api_client, routes))
 
     with pytest.raises(RouterProblem) as caught:
         router.apply(target(namespace), split(10))

@@ -15,8 +15,8 @@ from kubernetes import client
 from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, Weights
 from controller.core.clock import FakeClock
 from controller.kube.objects import Objects
-from controller.routers.base import RouterProblem, RouteTarget
-from controller.routers.replicas import SCALE_DOWN_ANNOTATION, ReplicaRatioRouter
+from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
+from controller.routers.replicas import SCALE_DOWN_ANNOTATION, ReplicaRatio
 from tests.support.backends import CANDIDATE, INCUMBENT, ReplicasBackend, model
 from tests.support.controlplane import ControlPlane
 
@@ -31,7 +31,7 @@ def deployments(api_client: client.ApiClient, control_plane: ControlPlane, names
 
 def setup(
     backend: ReplicasBackend, api_client: client.ApiClient, delay: str
-) -> tuple[ReplicaRatioRouter, RouteTarget, FakeClock]:
+) -> tuple[TrafficRouter, RouteTarget, FakeClock]:
     backend.scale_down_delay = delay
     clock = FakeClock()
     target = RouteTarget(
@@ -41,7 +41,7 @@ def setup(
         incumbent=model(INCUMBENT),
         candidate=model(CANDIDATE),
     )
-    return ReplicaRatioRouter(Objects(api_client), clock), target, clock
+    return TrafficRouter(ReplicaRatio(), Objects(api_client), clock), target, clock
 
 
 def test_a_step_between_replica_multiples_rounds_the_candidate_down(
@@ -106,7 +106,7 @@ def test_the_incumbent_keeps_its_pods_for_the_scale_down_delay_after_promotion(
 
     clock.advance(119)
     # A restarted controller (a new router) keeps the same moment: it is on the Deployment.
-    restarted = ReplicaRatioRouter(Objects(api_client), clock)
+    restarted = TrafficRouter(ReplicaRatio(), Objects(api_client), clock)
     assert restarted.apply(target, ALL_CANDIDATE) != ALL_CANDIDATE
     assert deployments.replicas(INCUMBENT)[0] == 5
 

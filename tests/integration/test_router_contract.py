@@ -9,21 +9,30 @@ log of writes show that:
 - setting the same weights twice makes no write;
 - a foreign change to a field the router does not own survives its writes;
 - a missing or malformed target is a RouterProblem naming it, and nothing is written;
-- what the router reports comes from the object, not from what it was asked.
+- what the router reports comes from the object, not from what it was asked;
+- run by the reconciler as the chart's ServiceAccount with no router granted, lacking get and
+  then lacking patch on the target kind: RouterForbidden, Stalled, one Warning Event, no write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
+from controller.api import GROUP, PLURAL, VERSION
 from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, Weights
-from controller.core.clock import FakeClock
+from controller.core.clock import FakeClock, SystemClock
+from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
+from controller.kube.rollouts import Rollouts
+from controller.kube.secrets import Secrets
+from controller.reconciler import ProviderDefaults, Reconciler
 from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
 from controller.routers.registry import router_for
+from controller.telemetry import Telemetry
 from tests.support.backends import (
     BACKENDS,
     CANDIDATE,
@@ -32,8 +41,12 @@ from tests.support.backends import (
     install_istio_crds,
     install_kserve_crds,
     model,
+    uri,
+    wait_allowed,
 )
+from tests.support.chart import chart_service_account
 from tests.support.controlplane import ControlPlane
+from tests.support.world import rollout_body
 
 STEPS = (10, 20, 50)
 
@@ -186,3 +199,66 @@ def test_a_malformed_target_is_a_problem_and_nothing_is_written(contract: Contra
             call()
         assert caught.value.reason == backend.malformed_reason, caught.value.message
     assert len(backend.writes()) == before
+
+
+# -- RBAC: the chart did not grant the router ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def routerless(
+    control_plane: ControlPlane, api_client: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
+    """(user, kubeconfig) of the chart's ServiceAccount with every router off: it may run rollouts
+    (ModelRollouts, their status, Events) but neither get nor patch anything a router routes by."""
+    workdir = tmp_path_factory.mktemp("routerless")
+    _, user, kubeconfig = chart_service_account(
+        control_plane, api_client, workdir, values=("--set", "routers.gatewayAPI=false"), release="mr-routerless"
+    )
+    wait_allowed(api_client, user, "get", GROUP, PLURAL, "default")
+    return user, kubeconfig
+
+
+@pytest.mark.parametrize("granted", [[], ["get"]], ids=["lacking-get", "lacking-patch"])
+def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes_nothing(
+    backend: Backend, api_client: client.ApiClient, routerless: tuple[str, Path], granted: list[str]
+) -> None:
+    user, kubeconfig = routerless
+    if granted:
+        backend.grant(user, granted)
+    lacking = "patch" if granted else "get"
+    as_controller = config.new_client_from_config(config_file=str(kubeconfig))
+    reconciler = Reconciler(
+        rollouts=Rollouts(as_controller),
+        objects=Objects(as_controller),
+        events=EventRecorder(as_controller, host="contract"),
+        secrets=Secrets(as_controller),
+        clock=SystemClock(),
+        telemetry=Telemetry(),
+        defaults=ProviderDefaults(),
+    )
+    rollout = rollout_body("fraud", INCUMBENT, CANDIDATE, traffic=backend.traffic_block())
+    for variant, name in (("incumbent", INCUMBENT), ("candidate", CANDIDATE)):
+        rollout["spec"][variant]["backend"] = {"storageUri": uri(name)}  # the KServe router's; others ignore it
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, backend.namespace, PLURAL, rollout
+    )
+    before = len(backend.writes())
+
+    for _ in range(3):  # the first pass starts the rollout, the next ones find the same problem
+        reconciler.reconcile(backend.namespace, "fraud")
+
+    status = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        GROUP, VERSION, backend.namespace, PLURAL, "fraud"
+    )["status"]
+    assert status["reason"] == "RouterForbidden", status
+    assert f"may not {lacking} {backend.plural}.{backend.group}" in status["message"]
+    assert "routers." in status["message"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Stalled"] == "True"
+    events = client.CoreV1Api(api_client).list_namespaced_event(backend.namespace).items
+    warnings = [(e.reason, e.count) for e in events if e.type == "Warning" and e.involved_object.name == "fraud"]
+    assert warnings == [("RouterForbidden", 1)]
+    # No write reached the objects: lacking get, none was tried; lacking patch, each was refused.
+    tried = backend.writes()[before:]
+    assert [(w.verb, w.code) for w in tried] == ([] if lacking == "get" else [("patch", 403)] * len(tried))
+    assert tried or lacking == "get"
+    assert backend.served() == ALL_INCUMBENT

@@ -173,7 +173,8 @@ def test_a_router_the_chart_did_not_grant_is_router_forbidden_and_nothing_moves(
     """The chart's default RBAC (routers.replicas=false) under a real ServiceAccount token."""
     assert control_plane.audit_log is not None
     release_ns = create_namespace(api_client, unique("mr-system"))
-    _, kubeconfig = apply_chart_rbac(control_plane, api_client, release_ns, tmp_path)
+    # A release name of its own: its ClusterRole must not replace the one of chart_identity ("mr").
+    _, kubeconfig = apply_chart_rbac(control_plane, api_client, release_ns, tmp_path, release="mr-default")
 
     backend = ReplicasBackend(api_client, namespace, control_plane.audit_log)
     incumbent, candidate = unique("fraud-a"), unique("fraud-b")

@@ -31,7 +31,7 @@ from tests.support.gatewayapi import PLURAL as GW_PLURAL
 from tests.support.gatewayapi import VERSION as GW_VERSION
 from tests.support.gatewayapi import make_httproute
 from tests.support.gomodules import module_dir
-from tests.support.kube import apply_crd, wait_established
+from tests.support.kube import apply_crd, wait_allowed, wait_established
 
 ISTIO_API_VERSION = os.environ.get("ISTIO_API_VERSION", "v1.32.0")
 KSERVE_VERSION = os.environ.get("KSERVE_VERSION", "v0.16.0")
@@ -192,6 +192,25 @@ class Backend:
 
     def delete_object(self, name: str) -> None:
         self.custom.delete_namespaced_custom_object(self.group, self.version, self.namespace, self.plural, name)
+
+    def grant(self, user: str, verbs: list[str]) -> None:
+        """Let a ServiceAccount (`system:serviceaccount:<ns>:<name>`) do `verbs` on this backend's
+        kind in this namespace only, and wait until the API server's authorizer says so."""
+        _, _, sa_namespace, sa = user.split(":")
+        rbac = client.RbacAuthorizationV1Api(self.api)
+        name = f"router-{'-'.join(verbs)}"
+        rule = {"apiGroups": [self.group], "resources": [self.plural], "verbs": verbs}
+        rbac.create_namespaced_role(self.namespace, {"metadata": {"name": name}, "rules": [rule]})
+        rbac.create_namespaced_role_binding(
+            self.namespace,
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": sa_namespace}],
+            },
+        )
+        for verb in verbs:
+            wait_allowed(self.api, user, verb, self.group, self.plural, self.namespace)
 
 
 class GatewayApiBackend(Backend):

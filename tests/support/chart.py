@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import yaml
 from kubernetes import client
 
 from tests.support.controlplane import CACHE, REPO, ControlPlane, bin_dir
+from tests.support.kube import wait_allowed
 
 HELM_VERSION = os.environ.get("HELM_VERSION", "v3.22.0")
 CHART = REPO / "charts" / "modelrollout"
@@ -88,12 +88,19 @@ def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
 ALL_ROUTERS = ("--set", "routers.istio=true", "--set", "routers.kserve=true", "--set", "routers.replicas=true")
 
 
-def chart_service_account(plane: ControlPlane, api: client.ApiClient, workdir: Path) -> tuple[str, str, Path]:
+def chart_service_account(
+    plane: ControlPlane,
+    api: client.ApiClient,
+    workdir: Path,
+    values: tuple[str, ...] = ALL_ROUTERS,
+    release: str = "mr",
+) -> tuple[str, str, Path]:
     """Apply the chart's ServiceAccount and RBAC (cluster mode) for real, in a release namespace of
-    its own; return (release namespace, user name, a kubeconfig with a real token of that account)."""
+    its own; return (release namespace, user name, a kubeconfig with a real token of that account).
+    The ClusterRole and its binding are named after the release: one release name per identity."""
     release_ns = create_namespace(api, f"mr-system-{os.urandom(4).hex()}")
-    # Every router on: the engine and router scenarios drive all four backends under this identity.
-    user, kubeconfig = apply_chart_rbac(plane, api, release_ns, workdir, *ALL_ROUTERS)
+    # By default every router on: the engine and router scenarios drive all four backends under this identity.
+    user, kubeconfig = apply_chart_rbac(plane, api, release_ns, workdir, *values, release=release)
     return release_ns, user, kubeconfig
 
 
@@ -112,37 +119,15 @@ def apply_chart_rbac(
     return f"system:serviceaccount:{release_ns}:{sa}", kubeconfig
 
 
-def wait_rbac_in_force(
-    api: client.ApiClient, rbac: list[dict[str, Any]], ns: str, sa: str, timeout: float = 60
-) -> None:
-    """Until the API server's authorizer grants the ServiceAccount every rule of the applied Roles
-    and ClusterRoles. Its RBAC cache follows the objects a moment later, longer on a busy machine:
-    a controller started before that would be refused (403) through no fault of the chart."""
-    user = f"system:serviceaccount:{ns}:{sa}"
-    groups = ["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"]
-    checks = [
-        client.V1ResourceAttributes(
-            namespace=(doc["metadata"].get("namespace") or ns) if doc["kind"] == "Role" else None,
-            verb=verb,
-            group=group,
-            resource=resource,
-        )
-        for doc in rbac
-        if doc["kind"] in ("Role", "ClusterRole")
-        for rule in doc.get("rules") or []
-        for group in rule.get("apiGroups") or [""]
-        for resource in rule.get("resources") or []
-        for verb in rule.get("verbs") or []
-    ]
-    authz = client.AuthorizationV1Api(api)
-    deadline = time.monotonic() + timeout
-    while checks:
-        review = client.V1SubjectAccessReview(
-            spec=client.V1SubjectAccessReviewSpec(user=user, groups=groups, resource_attributes=checks[0])
-        )
-        if authz.create_subject_access_review(review).status.allowed:
-            checks.pop(0)
+def wait_rbac_in_force(api: client.ApiClient, rbac: list[dict[str, Any]], ns: str, sa: str) -> None:
+    """Until the authorizer grants the ServiceAccount every rule of the applied Roles and
+    ClusterRoles: a controller started before that would be refused through no fault of the chart."""
+    for doc in rbac:
+        if doc["kind"] not in ("Role", "ClusterRole"):
             continue
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"RBAC not in force after {timeout}s for {user}: {checks[0]}")
-        time.sleep(0.2)
+        namespace = (doc["metadata"].get("namespace") or ns) if doc["kind"] == "Role" else None
+        for rule in doc.get("rules") or []:
+            for group in rule.get("apiGroups") or [""]:
+                for resource in rule.get("resources") or []:
+                    for verb in rule.get("verbs") or []:
+                        wait_allowed(api, f"system:serviceaccount:{ns}:{sa}", verb, group, resource, namespace)

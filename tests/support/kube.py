@@ -44,3 +44,25 @@ def wait_established(ext: client.ApiextensionsV1Api, names: list[str], *, timeou
             time.sleep(0.1)
     if pending:
         raise TimeoutError(f"CRDs not Established after {timeout}s: {sorted(pending)}")
+
+
+def wait_allowed(
+    api: client.ApiClient, user: str, verb: str, group: str, resource: str, namespace: str | None, timeout: float = 60
+) -> None:
+    """Until the authorizer allows a ServiceAccount `user` (system:serviceaccount:<ns>:<name>) the
+    verb: it follows new RBAC objects through informers, a moment later (longer on a busy machine).
+    Asked as the admin through a SubjectAccessReview, so the user itself makes no request."""
+    sa_namespace = user.split(":")[2]
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=user,
+            groups=["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}", "system:authenticated"],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, group=group, resource=resource, namespace=namespace
+            ),
+        )
+    )
+    deadline = time.monotonic() + timeout
+    while not client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed:
+        assert time.monotonic() < deadline, f"{user} still may not {verb} {resource}.{group} in {namespace}"
+        time.sleep(0.2)

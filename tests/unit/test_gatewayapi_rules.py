@@ -19,17 +19,17 @@ from controller.kube.objects import Objects
 from controller.routers.base import RouterProblem, Weights
 from controller.routers.gatewayapi import (
     BackendService,
-    GatewayApiRouter,
+    HttpRouteWeights,
     RuleBackends,
     find_backends,
     split_of,
     splits_as,
     weight_patch,
 )
-from controller.routers.istio import IstioVirtualServiceRouter
-from controller.routers.kserve import KServeInferenceServiceRouter
+from controller.routers.istio import VirtualServiceWeights
+from controller.routers.kserve import KServeCanary
 from controller.routers.registry import router_for
-from controller.routers.replicas import ReplicaRatioRouter
+from controller.routers.replicas import ReplicaRatio
 
 NS = "models"
 LABEL = "HTTPRoute models/route"
@@ -321,19 +321,19 @@ def objects() -> Objects:
 
 def test_the_registry_gives_the_gateway_api_router_for_a_gateway_api_block() -> None:
     traffic = Traffic.model_validate({"gatewayAPI": {"httpRoute": "models"}})
-    assert isinstance(router_for(traffic, objects()), GatewayApiRouter)
+    assert isinstance(router_for(traffic, objects()).plan, HttpRouteWeights)
 
 
 @pytest.mark.parametrize(
     ("block", "kind"),
     [
-        ({"istio": {"virtualService": "vs", "host": "models.svc"}}, IstioVirtualServiceRouter),
-        ({"kserve": {"inferenceService": "fraud"}}, KServeInferenceServiceRouter),
-        ({"replicas": {"totalReplicas": 4}}, ReplicaRatioRouter),
+        ({"istio": {"virtualService": "vs", "host": "models.svc"}}, VirtualServiceWeights),
+        ({"kserve": {"inferenceService": "fraud"}}, KServeCanary),
+        ({"replicas": {"totalReplicas": 4}}, ReplicaRatio),
     ],
 )
 def test_the_registry_gives_each_block_its_router(block: dict[str, Any], kind: type) -> None:
-    assert isinstance(router_for(Traffic.model_validate(block), objects()), kind)
+    assert isinstance(router_for(Traffic.model_validate(block), objects()).plan, kind)
 
 
 def test_a_traffic_block_with_no_router_is_router_not_supported() -> None:

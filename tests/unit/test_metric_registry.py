@@ -37,7 +37,9 @@ class Secrets:
         return value.get(key)
 
 
-def providers(secrets: dict[tuple[str, str], Any] | None = None, default: MetricBackend | None = None) -> MetricProviders:
+def providers(
+    secrets: dict[tuple[str, str], Any] | None = None, default: MetricBackend | None = None
+) -> MetricProviders:
     policy = AddressPolicy(resolver=lambda host: ["10.0.0.7"])
     return MetricProviders(secrets=Secrets(secrets or {}), default=default, address_policy=policy)  # type: ignore[arg-type]
 

@@ -1,19 +1,30 @@
-"""The pure parts of the Istio, KServe and replica-ratio routers, on crafted objects."""
+"""The pure parts of the routers on crafted objects: the Istio, KServe and replica-ratio rules, and
+every router's plan (what it writes, given the objects as read)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, Weights
-from controller.routers.base import RouterProblem, pair_percent, same_ratio
-from controller.routers.istio import Destination, find_pair, split_of, weight_patch
-from controller.routers.kserve import predictor_of, predictor_patch
+from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ModelRef, Traffic, Weights
+from controller.routers.base import Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
+from controller.routers.gatewayapi import HttpRouteWeights
+from controller.routers.istio import Destination, VirtualServiceWeights, find_pair, split_of, weight_patch
+from controller.routers.kserve import KServeCanary, predictor_of, predictor_patch
 from controller.routers.kserve import split_of as kserve_split
-from controller.routers.replicas import Deployment, replica_split
+from controller.routers.replicas import (
+    SCALE_DOWN_ANNOTATION,
+    WEIGHT_ANNOTATION,
+    Deployment,
+    ReplicaRatio,
+    replica_split,
+)
 from controller.routers.replicas import split_of as replica_split_of
 
 # -- shared ratio helpers ------------------------------------------------------------------------
@@ -212,3 +223,270 @@ def test_kserve_patches_are_kserves_own_canary_promote_and_rollback() -> None:
     assert promote["spec"]["predictor"]["canaryTrafficPercent"] is None  # removed: KServe's promote
     rollback = predictor_patch(predictor, ALL_INCUMBENT, ref("v2"))
     assert rollback["spec"]["predictor"] == {"canaryTrafficPercent": 0}
+
+
+# -- plans: what each router writes, given objects as read (no API server) ------------------------
+#
+# routers.base.TrafficRouter gets the objects, asks the router's plan for patches, writes them in
+# order and reads the weights back from what the server stored. Here a tiny stand-in for the
+# server applies the patches (RFC 6902 for a list, RFC 7386 for a dict), so the plans are checked
+# for what they do to the objects: reach the weights asked for, touch nothing else, write nothing
+# when there is nothing to change.
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def apply_patch(obj: dict[str, Any], patch: Patch) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    if isinstance(patch.body, dict):
+        return merge(out, patch.body)
+    for op in patch.body:
+        *parents, last = op["path"].lstrip("/").split("/")
+        node: Any = out
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if op["op"] == "test":
+            assert node[last] == op["value"], op  # the server would refuse the whole patch (422)
+        else:
+            assert op["op"] == "add", op
+            node[last] = op["value"]
+    return out
+
+
+def merge(obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    for key, value in patch.items():
+        if value is None:
+            obj.pop(key, None)
+        elif isinstance(value, dict) and isinstance(obj.get(key), dict):
+            merge(obj[key], value)
+        else:
+            obj[key] = copy.deepcopy(value)
+    return obj
+
+
+def target_for(block: dict[str, Any]) -> RouteTarget:
+    return RouteTarget(
+        namespace="models",
+        rollout="fraud",
+        traffic=Traffic.model_validate(block),
+        incumbent=ref("v1"),
+        candidate=ref("v2"),
+    )
+
+
+def httproute(candidate: int) -> dict[str, Any]:
+    refs = [{"name": "v1", "weight": 100 - candidate}, {"name": "v2", "weight": candidate}, {"name": "v3", "weight": 7}]
+    return {"metadata": {"labels": {"team": "a"}}, "spec": {"hostnames": ["x"], "rules": [{"backendRefs": refs}]}}
+
+
+def virtualservice(candidate: int) -> dict[str, Any]:
+    return vs(
+        route("primary", ("reco.svc", "v1", 100 - candidate), ("reco.svc", "v2", candidate), ("reco.svc", "v3", 9))
+    )
+
+
+def inferenceservice(candidate: int) -> dict[str, Any]:
+    obj = isvc("s3://m/v1") if candidate == 0 else isvc("s3://m/v2", None if candidate == 100 else candidate)
+    obj["spec"]["predictor"]["minReplicas"] = 1
+    return obj
+
+
+def owned_fields_removed(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without the fields a router may write: what must survive its writes unchanged."""
+    out = copy.deepcopy(obj)
+    for rule in out["spec"].get("rules", []):
+        for backend in rule["backendRefs"][:2]:
+            backend.pop("weight")
+    for http in out["spec"].get("http", []):
+        for destination in http["route"][:2]:
+            destination.pop("weight", None)
+    predictor = out["spec"].get("predictor", {})
+    predictor.pop("canaryTrafficPercent", None)
+    predictor.get("model", {}).pop("storageUri", None)
+    return out
+
+
+SINGLE_OBJECT = {
+    "gatewayAPI": (HttpRouteWeights(), {"gatewayAPI": {"httpRoute": "models"}}, httproute),
+    "istio": (
+        VirtualServiceWeights(),
+        {"istio": {"virtualService": "vs", "route": "primary", "host": "reco.svc"}},
+        virtualservice,
+    ),
+    "kserve": (KServeCanary(), {"kserve": {"inferenceService": "fraud"}}, inferenceservice),
+}
+
+
+@pytest.mark.parametrize("backend", sorted(SINGLE_OBJECT))
+@given(start=st.integers(0, 100), wanted=st.integers(0, 100))
+def test_a_plan_reaches_the_weights_asked_for_and_touches_nothing_else(backend: str, start: int, wanted: int) -> None:
+    plan, block, make = SINGLE_OBJECT[backend]
+    target, obj = target_for(block), make(start)
+    patches = plan.patches(target, [obj], Weights.for_candidate(wanted), NOW)
+    # One write at most, and none when the object already asks for this split.
+    assert len(patches) == (0 if start == wanted else 1)
+    written = apply_patch(obj, patches[0]) if patches else obj
+    assert plan.weights(target, [written]) == Weights.for_candidate(wanted)
+    assert plan.patches(target, [written], Weights.for_candidate(wanted), NOW) == []
+    assert owned_fields_removed(written) == owned_fields_removed(obj)
+
+
+@pytest.mark.parametrize("backend", sorted(SINGLE_OBJECT))
+def test_a_plan_reads_one_object_named_by_the_block(backend: str) -> None:
+    plan, block, _ = SINGLE_OBJECT[backend]
+    [ref_] = plan.objects(target_for(block))
+    assert ref_.namespace == "models" and ref_.name in {"models", "vs", "fraud"}
+    assert "rollout fraud" in ref_.missing
+
+
+def test_kserve_promotion_drops_a_leftover_canary_percent_of_100() -> None:
+    obj = isvc("s3://m/v2", 100)
+    target = target_for({"kserve": {"inferenceService": "fraud"}})
+    assert KServeCanary().weights(target, [obj]) == ALL_CANDIDATE
+    [patch] = KServeCanary().patches(target, [obj], ALL_CANDIDATE, NOW)
+    assert "canaryTrafficPercent" not in apply_patch(obj, patch)["spec"]["predictor"]
+
+
+# -- the replica ratio's plan: the candidate first, the incumbent when due -----------------------
+
+TOTAL = 10
+
+
+def replicas_target(delay: str = "0s") -> RouteTarget:
+    return target_for({"replicas": {"totalReplicas": TOTAL, "scaleDownDelay": delay}})
+
+
+def deployment_obj(name: str, replicas: int) -> dict[str, Any]:
+    """A Deployment its controller has fully rolled out: every pod of its spec ready."""
+    return settle(
+        {
+            "metadata": {"name": name, "generation": 1, "resourceVersion": "1", "annotations": {}},
+            "spec": {"replicas": replicas},
+        }
+    )
+
+
+def settle(obj: dict[str, Any]) -> dict[str, Any]:
+    """What the deployment controller and the kubelet do next: the spec's pods become ready."""
+    n = obj["spec"]["replicas"]
+    obj["status"] = {
+        "observedGeneration": obj["metadata"]["generation"],
+        "replicas": n,
+        "readyReplicas": n,
+        "updatedReplicas": n,
+    }
+    return obj
+
+
+def write(obj: dict[str, Any], patch: Patch) -> dict[str, Any]:
+    """The API server's side of a Deployment write: the resourceVersion must match, and any change
+    to spec or annotations bumps the generation (the apps strategy does)."""
+    assert isinstance(patch.body, dict)
+    assert patch.body["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"], "409"
+    out = apply_patch(obj, patch)
+    out["metadata"]["generation"] += 1
+    out["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+    return out
+
+
+def replicas_of(objects: list[dict[str, Any]]) -> tuple[int, int]:
+    return objects[0]["spec"]["replicas"], objects[1]["spec"]["replicas"]
+
+
+def one_pass(objects: list[dict[str, Any]], wanted: Weights, now: datetime, delay: str = "0s") -> list[dict[str, Any]]:
+    """One TrafficRouter.apply: plan on what was read, write each patch to its object."""
+    out = list(objects)
+    for patch in ReplicaRatio().patches(replicas_target(delay), objects, wanted, now):
+        out[patch.index] = write(out[patch.index], patch)
+    return out
+
+
+def test_replicas_reads_both_deployments_incumbent_first() -> None:
+    refs = ReplicaRatio().objects(replicas_target())
+    assert [(r.resource.kind, r.name) for r in refs] == [("Deployment", "v1"), ("Deployment", "v2")]
+
+
+def test_a_step_grows_the_candidate_first_and_shrinks_the_incumbent_once_it_is_ready() -> None:
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0)]
+    objects = one_pass(objects, Weights.for_candidate(20), NOW)
+    assert replicas_of(objects) == (10, 2)
+    assert objects[1]["metadata"]["annotations"] == {WEIGHT_ANNOTATION: "20"}
+    # Not ready yet: nothing more to do, and the split read back is not the step's.
+    assert one_pass(objects, Weights.for_candidate(20), NOW) == objects
+    assert ReplicaRatio().weights(replicas_target(), objects) == ALL_INCUMBENT
+    objects = one_pass([settle(o) for o in objects], Weights.for_candidate(20), NOW)
+    assert replicas_of(objects) == (8, 2)
+    assert ReplicaRatio().weights(replicas_target(), [settle(o) for o in objects]) == Weights.for_candidate(20)
+
+
+def test_a_rollback_takes_the_candidates_pods_and_regrows_the_incumbent_at_once() -> None:
+    objects = [deployment_obj("v1", 8), deployment_obj("v2", 2)]
+    objects[1]["metadata"]["annotations"] = {WEIGHT_ANNOTATION: "20"}
+    patches = ReplicaRatio().patches(replicas_target(), objects, ALL_INCUMBENT, NOW)
+    assert [p.index for p in patches] == [1, 0]  # the candidate first
+    assert replicas_of(one_pass(objects, ALL_INCUMBENT, NOW)) == (10, 0)
+
+
+def test_recording_a_new_weight_on_the_candidate_holds_the_incumbent_for_that_pass() -> None:
+    # 25% and 20% of 10 replicas are both 2: only the annotation changes, which is a write, so
+    # the candidate is not settled until its controller has seen it.
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 2)]
+    objects[1]["metadata"]["annotations"] = {WEIGHT_ANNOTATION: "20"}
+    [patch] = ReplicaRatio().patches(replicas_target(), objects, Weights.for_candidate(25), NOW)
+    assert patch.index == 1 and patch.body["metadata"]["annotations"] == {WEIGHT_ANNOTATION: "25"}
+
+
+def test_promotion_keeps_the_incumbent_for_the_scale_down_delay() -> None:
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0)]
+    objects = [settle(o) for o in one_pass(objects, ALL_CANDIDATE, NOW, "2m")]
+    assert replicas_of(objects) == (10, 10)
+    objects = one_pass(objects, ALL_CANDIDATE, NOW, "2m")  # the candidate is ready: the delay starts
+    assert objects[0]["metadata"]["annotations"] == {SCALE_DOWN_ANNOTATION: "2026-01-01T00:02:00Z"}
+    assert replicas_of(objects) == (10, 10)
+    objects = [settle(o) for o in objects]
+    assert one_pass(objects, ALL_CANDIDATE, NOW + timedelta(seconds=119), "2m") == objects
+    objects = one_pass(objects, ALL_CANDIDATE, NOW + timedelta(seconds=120), "2m")
+    assert replicas_of(objects) == (0, 10) and objects[0]["metadata"]["annotations"] == {}
+
+
+def test_a_step_worth_less_than_a_replica_is_refused() -> None:
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0)]
+    with pytest.raises(RouterProblem) as caught:
+        ReplicaRatio().patches(replicas_target(), objects, Weights.for_candidate(5), NOW)
+    assert caught.value.reason == "WeightTooSmall" and "at least 20" in caught.value.message
+
+
+def test_one_deployment_for_both_models_is_ambiguous() -> None:
+    target = replicas_target()
+    same = ModelRef.model_validate({"name": "v2", "backend": {"deployment": "v1"}})
+    with pytest.raises(RouterProblem) as caught:
+        ReplicaRatio().objects(dataclasses.replace(target, candidate=same))
+    assert caught.value.reason == "AmbiguousBackend"
+
+
+@given(
+    weights=st.lists(st.sampled_from([0, 10, 20, 25, 50, 70, 100]), min_size=1, max_size=6),
+    delay=st.sampled_from(["0s", "30s"]),
+    ready_every=st.integers(1, 3),
+)
+def test_the_replica_ratio_never_drops_capacity_and_always_gets_there(
+    weights: list[int], delay: str, ready_every: int
+) -> None:
+    """Whatever the steps and however slowly pods become ready: the incumbent's replicas plus the
+    candidate's ready pods never fall below the total, the candidate never has more replicas than
+    its weight's share, and applying again reaches the weights asked for."""
+    objects = [deployment_obj("v1", TOTAL), deployment_obj("v2", 0)]
+    now = NOW
+    for weight in weights:
+        wanted = Weights.for_candidate(weight)
+        for attempt in range(12):
+            objects = one_pass(objects, wanted, now, delay)
+            incumbent, candidate = objects[0], objects[1]
+            assert incumbent["spec"]["replicas"] + candidate["status"]["readyReplicas"] >= TOTAL
+            assert candidate["spec"]["replicas"] * 100 <= weight * TOTAL
+            if attempt % ready_every == 0:
+                objects = [settle(o) for o in objects]
+            now += timedelta(seconds=20)
+            if ReplicaRatio().weights(replicas_target(delay), objects) == wanted:
+                break
+        assert ReplicaRatio().weights(replicas_target(delay), objects) == wanted, (weight, objects)
