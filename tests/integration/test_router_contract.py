@@ -29,7 +29,9 @@ from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
 from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
-from controller.reconciler import ProviderDefaults, Reconciler
+from controller.metrics.address import AddressPolicy
+from controller.metrics.registry import MetricProviders
+from controller.reconciler import Reconciler
 from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
 from controller.routers.registry import router_for
 from controller.telemetry import Telemetry
@@ -231,10 +233,9 @@ def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes
         rollouts=Rollouts(as_controller),
         objects=Objects(as_controller),
         events=EventRecorder(as_controller, host="contract"),
-        secrets=Secrets(as_controller),
+        providers=MetricProviders(secrets=Secrets(as_controller), default=None, address_policy=AddressPolicy()),
         clock=SystemClock(),
         telemetry=Telemetry(),
-        defaults=ProviderDefaults(),
     )
     rollout = rollout_body("fraud", INCUMBENT, CANDIDATE, traffic=backend.traffic_block())
     for variant, name in (("incumbent", INCUMBENT), ("candidate", CANDIDATE)):
