@@ -361,6 +361,10 @@ class _Decider:
             self._router_problem(*self.inp.router_problem)
         else:
             self._progress()
+        if self.out.requeue_after is None and settling(self.st) is not None and not self.out.release:
+            # A verdict's weights not yet read back (the replica ratio takes several applies, each
+            # once pods are ready): come back to settle them, nothing else would wake us.
+            self.out.requeue_after = WEIGHT_SETTLE
         set_conditions(
             self.st, problem=self.inp.router_problem is not None, now=self.now, generation=self.inp.generation
         )

@@ -187,6 +187,19 @@ def test_killed_between_deciding_and_acting_the_step_of_record_is_applied_next()
     assert sim.candidate_weights("fraud-v2") == [10, 50, 80, 100]
 
 
+def test_a_verdict_comes_back_until_its_weights_are_read_back() -> None:
+    # A router may take a verdict's weights in several applies (the replica ratio shrinks the
+    # incumbent only once the candidate's pods are ready): nothing but the requeue wakes us.
+    sim = Simulator(spec(), judge=passing)
+    out = sim.reconcile()
+    while sim.status.phase is not Phase.PROMOTED:
+        assert out.requeue_after is not None
+        sim.clock.advance(out.requeue_after)
+        out = sim.reconcile()
+    assert out.requeue_after is not None
+    assert sim.reconcile().requeue_after is None  # read back: settled, idle
+
+
 def test_killed_before_a_rollback_reached_the_route_the_rollback_is_still_carried_out() -> None:
     sim = Simulator(spec(), judge=passing)
     sim.run(until=lambda s: s.status.current_step == 1)
