@@ -9,16 +9,18 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale clean
+.PHONY: help deps demo-deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
+	@echo "              (the first run builds the control plane: about 7 min on 2 cores)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
 	@echo "make test     install what is missing, then lint and run the whole suite"
 	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...)"
 	@echo "make crds     regenerate $(CRD) from controller/api/models.py (and the chart's copy)"
 
 $(VENV)/.installed: pyproject.toml
+	@echo "installing the Python packages into $(VENV) (one time, about 25 s)" >&2
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
@@ -26,18 +28,24 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# kube-apiserver, etcd and kubectl built from the Go module proxy, once per machine.
+# kube-apiserver, etcd and kubectl built from the Go module proxy, once per machine (in parallel;
+# about 5 min on 2 cores the first time, docs/development.md).
 envtest:
 	bash hack/build-envtest.sh >/dev/null
 
 prometheus:
 	bash hack/install-prometheus.sh >/dev/null
 
-# helm built from the Go module proxy, once per machine (the chart tests lint, render and apply it).
+# helm built from the Go module proxy, once per machine: only the chart tests use it (make test,
+# make integration), not make demo or make e2e.
 helm:
 	bash hack/build-helm.sh >/dev/null
 
+# Everything make test needs, helm included (after the control plane: it shares no Kubernetes
+# package versions with it, so it is a build of its own, ~1 min on 2 cores).
 deps: venv envtest helm prometheus
+# What make demo and make e2e need: no helm.
+demo-deps: venv envtest prometheus $(VENV)/.e2e-installed
 
 lint: venv
 	$(VENV)/bin/ruff check controller tests e2e bench
@@ -69,15 +77,17 @@ cluster: venv envtest
 
 # The demo's and the e2e suite's extra (scikit-learn for the model servers).
 $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
+	@echo "installing scikit-learn for the model servers into $(VENV) (one time, about 15 s)" >&2
 	$(VENV)/bin/pip install -q -e '.[dev,e2e]'
 	touch $@
 
 # Real models, real traffic, real verdicts: three rollouts end to end (docs/demo.md).
-demo: deps $(VENV)/.e2e-installed
+# The first run builds the control plane: about 7 min in all on 2 cores (README.md).
+demo: demo-deps
 	$(PY) -m e2e.demo
 
 # The end-to-end suite (e2e/README.md); E2E_CLUSTER=kind targets a kind cluster instead.
-e2e: deps $(VENV)/.e2e-installed
+e2e: demo-deps
 	$(PY) -m pytest -q e2e
 
 # Start-up time of the local control plane, median of 5 runs.

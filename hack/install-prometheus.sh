@@ -3,6 +3,7 @@
 # service on machines with systemd; the tests start their own instance on a free loopback port.
 set -euo pipefail
 if command -v prometheus >/dev/null 2>&1; then exit 0; fi
+echo "installing Debian's prometheus with apt-get (one time, under a minute)" >&2
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq

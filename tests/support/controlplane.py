@@ -69,7 +69,7 @@ def bin_dir() -> Path:
 
 
 def ensure_binaries() -> Path:
-    """Build the binaries if this machine has none yet (a one-time cost, a few minutes)."""
+    """Build the binaries if this machine has none yet (a one-time cost, about 5 min on 2 cores)."""
     target = bin_dir()
     if not ((target / "kube-apiserver").is_file() and (target / "etcd").is_file()):
         subprocess.run(["bash", str(REPO / "hack" / "build-envtest.sh")], check=True)
