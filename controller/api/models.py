@@ -38,6 +38,8 @@ DnsLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Weight = Annotated[int, Field(ge=0, le=100)]
 QueryTemplate = Annotated[str, Field(min_length=1, max_length=4096)]
+# A Prometheus label name: no hyphens, no leading digit.
+LabelName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
 # A finite number: the API server's JSON cannot carry NaN/Inf, and the models refuse them too.
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -45,6 +47,11 @@ MAX_STEPS = 20
 MAX_GUARDRAILS = 16
 MAX_HISTORY = 20
 MAX_FAILED_CANDIDATES = 10
+# Segments a guardrail names (plus "other"), and failing segments whose evidence status keeps.
+MAX_SEGMENTS = 20
+DEFAULT_MAX_SEGMENTS = 8
+DEFAULT_MIN_SEGMENT_SHARE = 0.02
+MAX_SEGMENT_EVIDENCE = 5
 
 
 def _has(value: Any) -> bool:
@@ -305,10 +312,9 @@ class MetricSource(ApiModel):
     distribution_query: QueryTemplate | None = Field(
         None, description="Counts by prediction bucket or class per variant, as a vector (drift rule)."
     )
-    # A Prometheus label name: no hyphens, no leading digit.
-    distribution_label: (
-        Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] | None
-    ) = Field(None, description="Label that names the bucket or class in distributionQuery's result (default: le).")
+    distribution_label: LabelName | None = Field(
+        None, description="Label that names the bucket or class in distributionQuery's result (default: le)."
+    )
     builtin: BuiltinMetric | None = None
 
 
@@ -456,6 +462,18 @@ class Guardrail(ApiModel):
             field_path=".metric",
         ),
         Rule(
+            cel="has(self.segmentBy) || (!has(self.maxSegments) && !has(self.minSegmentShare))",
+            message="maxSegments and minSegmentShare only apply with segmentBy",
+            check=lambda g: g.segment_by is not None or (g.max_segments is None and g.min_segment_share is None),
+            field_path=".segmentBy",
+        ),
+        Rule(
+            cel="!has(self.segmentBy) || !has(self.drift)",
+            message="segmentBy applies to the absolute, relative and sequential rules (not yet to drift)",
+            check=lambda g: g.segment_by is None or g.drift is None,
+            field_path=".segmentBy",
+        ),
+        Rule(
             cel="!self.critical || self.failureTolerance == 0",
             message="a critical guardrail rolls back on its first failure: failureTolerance must be 0",
             check=lambda g: not g.critical or g.failure_tolerance == 0,
@@ -478,6 +496,31 @@ class Guardrail(ApiModel):
     failure_tolerance: Annotated[int, Field(ge=0, le=1000)] = 0
     on_no_data: DataPolicy = Field(DataPolicy.WAIT, description="Empty, NaN, stale or too few samples: never a pass.")
     on_error: DataPolicy = Field(DataPolicy.WAIT, description="Provider error or timeout: never a pass.")
+    segment_by: LabelName | None = Field(
+        None,
+        description="A label of the metric (region, device, tenant): the rule is judged per value of it, and the "
+        "guardrail fails when any segment fails, with false rollbacks over all segments bounded by the rule's "
+        "significance (docs/guardrails.md, Per-segment guardrails).",
+    )
+    max_segments: Annotated[int, Field(ge=1, le=MAX_SEGMENTS)] | None = Field(
+        None,
+        description=f"Segments judged on their own, the largest by traffic first (default {DEFAULT_MAX_SEGMENTS}); "
+        "the rest are judged together as 'other'.",
+    )
+    min_segment_share: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] | None = Field(
+        None,
+        description=f"Segments under this share of the requests (default {DEFAULT_MIN_SEGMENT_SHARE:g}) are reported "
+        "and may fail the guardrail, but never hold it while inconclusive.",
+    )
+
+    @property
+    def segment_slots(self) -> int:
+        """Segments judged on their own (the 'other' bucket is one more)."""
+        return self.max_segments if self.max_segments is not None else DEFAULT_MAX_SEGMENTS
+
+    @property
+    def segment_share(self) -> float:
+        return self.min_segment_share if self.min_segment_share is not None else DEFAULT_MIN_SEGMENT_SHARE
 
 
 # --------------------------------------------------------------------------------------------
@@ -789,11 +832,46 @@ class Evidence(ApiModel):
     samples_needed: float | None = Field(None, description="Samples still missing for a conclusive verdict.")
 
 
+SegmentValue = Annotated[str, Field(max_length=128)]
+
+
+class SegmentEvidence(ApiModel):
+    """One segment's verdict and what it stood on."""
+
+    segment: SegmentValue = Field(description="The label's value ('other': the segments beyond maxSegments).")
+    verdict: Verdict
+    candidate_value: float | None = None
+    incumbent_value: float | None = None
+    candidate_samples: float | None = None
+    incumbent_samples: float | None = None
+    bound: Annotated[str, Field(max_length=256)] | None = None
+    message: Annotated[str, Field(max_length=256)] = ""
+
+
+class SegmentsStatus(ApiModel):
+    """A segmented guardrail's segments: which have a test of their own, how they stand, and the
+    worst few (failing first) with their evidence."""
+
+    label: LabelName
+    named: Annotated[list[SegmentValue], Field(max_length=MAX_SEGMENTS)] = Field(
+        default_factory=list,
+        description="Segments with a test of their own, in the order they got it; kept for the whole rollout.",
+    )
+    judged: Annotated[int, Field(ge=0)] = 0
+    passed: Annotated[int, Field(ge=0)] = 0
+    failed: Annotated[int, Field(ge=0)] = 0
+    small: Annotated[int, Field(ge=0)] = Field(0, description="Segments under minSegmentShare: reported only.")
+    other: Annotated[int, Field(ge=0)] = Field(0, description="Label values judged together as 'other'.")
+    policy: Annotated[str, Field(max_length=512)] = ""
+    worst: Annotated[list[SegmentEvidence], Field(max_length=MAX_SEGMENT_EVIDENCE)] = Field(default_factory=list)
+
+
 class GuardrailStatus(ApiModel):
     name: DnsLabel
     verdict: Verdict
     message: Annotated[str, Field(max_length=1024)] = ""
     evidence: Evidence = Field(default_factory=lambda: Evidence())
+    segments: SegmentsStatus | None = None
     failures: Annotated[int, Field(ge=0)] = 0
     consecutive_inconclusive: Annotated[int, Field(ge=0)] = 0
     last_evaluated: datetime | None = None

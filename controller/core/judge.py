@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controller.api.models import Evidence, Guardrail, Verdict
+from controller.api.models import Evidence, Guardrail, SegmentsStatus, Verdict
 from controller.core import statistics
 from controller.core.observation import Observation, ObservationStatus
 
@@ -67,6 +67,8 @@ class Judgement:
     message: str
     evidence: Evidence = field(default_factory=Evidence)
     cause: Cause | None = None
+    # A segmented guardrail's segments (core.segments); None for the others.
+    segments: SegmentsStatus | None = None
 
     @property
     def passed(self) -> bool:
@@ -110,8 +112,14 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def judge(guardrail: Guardrail, data: GuardrailData) -> Judgement:
-    """Pass, fail or inconclusive, with the evidence. Never raises for bad data."""
+def judge(guardrail: Guardrail, data: GuardrailData, previous: SegmentsStatus | None = None) -> Judgement:
+    """Pass, fail or inconclusive, with the evidence. Never raises for bad data. A guardrail with
+    segmentBy gets vectors by segment in `data` and its last analysis' segments in `previous`."""
+    if guardrail.segment_by is not None:
+        # core.segments builds on this module's rules, one segment at a time.
+        from controller.core.segments import judge_segments
+
+        return judge_segments(guardrail, data, previous)
     try:
         if guardrail.absolute is not None:
             return _absolute(guardrail, data)

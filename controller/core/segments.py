@@ -1,0 +1,335 @@
+"""Per-segment guardrails: the rule judged per value of a label, false rollbacks bounded over all.
+
+A candidate can improve the average and hurt a slice (one region, one device class); judging
+only the aggregate misses it, and judging every slice at the guardrail's significance multiplies
+false rollbacks by the number of slices. Here each segment gets the rule of its own, and the
+guardrail fails when any segment fails, with the probability of a false rollback over all
+segments at most the rule's significance, however often it is looked at:
+
+- Segments are *buckets*: up to `maxSegments` label values get a test of their own (the largest
+  by traffic when they get it, kept in status for the whole rollout: which hypotheses are tested
+  never depends on later data), every other value is summed into one `(other)` bucket. So at most
+  K = maxSegments + 1 hypotheses are ever tested, K fixed by the spec before any data.
+- The sequential rule's statistic is an e-process per bucket (judge/statistics: a nonnegative
+  supermartingale under "the candidate is no worse in this segment"). Bonferroni on e-processes
+  (Vovk & Wang, "E-values: calibration, combination and applications", Ann. Statist. 2021):
+  reject bucket k when its e-process reaches K / alpha. By Ville's inequality each crosses with
+  probability at most alpha / K at any time, so some true null crosses at some look with
+  probability at most alpha: family-wise, under continuous monitoring, with segments appearing
+  at any time (a bucket with no data yet is an e-process stuck at 1). The price is log K in the
+  log threshold: a few more samples, not K times as many. bench/judge.py simulates it.
+- The pass side needs no correction: the guardrail passes only when every bucket passes, and a
+  bucket worse by the minimum effect passes with probability at most judge.PASS_SIGNIFICANCE.
+- Absolute and relative rules have no significance: their bounds apply per segment as they do to
+  the aggregate, each segment needing minSamples.
+
+No data is never a pass: a segment only one variant has is inconclusive (NoData) for the rules
+that compare; a segment under minSegmentShare of the requests is judged and reported (its
+failure fails the guardrail) but its inconclusive verdict never holds the guardrail. The evidence
+of the aggregate stays the guardrail's evidence (cumulative counts, checked against going
+backwards and spent by the error budget); the worst few segments' evidence goes to status.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.api.models import (
+    MAX_SEGMENT_EVIDENCE,
+    Evidence,
+    Guardrail,
+    SegmentEvidence,
+    SegmentsStatus,
+    Verdict,
+)
+from controller.core.judge import (
+    PROVIDER_PROBLEMS,
+    Cause,
+    GuardrailData,
+    Judgement,
+    VariantData,
+    _fmt,
+    _Inconclusive,
+    _need,
+    judge,
+)
+from controller.core.observation import Observation, ObservationStatus
+
+OTHER = "(other)"
+# Label values longer than status can hold are judged in the other bucket.
+MAX_SEGMENT_NAME = 128
+_FIELDS = ("value", "samples", "errors", "total")
+# Worst first: a provider problem, then missing data, then too few samples.
+_SEVERITY = {cause: i for i, cause in enumerate((*PROVIDER_PROBLEMS, Cause.NO_DATA, Cause.INSUFFICIENT))}
+
+
+def buckets_of(guardrail: Guardrail) -> int:
+    """K: the hypotheses a segmented guardrail can ever test (its named segments and other)."""
+    return guardrail.segment_slots + 1
+
+
+def segment_significance(significance: float, guardrail: Guardrail) -> float:
+    """Bonferroni over the K buckets: each e-process is compared with K / significance."""
+    return significance / buckets_of(guardrail)
+
+
+def assign(
+    sizes: Mapping[str, float | None], named: Sequence[str], slots: int
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The named segments after this analysis (the earlier ones first, never dropped) and each
+    bucket's label values. New values get a free slot largest first; the rest go to OTHER."""
+    kept = list(dict.fromkeys(named))[:slots]
+    fresh = sorted(
+        (s for s in sizes if s not in kept and len(s) <= MAX_SEGMENT_NAME and s != OTHER),
+        key=lambda s: (-(sizes[s] or 0.0), s),
+    )
+    kept += fresh[: max(0, slots - len(kept))]
+    members: dict[str, list[str]] = {s: [s] for s in kept if s in sizes}
+    rest = sorted(s for s in sizes if s not in kept)
+    if rest:
+        members[OTHER] = rest
+    return kept, members
+
+
+@dataclass(frozen=True)
+class _Judged:
+    segment: str
+    judgement: Judgement
+    share: float | None  # of both variants' requests, when the rule counts them
+    small: bool
+
+
+def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: SegmentsStatus | None) -> Judgement:
+    """The segmented guardrail's verdict; `data` holds vectors keyed by the segment label's value
+    and `previous` the status of the last analysis (its named segments carry over)."""
+    label = guardrail.segment_by
+    assert label is not None
+    try:
+        cand, inc = _vectors(data.candidate, "candidate"), _vectors(data.incumbent, "incumbent")
+    except _Inconclusive as why:
+        return Judgement(Verdict.INCONCLUSIVE, why.message, why.evidence, why.cause)
+    sized = "total" if guardrail.sequential is not None else "samples"
+    values = sorted({s for vectors in (cand, inc) for vector in vectors.values() for s in vector})
+    sizes: dict[str, float | None] = {
+        s: (cand[sized].get(s, 0.0) + inc.get(sized, {}).get(s, 0.0)) if sized in cand else None for s in values
+    }
+    named = list(previous.named) if previous is not None and previous.label == label else []
+    named, members = assign(sizes, named, guardrail.segment_slots)
+    known = [v for v in sizes.values() if v is not None]
+    everything = sum(known) if len(known) == len(sizes) else None
+    alpha = guardrail.sequential.significance if guardrail.sequential is not None else None
+    per_segment = _per_segment(guardrail)
+    judged: list[_Judged] = []
+    for segment, of in members.items():
+        j = _judge_bucket(per_segment, label, segment, of, cand, inc)
+        size = _bucket_size(of, sizes)
+        share = size / everything if size is not None and everything else None
+        judged.append(_Judged(segment, j, share, share is not None and share < guardrail.segment_share))
+    policy = (
+        f"{guardrail.segment_slots} largest segments judged on their own, the rest as {OTHER}; "
+        + (f"each at significance {alpha:g}/{buckets_of(guardrail)}; " if alpha is not None else "")
+        + f"under {guardrail.segment_share:.0%} of requests: reported, never holding the verdict"
+    )
+    return _verdict(guardrail, label, judged, named, members, policy, cand, inc)
+
+
+def _per_segment(guardrail: Guardrail) -> Guardrail:
+    rule = guardrail.sequential
+    update: dict[str, object] = {"segment_by": None}
+    if rule is not None:
+        update["sequential"] = rule.model_copy(
+            update={"significance": segment_significance(rule.significance, guardrail)}
+        )
+    return guardrail.model_copy(update=update)
+
+
+def _vectors(variant: VariantData, who: str) -> dict[str, dict[str, float]]:
+    """Each measured field's values by segment; a failed or empty query is the whole guardrail's."""
+    out: dict[str, dict[str, float]] = {}
+    for name in _FIELDS:
+        obs: Observation | None = getattr(variant, name)
+        if obs is None:
+            continue
+        vector = dict(_need(obs, f"{who} {name}").vector)
+        if any(not math.isfinite(v) for v in vector.values()):
+            raise _Inconclusive(Cause.NO_DATA, f"{who} {name}: not finite")
+        out[name] = vector
+    return out
+
+
+def _bucket_size(of: Sequence[str], sizes: Mapping[str, float | None]) -> float | None:
+    known = [sizes[s] for s in of]
+    return None if any(v is None for v in known) else sum(v or 0.0 for v in known)
+
+
+def _bucket_variant(vectors: Mapping[str, Mapping[str, float]], of: Sequence[str]) -> tuple[VariantData, bool]:
+    """One bucket's scalar observations of one variant, and whether the variant has it at all.
+    Counts are summed; a value is the samples-weighted mean of the bucket's values (exact for a
+    rate, an approximation for a quantile). An absent error count is zero errors when the
+    variant's totals have the segment: the errors query answered, with no errors there."""
+    fields: dict[str, Observation] = {}
+    present = False
+    for name, vector in vectors.items():
+        here = [s for s in of if s in vector]
+        present = present or bool(here)
+        if name == "errors" and not here and any(s in vectors.get("total", {}) for s in of):
+            fields[name] = Observation(ObservationStatus.OK, value=0.0)
+        elif not here:
+            fields[name] = Observation.no_data(f"no {name}")
+        elif name == "value" and len(here) > 1:
+            weights = [vectors.get("samples", {}).get(s, 1.0) for s in here]
+            total = sum(weights)
+            mean = sum(vector[s] * w for s, w in zip(here, weights, strict=True)) / total if total > 0 else math.nan
+            fields[name] = (
+                Observation(ObservationStatus.OK, value=mean) if math.isfinite(mean) else Observation.no_data("no samples")
+            )
+        else:
+            fields[name] = Observation(ObservationStatus.OK, value=sum(vector[s] for s in here))
+    return VariantData(**fields), present
+
+
+def _judge_bucket(
+    per_segment: Guardrail,
+    label: str,
+    segment: str,
+    of: Sequence[str],
+    cand: Mapping[str, Mapping[str, float]],
+    inc: Mapping[str, Mapping[str, float]],
+) -> Judgement:
+    c, has_c = _bucket_variant(cand, of)
+    i, has_i = _bucket_variant(inc, of)
+    compares = per_segment.absolute is None
+    if not has_c or (compares and not has_i):
+        who = "incumbent" if has_i else "candidate"
+        return Judgement(
+            Verdict.INCONCLUSIVE, f"only the {who} has traffic in {label}={segment}: no data is not a pass",
+            cause=Cause.NO_DATA,
+        )
+    return judge(per_segment, GuardrailData(candidate=c, incumbent=i))
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if 100 * x >= 1 else f"{100 * x:.2g}%"
+
+
+def _detail(guardrail: Guardrail, j: Judgement) -> str:
+    """The failing numbers in a few words: '3.1% vs 1.0%'."""
+    ev = j.evidence
+    if guardrail.sequential is not None:
+        return f"{_rate(ev.candidate_value)} vs {_rate(ev.incumbent_value)}"
+    value = "-" if ev.candidate_value is None else _fmt(ev.candidate_value)
+    if guardrail.relative is not None and ev.incumbent_value is not None:
+        return f"{value} vs {_fmt(ev.incumbent_value)} ({ev.bound})"
+    return f"{value} breaks {ev.bound}"
+
+
+def _evidence(s: _Judged) -> SegmentEvidence:
+    ev = s.judgement.evidence
+    return SegmentEvidence(
+        segment=s.segment,
+        verdict=s.judgement.verdict,
+        candidate_value=ev.candidate_value,
+        incumbent_value=ev.incumbent_value,
+        candidate_samples=ev.candidate_samples,
+        incumbent_samples=ev.incumbent_samples,
+        bound=ev.bound,
+        message=s.judgement.message[:256],
+    )
+
+
+def _aggregate(
+    guardrail: Guardrail, cand: Mapping[str, Mapping[str, float]], inc: Mapping[str, Mapping[str, float]]
+) -> Evidence:
+    """The whole guardrail's counts, summed over every segment: what status keeps between analyses."""
+
+    def total(vectors: Mapping[str, Mapping[str, float]], name: str) -> float | None:
+        return sum(vectors[name].values()) if name in vectors else None
+
+    if guardrail.sequential is not None:
+        ct, it = total(cand, "total"), total(inc, "total")
+        ce, ie = total(cand, "errors"), total(inc, "errors")
+        return Evidence(
+            candidate_value=ce / ct if ce is not None and ct else None,
+            incumbent_value=ie / it if ie is not None and it else None,
+            candidate_samples=ct,
+            incumbent_samples=it,
+        )
+    return Evidence(candidate_samples=total(cand, "samples"), incumbent_samples=total(inc, "samples"))
+
+
+def _verdict(
+    guardrail: Guardrail,
+    label: str,
+    judged: list[_Judged],
+    named: list[str],
+    members: Mapping[str, Sequence[str]],
+    policy: str,
+    cand: Mapping[str, Mapping[str, float]],
+    inc: Mapping[str, Mapping[str, float]],
+) -> Judgement:
+    by_size = sorted(judged, key=lambda s: -(s.share or 0.0))
+    failed = [s for s in by_size if s.judgement.verdict is Verdict.FAIL]
+    passed = [s for s in by_size if s.judgement.verdict is Verdict.PASS]
+    waiting = [s for s in by_size if s.judgement.verdict is Verdict.INCONCLUSIVE]
+    blocking = sorted(
+        (s for s in waiting if not s.small), key=lambda s: _SEVERITY.get(s.judgement.cause or Cause.NO_DATA, 0)
+    )
+    small_waiting = [s for s in waiting if s.small]
+    worst = [*failed, *blocking, *small_waiting][:MAX_SEGMENT_EVIDENCE]
+    segments = SegmentsStatus(
+        label=label,
+        named=named,
+        judged=len(judged),
+        passed=len(passed),
+        failed=len(failed),
+        small=sum(s.small for s in judged),
+        other=len(members.get(OTHER, ())),
+        policy=policy,
+        worst=[_evidence(s) for s in worst],
+    )
+    sample = next((s.judgement.evidence.bound for s in judged if s.judgement.evidence.bound), None)
+    evidence = _aggregate(guardrail, cand, inc).model_copy(
+        update={
+            "bound": f"in every {label}: {sample}"[:256] if sample else None,
+            "statistic": f"{len(failed)} failed, {len(passed)} passed, {len(waiting)} inconclusive of "
+            f"{len(judged)} segments by {label}",
+        }
+    )
+    if failed:
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more segments)" if len(failed) > 1 else ""
+        message = f"{guardrail.name} failed in {label}={first.segment}: {_detail(guardrail, first.judgement)}{more}"
+        return Judgement(Verdict.FAIL, message, evidence, segments=segments)
+    if blocking:
+        first = blocking[0]
+        more = f"; {len(blocking) - 1} more segments inconclusive" if len(blocking) > 1 else ""
+        needed = [n for s in blocking if (n := _candidate_needed(s, cand)) is not None]
+        if needed and first.judgement.cause is Cause.INSUFFICIENT:
+            evidence = evidence.model_copy(update={"samples_needed": math.ceil(max(needed))})
+        message = f"{label}={first.segment}: {first.judgement.message}{more}"
+        return Judgement(Verdict.INCONCLUSIVE, message, evidence, first.judgement.cause, segments=segments)
+    if not passed:
+        why = (
+            f"every segment by {label} is under minSegmentShare {guardrail.segment_share:g}"
+            if judged
+            else f"no segments by {label}"
+        )
+        return Judgement(Verdict.INCONCLUSIVE, why, evidence, Cause.INSUFFICIENT if judged else Cause.NO_DATA, segments)
+    small = f"; {len(small_waiting)} small segments inconclusive, reported only" if small_waiting else ""
+    message = f"all {len(passed)} segments by {label} pass{small}"
+    return Judgement(Verdict.PASS, message, evidence, segments=segments)
+
+
+def _candidate_needed(s: _Judged, cand: Mapping[str, Mapping[str, float]]) -> float | None:
+    """A segment's missing samples as the guardrail's candidate requests, at its share of them."""
+    ev = s.judgement.evidence
+    if ev.samples_needed is None:
+        return None
+    sized = "total" if "total" in cand else "samples"
+    everything = sum(cand.get(sized, {}).values())
+    mine = ev.candidate_samples
+    return ev.samples_needed * everything / mine if mine and everything else None
