@@ -20,11 +20,18 @@ from controller.metrics.base import MetricProvider
 from controller.metrics.builtins import BuiltinQueries
 from controller.metrics.templates import TemplateError, render, variables_for
 
+# The key of a segment whose series lack the segment label (requests nobody labelled).
+UNLABELLED = "(none)"
+
 
 def queries_of(guardrail: Guardrail, provider: MetricProvider) -> BuiltinQueries | str:
-    """The guardrail's query templates, or why there are none."""
+    """The guardrail's query templates, or why there are none. A segmented guardrail's own queries
+    must aggregate `by (<segmentBy>)` themselves (docs/guardrails.md)."""
     metric = guardrail.metric
     if metric.builtin is not None:
+        if guardrail.segment_by is not None:
+            found = provider.builtins_by(guardrail.segment_by).get(metric.builtin)
+            return found or f"the metric provider cannot segment builtin {metric.builtin}"
         return provider.builtins.get(metric.builtin) or f"the metric provider has no builtin {metric.builtin}"
     return BuiltinQueries(
         value=metric.query,
@@ -45,7 +52,10 @@ def _variant(
         except TemplateError as exc:
             return Observation.error(f"query template: {exc}")
 
-    scalar = partial(provider.scalar, at=at)
+    scalar: Callable[[str], Observation] = partial(provider.scalar, at=at)
+    if guardrail.segment_by is not None:
+        # One query per variant and metric, by segment: every rule reads vectors keyed by its value.
+        scalar = partial(provider.vector, label=guardrail.segment_by, at=at, unlabelled=UNLABELLED)
     if guardrail.sequential is not None:
         return VariantData(errors=ask(queries.errors, scalar), total=ask(queries.total, scalar))
     if guardrail.drift is not None:
@@ -69,6 +79,7 @@ def observe_and_judge(
     if isinstance(provider, str):
         return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
     judgements: dict[str, Judgement] = {}
+    previous = {gs.name: gs.segments for gs in status.guardrails}
     for guardrail in spec.guardrails:
         queries = queries_of(guardrail, provider)
         if isinstance(queries, str):
@@ -82,5 +93,5 @@ def observe_and_judge(
         cand = _variant(provider, queries, guardrail, variables(candidate, "candidate"), now)
         compares = guardrail.absolute is None
         inc = _variant(provider, queries, guardrail, variables(incumbent, "incumbent"), now) if compares else VariantData()
-        judgements[guardrail.name] = judge(guardrail, GuardrailData(candidate=cand, incumbent=inc))
+        judgements[guardrail.name] = judge(guardrail, GuardrailData(candidate=cand, incumbent=inc), previous.get(guardrail.name))
     return judgements

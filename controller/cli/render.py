@@ -6,14 +6,14 @@ terminal test can compare the exact text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from controller.api.duration import format_duration, parse_duration
-from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+from controller.api.models import Guardrail, GuardrailStatus, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
 from controller.api.reasons import Reason
 
 
@@ -127,6 +127,41 @@ def _until(when: datetime, now: datetime) -> str:
     return "now" if delta <= timedelta(0) else format_duration(delta)
 
 
+def _segments_view(guardrails: Sequence[Guardrail], latest: Mapping[str, GuardrailStatus]) -> list[str]:
+    """Per segmented guardrail: how its segments stand, and the worst few with their evidence."""
+    out: list[str] = []
+    rows = []
+    for g in guardrails:
+        seg = latest[g.name].segments if g.name in latest else None
+        if seg is None:
+            continue
+        out.append(
+            f"  {g.name}: {seg.judged} segments by {seg.label} judged: {seg.passed} pass, {seg.failed} fail, "
+            f"{seg.small} small, {seg.other} values in (other); {seg.policy}"
+        )
+        for s in seg.worst:
+            samples = f"{_count(s.candidate_samples)}/{_count(s.incumbent_samples)}"
+            rows.append(
+                [
+                    g.name,
+                    f"{seg.label}={s.segment}",
+                    s.verdict.value,
+                    _num(s.candidate_value),
+                    _num(s.incumbent_value),
+                    samples,
+                    s.message[:70],
+                ]
+            )
+    if not out:
+        return []
+    out = ["", "Segments", *out]
+    if rows:
+        out.append(
+            table(["GUARDRAIL", "SEGMENT", "VERDICT", "CANDIDATE", "INCUMBENT", "SAMPLES C/I", "DETAIL"], rows, indent="  ")
+        )
+    return out
+
+
 def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetime) -> str:
     try:
         rollout = ModelRollout.model_validate(obj)
@@ -192,6 +227,7 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append(
             table(["NAME", "VERDICT", "CANDIDATE", "INCUMBENT", "BOUND", "SAMPLES C/I", "DETAIL"], rows, indent="  ")
         )
+        out += _segments_view(spec.guardrails, latest)
     else:
         out.append("  (none: steps advance on their holds alone)")
     if st.history:

@@ -35,6 +35,7 @@ from controller.api.models import (
     DeadlinePolicy,
     Decision,
     ErrorBudget,
+    Evidence,
     FailedCandidate,
     Guardrail,
     GuardrailStatus,
@@ -42,6 +43,8 @@ from controller.api.models import (
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
+    SegmentEvidence,
+    SegmentsStatus,
     Step,
     Verdict,
     Weights,
@@ -301,6 +304,17 @@ def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: 
     return missing
 
 
+def _segments(guardrail: Guardrail, j: Judgement, old: GuardrailStatus | None) -> SegmentsStatus | None:
+    """This analysis' segments; without them (a provider problem), the segments named so far: which
+    segments have a test of their own never changes during a rollout (core.segments)."""
+    if guardrail.segment_by is None or j.segments is not None:
+        return j.segments
+    before = old.segments if old is not None else None
+    if before is None or before.label != guardrail.segment_by:
+        return None
+    return SegmentsStatus(label=before.label, named=before.named, policy=before.policy)
+
+
 def decide(inp: RolloutInput) -> Outcome:
     return _Decider(inp).run()
 
@@ -525,7 +539,7 @@ class _Decider:
                 # Counts are cumulative: they never go back, and a verdict without them keeps the last.
                 j = check_counts(j, old.evidence)
                 if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
-                    j = Judgement(j.verdict, j.message, old.evidence, j.cause)
+                    j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
             causes[guardrail.name] = j.cause
             streak = ((old.consecutive_inconclusive if old else 0) + 1) if j.cause in DATA_PROBLEMS else 0
             updated.append(
@@ -534,6 +548,7 @@ class _Decider:
                     verdict=j.verdict,
                     message=j.message[:1024],
                     evidence=j.evidence,
+                    segments=_segments(guardrail, j, old),
                     failures=(old.failures if old else 0) + (1 if j.verdict is Verdict.FAIL else 0),
                     consecutive_inconclusive=streak,
                     last_evaluated=self.now,
@@ -670,7 +685,9 @@ class _Decider:
             return
         candidate = self._candidate()
         self._set_weights(ALL_INCUMBENT)
-        evidence = gs.evidence if gs else None
+        evidence: Evidence | SegmentEvidence | None = gs.evidence if gs else None
+        if gs is not None and gs.segments is not None and gs.segments.worst and gs.verdict is Verdict.FAIL:
+            evidence = gs.segments.worst[0]  # the failing segment's numbers, not the aggregate's
         self.st.failed_candidates = [
             *self.st.failed_candidates,
             FailedCandidate(

@@ -17,10 +17,15 @@ class MetricProvider(Protocol):
         """The queries behind `builtin: <metric>`, in this provider's language."""
         ...
 
+    def builtins_by(self, label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
+        """The builtins per value of `label`, for guardrails with segmentBy (those it can segment)."""
+        ...
+
     def scalar(self, query: str, *, at: datetime) -> Observation:
         """One value. More than one series, none, NaN/Inf or stale: NO_DATA. Never raises."""
         ...
 
-    def vector(self, query: str, *, label: str, at: datetime) -> Observation:
-        """Values keyed by `label` (bucket or class). Empty or any non-finite value: NO_DATA. Never raises."""
+    def vector(self, query: str, *, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
+        """Values keyed by `label` (bucket, class or segment). Empty or any non-finite value: NO_DATA.
+        A series without the label is NO_DATA too, unless `unlabelled` names its key. Never raises."""
         ...

@@ -66,3 +66,23 @@ PROMQL: Mapping[BuiltinMetric, BuiltinQueries] = {
     ),
 }
 
+
+def by_segment(label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
+    """The value and count builtins per value of `label` (a guardrail's segmentBy), one query per
+    variant: every aggregation keeps the label. A segment without errors has no 5xx series; `or`
+    with the segment's requests times 0 gives it zero errors, while a segment without requests
+    stays absent (no data). Requests without the label are one segment (its value empty)."""
+    by = f"sum by ({label})"
+    errors, requests = f"{by} (increase({_ERRORS}))", f"{by} (increase({_REQUESTS}))"
+    return {
+        BuiltinMetric.ERROR_RATE: BuiltinQueries(
+            value=f"({by} (rate({_ERRORS})) or {by} (rate({_REQUESTS})) * 0) / {by} (rate({_REQUESTS}))",
+            samples=requests,
+            errors=f"{errors} or {requests} * 0",
+            total=requests,
+        ),
+        BuiltinMetric.LATENCY_P99: BuiltinQueries(
+            value=f"histogram_quantile(0.99, sum by (le, {label}) (rate({_LATENCY})))",
+            samples=f"{by} (increase({_LATENCY_COUNT}))",
+        ),
+    }

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,9 +36,9 @@ from tenacity import (
 )
 
 from controller.api.duration import parse_duration
-from controller.api.models import PrometheusSource
+from controller.api.models import BuiltinMetric, PrometheusSource
 from controller.core.observation import Observation, ObservationStatus
-from controller.metrics.builtins import PROMQL
+from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
 
 log = structlog.get_logger("metrics.prometheus")
 
@@ -127,10 +127,14 @@ class PrometheusProvider:
         moment = _aware(at)
         return self._safely(lambda: self._scalar(query, moment))
 
-    def vector(self, query: str, *, label: str, at: datetime) -> Observation:
-        """Finite, fresh values keyed by the value of `label` (e.g. `le` or `class`)."""
+    def builtins_by(self, label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
+        return by_segment(label)
+
+    def vector(self, query: str, *, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
+        """Finite, fresh values keyed by the value of `label` (e.g. `le`, `class` or a segment's label);
+        a series without the label (Prometheus: the empty value) is keyed `unlabelled`, when given."""
         moment = _aware(at)
-        return self._safely(lambda: self._vector(query, label, moment))
+        return self._safely(lambda: self._vector(query, label, moment, unlabelled))
 
     def _safely(self, observe: Callable[[], Observation]) -> Observation:
         try:
@@ -166,7 +170,7 @@ class PrometheusProvider:
             )
         return self._sample(_value_of(result[0]), at)
 
-    def _vector(self, query: str, label: str, at: datetime) -> Observation:
+    def _vector(self, query: str, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
         kind, result = self._query(query, at)
         if kind != "vector":
             raise _Failed(f"result type {kind!r} where an instant vector by {label!r} is expected{_hint(kind)}")
@@ -178,7 +182,7 @@ class PrometheusProvider:
             labels = series.get("metric")
             if not isinstance(labels, dict):
                 raise _Failed("malformed answer: a series has no labels object")
-            key = labels.get(label)
+            key = labels.get(label) or unlabelled
             if key is None:
                 return Observation.no_data(f"a series lacks the label {label!r}: aggregate with sum by ({label}) (...)")
             if key in values:

@@ -90,10 +90,13 @@ class NoBuiltins:
 
     builtins: Mapping[BuiltinMetric, BuiltinQueries] = {}
 
+    def builtins_by(self, label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
+        return {}
+
     def scalar(self, query: str, *, at: datetime) -> Observation:
         return Observation.error("not asked")
 
-    def vector(self, query: str, *, label: str, at: datetime) -> Observation:
+    def vector(self, query: str, *, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
         return Observation.error("not asked")
 
 
