@@ -315,6 +315,37 @@ CASES: list[Case] = [
         f"{G}.metric.distributionLabel",
         "distributionLabel only applies to distributionQuery",
     ),
+    # -- segments -------------------------------------------------------------------------------
+    Case(
+        "segmentBy that is no Prometheus label",
+        guardrail(metric=ERR, absolute={"max": 1}, segmentBy="re-gion"),
+        f"{G}.segmentBy",
+        "should match",
+    ),
+    Case(
+        "maxSegments without segmentBy",
+        guardrail(metric=ERR, absolute={"max": 1}, maxSegments=4),
+        f"{G}.segmentBy",
+        "maxSegments and minSegmentShare only apply with segmentBy",
+    ),
+    Case(
+        "segmentBy on the drift rule",
+        guardrail(metric={"builtin": "PredictionDistribution"}, drift={"maxPSI": 0.2}, segmentBy="region"),
+        f"{G}.segmentBy",
+        "segmentBy applies to the absolute, relative and sequential rules",
+    ),
+    Case(
+        "maxSegments above 20",
+        guardrail(metric=ERR, absolute={"max": 1}, segmentBy="region", maxSegments=21),
+        f"{G}.maxSegments",
+        "less than or equal to 20",
+    ),
+    Case(
+        "minSegmentShare above one half",
+        guardrail(metric=ERR, absolute={"max": 1}, segmentBy="region", minSegmentShare=0.6),
+        f"{G}.minSegmentShare",
+        "less than or equal to 0.5",
+    ),
     # -- guardrail policy -----------------------------------------------------------------------
     Case(
         "duplicate guardrail names",
@@ -637,6 +668,11 @@ VALID: list[tuple[str, Mutation]] = [
         "distributionQuery with a class label",
         guardrail(metric={"distributionQuery": "d", "distributionLabel": "class_name"}, drift={"maxJSDistance": 1}),
     ),
+    (
+        "segments at their limits",
+        guardrail(metric=ERR, sequential={}, segmentBy="region", maxSegments=20, minSegmentShare=0.5),
+    ),
+    ("segmentBy alone, on a relative rule", guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d")),
     ("non-critical with tolerance", guardrail(metric=ERR, absolute={"max": 1}, critical=False, failureTolerance=3)),
     (
         "16 guardrails",
