@@ -20,9 +20,10 @@ import pytest
 
 from controller.api.models import BuiltinMetric
 from controller.core.observation import ObservationStatus
-from controller.metrics.builtins import PROMQL
+from controller.metrics.builtins import PROMQL, by_segment
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.templates import render, variables_for
+from controller.observe import UNLABELLED
 from tests.support.controlplane import free_port
 from tests.support.prometheus import (
     LATENCY,
@@ -400,3 +401,54 @@ def test_an_unreachable_address_is_an_error() -> None:
     assert observation.status is ERROR
     assert "unreachable" in observation.message
     assert transport.requests == 3
+
+
+# -- segments (guardrails with segmentBy) -----------------------------------------------------
+
+
+def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """Per region: errors where there are some, zero where the 5xx series never appeared, and
+    requests nobody labelled as a segment of their own (never silently dropped)."""
+    series = [
+        {"model": model, "code": "200", "region": "eu"},
+        {"model": model, "code": "500", "region": "eu"},
+        {"model": model, "code": "200", "region": "us"},
+        {"model": model, "code": "200"},
+    ]
+    with exporter.atomically():
+        for labels in series:
+            exporter.set_counter(REQUESTS, labels, 0)
+    prometheus.wait_for(
+        f'count_over_time(model_requests_total{{model="{model}"}}[{WINDOW}]) >= 2', has(len(series)), timeout=60
+    )
+    with exporter.atomically():
+        for labels, by in zip(series, (70, 30, 200, 50), strict=True):
+            exporter.inc_counter(REQUESTS, labels, by)
+    queries = by_segment("region")[BuiltinMetric.ERROR_RATE]
+
+    def segmented(which: str) -> str:
+        template = getattr(queries, which)
+        assert template is not None
+        return render(template, variables_for(model, None, "candidate", "default", WINDOW))
+
+    prometheus.wait_for(segmented("value"), has(3))
+    prometheus.wait_for(segmented("total"), lambda r: has(3)(r) and min(values(r, "region").values()) > 0)
+
+    at = now()
+    observed = {
+        which: provider.vector(segmented(which), label="region", at=at, unlabelled=UNLABELLED)
+        for which in ("value", "errors", "total", "samples")
+    }
+    for which, obs in observed.items():
+        assert obs.status is OK, f"{which}: {obs.message}"
+    rate, errors, total = observed["value"].vector, observed["errors"].vector, observed["total"].vector
+    assert set(rate) == set(errors) == set(total) == {"eu", "us", UNLABELLED}
+    assert rate["eu"] == pytest.approx(0.30) and rate["us"] == 0.0 and rate[UNLABELLED] == 0.0
+    assert errors["us"] == 0.0 and errors[UNLABELLED] == 0.0
+    assert errors["eu"] / total["eu"] == pytest.approx(0.30)
+    assert observed["samples"].vector == total
+    # Without `unlabelled` a series lacking the label stays no data, as before.
+    plain = provider.vector(segmented("total"), label="region", at=at)
+    assert plain.status is NO_DATA and "lacks the label 'region'" in plain.message
