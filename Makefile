@@ -94,7 +94,8 @@ e2e: demo-deps
 bench-plane: venv envtest
 	$(PY) -m tests.support.bench_plane 5
 
-# Judge benchmark: sequential rule vs threshold and fixed-sample checks, seeded, no cluster (~1 min).
+# Judge benchmark: sequential rule vs threshold and fixed-sample checks, and per segment (bench/segments.py),
+# seeded, no cluster (~1 min).
 bench-judge: venv
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench.judge --write

@@ -50,6 +50,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from bench import segments
 from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Phase, Verdict, Weights
 from controller.api.reasons import INCONCLUSIVE, Reason
 from controller.core import engine
@@ -520,9 +521,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cautious-null-runs", type=int, default=1000, help="null runs per rate, cautious schedule")
     parser.add_argument("--cautious-runs", type=int, default=200, help="runs per regression cell, cautious schedule")
     parser.add_argument("--only-cautious", action="store_true", help="skip the original schedule's tables")
+    parser.add_argument("--segment-null-runs", type=int, default=4000, help="per-segment bench, equal candidate")
+    parser.add_argument("--segment-runs", type=int, default=1000, help="per-segment bench, one segment 3x worse")
+    parser.add_argument("--only-segments", action="store_true", help="only the per-segment tables")
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--write", action="store_true", help="write the tables into docs/benchmarks.md and the plot")
     args = parser.parse_args(argv)
+    started = time.monotonic()
+    found_segments, checked = segments.run(null_runs=args.segment_null_runs, runs=args.segment_runs, seed=args.seed)
+    segments_text = segments.render(
+        found_segments,
+        null_runs=args.segment_null_runs,
+        runs=args.segment_runs,
+        seed=args.seed,
+        checked=checked,
+        elapsed=time.monotonic() - started,
+    )
+    print(segments_text)
+    if args.write:
+        write_doc(segments_text, section=segments.SECTION, intro=segments.INTRO)
+    if args.only_segments:
+        return 0
     started = time.monotonic()
     rows: list[CautiousRow] = []
     recommended: dict[float, str | None] = {}
