@@ -14,7 +14,8 @@ small proxy plays its part for the demo and the end-to-end suite, and only that 
   EndpointSlice controller on the local plane, and EndpointSlices may not point at loopback.
   A backendRef whose Service or port does not exist answers 500, as the Gateway API says;
 - it records when it applied which weights (`timeline`), so tests can compare the requests each
-  model server saw with the split that was in force.
+  model server saw with the split that was in force;
+- it passes the request's `X-Region` header (its segment) on to the model server.
 
 It lives in e2e/, outside the product package `controller/`.
 """
@@ -30,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubernetes import client, watch
+
+from e2e.models import SEGMENT_HEADER
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
 
@@ -55,7 +58,9 @@ class Gateway:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                code, headers, answer = gateway.forward("POST", self.path, body, self.headers.get("Content-Type"))
+                code, headers, answer = gateway.forward(
+                    "POST", self.path, body, self.headers.get("Content-Type"), self.headers.get(SEGMENT_HEADER)
+                )
                 self.send_response(code)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -166,7 +171,7 @@ class Gateway:
         return None
 
     def forward(
-        self, method: str, path: str, body: bytes, content_type: str | None
+        self, method: str, path: str, body: bytes, content_type: str | None, segment: str | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         picked = self._pick(path)
         if picked is None:
@@ -189,7 +194,10 @@ class Gateway:
             conn = conns.get(port) or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conns[port] = conn
             try:
-                conn.request(method, path, body=body, headers={"Content-Type": content_type or "application/json"})
+                sent = {"Content-Type": content_type or "application/json"}
+                if segment is not None:
+                    sent[SEGMENT_HEADER] = segment
+                conn.request(method, path, body=body, headers=sent)
                 response = conn.getresponse()
                 answer = response.read()
                 headers = {"Content-Type": response.getheader("Content-Type", "application/json"), "X-Backend": backend}

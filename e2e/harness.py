@@ -57,6 +57,8 @@ class Scenario:
     expected: str  # "Promoted" or "RolledBack"
     guardrail: str | None = None  # the guardrail expected to fail
     source: str = ""
+    segments: dict[str, float] = field(default_factory=dict)  # region -> share of the load (X-Region)
+    rate: float | None = None  # requests/s through its gateway (default: the stack's)
     gateway: Gateway | None = None
     load: Load | None = None
     applied_at: float = 0.0
@@ -139,12 +141,51 @@ def derived(
 
 
 def e2e_only_scenarios() -> dict[str, Scenario]:
-    """What the suite adds to the demo: latency, a manual gate, and the CI flow."""
+    """What the suite adds to the demo: per-region guardrails, latency, a manual gate, and the CI flow."""
 
     def gate(rollout: dict[str, Any]) -> None:
         rollout["spec"]["canary"]["steps"][1]["manualGate"] = True
 
+    def errors_by(segment_by: str | None) -> Callable[[dict[str, Any]], None]:
+        """One sequential error-rate guardrail, per region or on the aggregate; nothing else."""
+
+        def mutate(rollout: dict[str, Any]) -> None:
+            guardrail: dict[str, Any] = {
+                "name": "error-rate",
+                "metric": {"builtin": "ErrorRate"},
+                "minSamples": 40,
+                "sequential": {"significance": 0.01, "minEffect": 1.0},
+            }
+            if segment_by is not None:
+                guardrail |= {"segmentBy": segment_by, "maxSegments": 2}
+            rollout["spec"]["guardrails"] = [guardrail]
+            rollout["spec"]["analysis"]["progressDeadline"] = "180s"
+
+        return mutate
+
+    # A quarter of the requests from eu, where the candidate fails 3x as often as the incumbent;
+    # 0.75 * 2% + 0.25 * 30% = 9% in all, against the incumbent's 10%.
+    regions = {"us": 0.75, "eu": 0.25}
     return {
+        "segments": Scenario(
+            "segments",
+            "better overall but 3x worse in region eu: rolled back by the per-region guardrail, naming eu",
+            {"segments-v1": "flaky", "segments-v2": "worse-in-eu"},
+            derived("segments", errors_by("region")),
+            "RolledBack",
+            "error-rate",
+            segments=regions,
+            rate=30.0,
+        ),
+        "aggregate": Scenario(
+            "aggregate",
+            "the same models and traffic, judged on the aggregate only: promoted",
+            {"aggregate-v1": "flaky", "aggregate-v2": "worse-in-eu"},
+            derived("aggregate", errors_by(None)),
+            "Promoted",
+            segments=regions,
+            rate=30.0,
+        ),
         "latency": Scenario(
             "latency",
             "a slower candidate is rolled back by the p99 comparison with the incumbent",
@@ -307,7 +348,9 @@ class Stack:
         seed = sorted(self.scenarios).index(scenario.key)
         scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
         self._exit.callback(scenario.gateway.close)
-        scenario.load = Load(scenario.gateway.url, rate=self.rate, seed=seed)
+        scenario.load = Load(
+            scenario.gateway.url, rate=scenario.rate or self.rate, seed=seed, segments=scenario.segments
+        )
         self._exit.callback(scenario.load.stop)
         if wait:
             self.wait_scraped(scenario)

@@ -2,7 +2,8 @@
 
 Each request is one row of the breast cancer dataset (all 569 rows, drawn at random), sent as
 `POST /predict`. Requests are paced on a shared schedule (request k is due at start + k/rate),
-so the rate holds whatever each answer's latency.
+so the rate holds whatever each answer's latency. With `segments`, each request carries a region
+(`X-Region`), drawn at random in the given shares.
 """
 
 from __future__ import annotations
@@ -12,16 +13,27 @@ import json
 import random
 import threading
 import time
+from collections.abc import Mapping
 
-from e2e.models import dataset
+from e2e.models import SEGMENT_HEADER, dataset
 
 
 class Load:
-    def __init__(self, url: str, *, rate: float, threads: int = 4, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        rate: float,
+        threads: int = 4,
+        seed: int | None = None,
+        segments: Mapping[str, float] | None = None,
+    ) -> None:
+        """`segments`: region -> share of the requests, sent as the `X-Region` header (none: no header)."""
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port, self.rate = host, int(port), rate
         self._rows = [json.dumps({"features": row.tolist()}).encode() for row in dataset().features]
         self._random = random.Random(seed)
+        self._regions, self._shares = list(segments or {}), list((segments or {}).values())
         self._lock = threading.Lock()
         self._next = 0
         self._start = time.monotonic()
@@ -32,21 +44,24 @@ class Load:
         for thread in self._threads:
             thread.start()
 
-    def _due(self) -> tuple[float, bytes]:
+    def _due(self) -> tuple[float, bytes, dict[str, str]]:
         with self._lock:
             due = self._start + self._next / self.rate
             self._next += 1
-            return due, self._random.choice(self._rows)
+            headers = {"Content-Type": "application/json"}
+            if self._regions:
+                headers[SEGMENT_HEADER] = self._random.choices(self._regions, self._shares)[0]
+            return due, self._random.choice(self._rows), headers
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
         while not self._stop.is_set():
-            due, body = self._due()
+            due, body, headers = self._due()
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 break
             conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=10)
             try:
-                conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                conn.request("POST", "/predict", body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 code, backend = response.status, response.getheader("X-Backend", "")

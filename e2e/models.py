@@ -7,7 +7,9 @@ nothing is downloaded) and answers `POST /predict {"features": [30 numbers]}` wi
 the controller's builtin guardrails read (controller/metrics/builtins.py, docs/metrics.md),
 each labelled `model="<its name>"`:
 
-- `model_requests_total{model, code}`: requests by HTTP status code;
+- `model_requests_total{model, code, region}`: requests by HTTP status code and by the region the
+  request's `X-Region` header names (the segment label of per-segment guardrails; empty, i.e.
+  absent in Prometheus, when the request has none);
 - `model_request_duration_seconds{model}`: a histogram of the time to answer;
 - `model_prediction{model}`: a histogram of the scores it returned.
 
@@ -63,6 +65,10 @@ class Variant:
     error_rate: float = 0.0  # share of requests answered 500
     extra_latency: float = 0.0  # seconds added to every answer
     broken_features: bool = False  # the "worst_*" features arrive as zeros; answers stay 200
+    region_error_rates: tuple[tuple[str, float], ...] = ()  # error_rate, overridden per region
+
+    def errors_in(self, region: str) -> float:
+        return dict(self.region_error_rates).get(region, self.error_rate)
 
 
 VARIANTS: dict[str, Variant] = {
@@ -75,7 +81,18 @@ VARIANTS: dict[str, Variant] = {
         broken_features=True,
     ),
     "slow": Variant("the better model on a slow runtime: +200 ms per answer", extra_latency=0.200),
+    # Per-segment guardrails: better overall, three times worse in one region.
+    "flaky": Variant("in production behind a flaky dependency: 10% of answers are HTTP 500", "small", error_rate=0.10),
+    "worse-in-eu": Variant(
+        "the better model with the dependency fixed but in eu: 2% of answers fail, 30% in region eu (3x the "
+        "incumbent's there); over a quarter of the traffic from eu, 9% in all against the incumbent's 10%",
+        error_rate=0.02,
+        region_error_rates=(("eu", 0.30),),
+    ),
 }
+# The header that names a request's region, and the regions the servers export from the start.
+SEGMENT_HEADER = "X-Region"
+REGIONS = ("", "us", "eu")
 
 
 @dataclass(frozen=True)
@@ -144,7 +161,7 @@ class Server:
         self.codes: dict[int, int] = {}
         registry = CollectorRegistry()
         self._requests = Counter(
-            "model_requests", "Requests by HTTP status code.", ["model", "code"], registry=registry
+            "model_requests", "Requests by HTTP status code and region.", ["model", "code", "region"], registry=registry
         )
         self._latency = Histogram(
             "model_request_duration_seconds",
@@ -160,7 +177,8 @@ class Server:
         # first increment of a series that appears mid-window, so a 500 series born with the first
         # error would hide that error (docs/metrics.md, "Initialise counters at 0").
         for code in ANSWERED_CODES:
-            self._requests.labels(model=name, code=code)
+            for region in REGIONS:
+                self._requests.labels(model=name, code=code, region=region)
         self._latency.labels(model=name)
         self._prediction.labels(model=name)
         server = self
@@ -184,7 +202,7 @@ class Server:
                 if self.path.split("?", 1)[0] != "/predict":
                     self._send(404, b"not found\n", "text/plain")
                     return
-                code, answer = server.predict(body)
+                code, answer = server.predict(body, self.headers.get(SEGMENT_HEADER) or "")
                 self._send(code, json.dumps(answer).encode(), "application/json")
 
             def _send(self, code: int, body: bytes, content_type: str) -> None:
@@ -200,29 +218,30 @@ class Server:
         self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.http.daemon_threads = True
 
-    def predict(self, body: bytes) -> tuple[int, dict[str, Any]]:
+    def predict(self, body: bytes, region: str = "") -> tuple[int, dict[str, Any]]:
         began = time.perf_counter()
+        region = region if region in REGIONS else ""
         with self._lock:
             self.arrivals.append(time.monotonic())
             think = self._random.uniform(*BASE_LATENCY) + self.variant.extra_latency
-            fail = self._random.random() < self.variant.error_rate
+            fail = self._random.random() < self.variant.errors_in(region)
         try:
             features = np.asarray(json.loads(body)["features"], dtype=float).reshape(1, -1)
         except (ValueError, KeyError, TypeError) as exc:
-            return self._answer(400, {"error": f"bad request: {exc}"}, began)
+            return self._answer(400, {"error": f"bad request: {exc}"}, began, region)
         time.sleep(think)
         if fail:
-            return self._answer(500, {"error": "upstream feature store timed out"}, began)
+            return self._answer(500, {"error": "upstream feature store timed out"}, began, region)
         if self.variant.broken_features:
             features = _break(features)
         # target 0 is "malignant" in load_breast_cancer: the score is P(malignant).
         score = float(self.model.predict_proba(features)[0, 0])
         self._prediction.labels(model=self.name).observe(score)
-        return self._answer(200, {"model": self.name, "score": score}, began)
+        return self._answer(200, {"model": self.name, "score": score}, began, region)
 
-    def _answer(self, code: int, answer: dict[str, Any], began: float) -> tuple[int, dict[str, Any]]:
+    def _answer(self, code: int, answer: dict[str, Any], began: float, region: str) -> tuple[int, dict[str, Any]]:
         self._latency.labels(model=self.name).observe(time.perf_counter() - began)
-        self._requests.labels(model=self.name, code=str(code)).inc()
+        self._requests.labels(model=self.name, code=str(code), region=region).inc()
         with self._lock:
             self.codes[code] = self.codes.get(code, 0) + 1
         return code, answer

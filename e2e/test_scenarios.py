@@ -137,6 +137,35 @@ def test_a_silently_broken_feature_pipeline_is_rolled_back_by_prediction_drift(s
 # -- and what only the suite checks --------------------------------------------------------------
 
 
+def test_better_overall_but_3x_worse_in_one_region_is_rolled_back_naming_it_where_the_aggregate_promotes(
+    stack: Stack,
+) -> None:
+    """Two rollouts of the same two models under the same load (a quarter of it from eu): the
+    per-region guardrail rolls the candidate back naming eu; the aggregate-only one promotes it."""
+    obj = verdict(stack, "segments")
+    scenario = stack.scenarios["segments"]
+    status = obj["status"]
+    assert status["phase"] == "RolledBack" and status["reason"] == "GuardrailFailed", status
+    failed = status["failedCandidates"][-1]
+    assert failed["guardrail"] == "error-rate" and "error-rate failed in region=eu: " in failed["message"], failed
+    assert failed["observed"] > 0.1, failed  # eu's rate (30%), not the aggregate's
+    assert route_weights(stack, "segments") == {scenario.incumbent: 100, scenario.candidate: 0}
+    segments = guardrails(obj)["error-rate"]["segments"]
+    assert segments["label"] == "region" and "eu" in segments["named"], segments
+    eu = segments["worst"][0]
+    assert eu["segment"] == "eu" and eu["verdict"] == "Fail", segments
+    assert eu["candidateValue"] > 1.5 * eu["incumbentValue"] and eu["candidateSamples"] >= 40, eu
+    shown = cli(stack, "status", "segments")
+    assert shown.returncode == 0 and "region=eu" in shown.stdout and "Segments" in shown.stdout, shown.stdout
+
+    aggregate = verdict(stack, "aggregate")
+    status = aggregate["status"]
+    assert status["phase"] == "Promoted" and status["incumbent"]["name"] == "aggregate-v2", status
+    assert guardrails(aggregate)["error-rate"]["verdict"] == "Pass"
+    assert guardrails(aggregate)["error-rate"].get("segments") is None
+    assert applied_weights(stack.scenarios["aggregate"]) == [0, 20, 50, 100]
+
+
 def test_a_latency_regression_is_rolled_back_by_comparison_with_the_incumbent(stack: Stack) -> None:
     obj = assert_rolled_back_by(stack, "latency", "p99-latency")
 

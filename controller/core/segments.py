@@ -115,6 +115,8 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     sizes: dict[str, float | None] = {
         s: (cand[sized].get(s, 0.0) + inc.get(sized, {}).get(s, 0.0)) if sized in cand else None for s in values
     }
+    # A segment without a request in either variant tells nothing: it takes no slot.
+    sizes = {s: size for s, size in sizes.items() if size is None or size > 0}
     named = list(previous.named) if previous is not None and previous.label == label else []
     named, members = assign(sizes, named, guardrail.segment_slots)
     known = [v for v in sizes.values() if v is not None]
@@ -123,7 +125,7 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     per_segment = _per_segment(guardrail)
     judged: list[_Judged] = []
     for segment, of in members.items():
-        j = _judge_bucket(per_segment, label, segment, of, cand, inc)
+        j = _judge_bucket(per_segment, label, segment, of, cand, inc)  # a bucket holds only sized segments
         size = _bucket_size(of, sizes)
         share = size / everything if size is not None and everything else None
         judged.append(_Judged(segment, j, share, share is not None and share < guardrail.segment_share))

@@ -71,18 +71,21 @@ def by_segment(label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
     """The value and count builtins per value of `label` (a guardrail's segmentBy), one query per
     variant: every aggregation keeps the label. A segment without errors has no 5xx series; `or`
     with the segment's requests times 0 gives it zero errors, while a segment without requests
-    stays absent (no data). Requests without the label are one segment (its value empty)."""
+    stays absent (no data). Requests without the label are one segment (its value empty). Values
+    keep only segments with requests in the window (`> 0`): 0/0 in one idle segment would otherwise
+    be NaN, and no data for every segment."""
     by = f"sum by ({label})"
     errors, requests = f"{by} (increase({_ERRORS}))", f"{by} (increase({_REQUESTS}))"
     return {
         BuiltinMetric.ERROR_RATE: BuiltinQueries(
-            value=f"({by} (rate({_ERRORS})) or {by} (rate({_REQUESTS})) * 0) / {by} (rate({_REQUESTS}))",
+            value=f"({by} (rate({_ERRORS})) or {by} (rate({_REQUESTS})) * 0) / ({by} (rate({_REQUESTS})) > 0)",
             samples=requests,
             errors=f"{errors} or {requests} * 0",
             total=requests,
         ),
         BuiltinMetric.LATENCY_P99: BuiltinQueries(
-            value=f"histogram_quantile(0.99, sum by (le, {label}) (rate({_LATENCY})))",
+            value=f"histogram_quantile(0.99, sum by (le, {label}) (rate({_LATENCY}))) "
+            f"and on ({label}) ({by} (rate({_LATENCY_COUNT})) > 0)",
             samples=f"{by} (increase({_LATENCY_COUNT}))",
         ),
     }

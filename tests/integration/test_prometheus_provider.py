@@ -416,6 +416,7 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
         {"model": model, "code": "500", "region": "eu"},
         {"model": model, "code": "200", "region": "us"},
         {"model": model, "code": "200"},
+        {"model": model, "code": "200", "region": "ap"},  # never a request: no value, zero requests
     ]
     with exporter.atomically():
         for labels in series:
@@ -424,7 +425,7 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
         f'count_over_time(model_requests_total{{model="{model}"}}[{WINDOW}]) >= 2', has(len(series)), timeout=60
     )
     with exporter.atomically():
-        for labels, by in zip(series, (70, 30, 200, 50), strict=True):
+        for labels, by in zip(series, (70, 30, 200, 50, 0), strict=True):
             exporter.inc_counter(REQUESTS, labels, by)
     queries = by_segment("region")[BuiltinMetric.ERROR_RATE]
 
@@ -434,7 +435,7 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
         return render(template, variables_for(model, None, "candidate", "default", WINDOW))
 
     prometheus.wait_for(segmented("value"), has(3))
-    prometheus.wait_for(segmented("total"), lambda r: has(3)(r) and min(values(r, "region").values()) > 0)
+    prometheus.wait_for(segmented("total"), lambda r: has(4)(r) and sorted(values(r, "region").values())[1] > 0)
 
     at = now()
     observed = {
@@ -444,7 +445,8 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
     for which, obs in observed.items():
         assert obs.status is OK, f"{which}: {obs.message}"
     rate, errors, total = observed["value"].vector, observed["errors"].vector, observed["total"].vector
-    assert set(rate) == set(errors) == set(total) == {"eu", "us", UNLABELLED}
+    assert set(rate) == {"eu", "us", UNLABELLED}
+    assert set(errors) == set(total) == {"eu", "us", "ap", UNLABELLED} and total["ap"] == errors["ap"] == 0.0
     assert rate["eu"] == pytest.approx(0.30) and rate["us"] == 0.0 and rate[UNLABELLED] == 0.0
     assert errors["us"] == 0.0 and errors[UNLABELLED] == 0.0
     assert errors["eu"] / total["eu"] == pytest.approx(0.30)
