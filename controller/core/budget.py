@@ -162,7 +162,9 @@ class BudgetView:
 def view(
     spec: ModelRolloutSpec, guardrails: list[tuple[Guardrail, Evidence]], *, index: int, rate: float | None
 ) -> BudgetView | None:
-    sequential = [(g, Counts.of(e)) for g, e in guardrails if g.sequential is not None]
+    # A segmented guardrail's counts are the aggregate's: a segment's harm can hide in them (a
+    # candidate worse in one region, better elsewhere, spends nothing), so it has no budget.
+    sequential = [(g, Counts.of(e)) for g, e in guardrails if g.sequential is not None and g.segment_by is None]
     if not sequential:
         return None
     counted = [(g, c) for g, c in sequential if c is not None]

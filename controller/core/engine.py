@@ -294,6 +294,7 @@ def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: 
         elif gs.verdict is Verdict.PASS or (
             affordable
             and guardrail.sequential is not None
+            and guardrail.segment_by is None  # the budget bounds aggregate harm, which a segment's can hide
             and gs.verdict is Verdict.INCONCLUSIVE
             and gs.consecutive_inconclusive == 0
             and (gs.evidence.candidate_samples or 0) >= guardrail.min_samples
@@ -562,7 +563,11 @@ class _Decider:
 
     def _spending(self) -> budget.BudgetView | None:
         evidence = [(g, gs.evidence) for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True)]
-        counts = [c for g, e in evidence if g.sequential is not None and (c := budget.Counts.of(e)) is not None]
+        counts = [
+            c
+            for g, e in evidence
+            if g.sequential is not None and g.segment_by is None and (c := budget.Counts.of(e)) is not None
+        ]
         rate = budget.arrival_rate(counts[0], self.st.rollout_started, self.now) if counts else None
         view = budget.view(self.spec, evidence, index=self.st.current_step or 0, rate=rate)
         self.st.error_budget = None
@@ -577,7 +582,9 @@ class _Decider:
         index, deadline = self.st.current_step or 0, parse_duration(self.spec.analysis.progress_deadline)
         worst: tuple[float, int, float] | None = None  # (seconds, step index, candidate requests/s)
         for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True):
-            counts = budget.Counts.of(gs.evidence) if g.sequential is not None else None
+            # A segmented guardrail waits for its slowest segment, which aggregate counts cannot
+            # foresee: no estimate rather than an optimistic one (docs/guardrails.md).
+            counts = budget.Counts.of(gs.evidence) if g.sequential is not None and g.segment_by is None else None
             rate = budget.arrival_rate(counts, self.st.rollout_started, self.now) if counts else None
             if counts is None or not rate:
                 continue

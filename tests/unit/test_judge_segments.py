@@ -305,3 +305,29 @@ def test_status_keeps_the_named_segments_through_a_provider_error_and_the_rollba
     assert failed.observed == pytest.approx(0.03) and "significance 0.00111" in (failed.threshold or "")
     seg = sim.status.guardrails[0].segments
     assert seg is not None and seg.worst[0].segment == "eu"
+
+
+def test_a_segmented_guardrail_has_no_error_budget_and_a_step_waits_for_every_segments_pass() -> None:
+    """Aggregate counts can hide a segment's harm: no budget spends on them, and an inconclusive
+    segment holds the step to its deadline however affordable the aggregate looks."""
+    spec = segmented_spec()
+    g = spec.guardrails[0]
+    # us: clearly fine; eu: a handful of requests, not conclusive either way.
+    data = counts({"us": (40, 20000), "eu": (6, 1500)}, {"us": (800, 80000), "eu": (12, 6000)})
+
+    def judged(name: str, sim: Simulator) -> Judgement:
+        previous = next((gs.segments for gs in sim.status.guardrails if gs.name == name), None)
+        return judge(g, data, previous)
+
+    assert judged("error-rate", Simulator(spec)).cause is Cause.INSUFFICIENT
+    sim = Simulator(spec, judge=judged)
+    sim.run()
+    assert sim.status.error_budget is None
+    assert sim.candidate_weights("v2") == [10, 0]
+    assert sim.status.reason == "ProgressDeadlineExceeded"
+
+
+def test_a_segment_without_requests_in_either_variant_takes_no_slot() -> None:
+    g = guardrail(maxSegments=1)
+    j = judge(g, counts({"(none)": (0, 0), "us": (10, 5000)}, {"(none)": (0, 0), "us": (40, 20000)}))
+    assert j.segments is not None and j.segments.named == ["us"] and j.segments.other == 0
