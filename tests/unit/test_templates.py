@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from controller.api.models import BuiltinMetric
-from controller.metrics.builtins import PROMQL, BuiltinQueries
+from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
 from controller.metrics.templates import VARIABLES, TemplateError, render, variables_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -103,3 +104,19 @@ def test_docs_show_the_exact_builtin_queries(metric: BuiltinMetric) -> None:
     docs = DOCS.read_text()
     for template in _templates(PROMQL[metric]):
         assert template in docs, f"docs/metrics.md does not show {metric.value}'s query {template}"
+
+
+@pytest.mark.parametrize("metric", list(by_segment("region")))
+def test_docs_show_the_exact_segmented_builtin_queries(metric: BuiltinMetric) -> None:
+    docs = DOCS.read_text()
+    for template in _templates(by_segment("region")[metric]):
+        assert template in docs, f"docs/metrics.md does not show {metric.value}'s query by region {template}"
+
+
+def test_segmented_builtins_keep_the_label_in_every_aggregation() -> None:
+    for queries in by_segment("tenant").values():
+        for template in _templates(queries):
+            assert "sum(" not in template and "vector(0)" not in template
+            groups = re.findall(r"sum by \(([^)]*)\)", template)
+            assert groups and all("tenant" in g.split(", ") for g in groups), template
+    assert BuiltinMetric.PREDICTION_DISTRIBUTION not in by_segment("tenant")
