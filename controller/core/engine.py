@@ -255,7 +255,9 @@ def _judged(
     for gs in latest:
         g = by_name[gs.name]
         if gs.verdict is Verdict.FAIL and (g.critical or gs.failures > g.failure_tolerance):
-            return Assessment("rollback", Reason.GUARDRAIL_FAILED, f"guardrail {g.name} failed: {gs.message}", gs)
+            # A segmented guardrail's message already reads "<name> failed in <label>=<value>: ...".
+            why = gs.message if gs.message.startswith(f"{g.name} failed") else f"guardrail {g.name} failed: {gs.message}"
+            return Assessment("rollback", Reason.GUARDRAIL_FAILED, why, gs)
     noncritical = sum(gs.failures for gs in latest if not by_name[gs.name].critical)
     if noncritical > spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in latest):
         why = f"{noncritical} guardrail failures exceed failureLimit {spec.analysis.failure_limit}"
