@@ -239,3 +239,40 @@ def test_status_shows_the_error_budget_spent_and_left() -> None:
     status = {**PROGRESSING, "errorBudget": {"spent": 12.5, "left": 87.5, "nextStep": 40.2}}
     text = status_view(rollout(**status), [], NOW)
     assert "Budget:     12.5 of 100 excess bad requests spent, 87.5 left; next step may cost up to 40.2" in text
+
+
+def test_status_shows_each_segmented_guardrails_worst_segments() -> None:
+    obj = rollout(**PROGRESSING)
+    obj["spec"]["guardrails"][0]["segmentBy"] = "region"
+    error_rate = {
+        "name": "error-rate",
+        "verdict": "Fail",
+        "message": "error-rate failed in region=eu: 3.1% vs 1.0%",
+        "segments": {
+            "label": "region",
+            "named": ["us", "eu"],
+            "judged": 3,
+            "passed": 1,
+            "failed": 1,
+            "small": 1,
+            "other": 4,
+            "policy": "8 largest segments judged on their own",
+            "worst": [
+                {
+                    "segment": "eu",
+                    "verdict": "Fail",
+                    "candidateValue": 0.031,
+                    "incumbentValue": 0.01,
+                    "candidateSamples": 2000,
+                    "incumbentSamples": 20000,
+                    "message": "candidate rate 0.031 is significantly above incumbent 0.01",
+                }
+            ],
+        },
+    }
+    text = status_view(rollout(**{**PROGRESSING, "guardrails": [error_rate]}) | {"spec": obj["spec"]}, [], NOW)
+    assert "error-rate: 3 segments by region judged: 1 pass, 1 fail, 1 small, 4 values in (other)" in text
+    row = next(line for line in text.splitlines() if line.split()[1:2] == ["region=eu"])
+    assert "0.031" in row and "2000/20000" in row
+    # Without segments, no Segments block.
+    assert "Segments" not in status_view(rollout(**PROGRESSING), [], NOW)

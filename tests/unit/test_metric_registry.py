@@ -9,13 +9,22 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.api.models import BuiltinMetric, MetricBackend, ModelRef, ModelRolloutSpec, ModelRolloutStatus
+from controller.api.models import (
+    BuiltinMetric,
+    GuardrailStatus,
+    MetricBackend,
+    ModelRef,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    SegmentsStatus,
+    Verdict,
+)
 from controller.core.judge import Cause
-from controller.core.observation import Observation
+from controller.core.observation import Observation, ObservationStatus
 from controller.kube.errors import Forbidden, NotFound
 from controller.main import _default_provider, parse_args
 from controller.metrics.address import AddressPolicy
-from controller.metrics.builtins import BuiltinQueries
+from controller.metrics.builtins import BuiltinQueries, by_segment
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.registry import MetricProviders
 from controller.observe import observe_and_judge
@@ -120,3 +129,62 @@ def test_builtins_belong_to_the_provider_and_a_missing_one_is_inconclusive() -> 
     assert judgement.cause is Cause.ERROR
     assert judgement.message == "the metric provider has no builtin ErrorRate"
     assert observe_and_judge(provider="no provider", **common)["errors"].message == "no provider"
+
+
+class ByRegion:
+    """A provider answering vectors by region from a table: what observe asks of a segmented guardrail."""
+
+    builtins: Mapping[BuiltinMetric, BuiltinQueries] = {}
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, str | None]] = []
+
+    def builtins_by(self, label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
+        return by_segment(label)
+
+    def scalar(self, query: str, *, at: datetime) -> Observation:
+        raise AssertionError("a segmented guardrail asks for vectors only")
+
+    def vector(self, query: str, *, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
+        self.asked.append((query, label, unlabelled))
+        candidate = 'model="m2"' in query
+        errors = 'code=~"5.."' in query
+        table = {"us": (20.0, 4000.0), "eu": (62.0, 2000.0)} if candidate else {"us": (400.0, 36000.0), "eu": (200.0, 18000.0)}
+        return Observation(
+            ObservationStatus.OK, vector={region: e if errors else t for region, (e, t) in table.items()}
+        )
+
+
+def test_a_segmented_guardrail_is_observed_by_its_label_and_judged_with_the_segments_of_record() -> None:
+    spec = ModelRolloutSpec.model_validate(
+        {
+            "candidate": {"name": "m2"},
+            "traffic": {"gatewayAPI": {"httpRoute": "r"}},
+            "canary": {"steps": [{"weight": 10, "hold": "1m"}]},
+            "guardrails": [
+                {"name": "errors", "metric": {"builtin": "ErrorRate"}, "sequential": {}, "segmentBy": "region"}
+            ],
+        }
+    )
+    status = ModelRolloutStatus(
+        guardrails=[
+            GuardrailStatus(
+                name="errors", verdict=Verdict.INCONCLUSIVE, segments=SegmentsStatus(label="region", named=["eu"])
+            )
+        ]
+    )
+    provider = ByRegion()
+    judgement = observe_and_judge(
+        spec=spec,
+        status=status,
+        provider=provider,
+        namespace="ns",
+        pair=(ModelRef(name="m1"), ModelRef(name="m2")),
+        now=datetime(2025, 1, 1, tzinfo=UTC),
+    )["errors"]
+    # One errors and one totals query per variant, each by region, unlabelled series as "(none)".
+    assert len(provider.asked) == 4
+    assert all(label == "region" and unlabelled == "(none)" for _, label, unlabelled in provider.asked)
+    assert all("sum by (region)" in query for query, _, _ in provider.asked)
+    assert judgement.message == "errors failed in region=eu: 3.1% vs 1.1%"
+    assert judgement.segments is not None and judgement.segments.named == ["eu", "us"]  # eu kept its slot first
