@@ -25,6 +25,8 @@ Methods:
 Two traffic levels, 200 and 20 requests/s; at 20 also ours with a 2-hour progressDeadline, the
 remedy when the evidence cannot come within the default one.
 
+Per-segment guardrails (segmentBy) have tables of their own: bench/segments.py.
+
 Wald's SPRT floor: the expected sample size of the one-sample SPRT of p0 against p1 with both
 known (an oracle: it knows the incumbent's rate and the size of the regression) at the error
 rates ours guarantees (alpha = the rule's significance, beta = judge.PASS_SIGNIFICANCE).

@@ -115,8 +115,10 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     sizes: dict[str, float | None] = {
         s: (cand[sized].get(s, 0.0) + inc.get(sized, {}).get(s, 0.0)) if sized in cand else None for s in values
     }
-    # A segment without a request in either variant tells nothing: it takes no slot.
-    sizes = {s: size for s, size in sizes.items() if size is None or size > 0}
+    # A segment with nothing but zeros in either variant tells nothing: it takes no slot. (Errors
+    # without requests are kept, to be judged inconsistent rather than dropped.)
+    active = {s for vectors in (cand, inc) for vector in vectors.values() for s, v in vector.items() if v != 0}
+    sizes = {s: size for s, size in sizes.items() if size is None or size > 0 or s in active}
     named = list(previous.named) if previous is not None and previous.label == label else []
     named, members = assign(sizes, named, guardrail.segment_slots)
     known = [v for v in sizes.values() if v is not None]
@@ -277,10 +279,11 @@ def _verdict(
     failed = [s for s in by_size if s.judgement.verdict is Verdict.FAIL]
     passed = [s for s in by_size if s.judgement.verdict is Verdict.PASS]
     waiting = [s for s in by_size if s.judgement.verdict is Verdict.INCONCLUSIVE]
-    blocking = sorted(
-        (s for s in waiting if not s.small), key=lambda s: _SEVERITY.get(s.judgement.cause or Cause.NO_DATA, 0)
-    )
-    small_waiting = [s for s in waiting if s.small]
+    # A provider problem (counts that contradict each other) holds the guardrail whatever the
+    # segment's size: the data is wrong, not scarce.
+    holds = [s for s in waiting if not s.small or s.judgement.cause in PROVIDER_PROBLEMS]
+    blocking = sorted(holds, key=lambda s: _SEVERITY.get(s.judgement.cause or Cause.NO_DATA, 0))
+    small_waiting = [s for s in waiting if s not in holds]
     worst = [*failed, *blocking, *small_waiting][:MAX_SEGMENT_EVIDENCE]
     segments = SegmentsStatus(
         label=label,

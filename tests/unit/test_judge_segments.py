@@ -331,3 +331,16 @@ def test_a_segment_without_requests_in_either_variant_takes_no_slot() -> None:
     g = guardrail(maxSegments=1)
     j = judge(g, counts({"(none)": (0, 0), "us": (10, 5000)}, {"(none)": (0, 0), "us": (40, 20000)}))
     assert j.segments is not None and j.segments.named == ["us"] and j.segments.other == 0
+
+
+def test_errors_in_a_segment_without_requests_are_inconsistent_not_dropped() -> None:
+    g = guardrail()
+    data = GuardrailData(
+        VariantData(errors=vec({"us": 10.0, "eu": 5.0}), total=vec({"us": 20000.0, "eu": 0.0})),
+        VariantData(errors=vec({"us": 400.0, "eu": 5.0}), total=vec({"us": 40000.0, "eu": 0.0})),
+    )
+    j = judge(g, data)
+    # A provider problem holds the guardrail even in a segment too small to matter otherwise.
+    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.INCONSISTENT_COUNTS, j.message
+    assert j.segments is not None and "eu" in j.segments.named
+    assert j.segments.worst[0].segment == "eu" and "inconsistent counts" in j.segments.worst[0].message
