@@ -59,7 +59,10 @@ def _variant(
     if guardrail.sequential is not None:
         return VariantData(errors=ask(queries.errors, scalar), total=ask(queries.total, scalar))
     if guardrail.drift is not None:
-        vector = partial(provider.vector, label=queries.distribution_label or "le", at=at)
+        label = queries.distribution_label or "le"
+        vector: Callable[[str], Observation] = partial(provider.vector, label=label, at=at)
+        if guardrail.segment_by is not None:
+            vector = partial(provider.grouped, label=label, by=guardrail.segment_by, at=at, unlabelled=UNLABELLED)
         return VariantData(distribution=ask(queries.distribution, vector))
     return VariantData(value=ask(queries.value, scalar), samples=ask(queries.samples, scalar))
 

@@ -468,9 +468,10 @@ class Guardrail(ApiModel):
             field_path=".segmentBy",
         ),
         Rule(
-            cel="!has(self.segmentBy) || !has(self.drift)",
-            message="segmentBy applies to the absolute, relative and sequential rules (not yet to drift)",
-            check=lambda g: g.segment_by is None or g.drift is None,
+            cel="!has(self.segmentBy) || !has(self.drift) || self.segmentBy != "
+            "(has(self.metric.distributionLabel) ? self.metric.distributionLabel : 'le')",
+            message="segmentBy must differ from the distribution's label (metric.distributionLabel, default le)",
+            check=lambda g: g.segment_by is None or g.drift is None or g.segment_by != (g.metric.distribution_label or "le"),
             field_path=".segmentBy",
         ),
         Rule(
@@ -500,7 +501,7 @@ class Guardrail(ApiModel):
         None,
         description="A label of the metric (region, device, tenant): the rule is judged per value of it, and the "
         "guardrail fails when any segment fails, with false rollbacks over all segments bounded by the rule's "
-        "significance (docs/guardrails.md, Per-segment guardrails).",
+        "significance (sequential, drift; docs/guardrails.md, Per-segment guardrails).",
     )
     max_segments: Annotated[int, Field(ge=1, le=MAX_SEGMENTS)] | None = Field(
         None,

@@ -1,6 +1,6 @@
 """What a metric provider observed: the core's input, so the core owns it.
 
-OK (a finite value, or a vector of finite values), NO_DATA (empty result, NaN, Inf, several
+OK (a finite value, a vector of finite values, or such vectors by group), NO_DATA (empty result, NaN, Inf, several
 series where one is expected, stale samples) or ERROR (the provider failed or timed out). Only
 the judge decides what an observation means, and neither of the last two is ever a pass.
 """
@@ -24,6 +24,8 @@ class Observation:
     status: ObservationStatus
     value: float | None = None
     vector: Mapping[str, float] = field(default_factory=dict)
+    # Vectors by a second label (a segment's value), for distributions per segment.
+    groups: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     sample_time: datetime | None = None
     message: str = ""
 

@@ -20,6 +20,9 @@ segments at most the rule's significance, however often it is looked at:
   log threshold: a few more samples, not K times as many. bench/judge.py simulates it.
 - The pass side needs no correction: the guardrail passes only when every bucket passes, and a
   bucket worse by the minimum effect passes with probability at most judge.PASS_SIGNIFICANCE.
+- The drift rule's chi-square test runs per bucket at significance / K (Bonferroni on p-values:
+  per analysis, as the aggregate drift rule's guarantee is). Its distributions come by segment
+  (Observation.groups), one vector of buckets per label value.
 - Absolute and relative rules have no significance: their bounds apply per segment as they do to
   the aggregate, each segment needing minSamples.
 
@@ -106,11 +109,22 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     and `previous` the status of the last analysis (its named segments carry over)."""
     label = guardrail.segment_by
     assert label is not None
+    groups: tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]] | None = None
     try:
         cand, inc = _vectors(data.candidate, "candidate"), _vectors(data.incumbent, "incumbent")
+        if guardrail.drift is not None:
+            groups = (
+                _groups(data.candidate.distribution, "candidate"),
+                _groups(data.incumbent.distribution, "incumbent"),
+            )
+            # A segment's distribution counts its predictions: the sum of its buckets (for
+            # cumulative `le` buckets, the largest: +Inf).
+            bucket_label = guardrail.metric.distribution_label or "le"
+            for vectors, by_segment in zip((cand, inc), groups, strict=True):
+                vectors["distribution"] = {s: _predictions(b, bucket_label) for s, b in by_segment.items()}
     except _Inconclusive as why:
         return Judgement(Verdict.INCONCLUSIVE, why.message, why.evidence, why.cause)
-    sized = "total" if guardrail.sequential is not None else "samples"
+    sized = "total" if guardrail.sequential is not None else "distribution" if groups is not None else "samples"
     values = sorted({s for vectors in (cand, inc) for vector in vectors.values() for s in vector})
     sizes: dict[str, float | None] = {
         s: (cand[sized].get(s, 0.0) + inc.get(sized, {}).get(s, 0.0)) if sized in cand else None for s in values
@@ -123,11 +137,11 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     named, members = assign(sizes, named, guardrail.segment_slots)
     known = [v for v in sizes.values() if v is not None]
     everything = sum(known) if len(known) == len(sizes) else None
-    alpha = guardrail.sequential.significance if guardrail.sequential is not None else None
+    alpha = _significance(guardrail)
     per_segment = _per_segment(guardrail)
     judged: list[_Judged] = []
     for segment, of in members.items():
-        j = _judge_bucket(per_segment, label, segment, of, cand, inc)  # a bucket holds only sized segments
+        j = _judge_bucket(per_segment, label, segment, of, cand, inc, groups)
         size = _bucket_size(of, sizes)
         share = size / everything if size is not None and everything else None
         judged.append(_Judged(segment, j, share, share is not None and share < guardrail.segment_share))
@@ -139,14 +153,31 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     return _verdict(guardrail, label, judged, named, members, policy, cand, inc)
 
 
+def _significance(guardrail: Guardrail) -> float | None:
+    rule = guardrail.sequential or guardrail.drift
+    return rule.significance if rule is not None else None
+
+
 def _per_segment(guardrail: Guardrail) -> Guardrail:
-    rule = guardrail.sequential
+    """The guardrail each segment is judged by: no segments, the significance split over K."""
     update: dict[str, object] = {"segment_by": None}
-    if rule is not None:
-        update["sequential"] = rule.model_copy(
-            update={"significance": segment_significance(rule.significance, guardrail)}
-        )
+    for name in ("sequential", "drift"):
+        rule = getattr(guardrail, name)
+        if rule is not None:
+            update[name] = rule.model_copy(update={"significance": segment_significance(rule.significance, guardrail)})
     return guardrail.model_copy(update=update)
+
+
+def _groups(obs: Observation | None, who: str) -> dict[str, dict[str, float]]:
+    """A distribution's buckets by segment; a failed or empty query is the whole guardrail's."""
+    groups = {segment: dict(buckets) for segment, buckets in _need(obs, f"{who} distribution").groups.items()}
+    if not groups or any(not math.isfinite(v) for buckets in groups.values() for v in buckets.values()):
+        raise _Inconclusive(Cause.NO_DATA, f"{who} distribution: empty or not finite")
+    return groups
+
+
+def _predictions(buckets: Mapping[str, float], label: str) -> float:
+    return max(buckets.values(), default=0.0) if label == "le" else sum(buckets.values())
 
 
 def _vectors(variant: VariantData, who: str) -> dict[str, dict[str, float]]:
@@ -187,11 +218,23 @@ def _bucket_variant(vectors: Mapping[str, Mapping[str, float]], of: Sequence[str
             total = sum(weights)
             mean = sum(vector[s] * w for s, w in zip(here, weights, strict=True)) / total if total > 0 else math.nan
             fields[name] = (
-                Observation(ObservationStatus.OK, value=mean) if math.isfinite(mean) else Observation.no_data("no samples")
+                Observation(ObservationStatus.OK, value=mean)
+                if math.isfinite(mean)
+                else Observation.no_data("no samples")
             )
         else:
             fields[name] = Observation(ObservationStatus.OK, value=sum(vector[s] for s in here))
     return VariantData(**fields), present
+
+
+def _bucket_distribution(groups: Mapping[str, Mapping[str, float]], of: Sequence[str]) -> tuple[VariantData, bool]:
+    """One bucket's distribution: its segments' bucket counts added (cumulative ones stay cumulative)."""
+    here = [s for s in of if s in groups]
+    summed: dict[str, float] = {}
+    for s in here:
+        for bucket, count in groups[s].items():
+            summed[bucket] = summed.get(bucket, 0.0) + count
+    return VariantData(distribution=Observation(ObservationStatus.OK, vector=summed)), bool(here)
 
 
 def _judge_bucket(
@@ -201,14 +244,20 @@ def _judge_bucket(
     of: Sequence[str],
     cand: Mapping[str, Mapping[str, float]],
     inc: Mapping[str, Mapping[str, float]],
+    groups: tuple[Mapping[str, Mapping[str, float]], Mapping[str, Mapping[str, float]]] | None,
 ) -> Judgement:
-    c, has_c = _bucket_variant(cand, of)
-    i, has_i = _bucket_variant(inc, of)
+    if groups is not None:
+        c, has_c = _bucket_distribution(groups[0], of)
+        i, has_i = _bucket_distribution(groups[1], of)
+    else:
+        c, has_c = _bucket_variant(cand, of)
+        i, has_i = _bucket_variant(inc, of)
     compares = per_segment.absolute is None
     if not has_c or (compares and not has_i):
         who = "incumbent" if has_i else "candidate"
         return Judgement(
-            Verdict.INCONCLUSIVE, f"only the {who} has traffic in {label}={segment}: no data is not a pass",
+            Verdict.INCONCLUSIVE,
+            f"only the {who} has traffic in {label}={segment}: no data is not a pass",
             cause=Cause.NO_DATA,
         )
     return judge(per_segment, GuardrailData(candidate=c, incumbent=i))
@@ -225,6 +274,8 @@ def _detail(guardrail: Guardrail, j: Judgement) -> str:
     ev = j.evidence
     if guardrail.sequential is not None:
         return f"{_rate(ev.candidate_value)} vs {_rate(ev.incumbent_value)}"
+    if guardrail.drift is not None:
+        return j.message.split(": ", 1)[-1]  # "PSI 0.83 > 0.2"
     value = "-" if ev.candidate_value is None else _fmt(ev.candidate_value)
     if guardrail.relative is not None and ev.incumbent_value is not None:
         return f"{value} vs {_fmt(ev.incumbent_value)} ({ev.bound})"
@@ -262,7 +313,8 @@ def _aggregate(
             candidate_samples=ct,
             incumbent_samples=it,
         )
-    return Evidence(candidate_samples=total(cand, "samples"), incumbent_samples=total(inc, "samples"))
+    sized = "distribution" if guardrail.drift is not None else "samples"
+    return Evidence(candidate_samples=total(cand, sized), incumbent_samples=total(inc, sized))
 
 
 def _verdict(
@@ -334,7 +386,7 @@ def _candidate_needed(s: _Judged, cand: Mapping[str, Mapping[str, float]]) -> fl
     ev = s.judgement.evidence
     if ev.samples_needed is None:
         return None
-    sized = "total" if "total" in cand else "samples"
+    sized = next((name for name in ("total", "distribution", "samples") if name in cand), "samples")
     everything = sum(cand.get(sized, {}).values())
     mine = ev.candidate_samples
     return ev.samples_needed * everything / mine if mine and everything else None

@@ -29,3 +29,8 @@ class MetricProvider(Protocol):
         """Values keyed by `label` (bucket, class or segment). Empty or any non-finite value: NO_DATA.
         A series without the label is NO_DATA too, unless `unlabelled` names its key. Never raises."""
         ...
+
+    def grouped(self, query: str, *, label: str, by: str, at: datetime, unlabelled: str | None = None) -> Observation:
+        """Vectors keyed by `label`, one per value of `by` (Observation.groups): distributions per
+        segment. As `vector`, with `unlabelled` naming the group of series without `by`. Never raises."""
+        ...

@@ -68,8 +68,8 @@ PROMQL: Mapping[BuiltinMetric, BuiltinQueries] = {
 
 
 def by_segment(label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
-    """The value and count builtins per value of `label` (a guardrail's segmentBy), one query per
-    variant: every aggregation keeps the label. A segment without errors has no 5xx series; `or`
+    """The builtins per value of `label` (a guardrail's segmentBy), one query per variant: every
+    aggregation keeps the label (a distribution: by its bucket and the label). A segment without errors has no 5xx series; `or`
     with the segment's requests times 0 gives it zero errors, while a segment without requests
     stays absent (no data). Requests without the label are one segment (its value empty). Values
     keep only segments with requests in the window (`> 0`): 0/0 in one idle segment would otherwise
@@ -87,5 +87,9 @@ def by_segment(label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
             value=f"histogram_quantile(0.99, sum by (le, {label}) (rate({_LATENCY}))) "
             f"and on ({label}) ({by} (rate({_LATENCY_COUNT})) > 0)",
             samples=f"{by} (increase({_LATENCY_COUNT}))",
+        ),
+        BuiltinMetric.PREDICTION_DISTRIBUTION: BuiltinQueries(
+            distribution=f"sum by (le, {label}) (increase({_PREDICTIONS}))",
+            distribution_label="le",
         ),
     }

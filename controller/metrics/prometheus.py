@@ -136,6 +136,11 @@ class PrometheusProvider:
         moment = _aware(at)
         return self._safely(lambda: self._vector(query, label, moment, unlabelled))
 
+    def grouped(self, query: str, *, label: str, by: str, at: datetime, unlabelled: str | None = None) -> Observation:
+        """Finite, fresh vectors keyed by `label`, one per value of `by` (a segment's label)."""
+        moment = _aware(at)
+        return self._safely(lambda: self._grouped(query, label, by, moment, unlabelled))
+
     def _safely(self, observe: Callable[[], Observation]) -> Observation:
         try:
             observation = observe()
@@ -171,31 +176,61 @@ class PrometheusProvider:
         return self._sample(_value_of(result[0]), at)
 
     def _vector(self, query: str, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
+        found = self._keyed(query, label, None, at, unlabelled)
+        if isinstance(found, Observation):
+            return found
+        values, oldest = found
+        return Observation(ObservationStatus.OK, vector=values.get("", {}), sample_time=oldest)
+
+    def _grouped(self, query: str, label: str, by: str, at: datetime, unlabelled: str | None) -> Observation:
+        found = self._keyed(query, label, by, at, None, unlabelled)
+        if isinstance(found, Observation):
+            return found
+        groups, oldest = found
+        return Observation(ObservationStatus.OK, groups=groups, sample_time=oldest)
+
+    def _keyed(
+        self,
+        query: str,
+        label: str,
+        by: str | None,
+        at: datetime,
+        unlabelled: str | None,
+        ungrouped: str | None = None,
+    ) -> tuple[dict[str, dict[str, float]], datetime | None] | Observation:
+        """The vector's values keyed by (value of `by`, or "" without it) then `label`; or why not
+        (NO_DATA). A series without `label` is keyed `unlabelled`, one without `by` `ungrouped`."""
         kind, result = self._query(query, at)
         if kind != "vector":
-            raise _Failed(f"result type {kind!r} where an instant vector by {label!r} is expected{_hint(kind)}")
+            wanted = label if by is None else f"{by}, {label}"
+            raise _Failed(f"result type {kind!r} where an instant vector by {wanted!r} is expected{_hint(kind)}")
         if not result:
             return Observation.no_data("no series")
-        values: dict[str, float] = {}
+        values: dict[str, dict[str, float]] = {}
         oldest: datetime | None = None
         for series in result:
             labels = series.get("metric")
             if not isinstance(labels, dict):
                 raise _Failed("malformed answer: a series has no labels object")
             key = labels.get(label) or unlabelled
-            if key is None:
-                return Observation.no_data(f"a series lacks the label {label!r}: aggregate with sum by ({label}) (...)")
-            if key in values:
-                return Observation.no_data(
-                    f"several series with {label}={key!r}: aggregate with sum by ({label}) (...)"
-                )
+            group = "" if by is None else labels.get(by) or ungrouped
+            for name, got in ((label, key), (by, group)):
+                if got is None:
+                    return Observation.no_data(
+                        f"a series lacks the label {name!r}: aggregate with sum by ({name}) (...)"
+                    )
+            assert key is not None and group is not None
+            where = key if by is None else f"{by}={group!r}, {label}={key!r}"
+            if key in values.get(group, {}):
+                shown = f"{label}={key!r}" if by is None else where
+                return Observation.no_data(f"several series with {shown}: aggregate with sum by ({label}) (...)")
             sample = self._sample(_value_of(series), at)
             if not sample.ok or sample.value is None:
-                return Observation.no_data(f"{label}={key!r}: {sample.message}")
-            values[str(key)] = sample.value
+                return Observation.no_data(f"{label}={key!r}: {sample.message}" if by is None else f"{where}: {sample.message}")
+            values.setdefault(group, {})[str(key)] = sample.value
             if oldest is None or (sample.sample_time is not None and sample.sample_time < oldest):
                 oldest = sample.sample_time
-        return Observation(ObservationStatus.OK, vector=values, sample_time=oldest)
+        return values, oldest
 
     def _sample(self, pair: Any, at: datetime) -> Observation:
         try:

@@ -329,10 +329,10 @@ CASES: list[Case] = [
         "maxSegments and minSegmentShare only apply with segmentBy",
     ),
     Case(
-        "segmentBy on the drift rule",
-        guardrail(metric={"builtin": "PredictionDistribution"}, drift={"maxPSI": 0.2}, segmentBy="region"),
+        "segmentBy the same label as the distribution's buckets",
+        guardrail(metric={"builtin": "PredictionDistribution"}, drift={"maxPSI": 0.2}, segmentBy="le"),
         f"{G}.segmentBy",
-        "segmentBy applies to the absolute, relative and sequential rules",
+        "segmentBy must differ from the distribution's label",
     ),
     Case(
         "maxSegments above 20",
@@ -671,6 +671,12 @@ VALID: list[tuple[str, Mutation]] = [
     (
         "segments at their limits",
         guardrail(metric=ERR, sequential={}, segmentBy="region", maxSegments=20, minSegmentShare=0.5),
+    ),
+    (
+        "segmentBy on a drift rule by class",
+        guardrail(
+            metric={"distributionQuery": "d", "distributionLabel": "class_name"}, drift={"maxPSI": 0.2}, segmentBy="le"
+        ),
     ),
     ("segmentBy alone, on a relative rule", guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d")),
     ("non-critical with tolerance", guardrail(metric=ERR, absolute={"max": 1}, critical=False, failureTolerance=3)),

@@ -454,3 +454,36 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
     # Without `unlabelled` a series lacking the label stays no data, as before.
     plain = provider.vector(segmented("total"), label="region", at=at)
     assert plain.status is NO_DATA and "lacks the label 'region'" in plain.message
+
+
+def test_grouped_prediction_buckets_by_region(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """The segmented PredictionDistribution builtin: one query, a cumulative histogram per region."""
+    regions = {"eu": (10, 30), "us": (40, 0)}  # predictions at 0.1 and at 0.9
+    with exporter.atomically():
+        for region in regions:
+            exporter.observe(PREDICTION, {"model": model, "region": region}, 0.5, count=0)
+    prometheus.wait_for(f'count_over_time(model_prediction_count{{model="{model}"}}[{WINDOW}]) >= 2', has(2))
+    with exporter.atomically():
+        for region, (low, high) in regions.items():
+            exporter.observe(PREDICTION, {"model": model, "region": region}, 0.1, count=low)
+            exporter.observe(PREDICTION, {"model": model, "region": region}, 0.9, count=high)
+    template = by_segment("region")[BuiltinMetric.PREDICTION_DISTRIBUTION].distribution
+    assert template is not None
+    query = render(template, variables_for(model, None, "candidate", "default", WINDOW))
+    prometheus.wait_for(query, lambda r: sum(float(s["value"][1]) for s in r if s["metric"]["le"] == "+Inf") > 0)
+    prometheus.wait_for(
+        f'sum by (region) (model_prediction_count{{model="{model}"}})', lambda r: sum(values(r, "region").values()) == 80
+    )
+
+    observed = provider.grouped(query, label="le", by="region", at=now(), unlabelled=UNLABELLED)
+
+    assert observed.status is OK, observed.message
+    assert set(observed.groups) == {"eu", "us"}
+    eu, us = observed.groups["eu"], observed.groups["us"]
+    # Shapes exact (increase() scales every bucket of a series alike): eu 1/4 low, us all low.
+    assert eu["0.25"] / eu["+Inf"] == pytest.approx(0.25) and us["0.25"] / us["+Inf"] == pytest.approx(1.0)
+    # A series without the bucket label is no data, as for vector().
+    plain = provider.grouped(f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now())
+    assert plain.status is NO_DATA and "lacks the label 'le'" in plain.message

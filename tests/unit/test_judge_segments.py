@@ -344,3 +344,42 @@ def test_errors_in_a_segment_without_requests_are_inconsistent_not_dropped() -> 
     assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.INCONSISTENT_COUNTS, j.message
     assert j.segments is not None and "eu" in j.segments.named
     assert j.segments.worst[0].segment == "eu" and "inconsistent counts" in j.segments.worst[0].message
+
+
+# -- drift per segment ---------------------------------------------------------------------------
+
+
+def histograms(cand: dict[str, dict[str, float]], inc: dict[str, dict[str, float]]) -> GuardrailData:
+    """Cumulative `le` buckets per segment, as the provider's grouped() returns them."""
+    return GuardrailData(
+        VariantData(distribution=Observation(ObservationStatus.OK, groups=cand)),
+        VariantData(distribution=Observation(ObservationStatus.OK, groups=inc)),
+    )
+
+
+def cumulative(counts: list[float]) -> dict[str, float]:
+    bounds = ["0.2", "0.4", "0.6", "0.8", "+Inf"]
+    return {le: sum(counts[: i + 1]) for i, le in enumerate(bounds)}
+
+
+def test_drift_per_segment_names_the_segment_whose_predictions_moved_at_alpha_over_k() -> None:
+    g = guardrail({"drift": {"maxPSI": 0.2, "significance": 0.01}}, metric={"builtin": "PredictionDistribution"})
+    same = cumulative([200, 200, 200, 200, 200])
+    moved = cumulative([50, 50, 100, 300, 500])
+    j = judge(g, histograms({"us": same, "eu": moved}, {"us": same, "eu": same}))
+    assert j.verdict is Verdict.FAIL and j.message.startswith("error-rate failed in region=eu: PSI "), j.message
+    assert j.segments is not None and "significance 0.00111" in (j.segments.worst[0].bound or "")
+    # The aggregate's predictions: the +Inf bucket of each segment, both variants.
+    assert j.evidence.candidate_samples == 2000 and j.evidence.incumbent_samples == 2000
+    assert judge(g, histograms({"us": same, "eu": same}, {"us": same, "eu": same})).verdict is Verdict.PASS
+
+
+def test_drift_per_segment_a_segment_only_one_variant_predicted_is_no_data() -> None:
+    g = guardrail({"drift": {"maxPSI": 0.2}}, metric={"builtin": "PredictionDistribution"})
+    same = cumulative([200, 200, 200, 200, 200])
+    j = judge(g, histograms({"us": same, "eu": same}, {"us": same}))
+    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.NO_DATA and "region=eu" in j.message
+    empty = GuardrailData(
+        VariantData(distribution=Observation(ObservationStatus.OK, groups={})), histograms({}, {"us": same}).incumbent
+    )
+    assert judge(g, empty).cause is Cause.NO_DATA

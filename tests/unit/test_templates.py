@@ -119,4 +119,5 @@ def test_segmented_builtins_keep_the_label_in_every_aggregation() -> None:
             assert "sum(" not in template and "vector(0)" not in template
             groups = re.findall(r"sum by \(([^)]*)\)", template)
             assert groups and all("tenant" in g.split(", ") for g in groups), template
-    assert BuiltinMetric.PREDICTION_DISTRIBUTION not in by_segment("tenant")
+    distribution = by_segment("tenant")[BuiltinMetric.PREDICTION_DISTRIBUTION]
+    assert distribution.distribution_label == "le" and "sum by (le, tenant)" in (distribution.distribution or "")
