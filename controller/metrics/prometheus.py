@@ -220,13 +220,13 @@ class PrometheusProvider:
                         f"a series lacks the label {name!r}: aggregate with sum by ({name}) (...)"
                     )
             assert key is not None and group is not None
-            where = key if by is None else f"{by}={group!r}, {label}={key!r}"
+            where = f"{label}={key!r}" if by is None else f"{by}={group!r}, {label}={key!r}"
             if key in values.get(group, {}):
-                shown = f"{label}={key!r}" if by is None else where
-                return Observation.no_data(f"several series with {shown}: aggregate with sum by ({label}) (...)")
+                grouping = label if by is None else f"{label}, {by}"
+                return Observation.no_data(f"several series with {where}: aggregate with sum by ({grouping}) (...)")
             sample = self._sample(_value_of(series), at)
             if not sample.ok or sample.value is None:
-                return Observation.no_data(f"{label}={key!r}: {sample.message}" if by is None else f"{where}: {sample.message}")
+                return Observation.no_data(f"{where}: {sample.message}")
             values.setdefault(group, {})[str(key)] = sample.value
             if oldest is None or (sample.sample_time is not None and sample.sample_time < oldest):
                 oldest = sample.sample_time

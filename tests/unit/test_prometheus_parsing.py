@@ -187,6 +187,45 @@ def test_vector_answers(body: Any, status: ObservationStatus, message: str) -> N
     assert observation.vector == {}
 
 
+def test_vector_by_segment_keys_series_without_the_label_as_unlabelled() -> None:
+    body = success("vector", [series("30", region="eu"), series("5")])
+    observation = provider(Recorder(answer(body))).vector("q", label="region", at=AT, unlabelled="(none)")
+    assert observation.ok and observation.vector == {"eu": 30.0, "(none)": 5.0}
+    assert "lacks the label 'region'" in vector_of(body, label="region").message
+
+
+def grouped_of(body: Any, **kwargs: Any) -> Observation:
+    return provider(Recorder(answer(body))).grouped("q", label="le", by="region", at=AT, **kwargs)
+
+
+def test_grouped_vectors_by_segment() -> None:
+    body = success(
+        "vector",
+        [series("3", le="0.5", region="eu"), series("4", le="+Inf", region="eu"), series("9", le="+Inf")],
+    )
+    observation = grouped_of(body, unlabelled="(none)")
+    assert observation.ok and observation.vector == {}
+    assert observation.groups == {"eu": {"0.5": 3.0, "+Inf": 4.0}, "(none)": {"+Inf": 9.0}}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (success("vector", [series("1", le="0.5", region="eu"), series("2", le="1")]), "lacks the label 'region'"),
+        (success("vector", [series("1", region="eu")]), "lacks the label 'le'"),
+        (
+            success("vector", [series("1", le="0.5", region="eu", pod="a"), series("2", le="0.5", region="eu")]),
+            "several series with region='eu', le='0.5': aggregate with sum by (le, region)",
+        ),
+        (success("vector", [series("NaN", le="0.5", region="eu")]), "region='eu', le='0.5': value is NaN"),
+    ],
+)
+def test_grouped_answers_that_are_no_data(body: Any, message: str) -> None:
+    observation = grouped_of(body)
+    assert observation.status is NO_DATA and message in observation.message, observation
+    assert observation.groups == {}
+
+
 # -- failures and retries ---------------------------------------------------------------------
 
 
