@@ -1,20 +1,49 @@
-"""Connect to the API server: an explicit kubeconfig, the in-cluster config, or $KUBECONFIG."""
+"""Connect to the API server: an explicit kubeconfig, the in-cluster config, or $KUBECONFIG.
+
+Every request has a deadline. The kubernetes client has none by default: a request whose
+answer never comes (a half-open connection after a network partition, an API server that
+accepted the connection and then stalled) would hold a worker, or the lease renewer, for ever.
+A request that times out is `Unavailable`, retried with back-off like any other outage."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubernetes import client, config
+
+# (connect, read) seconds for one request. A watch passes its own read deadline (its
+# server-side timeout plus a margin), the lease renewer its renew deadline.
+REQUEST_TIMEOUT = (10.0, 30.0)
 
 
 def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> client.ApiClient:
+    api: client.ApiClient
     if kubeconfig:
-        api: client.ApiClient = config.new_client_from_config(config_file=kubeconfig, context=context)
-        return api
+        api = config.new_client_from_config(config_file=kubeconfig, context=context)
+        return with_deadline(api)
     try:
         config.load_incluster_config()
-        return client.ApiClient()
+        api = client.ApiClient()
     except config.ConfigException:
-        fallback: client.ApiClient = config.new_client_from_config(context=context)
-        return fallback
+        api = config.new_client_from_config(context=context)
+    return with_deadline(api)
+
+
+def with_deadline(api: client.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> client.ApiClient:
+    """Give every request of `api` that names no timeout of its own this (connect, read) one.
+
+    Done on the client's REST layer, the one call every generated method (and `watch`) goes
+    through, in each version of the kubernetes package we support."""
+    rest = api.rest_client
+    send = rest.request
+
+    def request(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("_request_timeout"):
+            kwargs["_request_timeout"] = timeout
+        return send(*args, **kwargs)
+
+    rest.request = request  # type: ignore[method-assign]
+    return api
 
 
 def current_namespace(kubeconfig: str | None = None, *, context: str | None = None) -> str:
