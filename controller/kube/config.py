@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubernetes import client, config
+from urllib3.util.retry import Retry
 
 # (connect, read) seconds for one request. A watch passes its own read deadline (its
 # server-side timeout plus a margin), the lease renewer its renew deadline.
@@ -17,16 +18,19 @@ REQUEST_TIMEOUT = (10.0, 30.0)
 
 
 def api_client(kubeconfig: str | None = None, *, context: str | None = None) -> client.ApiClient:
-    api: client.ApiClient
+    configuration = client.Configuration()
     if kubeconfig:
-        api = config.new_client_from_config(config_file=kubeconfig, context=context)
-        return with_deadline(api)
-    try:
-        config.load_incluster_config()
-        api = client.ApiClient()
-    except config.ConfigException:
-        api = config.new_client_from_config(context=context)
-    return with_deadline(api)
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(context=context, client_configuration=configuration)
+    # A refused or reset connection is tried again at once, twice (cheap, and common while an
+    # API server restarts); a request that timed out is not: its deadline means what it says,
+    # and the caller's own back-off decides when to ask again.
+    configuration.retries = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.2)
+    return with_deadline(client.ApiClient(configuration))
 
 
 def with_deadline(api: client.ApiClient, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> client.ApiClient:

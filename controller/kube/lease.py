@@ -68,6 +68,9 @@ class LeaderElector:
                 )
         except NotFound:
             return self._create(now, started)
+        except KubeError as exc:
+            log.info("lease read failed", error=str(exc))
+            return False
         spec = lease.spec
         if spec is None:
             spec = lease.spec = client.V1LeaseSpec()
@@ -141,7 +144,12 @@ class LeaderElector:
     def keep_renewing(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
         """Renew every retry period; when renewing fails past the renew deadline, call on_lost."""
         while not stop.wait(self.config.retry_period):
-            if self.try_acquire_or_renew():
+            try:
+                renewed = self.try_acquire_or_renew()
+            except Exception:  # this thread must outlive any one failure, or no one notices the loss
+                log.exception("lease renew crashed", identity=self.identity)
+                renewed = False
+            if renewed:
                 continue
             if not self.is_leader():
                 self._set_leader(False)

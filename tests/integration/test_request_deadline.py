@@ -7,15 +7,18 @@ server that stalled after accepting. Without a deadline the kubernetes client wa
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from controller.kube.config import with_deadline
+from controller.kube.config import api_client, with_deadline
 from controller.kube.errors import Unavailable
 from controller.kube.lease import LeaderElector, LeaseConfig
 from controller.kube.rollouts import Rollouts
@@ -47,11 +50,23 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-def _api(host: str) -> client.ApiClient:
-    configuration = client.Configuration()
-    configuration.host = host
-    configuration.retries = False  # one attempt: the deadline, not urllib3's retries, is under test
-    return with_deadline(client.ApiClient(configuration), (2.0, 2.0))
+def _api(host: str, tmp_path: Path) -> client.ApiClient:
+    """The controller's own client (`api_client`), from a kubeconfig naming the silent server."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": host}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    api = api_client(str(kubeconfig))
+    return with_deadline(api, (2.0, 2.0))  # shorter than the controller's own, same mechanism
 
 
 def _finishes(call: Callable[[], Any]) -> Any:
@@ -71,21 +86,33 @@ def _finishes(call: Callable[[], Any]) -> Any:
     return outcome
 
 
-def test_a_read_never_answered_is_unavailable(silent_server: str) -> None:
-    outcome = _finishes(lambda: Rollouts(_api(silent_server)).get("default", "demo"))
+def test_a_read_never_answered_is_unavailable(silent_server: str, tmp_path: Path) -> None:
+    outcome = _finishes(lambda: Rollouts(_api(silent_server, tmp_path)).get("default", "demo"))
     assert isinstance(outcome.get("error"), Unavailable), outcome
 
 
-def test_a_lease_renew_never_answered_is_not_leadership(silent_server: str) -> None:
-    elector = LeaderElector(_api(silent_server), LeaseConfig(name="l", namespace="default", renew_deadline=1), "me")
-    outcome = _finishes(elector.try_acquire_or_renew)
-    assert outcome == {"value": False} or isinstance(outcome.get("error"), Unavailable), outcome
+def test_a_lease_read_never_answered_is_not_leadership(silent_server: str, tmp_path: Path) -> None:
+    elector = LeaderElector(
+        _api(silent_server, tmp_path), LeaseConfig(name="l", namespace="default", renew_deadline=1), "me"
+    )
+    assert _finishes(elector.try_acquire_or_renew) == {"value": False}
     assert not elector.is_leader()
 
 
-def test_a_request_naming_its_own_timeout_keeps_it(silent_server: str) -> None:
+def test_a_leader_whose_renews_go_unanswered_gives_up_the_lead(silent_server: str, tmp_path: Path) -> None:
+    """The renewer thread survives each failed renew and calls on_lost once past the deadline."""
+    config = LeaseConfig(name="l", namespace="default", renew_deadline=1, retry_period=0.1)
+    elector = LeaderElector(_api(silent_server, tmp_path), config, "me")
+    elector._renewed(time.monotonic())  # as if it had just renewed against a live API server
+    lost = threading.Event()
+    outcome = _finishes(lambda: elector.keep_renewing(threading.Event(), lost.set))
+    assert outcome == {"value": None} and lost.is_set()
+    assert not elector.is_leader()
+
+
+def test_a_request_naming_its_own_timeout_keeps_it(silent_server: str, tmp_path: Path) -> None:
     seen: list[Any] = []
-    api = _api(silent_server)
+    api = _api(silent_server, tmp_path)
     send = api.rest_client.request
 
     def spy(*args: Any, **kwargs: Any) -> Any:
