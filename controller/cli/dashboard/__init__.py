@@ -246,9 +246,23 @@ class Board:
         if not self.prometheus:
             return fallback, "status"
         try:
-            return self._from_prometheus(obj), "prometheus"
+            scraped = self._from_prometheus(obj)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             return fallback, f"status (Prometheus: {exc})"
+        # The analyses since the last scrape, the verdict's own among them (a finished rollout's
+        # evidence series end before it), come from the status. A range query's points carry the
+        # scraped value at each step, so those from the latest analysis on are older news.
+        for guardrail, series in fallback.items():
+            latest = max((points[-1][0] for points in series.values() if points), default=None)
+            if latest is None:
+                continue
+            have = scraped.setdefault(guardrail, {})
+            for name in have:
+                have[name] = [p for p in have[name] if p[0] < latest]
+            last = max((points[-1][0] for points in have.values() if points), default=0.0)
+            for name, points in series.items():
+                have.setdefault(name, []).extend(p for p in points if p[0] > last)
+        return scraped, "prometheus"
 
     def _from_prometheus(self, obj: dict[str, Any]) -> dict[str, dict[str, list[list[float]]]]:
         meta, status = obj["metadata"], obj.get("status") or {}

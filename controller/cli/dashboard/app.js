@@ -106,7 +106,7 @@ function renderList(items) {
     el("h1", {}, "Rollouts"),
     el("p", { class: "muted", id: "count" }, `${items.length} rollout${items.length === 1 ? "" : "s"}; click one for its evidence.`),
     el("table", { id: "rollouts" },
-      el("thead", {}, el("tr", {}, ...["Namespace", "Name", "Phase", "Step", "Candidate weight", "Reason", "Incumbent", "Candidate", "Age"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ...["Namespace", "Name", "Phase", "Step", "Candidate weight", "Verdict / reason", "Incumbent", "Candidate", "Age"].map((h) => el("th", {}, h)))),
       body));
 }
 
@@ -159,7 +159,9 @@ function timeline(obj) {
       s.manualGate ? el("div", { class: "gate" }, "manual gate") : null,
       readBack ? el("div", { class: "muted" }, readBack) : null));
   });
-  box.append(el("div", { class: `step ${finished ? "current" : ""}` }, el("div", { class: "muted" }, "promoted"), el("div", { class: "w" }, "100%")));
+  const back = status.phase === "RolledBack";
+  box.append(el("div", { class: `step ${finished ? "current" : ""} ${back ? "back" : ""}` },
+    el("div", { class: "muted" }, back ? "rolled back" : "promoted"), el("div", { class: "w" }, back ? "0%" : "100%")));
   return box;
 }
 
@@ -167,14 +169,14 @@ function timeline(obj) {
 function chart(title, series) {
   const shown = series.filter((s) => s.points && s.points.length);
   if (!shown.some((s) => !s.dashed)) return null;
-  const W = 600, H = 150, L = 52, R = 8, T = 16, B = 18;
+  const W = 420, H = 140, L = 46, R = 8, T = 16, B = 18;
   const ts = shown.flatMap((s) => s.points.map((p) => p[0])), vs = shown.flatMap((s) => s.points.map((p) => p[1]));
   let t0 = Math.min(...ts), t1 = Math.max(...ts), v0 = Math.min(0, ...vs), v1 = Math.max(...vs);
   if (t1 === t0) { t0 -= 30; t1 += 30; }
   if (v1 === v0) v1 = v0 + 1;
   v1 += (v1 - v0) * 0.08;
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R), y = (v) => T + (1 - (v - v0) / (v1 - v0)) * (H - T - B);
-  const g = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": title, "data-title": title });
+  const g = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title, "data-title": title });
   g.append(svg("text", { x: L, y: 11 }, title));
   for (const v of [v0, (v0 + v1) / 2, v1]) {
     g.append(svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#eef0f3" }));
