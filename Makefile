@@ -9,7 +9,7 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale clean
+.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale bench-dashboard clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -109,6 +109,10 @@ SIZES ?= 100 1000
 SOAK ?= 500x20
 bench-scale: venv envtest prometheus
 	$(PY) -m bench.scale $(SIZES) --soak '$(SOAK)'
+
+# How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
+bench-dashboard: venv envtest
+	$(PY) -m bench.dashboard 100
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
