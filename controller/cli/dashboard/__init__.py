@@ -139,9 +139,9 @@ class Board:
                             self.apply(kind, obj)
             except Gone:
                 continue
-            except KubeError as exc:
-                log.warning("watch failed: listing again", error=str(exc), retry_in=delay)
-                self._publish({"type": "error", "message": f"watch failed: {exc}; retrying in {delay:.0f}s"})
+            except Exception as exc:  # the API server gone, a dropped connection: list again, later
+                log.warning("watch failed: listing again", error=str(exc) or repr(exc), retry_in=delay)
+                self._publish({"type": "error", "message": f"watch failed: {exc!s:.200}; retrying in {delay:.0f}s"})
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
 

@@ -104,10 +104,16 @@ function renderList(items) {
   for (const r of items) { const row = listRow(r); rows.set(`${r.namespace}/${r.name}`, row); body.append(row); }
   main.replaceChildren(
     el("h1", {}, "Rollouts"),
-    el("p", { class: "muted", id: "count" }, `${items.length} rollout${items.length === 1 ? "" : "s"}; click one for its evidence.`),
+    el("p", { class: "muted", id: "count" }),
     el("table", { id: "rollouts" },
       el("thead", {}, el("tr", {}, ...["Namespace", "Name", "Phase", "Step", "Candidate weight", "Verdict / reason", "Incumbent", "Candidate", "Age"].map((h) => el("th", {}, h)))),
       body));
+  count();
+}
+
+function count() {
+  const n = rows.size;
+  document.getElementById("count").textContent = `${n} rollout${n === 1 ? "" : "s"}; click one for its evidence.`;
 }
 
 async function loadList() {
@@ -121,14 +127,15 @@ function onListMessage(msg) {
   if (!msg.rollout) return;
   const key = `${msg.rollout.namespace}/${msg.rollout.name}`;
   const old = rows.get(key);
-  if (msg.type === "deleted") { if (old) old.remove(); rows.delete(key); return; }
+  const body = document.querySelector("#rollouts tbody");
+  if (!body) return; // the list is still loading: it will have this change
+  if (msg.type === "deleted") { if (old) old.remove(); rows.delete(key); count(); return; }
   const row = listRow(msg.rollout);
   rows.set(key, row);
   if (old) { old.replaceWith(row); return; }
-  const body = document.querySelector("#rollouts tbody");
-  if (!body) return; // the list is still loading: it will have this change
   const after = [...body.children].find((r) => r.dataset.key > key);
   body.insertBefore(row, after || null);
+  count();
 }
 
 // -- one rollout --------------------------------------------------------------------------------
