@@ -75,22 +75,23 @@ def scene(
     traffic.set(other[0], ok=20)
     traffic.set(other[1], ok=20)
     factory = ControllerFactory(control_plane, prometheus_url=prometheus.url)
-    dashboard: subprocess.Popen[str] | None = None
+    dashboard: subprocess.Popen[bytes] | None = None
     scraper = PrometheusServer()
     try:
         controller = factory.start("dashboard", "--namespace", namespace)
         scraper = PrometheusServer([controller.port]).start()
-        dashboard = subprocess.Popen(
-            _plugin(control_plane, namespace, "dashboard", "--port", "0", "--prometheus", scraper.url),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        assert dashboard.stdout is not None
-        line = dashboard.stdout.readline()
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert found, f"dashboard did not start: {line!r} {dashboard.stderr.read() if dashboard.poll() is not None else ''}"
+        log_path = control_plane.workdir / f"dashboard-{namespace}.log"
+        with open(log_path, "wb") as log:  # a file, not a pipe nobody reads: its log lines never block it
+            dashboard = subprocess.Popen(
+                _plugin(control_plane, namespace, "dashboard", "--port", "0", "--prometheus", scraper.url),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"http://127\.0\.0\.1:\d+/", log_path.read_text())):
+            assert dashboard.poll() is None and time.monotonic() < deadline, f"no dashboard: {log_path.read_text()}"
+            time.sleep(0.1)
         yield Scene(world, controller, scraper, found.group(0), other, time.time())
     finally:
         if dashboard is not None:
