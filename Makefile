@@ -9,7 +9,7 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale clean
+.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale bench-dashboard clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -36,6 +36,10 @@ envtest:
 prometheus:
 	bash hack/install-prometheus.sh >/dev/null
 
+# Debian's chromium + chromedriver: the dashboard's browser test (tests/integration/test_dashboard.py).
+browser:
+	bash hack/install-chromium.sh >/dev/null
+
 # helm built from the Go module proxy, once per machine: only the chart tests use it (make test,
 # make integration), not make demo or make e2e.
 helm:
@@ -43,7 +47,7 @@ helm:
 
 # Everything make test needs, helm included (after the control plane: it shares no Kubernetes
 # package versions with it, so it is a build of its own, ~1 min on 2 cores).
-deps: venv envtest helm prometheus
+deps: venv envtest helm prometheus browser
 # What make demo and make e2e need: no helm.
 demo-deps: venv envtest prometheus $(VENV)/.e2e-installed
 
@@ -105,6 +109,10 @@ SIZES ?= 100 1000
 SOAK ?= 500x20
 bench-scale: venv envtest prometheus
 	$(PY) -m bench.scale $(SIZES) --soak '$(SOAK)'
+
+# How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
+bench-dashboard: venv envtest
+	$(PY) -m bench.dashboard 100
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

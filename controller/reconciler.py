@@ -15,6 +15,7 @@ import structlog
 from pydantic import ValidationError
 
 from controller.api.annotations import ABORT, PROMOTE, RETRY
+from controller.api.duration import parse_duration
 from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Weights
 from controller.core.clock import Clock
 from controller.core.engine import (
@@ -139,7 +140,8 @@ class Reconciler:
             self.telemetry.forget_rollout(namespace, name)
             bound.info("released", decision="release")
             return None
-        self.telemetry.observe_rollout(namespace, name, outcome.status)
+        interval = parse_duration(spec.analysis.interval).total_seconds()
+        self.telemetry.observe_rollout(namespace, name, outcome.status, interval=interval)
         return outcome.requeue_after
 
     # -- read -----------------------------------------------------------------------------------

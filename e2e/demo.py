@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 "\nTo look around while it runs, in another shell:\n"
                 f"  export KUBECONFIG={stack.plane.kubeconfig}\n"
                 f"  export PATH={bin_dir()}:{os.path.dirname(stack.cli()[0])}:$PATH   # kubectl, kubectl-modelrollout\n"
-                f"  kubectl get mro -n {stack.namespace}; kubectl modelrollout -n {stack.namespace} list\n",
+                f"  kubectl get mro -n {stack.namespace}; kubectl modelrollout -n {stack.namespace} list\n"
+                f"  kubectl modelrollout -n {stack.namespace} dashboard   # then open http://127.0.0.1:9797/\n",
                 flush=True,
             )
             for number, scenario in enumerate(scenarios, 1):

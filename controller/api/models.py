@@ -787,6 +787,18 @@ class Evidence(ApiModel):
         None, description="The test statistic and its threshold, e.g. 'log-LR 3.1 / 4.6'."
     )
     samples_needed: float | None = Field(None, description="Samples still missing for a conclusive verdict.")
+    # Numbers for charts and metrics (the strings above are for people): docs/dashboard.md.
+    limit: float | None = Field(
+        None, description="The bound in the candidate value's units (absolute and relative rules): fails past it."
+    )
+    worse: float | None = Field(None, description="Sequential rule: log e-value that the candidate is worse.")
+    worse_threshold: float | None = Field(None, description="Sequential rule: `worse` fails the candidate at this.")
+    not_worse: float | None = Field(
+        None, description="Sequential rule: log e-value that the candidate is not worse by the minimum effect."
+    )
+    not_worse_threshold: float | None = Field(
+        None, description="Sequential rule: `notWorse` passes the candidate at this."
+    )
 
 
 class GuardrailStatus(ApiModel):
