@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.api.duration import format_duration, parse_duration
-from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase, Verdict
 from controller.api.reasons import Reason
+from controller.core import labels
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
@@ -176,7 +177,10 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
             ev = gs.evidence
             samples = f"{_count(ev.candidate_samples)}/{_count(ev.incumbent_samples)}"
             detail = gs.message
-            if ev.samples_needed:
+            if gs.labels is not None and gs.verdict is Verdict.INCONCLUSIVE:
+                # Ground truth comes late: what the wait stands on, not the judge's raw message.
+                detail = labels.waiting(gs.labels, now)
+            elif ev.samples_needed:
                 detail += f" (needs {ev.samples_needed:g} more samples)"
             rows.append(
                 [
