@@ -559,7 +559,7 @@ class _Decider:
                 j = labels.check_samples(j, old.evidence)
             if guardrail.sequential is not None and old is not None:
                 # Counts are cumulative: they never go back, and a verdict without them keeps the last.
-                j = check_counts(j, old.evidence)
+                j = labels.check_samples(j, old.evidence) if guardrail.labelled else check_counts(j, old.evidence)
                 if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
                     j = Judgement(j.verdict, j.message, old.evidence, j.cause)
             causes[guardrail.name] = j.cause

@@ -51,34 +51,51 @@ def not_yet_labelled(guardrail: Guardrail, judgement: Judgement) -> Judgement:
     return Judgement(Verdict.INCONCLUSIVE, message, evidence, Cause.INSUFFICIENT)
 
 
+# increase() extrapolates a counter to its window's edges (by up to about a scrape interval at
+# each): when labels stall, the same labels count for less as the window since the rollout began
+# grows (7 early in a short window, 6 later). Drops within this share of the recorded count are
+# that extrapolation; beyond it the counts went backwards (a Prometheus restart, HA replicas).
+EXTRAPOLATION_SLACK = 0.5
+
+
 def check_samples(judgement: Judgement, recorded: Evidence) -> Judgement:
     """Labelled counts since the rollout began never go back (as the sequential rule's counts):
-    fewer than recorded is a provider problem, and the recorded count stays the count of record.
-    Only the samples are compared: an absolute or relative rule's value is no count."""
+    far fewer than recorded is a provider problem, and the recorded counts stay those of record.
+    Only the samples are compared (an absolute or relative rule's value is no count), with
+    EXTRAPOLATION_SLACK for a stalled counter's shrinking extrapolation."""
     values = {"candidate_value": None, "incumbent_value": None}
+    slack = {
+        "candidate_samples": _slackened(recorded.candidate_samples),
+        "incumbent_samples": _slackened(recorded.incumbent_samples),
+    }
     stripped = Judgement(judgement.verdict, judgement.message, judgement.evidence.model_copy(update=values))
-    checked = check_counts(stripped, recorded.model_copy(update=values))
+    checked = check_counts(stripped, recorded.model_copy(update={**values, **slack}))
     if checked.cause is not Cause.COUNTS_WENT_BACKWARDS:
         return judgement
-    return Judgement(checked.verdict, checked.message, recorded, checked.cause)
+    message = checked.message.replace("since the last analysis", "by more than increase() extrapolates")
+    return Judgement(checked.verdict, message, recorded, checked.cause)
+
+
+def _slackened(count: float | None) -> float | None:
+    return None if count is None else max(0.0, count * (1 - EXTRAPOLATION_SLACK) - 1)
 
 
 def progress(
     gs: GuardrailStatus, previous: LabelProgress | None, *, first_in_step: bool, now: datetime
 ) -> LabelProgress:
     """The wait for labels after this analysis: the candidate's labelled predictions (the count of
-    record, never lower than the last one), those needed, and the rate observed in this step."""
+    record: counts that went backwards were replaced by the recorded ones, check_samples), those
+    needed, and the rate observed in this step."""
     have = gs.evidence.candidate_samples
     if have is None or not math.isfinite(have):
         have = previous.have if previous is not None else 0.0
-    if previous is not None:
-        have = max(have, previous.have)
     if first_in_step or previous is None:
         since, since_have = now, have
     else:
         since, since_have = previous.since, previous.since_have
     needed = gs.evidence.samples_needed
-    need = None if gs.verdict is not Verdict.INCONCLUSIVE or needed is None else have + max(0.0, needed)
+    # Whole labels: the count as shown (increase() extrapolates to fractions) plus those missing.
+    need = None if gs.verdict is not Verdict.INCONCLUSIVE or needed is None else math.floor(have) + math.ceil(needed)
     minutes = (now - since).total_seconds() / 60
     per_minute = (have - since_have) / minutes if minutes > 0 else None
     expected_at = None
@@ -86,7 +103,7 @@ def progress(
         expected_at = now + timedelta(minutes=(need - have) / per_minute)
     return LabelProgress(
         have=round(have, 1),
-        need=None if need is None else math.ceil(need),
+        need=need,
         per_minute=None if per_minute is None else round(per_minute, 2),
         expected_at=expected_at,
         since=since,
