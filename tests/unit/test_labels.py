@@ -213,3 +213,19 @@ def test_label_builtins_are_label_guardrails_without_a_delay() -> None:
     assert not Guardrail.model_validate(ERRORS).labelled
     custom = Guardrail.model_validate({**ERRORS, "metric": {"query": "x"}, "labelDelay": "2h"})
     assert custom.labelled and labels.delay(custom) == timedelta(hours=2)
+
+
+def test_the_rollout_in_docs_labels_md_is_valid() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from controller.api.models import ModelRollout
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "labels.md").read_text()
+    block = re.search(r"```yaml\n(apiVersion: modelrollout.dev.*?)```", text, re.S)
+    assert block is not None
+    rollout = ModelRollout.model_validate(yaml.safe_load(block.group(1)))
+    accuracy = rollout.spec.guardrails[1]
+    assert accuracy.labelled and labels.delay(accuracy) == timedelta(minutes=30)
