@@ -17,6 +17,7 @@ excess wrong predictions served until the verdict (labelled or not) against the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -137,7 +138,7 @@ def _labelled(served: list[tuple[float, float, float]], until: float) -> tuple[i
     """Predictions made by `until` (linear between the recorded points): those labelled now."""
     if until <= 0:
         return 0, 0
-    for (t0, c0, i0), (t1, c1, i1) in zip(served, served[1:], strict=False):
+    for (t0, c0, i0), (t1, c1, i1) in itertools.pairwise(served):
         if t0 <= until <= t1:
             share = 0.0 if t1 == t0 else (until - t0) / (t1 - t0)
             return int(c0 + share * (c1 - c0)), int(i0 + share * (i1 - i0))
