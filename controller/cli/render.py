@@ -119,7 +119,13 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
         else:
             parts.append(f"then {after}{gate}")
         deadline = status.step_started + parse_duration(spec.analysis.progress_deadline)
-        parts.append(f"deadline in {_until(deadline, now)}")
+        # A step kept only by label guardrails may wait past the deadline by their labelDelay.
+        waiting_for = labels.only_labels_missing(spec, [g.name for g in missing])
+        if waiting_for and labels.extension(waiting_for):
+            deadline += labels.extension(waiting_for)
+            parts.append(f"deadline, extended by labelDelay, in {_until(deadline, now)}")
+        else:
+            parts.append(f"deadline in {_until(deadline, now)}")
     return "; ".join(parts)
 
 

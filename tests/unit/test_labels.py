@@ -229,3 +229,49 @@ def test_the_rollout_in_docs_labels_md_is_valid() -> None:
     rollout = ModelRollout.model_validate(yaml.safe_load(block.group(1)))
     accuracy = rollout.spec.guardrails[1]
     assert accuracy.labelled and labels.delay(accuracy) == timedelta(minutes=30)
+
+
+def test_the_cli_shows_the_wait_for_labels() -> None:
+    from controller.cli.render import status_view
+
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    body = spec().wire()
+    waiting = {
+        "phase": "Progressing",
+        "reason": "WaitingForLabels",
+        "message": "step 1/2: accuracy: waiting for labels: 320 of 1,000 needed, ~40/min, about 17 min",
+        "incumbent": {"name": "fraud-v1"},
+        "candidate": {"name": "fraud-v2"},
+        "currentStep": 0,
+        "stepStarted": "2026-11-27T11:50:00Z",
+        "lastAnalysis": "2026-11-27T11:59:50Z",
+        "weights": {"incumbent": 90, "candidate": 10},
+        "guardrails": [
+            {
+                "name": "accuracy",
+                "verdict": "Inconclusive",
+                "message": "not yet conclusive",
+                "evidence": {"candidateSamples": 320.4, "samplesNeeded": 680},
+                "lastEvaluated": "2026-11-27T11:59:50Z",
+                "labels": {
+                    "have": 320.4,
+                    "need": 1000,
+                    "perMinute": 40,
+                    "expectedAt": "2026-11-27T12:17:00Z",
+                    "since": "2026-11-27T11:51:00Z",
+                    "sinceHave": 0,
+                },
+            }
+        ],
+    }
+    obj = {
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"name": "fraud", "namespace": "payments", "generation": 1},
+        "spec": body,
+        "status": waiting,
+    }
+    text = status_view(obj, [], now)
+    assert "Progressing (WaitingForLabels)" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("accuracy"))
+    assert "waiting for labels: 320 of 1,000 needed, ~40/min, about 17 min" in row
