@@ -564,20 +564,21 @@ class _Decider:
                     j = Judgement(j.verdict, j.message, old.evidence, j.cause)
             causes[guardrail.name] = j.cause
             streak = ((old.consecutive_inconclusive if old else 0) + 1) if j.cause in DATA_PROBLEMS else 0
-            gs = GuardrailStatus(
-                name=guardrail.name,
-                verdict=j.verdict,
-                message=j.message[:1024],
-                evidence=j.evidence,
-                failures=(old.failures if old else 0) + (1 if j.verdict is Verdict.FAIL else 0),
-                consecutive_inconclusive=streak,
-                last_evaluated=self.now,
+            updated.append(
+                GuardrailStatus(
+                    name=guardrail.name,
+                    verdict=j.verdict,
+                    message=j.message[:1024],
+                    evidence=j.evidence,
+                    failures=(old.failures if old else 0) + (1 if j.verdict is Verdict.FAIL else 0),
+                    consecutive_inconclusive=streak,
+                    last_evaluated=self.now,
+                )
             )
             if guardrail.labelled:
                 previous_labels = old.labels if old is not None else None
-                progress = labels.progress(gs, previous_labels, first_in_step=first_in_step, now=self.now)
-                gs = gs.model_copy(update={"labels": progress})
-            updated.append(gs)
+                progress = labels.progress(updated[-1], previous_labels, first_in_step=first_in_step, now=self.now)
+                updated[-1] = updated[-1].model_copy(update={"labels": progress})
         self.st.guardrails = updated
         spending = self._spending()
         if first_in_step:
