@@ -48,9 +48,9 @@ SECTION = "## Judge on delayed labels: the sequential rule when ground truth com
 INTRO = (
     "Reproduce with `make bench-judge` (bench/labels.py: the real engine.decide and judge, as above, on a "
     "LabelledErrorRate sequential guardrail whose labels arrive `labelDelay` after each prediction; "
-    "docs/labels.md). \"false rollbacks\": rolled back by a failed test at p1 = p0 (the rule's guarantee is "
-    "at most its significance); \"at the deadline\": rolled back without evidence, past progressDeadline + "
-    "labelDelay (never a pass); \"caught\": 2x regressions rolled back. Excess wrong predictions: the "
+    'docs/labels.md). "false rollbacks": rolled back by a failed test at p1 = p0 (the rule\'s guarantee is '
+    'at most its significance); "at the deadline": rolled back without evidence, past progressDeadline + '
+    'labelDelay (never a pass); "caught": 2x regressions rolled back. Excess wrong predictions: the '
     "candidate's wrong predictions beyond what p0 would have given, until the verdict, labelled or not. At "
     "p1 = p0 the share rolled back at the deadline is that of good candidates whose evidence did not come "
     "within it; it does not grow with the delay, since the step may wait progressDeadline + labelDelay."

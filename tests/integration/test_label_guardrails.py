@@ -78,7 +78,9 @@ def controllers(control_plane: ControlPlane, prometheus: PrometheusServer) -> It
     factory.stop_all()
 
 
-def label_rollout(world: World, *, deadline: str, delay: str, min_samples: int = 20, **overrides: Any) -> dict[str, Any]:
+def label_rollout(
+    world: World, *, deadline: str, delay: str, min_samples: int = 20, **overrides: Any
+) -> dict[str, Any]:
     guardrails = [
         {"name": "error-rate", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.05}, "minSamples": 5},
         {
@@ -91,7 +93,9 @@ def label_rollout(world: World, *, deadline: str, delay: str, min_samples: int =
     ]
     analysis = {"interval": "2s", "window": "10s", "progressDeadline": deadline, "inconclusiveLimit": 3}
     steps = {"steps": [{"weight": 20, "hold": "2s"}, {"weight": 50, "hold": "2s"}]}
-    body = rollout_body("demo", world.incumbent, world.candidate, analysis=analysis, guardrails=guardrails, canary=steps)
+    body = rollout_body(
+        "demo", world.incumbent, world.candidate, analysis=analysis, guardrails=guardrails, canary=steps
+    )
     body["spec"].update(overrides)
     return body
 

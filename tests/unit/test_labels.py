@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from controller.api.models import (
@@ -193,7 +195,12 @@ def test_no_feedback_series_yet_waits_for_labels_instead_of_counting_as_no_data(
     [
         ({**LABELS, "labelDelay": "721h"}, "labelDelay must be at most 720h"),
         (
-            {"name": "d", "metric": {"builtin": "PredictionDistribution"}, "drift": {"maxPSI": 0.2}, "labelDelay": "1h"},
+            {
+                "name": "d",
+                "metric": {"builtin": "PredictionDistribution"},
+                "drift": {"maxPSI": 0.2},
+                "labelDelay": "1h",
+            },
             "labelDelay applies to rules on labelled outcomes",
         ),
         (
@@ -275,3 +282,50 @@ def test_the_cli_shows_the_wait_for_labels() -> None:
     assert "Progressing (WaitingForLabels)" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("accuracy"))
     assert "waiting for labels: 320 of 1,000 needed, ~40/min, about 17 min" in row
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    delay_s=st.sampled_from([0, 30, 90, 300]),
+    verdicts=st.lists(st.sampled_from(["pass", "wait", "nodata", "error"]), min_size=1, max_size=80),
+)
+def test_whatever_the_labels_say_no_step_outlives_its_bound_and_promotion_needs_a_late_enough_pass(
+    delay_s: int, verdicts: list[str]
+) -> None:
+    body = {**LABELS, "labelDelay": f"{delay_s}s", "onError": "Wait"}
+    seq = iter(verdicts)
+
+    def judge(name: str, sim: Simulator) -> Judgement:
+        kind = next(seq, verdicts[-1])
+        evidence = Evidence(candidate_value=0.1, incumbent_value=0.1, candidate_samples=100, incumbent_samples=100)
+        if kind == "pass":
+            return Judgement(Verdict.PASS, "not worse", evidence)
+        if kind == "wait":
+            return Judgement(
+                Verdict.INCONCLUSIVE, "not yet", evidence.model_copy(update={"samples_needed": 5}), Cause.INSUFFICIENT
+            )
+        cause = Cause.NO_DATA if kind == "nodata" else Cause.ERROR
+        return Judgement(Verdict.INCONCLUSIVE, kind, cause=cause)
+
+    sim = Simulator(
+        spec(body, analysis={"interval": "30s", "progressDeadline": "10m", "inconclusiveLimit": 1000}), judge=judge
+    )
+    bound = timedelta(minutes=10, seconds=delay_s)
+    step_entered = sim.clock.now()
+    step = None
+    for _ in range(2000):
+        out = sim.reconcile()
+        if sim.status.current_step != step:
+            step, step_entered = sim.status.current_step, sim.clock.now()
+        # A step never outlives progressDeadline + labelDelay (plus one wake-up's slack).
+        assert sim.clock.now() - step_entered <= bound + timedelta(seconds=31)
+        if sim.status.phase is Phase.PROMOTED:
+            last = sim.status.guardrails[0]
+            assert last.verdict is Verdict.PASS
+            assert last.last_evaluated is not None
+            assert last.last_evaluated - step_entered >= timedelta(minutes=1, seconds=delay_s)
+            return
+        if sim.status.phase is Phase.ROLLED_BACK or out.requeue_after is None:
+            return
+        sim.clock.advance(out.requeue_after)
+    raise AssertionError("no verdict")
