@@ -14,11 +14,18 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from controller.api.models import BuiltinMetric
+from controller.core.observation import ObservationStatus
+from controller.metrics.builtins import PROMQL
+from controller.metrics.prometheus import PrometheusProvider
+from controller.metrics.templates import render, variables_for
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane
 from tests.support.prometheus import Exporter, PrometheusServer
@@ -202,6 +209,42 @@ def test_a_controller_killed_while_waiting_for_labels_resumes_the_same_wait(
 
 
 def _seconds_between(a: str, b: str) -> float:
-    from datetime import datetime
-
     return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+
+
+def test_the_label_builtins_read_feedback_counters_through_the_real_prometheus(
+    exporter: Exporter, prometheus: PrometheusServer
+) -> None:
+    """LabelledErrorRate and LabelledLoss, as the provider asks them, on counters at 0 first."""
+    model = f"m-{uuid.uuid4().hex[:10]}"
+    wrong, right = {"model": model, "outcome": "incorrect"}, {"model": model, "outcome": "correct"}
+    with exporter.atomically():
+        for series in (wrong, right):
+            exporter.set_counter(FEEDBACK, series, 0)
+        exporter.set_counter("model_feedback_loss_sum", {"model": model}, 0)
+        exporter.set_counter("model_feedback_loss_count", {"model": model}, 0)
+    prometheus.wait_for(f'count_over_time({FEEDBACK}{{model="{model}"}}[1m]) >= 2', lambda r: len(r) == 2)
+    with exporter.atomically():
+        exporter.inc_counter(FEEDBACK, right, 85)
+        exporter.inc_counter(FEEDBACK, wrong, 15)
+        exporter.inc_counter("model_feedback_loss_sum", {"model": model}, 50.0)
+        exporter.inc_counter("model_feedback_loss_count", {"model": model}, 200)
+
+    def query(metric: BuiltinMetric, which: str) -> str:
+        return render(getattr(PROMQL[metric], which), variables_for(model, None, "candidate", "d", "1m"))
+
+    def ask(metric: BuiltinMetric, which: str) -> float | None:
+        with PrometheusProvider(address=prometheus.url, timeout=10, stale_after=300) as provider:
+            # One instant for every query: increase() extrapolates by where the window ends.
+            observation = provider.scalar(query(metric, which), at=at)
+        assert observation.status is ObservationStatus.OK, observation.message
+        return observation.value
+
+    for metric in (BuiltinMetric.LABELLED_ERROR_RATE, BuiltinMetric.LABELLED_LOSS):
+        prometheus.wait_for(query(metric, "value"), lambda r: bool(r) and float(r[0]["value"][1]) > 0)
+    at = datetime.now(UTC)
+    rate, errors, total = (ask(BuiltinMetric.LABELLED_ERROR_RATE, w) for w in ("value", "errors", "total"))
+    assert rate == pytest.approx(0.15)
+    assert errors is not None and total is not None and errors / total == pytest.approx(0.15) and total >= 100 - 1e-9
+    assert ask(BuiltinMetric.LABELLED_LOSS, "value") == pytest.approx(0.25)
+    assert (ask(BuiltinMetric.LABELLED_LOSS, "samples") or 0) >= 200 - 1e-9
