@@ -102,6 +102,7 @@ bench-plane: venv envtest
 bench-judge: venv
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench.judge --write
+	$(PY) -m bench.labels --write
 
 # N rollouts at once on one controller (real plane, Prometheus, controller process), and a soak;
 # prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores). SIZES/SOAK override.

@@ -1,8 +1,8 @@
 """Ask the metric provider for every guardrail's numbers, for both variants, and judge them.
 
 Queries are rendered from the guardrail's templates (or the provider's builtin ones) with each
-variant's variables. Sequential tests get cumulative counts since the rollout began; the other
-rules get the analysis window. The incumbent is queried only by rules that compare with it.
+variant's variables. Sequential tests and label guardrails get cumulative counts since the
+rollout began; the other rules get the analysis window. The incumbent is queried only by rules that compare with it.
 Without a provider (or a builtin), every guardrail concerned is inconclusive, saying why.
 """
 
@@ -74,7 +74,9 @@ def observe_and_judge(
         if isinstance(queries, str):
             judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, queries, cause=Cause.ERROR)
             continue
-        window = analysis_window(spec, status, now, cumulative=guardrail.sequential is not None)
+        # Labels trickle in long after their predictions: label guardrails count since the rollout began.
+        cumulative = guardrail.sequential is not None or guardrail.labelled
+        window = analysis_window(spec, status, now, cumulative=cumulative)
 
         def variables(model: ModelRef, variant: str, window: str = window) -> dict[str, str]:
             return variables_for(model.name, model.version, variant, namespace, window)

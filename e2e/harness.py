@@ -32,6 +32,7 @@ from kubernetes import client, config
 
 from controller.api import GROUP, PLURAL, VERSION
 from e2e.gateway import Gateway
+from e2e.labeller import Labeller
 from e2e.load import Load
 from e2e.models import VARIANTS, ModelServer, accuracy
 from tests.support.controller import ControllerFactory, ControllerProcess
@@ -57,6 +58,7 @@ class Scenario:
     expected: str  # "Promoted" or "RolledBack"
     guardrail: str | None = None  # the guardrail expected to fail
     source: str = ""
+    labelled: bool = False  # its model servers get labels from the labelling process (e2e/labeller.py)
     gateway: Gateway | None = None
     load: Load | None = None
     applied_at: float = 0.0
@@ -138,13 +140,49 @@ def derived(
     return docs
 
 
+# Seconds from a prediction to its label in the label scenarios (e2e timing: minutes to weeks in production).
+LABEL_DELAY = 5
+
+
+def with_labels(rollout: dict[str, Any]) -> None:
+    """The demo's guardrails plus accuracy on delayed labels (docs/labels.md), at 50% then 80%."""
+    spec = rollout["spec"]
+    spec["canary"]["steps"] = [{"weight": 50, "hold": "5s"}, {"weight": 80, "hold": "5s"}]
+    spec["guardrails"].append(
+        {
+            "name": "accuracy",
+            "metric": {"builtin": "LabelledErrorRate"},
+            "sequential": {"significance": 0.05, "minEffect": 1.0},
+            "minSamples": 100,
+            "labelDelay": f"{LABEL_DELAY}s",
+        }
+    )
+
+
 def e2e_only_scenarios() -> dict[str, Scenario]:
-    """What the suite adds to the demo: latency, a manual gate, and the CI flow."""
+    """What the suite adds to the demo: latency, a manual gate, the CI flow, and labels."""
 
     def gate(rollout: dict[str, Any]) -> None:
         rollout["spec"]["canary"]["steps"][1]["manualGate"] = True
 
     return {
+        "labels-worse": Scenario(
+            "labels-worse",
+            "a less accurate candidate (equal errors, latency, scores) is held for its labels, then rolled back",
+            {"labels-worse-v1": "incumbent", "labels-worse-v2": "mislabelled"},
+            derived("labels-worse", with_labels),
+            "RolledBack",
+            "accuracy",
+            labelled=True,
+        ),
+        "labels-better": Scenario(
+            "labels-better",
+            "a more accurate candidate is promoted once its labels confirm it",
+            {"labels-better-v1": "incumbent", "labels-better-v2": "better"},
+            derived("labels-better", with_labels),
+            "Promoted",
+            labelled=True,
+        ),
         "latency": Scenario(
             "latency",
             "a slower candidate is rolled back by the p99 comparison with the incumbent",
@@ -211,6 +249,7 @@ class Stack:
         self.api: client.ApiClient
         self.prometheus: PrometheusServer
         self.controller: ControllerProcess
+        self.labeller: Labeller
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -249,6 +288,12 @@ class Stack:
         for server in self.servers.values():
             server.wait_ready()
         self.log(f"model servers: {len(self.servers)} scikit-learn classifiers, one process each, on 127.0.0.1")
+        labelled = [self.servers[m].url for s in self.scenarios.values() if s.labelled for m in s.models]
+        if labelled:
+            labeller = Labeller(labelled, delay=LABEL_DELAY, log_dir=self.plane.workdir)
+            self._exit.callback(labeller.close)
+            self.labeller = labeller
+            self.log(f"labelling process: the ground truth of each prediction, {LABEL_DELAY}s later")
         self.prometheus = PrometheusServer([s.port for s in self.servers.values()])
         self._exit.callback(self.prometheus.close)
         self.prometheus.start()
@@ -275,6 +320,8 @@ class Stack:
             pids += self.prometheus.pids
         if hasattr(self, "controller"):
             pids.append(self.controller.proc.pid)
+        if hasattr(self, "labeller"):
+            pids.append(self.labeller.proc.pid)
         return pids
 
     @property

@@ -1,7 +1,8 @@
 """A steady load: real HTTP requests through the gateway at a fixed rate, from several threads.
 
 Each request is one row of the breast cancer dataset (all 569 rows, drawn at random), sent as
-`POST /predict`. Requests are paced on a shared schedule (request k is due at start + k/rate),
+`POST /predict` with an `id` ("<row>:<sequence>", the entity a label later arrives for:
+e2e/labeller.py). Requests are paced on a shared schedule (request k is due at start + k/rate),
 so the rate holds whatever each answer's latency.
 """
 
@@ -20,7 +21,7 @@ class Load:
     def __init__(self, url: str, *, rate: float, threads: int = 4, seed: int | None = None) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port, self.rate = host, int(port), rate
-        self._rows = [json.dumps({"features": row.tolist()}).encode() for row in dataset().features]
+        self._rows = [json.dumps(row.tolist()) for row in dataset().features]
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._next = 0
@@ -36,7 +37,8 @@ class Load:
         with self._lock:
             due = self._start + self._next / self.rate
             self._next += 1
-            return due, self._random.choice(self._rows)
+            row = self._random.randrange(len(self._rows))
+            return due, f'{{"features": {self._rows[row]}, "id": "{row}:{self._next}"}}'.encode()
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None

@@ -9,7 +9,11 @@ each labelled `model="<its name>"`:
 
 - `model_requests_total{model, code}`: requests by HTTP status code;
 - `model_request_duration_seconds{model}`: a histogram of the time to answer;
-- `model_prediction{model}`: a histogram of the scores it returned.
+- `model_prediction{model}`: a histogram of the scores it returned;
+- `model_feedback_total{model, outcome}`: labelled predictions, `correct` or `incorrect`, counted
+  when `POST /feedback {"id": ..., "label": 0|1}` brings the ground truth of one of its own
+  predictions (the request's `id`, kept in a bounded log; `GET /predictions?after=N` lists the
+  log, as a prediction log a labelling pipeline reads: e2e/labeller.py, docs/labels.md).
 
 A `Variant` says how the server behaves: which model it serves, and what goes wrong with it.
 
@@ -34,6 +38,8 @@ import tempfile
 import threading
 import time
 import weakref
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +69,9 @@ class Variant:
     error_rate: float = 0.0  # share of requests answered 500
     extra_latency: float = 0.0  # seconds added to every answer
     broken_features: bool = False  # the "worst_*" features arrive as zeros; answers stay 200
+    # Share of inputs (a fixed slice, by a hash of the features) on which the model is confidently
+    # wrong: it answers 1 - score there, as a model trained with that slice's labels flipped would.
+    wrong_slice: float = 0.0
 
 
 VARIANTS: dict[str, Variant] = {
@@ -75,7 +84,14 @@ VARIANTS: dict[str, Variant] = {
         broken_features=True,
     ),
     "slow": Variant("the better model on a slow runtime: +200 ms per answer", extra_latency=0.200),
+    "mislabelled": Variant(
+        "the better model trained with a slice of its labels flipped (stand-in: it answers 1 - score on a "
+        "fixed 12% slice of inputs): same errors, latency and score distribution, lower accuracy",
+        wrong_slice=0.12,
+    ),
 }
+# Predictions kept for feedback: a label for an older one is refused (404), never counted elsewhere.
+PREDICTION_LOG = 50_000
 
 
 @dataclass(frozen=True)
@@ -113,12 +129,19 @@ def trained(training: str) -> Any:
 
 
 def accuracy(variant: Variant) -> float:
-    """Held-out accuracy of what the variant serves (its broken pipeline included)."""
+    """Held-out accuracy of what the variant serves (its broken pipeline and wrong slice included)."""
     data = dataset()
     features = data.features[data.test]
-    if variant.broken_features:
-        features = _break(features)
-    return float((trained(variant.training).predict(features) == data.target[data.test]).mean())
+    served = _break(features) if variant.broken_features else features
+    predicted = trained(variant.training).predict(served)
+    wrong = np.array([_in_slice(row, variant.wrong_slice) for row in features])
+    predicted = np.where(wrong, 1 - predicted, predicted)
+    return float((predicted == data.target[data.test]).mean())
+
+
+def _in_slice(features: np.ndarray, share: float) -> bool:
+    """A fixed slice of inputs: the same rows whichever process asks."""
+    return share > 0 and zlib.crc32(np.asarray(features, dtype=float).reshape(-1).tobytes()) % 1000 < share * 1000
 
 
 def _break(features: np.ndarray) -> np.ndarray:
@@ -156,6 +179,12 @@ class Server:
         self._prediction = Histogram(
             "model_prediction", "Predicted score.", ["model"], buckets=PREDICTION_BUCKETS, registry=registry
         )
+        self._feedback = Counter(
+            "model_feedback", "Labelled predictions by outcome.", ["model", "outcome"], registry=registry
+        )
+        # Prediction log: request id -> (sequence number, predicted class), oldest first.
+        self.predictions: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._sequence = 0
         # Every code this server answers, exported at 0 from the start: increase() does not count the
         # first increment of a series that appears mid-window, so a 500 series born with the first
         # error would hide that error (docs/metrics.md, "Initialise counters at 0").
@@ -163,6 +192,8 @@ class Server:
             self._requests.labels(model=name, code=code)
         self._latency.labels(model=name)
         self._prediction.labels(model=name)
+        for outcome in ("correct", "incorrect"):
+            self._feedback.labels(model=name, outcome=outcome)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,6 +205,9 @@ class Server:
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/arrivals":
                     self._send(200, json.dumps(server.snapshot()).encode(), "application/json")
+                elif path == "/predictions":
+                    after = int(self.path.partition("after=")[2] or 0)
+                    self._send(200, json.dumps(server.logged(after)).encode(), "application/json")
                 elif path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
                 else:
@@ -181,10 +215,14 @@ class Server:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.split("?", 1)[0] != "/predict":
+                path = self.path.split("?", 1)[0]
+                if path == "/feedback":
+                    code, answer = server.feedback(body)
+                elif path == "/predict":
+                    code, answer = server.predict(body)
+                else:
                     self._send(404, b"not found\n", "text/plain")
                     return
-                code, answer = server.predict(body)
                 self._send(code, json.dumps(answer).encode(), "application/json")
 
             def _send(self, code: int, body: bytes, content_type: str) -> None:
@@ -207,7 +245,9 @@ class Server:
             think = self._random.uniform(*BASE_LATENCY) + self.variant.extra_latency
             fail = self._random.random() < self.variant.error_rate
         try:
-            features = np.asarray(json.loads(body)["features"], dtype=float).reshape(1, -1)
+            request = json.loads(body)
+            features = np.asarray(request["features"], dtype=float).reshape(1, -1)
+            request_id = str(request.get("id", ""))[:128]
         except (ValueError, KeyError, TypeError) as exc:
             return self._answer(400, {"error": f"bad request: {exc}"}, began)
         time.sleep(think)
@@ -217,8 +257,44 @@ class Server:
             features = _break(features)
         # target 0 is "malignant" in load_breast_cancer: the score is P(malignant).
         score = float(self.model.predict_proba(features)[0, 0])
+        if _in_slice(features, self.variant.wrong_slice):
+            score = 1.0 - score
         self._prediction.labels(model=self.name).observe(score)
-        return self._answer(200, {"model": self.name, "score": score}, began)
+        if request_id:
+            self._log(request_id, 0 if score >= 0.5 else 1)
+        return self._answer(200, {"model": self.name, "score": score, "id": request_id}, began)
+
+    def _log(self, request_id: str, predicted: int) -> None:
+        with self._lock:
+            self._sequence += 1
+            self.predictions[request_id] = (self._sequence, predicted)
+            while len(self.predictions) > PREDICTION_LOG:
+                self.predictions.popitem(last=False)
+
+    def logged(self, after: int, limit: int = 2000) -> list[list[Any]]:
+        """[sequence, request id] of the predictions logged after sequence `after`, oldest first."""
+        newer: list[list[Any]] = []
+        with self._lock:
+            for rid, (seq, _) in reversed(self.predictions.items()):
+                if seq <= after:
+                    break
+                newer.append([seq, rid])
+        return newer[::-1][:limit]
+
+    def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The ground truth of one of this model's predictions: counted for this model only."""
+        try:
+            request = json.loads(body)
+            request_id, label = str(request["id"]), int(request["label"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, {"error": f"bad feedback: {exc}"}
+        with self._lock:
+            logged = self.predictions.get(request_id)
+        if logged is None:
+            return 404, {"error": f"{self.name} made no prediction {request_id!r} (or it left the log)"}
+        outcome = "correct" if logged[1] == label else "incorrect"
+        self._feedback.labels(model=self.name, outcome=outcome).inc()
+        return 200, {"model": self.name, "id": request_id, "outcome": outcome}
 
     def _answer(self, code: int, answer: dict[str, Any], began: float) -> tuple[int, dict[str, Any]]:
         self._latency.labels(model=self.name).observe(time.perf_counter() - began)

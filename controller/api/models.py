@@ -265,6 +265,9 @@ class BuiltinMetric(StrEnum):
     ERROR_RATE = "ErrorRate"
     LATENCY_P99 = "LatencyP99"
     PREDICTION_DISTRIBUTION = "PredictionDistribution"
+    # Ground truth, counted when a label arrives (docs/labels.md).
+    LABELLED_ERROR_RATE = "LabelledErrorRate"
+    LABELLED_LOSS = "LabelledLoss"
 
 
 class MetricSource(ApiModel):
@@ -411,7 +414,16 @@ class DataPolicy(StrEnum):
     ROLLBACK = "Rollback"
 
 
-_VALUE_BUILTINS = (BuiltinMetric.ERROR_RATE, BuiltinMetric.LATENCY_P99)
+_VALUE_BUILTINS = (
+    BuiltinMetric.ERROR_RATE,
+    BuiltinMetric.LATENCY_P99,
+    BuiltinMetric.LABELLED_ERROR_RATE,
+    BuiltinMetric.LABELLED_LOSS,
+)
+# Builtins on counts of bad events (the sequential rule): a request error, a wrong prediction.
+_COUNT_BUILTINS = (BuiltinMetric.ERROR_RATE, BuiltinMetric.LABELLED_ERROR_RATE)
+# Builtins on ground truth: their guardrails are label guardrails even without labelDelay.
+LABELLED_BUILTINS = (BuiltinMetric.LABELLED_ERROR_RATE, BuiltinMetric.LABELLED_LOSS)
 
 
 class Guardrail(ApiModel):
@@ -424,8 +436,9 @@ class Guardrail(ApiModel):
         ),
         Rule(
             cel="(!has(self.absolute) && !has(self.relative)) || has(self.metric.query) || "
-            "(has(self.metric.builtin) && self.metric.builtin in ['ErrorRate', 'LatencyP99'])",
-            message="absolute and relative rules need metric.query or a value builtin (ErrorRate, LatencyP99)",
+            f"(has(self.metric.builtin) && self.metric.builtin in {[str(b) for b in _VALUE_BUILTINS]})",
+            message="absolute and relative rules need metric.query or a value builtin "
+            f"({', '.join(_VALUE_BUILTINS)})",
             check=lambda g: (
                 (g.absolute is None and g.relative is None)
                 or g.metric.query is not None
@@ -435,12 +448,11 @@ class Guardrail(ApiModel):
         ),
         Rule(
             cel="!has(self.sequential) || has(self.metric.errorsQuery) || "
-            "(has(self.metric.builtin) && self.metric.builtin == 'ErrorRate')",
-            message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate",
+            f"(has(self.metric.builtin) && self.metric.builtin in {[str(b) for b in _COUNT_BUILTINS]})",
+            message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin "
+            f"{' or '.join(_COUNT_BUILTINS)}",
             check=lambda g: (
-                g.sequential is None
-                or g.metric.errors_query is not None
-                or g.metric.builtin == BuiltinMetric.ERROR_RATE
+                g.sequential is None or g.metric.errors_query is not None or g.metric.builtin in _COUNT_BUILTINS
             ),
             field_path=".metric",
         ),
@@ -461,6 +473,18 @@ class Guardrail(ApiModel):
             check=lambda g: not g.critical or g.failure_tolerance == 0,
             field_path=".failureTolerance",
         ),
+        Rule(
+            cel=f"!has(self.labelDelay) || duration(self.labelDelay) <= duration('{MAX_DEADLINE}')",
+            message=f"labelDelay must be at most {MAX_DEADLINE}",
+            check=lambda g: g.label_delay is None or _seconds(g.label_delay) <= _seconds(MAX_DEADLINE),
+            field_path=".labelDelay",
+        ),
+        Rule(
+            cel="!has(self.labelDelay) || !has(self.drift)",
+            message="labelDelay applies to rules on labelled outcomes (absolute, relative, sequential), not drift",
+            check=lambda g: g.label_delay is None or g.drift is None,
+            field_path=".labelDelay",
+        ),
     )
 
     name: DnsLabel
@@ -478,6 +502,18 @@ class Guardrail(ApiModel):
     failure_tolerance: Annotated[int, Field(ge=0, le=1000)] = 0
     on_no_data: DataPolicy = Field(DataPolicy.WAIT, description="Empty, NaN, stale or too few samples: never a pass.")
     on_error: DataPolicy = Field(DataPolicy.WAIT, description="Provider error or timeout: never a pass.")
+    label_delay: Duration | None = Field(
+        None,
+        description="How long after a prediction its label (ground truth) typically arrives (docs/labels.md). "
+        "A label guardrail counts outcomes since the rollout began; a step short of labelled samples waits for "
+        "them, up to progressDeadline plus this delay, and the last step promotes only once its own predictions "
+        "had this long to be labelled. Labels that never arrive are no data, never a pass.",
+    )
+
+    @property
+    def labelled(self) -> bool:
+        """A label guardrail: judged on ground truth that arrives after the predictions."""
+        return self.label_delay is not None or self.metric.builtin in LABELLED_BUILTINS
 
 
 # --------------------------------------------------------------------------------------------
@@ -801,6 +837,18 @@ class Evidence(ApiModel):
     )
 
 
+class LabelProgress(ApiModel):
+    """A label guardrail's wait for ground truth: the candidate's labelled predictions counted, the
+    number a conclusive verdict needs, and the arrival rate observed since `since` (this step)."""
+
+    have: float = Field(description="The candidate's labelled predictions counted since the rollout began.")
+    need: float | None = Field(None, description="Labelled predictions a conclusive verdict needs (estimate).")
+    per_minute: float | None = Field(None, description="Labels arriving per minute, observed in this step.")
+    expected_at: datetime | None = Field(None, description="When `need` is expected to be reached at that rate.")
+    since: datetime = Field(description="Start of the rate's observation: the step's first analysis.")
+    since_have: float = Field(description="`have` at `since`.")
+
+
 class GuardrailStatus(ApiModel):
     name: DnsLabel
     verdict: Verdict
@@ -809,6 +857,7 @@ class GuardrailStatus(ApiModel):
     failures: Annotated[int, Field(ge=0)] = 0
     consecutive_inconclusive: Annotated[int, Field(ge=0)] = 0
     last_evaluated: datetime | None = None
+    labels: LabelProgress | None = Field(None, description="Label guardrails: the wait for ground truth.")
 
 
 class Decision(ApiModel):

@@ -23,6 +23,8 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     PROMOTED_BY_USER = "PromotedByUser"
     RESUMED = "Resumed"
+    # Past the hold, a label guardrail waits for ground truth (docs/labels.md).
+    WAITING_FOR_LABELS = "WaitingForLabels"
     # Waiting for a human (status.pauseReason).
     PAUSED_BY_USER = "PausedByUser"
     AWAITING_PROMOTION = "AwaitingPromotion"

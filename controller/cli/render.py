@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.api.duration import format_duration, parse_duration
-from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase, Verdict
 from controller.api.reasons import Reason
+from controller.core import labels
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
@@ -118,7 +119,13 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
         else:
             parts.append(f"then {after}{gate}")
         deadline = status.step_started + parse_duration(spec.analysis.progress_deadline)
-        parts.append(f"deadline in {_until(deadline, now)}")
+        # A step kept only by label guardrails may wait past the deadline by their labelDelay.
+        waiting_for = labels.only_labels_missing(spec, [g.name for g in missing])
+        if waiting_for and labels.extension(waiting_for):
+            deadline += labels.extension(waiting_for)
+            parts.append(f"deadline, extended by labelDelay, in {_until(deadline, now)}")
+        else:
+            parts.append(f"deadline in {_until(deadline, now)}")
     return "; ".join(parts)
 
 
@@ -176,7 +183,10 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
             ev = gs.evidence
             samples = f"{_count(ev.candidate_samples)}/{_count(ev.incumbent_samples)}"
             detail = gs.message
-            if ev.samples_needed:
+            if gs.labels is not None and gs.verdict is Verdict.INCONCLUSIVE:
+                # Ground truth comes late: what the wait stands on, not the judge's raw message.
+                detail = labels.waiting(gs.labels, now)
+            elif ev.samples_needed:
                 detail += f" (needs {ev.samples_needed:g} more samples)"
             rows.append(
                 [

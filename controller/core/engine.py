@@ -47,7 +47,7 @@ from controller.api.models import (
     Weights,
 )
 from controller.api.reasons import INCONCLUSIVE, Reason
-from controller.core import budget
+from controller.core import budget, labels
 from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
 ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
@@ -225,10 +225,18 @@ def assess(
         and eb.next_step is not None
         and eb.next_step <= eb.left
     )
-    missing = _missing(spec, status, affordable=affordable)
+    names: list[str] = []
+    missing = _missing(spec, status, affordable=affordable, names=names)
     if held and not missing:
         risk = f"; next step's excess bounded by {eb.next_step:.1f} of {eb.left:.1f} left" if affordable and eb else ""
         return Assessment("advance", Reason.STEP_ADVANCED, risk)
+    waiting_for = labels.only_labels_missing(spec, names)
+    if waiting_for and (held or timed_out):
+        # Labels keep arriving after the step's predictions: wait for them, past the hold and up
+        # to the deadline extended by their delay (never longer: no labels is no data).
+        limit = parse_duration(spec.analysis.progress_deadline) + labels.extension(waiting_for)
+        if elapsed < limit:
+            return Assessment("hold", Reason.WAITING_FOR_LABELS, f"step {display}: {'; '.join(missing)}")
     if timed_out:
         why = f"step {display} did not complete within {spec.analysis.progress_deadline}: {'; '.join(missing)}"
         return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why)
@@ -275,29 +283,46 @@ def _judged(
     return None
 
 
-def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: bool) -> list[str]:
+def _missing(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: bool, names: list[str] | None = None
+) -> list[str]:
     """What keeps the step from ending: every guardrail must pass at this step's weight, judged
     strictly after the step began (the analysis that ended the previous step never counts). A
     sequential guardrail with its minimum samples that is only not yet conclusive (no data
-    problem) is enough when the next step is `affordable` within the error budget."""
+    problem) is enough when the next step is `affordable` within the error budget (a label
+    guardrail never: its counts lag). At the last step a label guardrail's pass counts once the
+    step's own predictions had labelDelay to be labelled. `names` collects the guardrails'."""
     latest, started = {g.name: g for g in status.guardrails}, status.step_started
+    steps = spec.expanded_steps()
+    last = (status.current_step or 0) >= len(steps) - 1
     missing = []
     for guardrail in spec.guardrails:
         gs = latest.get(guardrail.name)
+        due = labels.labels_due(guardrail, steps[-1], started) if last else None
         if gs is None:
             missing.append(f"{guardrail.name} never evaluated")
         elif started is not None and (gs.last_evaluated is None or gs.last_evaluated <= started):
             missing.append(f"{guardrail.name} not yet evaluated at this step")
+        elif gs.verdict is Verdict.PASS and due is not None and (gs.last_evaluated is None or gs.last_evaluated < due):
+            missing.append(
+                f"{guardrail.name}: waiting for the labels of this step's predictions "
+                f"(labelDelay {guardrail.label_delay or '0s'}, until {due:%H:%M:%S} UTC)"
+            )
         elif gs.verdict is Verdict.PASS or (
             affordable
+            and not guardrail.labelled
             and guardrail.sequential is not None
             and gs.verdict is Verdict.INCONCLUSIVE
             and gs.consecutive_inconclusive == 0
             and (gs.evidence.candidate_samples or 0) >= guardrail.min_samples
         ):
             continue
+        elif gs.labels is not None and gs.verdict is Verdict.INCONCLUSIVE and gs.labels.need is not None:
+            missing.append(f"{guardrail.name}: {labels.waiting(gs.labels, status.last_analysis or gs.labels.since)}")
         else:
             missing.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
+        if names is not None and len(missing) > len(names):
+            names.append(guardrail.name)
     return missing
 
 
@@ -478,7 +503,15 @@ class _Decider:
             self._set_weights(Weights.for_candidate(self._step().weight))
             self.out.requeue_after = WEIGHT_SETTLE
         else:
+            if verdict.reason is Reason.WAITING_FOR_LABELS:
+                self._wait_for_labels(verdict.message)
             self.out.requeue_after = self._next_wake(self._step())
+
+    def _wait_for_labels(self, message: str) -> None:
+        """Past the hold, only ground truth is missing: say so (an Event once per step)."""
+        if self.st.reason != Reason.WAITING_FOR_LABELS:
+            self._event("Normal", Reason.WAITING_FOR_LABELS, message)
+        self._set_phase(Phase.PROGRESSING, Reason.WAITING_FOR_LABELS, message)
 
     # -- pieces of progress ---------------------------------------------------------------------
 
@@ -521,9 +554,12 @@ class _Decider:
         for guardrail in self.spec.guardrails:
             j = judgements.get(guardrail.name) or Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
             old = previous.get(guardrail.name)
+            j = labels.not_yet_labelled(guardrail, j)
+            if guardrail.labelled and guardrail.sequential is None and old is not None:
+                j = labels.check_samples(j, old.evidence)
             if guardrail.sequential is not None and old is not None:
                 # Counts are cumulative: they never go back, and a verdict without them keeps the last.
-                j = check_counts(j, old.evidence)
+                j = labels.check_samples(j, old.evidence) if guardrail.labelled else check_counts(j, old.evidence)
                 if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
                     j = Judgement(j.verdict, j.message, old.evidence, j.cause)
             causes[guardrail.name] = j.cause
@@ -539,6 +575,10 @@ class _Decider:
                     last_evaluated=self.now,
                 )
             )
+            if guardrail.labelled:
+                previous_labels = old.labels if old is not None else None
+                progress = labels.progress(updated[-1], previous_labels, first_in_step=first_in_step, now=self.now)
+                updated[-1] = updated[-1].model_copy(update={"labels": progress})
         self.st.guardrails = updated
         spending = self._spending()
         if first_in_step:
@@ -547,6 +587,8 @@ class _Decider:
 
     def _spending(self) -> budget.BudgetView | None:
         evidence = [(g, gs.evidence) for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True)]
+        # Label guardrails stay out of the budget: their counts lag the traffic by labelDelay.
+        evidence = [(g, e) for g, e in evidence if not g.labelled]
         counts = [c for g, e in evidence if g.sequential is not None and (c := budget.Counts.of(e)) is not None]
         rate = budget.arrival_rate(counts[0], self.st.rollout_started, self.now) if counts else None
         view = budget.view(self.spec, evidence, index=self.st.current_step or 0, rate=rate)
@@ -562,7 +604,7 @@ class _Decider:
         index, deadline = self.st.current_step or 0, parse_duration(self.spec.analysis.progress_deadline)
         worst: tuple[float, int, float] | None = None  # (seconds, step index, candidate requests/s)
         for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True):
-            counts = budget.Counts.of(gs.evidence) if g.sequential is not None else None
+            counts = budget.Counts.of(gs.evidence) if g.sequential is not None and not g.labelled else None
             rate = budget.arrival_rate(counts, self.st.rollout_started, self.now) if counts else None
             if counts is None or not rate:
                 continue
@@ -718,7 +760,8 @@ class _Decider:
         deadline = parse_duration(self.spec.analysis.progress_deadline)
         interval = parse_duration(self.spec.analysis.interval)
         since = self.st.last_analysis or self.st.step_started or self.now
-        candidates = [since + interval - self.now, deadline - elapsed]
+        # A step waiting for labels may run past the deadline by their delay (assess says so).
+        candidates = [since + interval - self.now, deadline + labels.extension(self.spec.guardrails) - elapsed]
         hold_left = parse_duration(step.hold) - elapsed
         if hold_left > timedelta(0):
             candidates.append(hold_left)

@@ -341,6 +341,24 @@ CASES: list[Case] = [
         "failureTolerance must be 0",
     ),
     Case(
+        "labelDelay beyond 720h",
+        guardrail(metric={"builtin": "LabelledErrorRate"}, sequential={}, labelDelay="721h"),
+        f"{G}.labelDelay",
+        "labelDelay must be at most 720h",
+    ),
+    Case(
+        "labelDelay on a drift rule",
+        guardrail(metric={"builtin": "PredictionDistribution"}, drift={"maxPSI": 0.2}, labelDelay="1h"),
+        f"{G}.labelDelay",
+        "labelDelay applies to rules on labelled outcomes",
+    ),
+    Case(
+        "sequential on LabelledLoss",
+        guardrail(metric={"builtin": "LabelledLoss"}, sequential={}),
+        f"{G}.metric",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate or LabelledErrorRate",
+    ),
+    Case(
         "onNoData Pass",
         guardrail(metric=ERR, absolute={"max": 1}, onNoData="Pass"),
         f"{G}.onNoData",
@@ -637,6 +655,9 @@ VALID: list[tuple[str, Mutation]] = [
         "distributionQuery with a class label",
         guardrail(metric={"distributionQuery": "d", "distributionLabel": "class_name"}, drift={"maxJSDistance": 1}),
     ),
+    ("labelDelay 720h", guardrail(metric={"builtin": "LabelledErrorRate"}, sequential={}, labelDelay="720h")),
+    ("LabelledLoss relative", guardrail(metric={"builtin": "LabelledLoss"}, relative={"maxRatio": 1.05})),
+    ("labelDelay on a custom query", guardrail(metric={"query": "q"}, absolute={"min": 0.9}, labelDelay="2h")),
     ("non-critical with tolerance", guardrail(metric=ERR, absolute={"max": 1}, critical=False, failureTolerance=3)),
     (
         "16 guardrails",
