@@ -1004,6 +1004,7 @@ class Notice(ApiModel):
     id: Annotated[str, Field(max_length=64)] = Field(description="Stable across retries and restarts.")
     event: WebhookEvent
     time: datetime
+    candidate: DnsName
     step: Annotated[int, Field(ge=0)]
     reason: Annotated[str, Field(max_length=128)]
     message: Annotated[str, Field(max_length=1024)] = ""
