@@ -185,7 +185,13 @@ def open_by_human(status: ModelRolloutStatus, candidate_hash: str, request: str,
 
 
 def rollback_asks(
-    spec: ModelRolloutSpec, status: ModelRolloutStatus, step: int, candidate_hash: str, *, now: datetime, retry: timedelta
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    step: int,
+    candidate_hash: str,
+    *,
+    now: datetime,
+    retry: timedelta,
 ) -> tuple[list[Ask], GateStatus | None]:
     """Rollback hooks due to be asked again (every `retry`), and the one that asked for a rollback."""
     asks, requested = [], None
@@ -231,9 +237,9 @@ def notify(
         candidate=status.candidate.name,
         step=status.current_step or 0,
         # A transition says why through status.reason (e.g. GuardrailFailed for a RolledBack).
-        reason=(reason if event in (WebhookEvent.GUARDRAIL_FAILED, WebhookEvent.INCONCLUSIVE) else status.reason or reason)[
-            :128
-        ],
+        reason=(
+            reason if event in (WebhookEvent.GUARDRAIL_FAILED, WebhookEvent.INCONCLUSIVE) else status.reason or reason
+        )[:128],
         message=message[:1024],
         guardrail=gs.name if gs else None,
         evidence=gs.evidence if gs else None,
