@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
+from controller.core import hooks
 from controller.core.clock import FakeClock
 from controller.core.engine import (
     Event,
@@ -23,7 +24,6 @@ from controller.core.engine import (
     pair_in_flight,
     record_weights,
 )
-from controller.core import hooks
 from controller.core.judge import Cause, Judgement
 
 JudgeFn = Callable[[str, "Simulator"], Judgement]
