@@ -135,6 +135,12 @@ def notice_data(
         "evidence": notice.evidence.wire() if notice.evidence else None,
         "time": notice.time.isoformat(),
     }
+    if status.candidate is not None and status.candidate.name == notice.candidate:
+        # Every guardrail's latest verdict and evidence for this candidate (e.g. behind a promotion).
+        data["guardrails"] = [
+            {"name": g.name, "verdict": g.verdict.value, "message": g.message, "evidence": g.evidence.wire()}
+            for g in status.guardrails
+        ]
     return data
 
 
