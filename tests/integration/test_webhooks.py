@@ -66,7 +66,8 @@ def test_each_gate_holds_until_it_answers_2xx_and_notifications_are_signed(
         {"name": "load-test", "type": "BeforeTraffic", "url": receiver.url("/traffic")},
         {"name": "ticket", "type": "BeforeStep", "url": receiver.url("/step")},
         {"name": "owner", "type": "BeforePromotion", "url": receiver.url("/promote")},
-        {"name": "audit", "type": "Notification", "url": receiver.url("/audit"), "secretRef": {"name": "hooks", "key": "hmac"}},
+        {"name": "audit", "type": "Notification", "url": receiver.url("/audit"), "secretRef": {"name": "hooks", "key": "hmac"},
+         "events": ["StepAdvanced", "Promoted"]},
         {"name": "bus", "type": "Notification", "url": receiver.url("/events"), "format": "CloudEvents", "events": ["Promoted"]},
     ]  # fmt: skip
     controller = controllers.start("c1", "--namespace", world.namespace)
