@@ -233,3 +233,21 @@ def test_delivery_ids_are_stable_and_distinct() -> None:
     assert hooks.notice_id("h", 1, WebhookEvent.PROMOTED, datetime(2026, 1, 1, tzinfo=UTC)) == hooks.notice_id(
         "h", 1, WebhookEvent.PROMOTED, datetime(2026, 1, 1, tzinfo=UTC)
     )
+
+
+def test_the_signature_check_in_the_docs_accepts_ours_and_refuses_a_tampered_body() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 10
+    scope: dict[str, Any] = {}
+    exec(code, scope)  # the docs' own snippet
+    import time
+
+    body = b'{"event":"RolledBack"}'
+    header = payload.sign(b"k", int(time.time()), body)
+    assert scope["verify"](body, header, b"k")
+    assert not scope["verify"](body + b" ", header, b"k")
+    assert not scope["verify"](body, header, b"other")
+    assert not scope["verify"](body, payload.sign(b"k", int(time.time()) - 3600, body), b"k"), "a replay"
