@@ -193,7 +193,11 @@ class Webhooks:
                     timer.start()
                     return
                 job = receiver.jobs.popleft()
-            sent = self._send(job)
+            try:
+                sent = self._send(job)
+            except Exception as exc:  # a bad CA bundle, a bug: an outcome, never a dead receiver queue
+                log.exception("webhook call crashed", webhook=job.hook.name, error=repr(exc))
+                sent = Sent(None, f"could not call the webhook: {exc!r}"[:200])
             outcome = job.outcome(sent, self.clock.now())
             ok = sent.ok
             kind = "notification" if job.hook.type is WebhookType.NOTIFICATION else "ask"

@@ -14,6 +14,7 @@ exponential back-off (tenacity) while `attempts` last.
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -58,15 +59,17 @@ class Sender:
     def __init__(self, policy: AddressPolicy) -> None:
         self.policy = policy
         self._clients: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
 
     def _client(self, ca_pem: str | None) -> httpx.Client:
         key = ca_pem or ""
-        if key not in self._clients:
-            verify: ssl.SSLContext | bool = True
-            if ca_pem:
-                verify = ssl.create_default_context(cadata=ca_pem)
-            self._clients[key] = httpx.Client(verify=verify, follow_redirects=False, trust_env=False)
-        return self._clients[key]
+        with self._lock:
+            if key not in self._clients:
+                verify: ssl.SSLContext | bool = True
+                if ca_pem:
+                    verify = ssl.create_default_context(cadata=ca_pem)
+                self._clients[key] = httpx.Client(verify=verify, follow_redirects=False, trust_env=False)
+            return self._clients[key]
 
     def post(
         self,
