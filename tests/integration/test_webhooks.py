@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from kubernetes import client
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane, free_port
 from tests.support.prometheus import PrometheusServer
-from tests.support.receiver import Received, Receiver
+from tests.support.receiver import Received, Receiver, private_ca
 from tests.support.world import World, phase, rollout_body
 
 pytestmark = pytest.mark.usefixtures("gateway_api")
@@ -161,3 +162,34 @@ def test_loopback_is_refused_without_the_flag_and_nothing_is_sent(
     assert world.candidate_writes() == []
     assert _gate(obj, "ci")["state"] == "Refused"
     assert json.dumps(obj["status"]).count("refused") >= 1
+
+
+def test_tls_is_verified_against_the_ca_bundle_its_secret_names(
+    world: World, controllers: ControllerFactory, api_client: client.ApiClient, tmp_path: Path
+) -> None:
+    context, ca_pem = private_ca(tmp_path)
+    receiver = Receiver(tls=context)
+    receiver.default = 200
+    try:
+        client.CoreV1Api(api_client).create_namespaced_secret(
+            world.namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="ca"), string_data={"ca.crt": ca_pem})
+        )
+        hooks = [
+            {"name": "trusted", "type": "BeforeTraffic", "url": receiver.url("/trusted"), "caBundleRef": {"name": "ca", "key": "ca.crt"}},
+            {"name": "untrusted", "type": "BeforeStep", "url": receiver.url("/untrusted")},
+        ]  # fmt: skip
+        controllers.start("c1", "--namespace", world.namespace)
+        world.apply(
+            rollout_body("demo", world.incumbent, world.candidate, canary=STEPS, analysis=ANALYSIS, webhooks=hooks)
+        )
+
+        obj = world.wait(
+            lambda o: any(g["name"] == "untrusted" and g["state"] == "Refused" for g in o.get("status", {}).get("gates", []))
+        )
+
+        assert receiver.requests("/trusted"), "verified against the Secret's CA: answered"
+        assert receiver.requests("/untrusted") == [], "the system CAs do not know this one: nothing sent"
+        assert "CERTIFICATE_VERIFY_FAILED" in _gate(obj, "untrusted")["message"]
+        assert world.candidate_writes() == [20]
+    finally:
+        receiver.close()
