@@ -196,6 +196,8 @@ class Webhooks:
             try:
                 sent = self._send(job)
             except Exception as exc:  # a bad CA bundle, a bug: an outcome, never a dead receiver queue
+                if self._closed:
+                    return  # shutting down: what was owed is found in status by the next leader
                 log.exception("webhook call crashed", webhook=job.hook.name, error=repr(exc))
                 sent = Sent(None, f"could not call the webhook: {exc!r}"[:200])
             outcome = job.outcome(sent, self.clock.now())

@@ -184,7 +184,9 @@ def test_tls_is_verified_against_the_ca_bundle_its_secret_names(
         )
 
         obj = world.wait(
-            lambda o: any(g["name"] == "untrusted" and g["state"] == "Refused" for g in o.get("status", {}).get("gates", []))
+            lambda o: any(
+                g["name"] == "untrusted" and g["state"] == "Refused" for g in o.get("status", {}).get("gates", [])
+            )
         )
 
         assert receiver.requests("/trusted"), "verified against the Secret's CA: answered"

@@ -63,6 +63,9 @@ class Receiver:
         self.default = 503
         self.delay = 0.0
         self.received: list[Received] = []
+        self.in_flight = 0
+        self.started = 0  # requests it began answering
+        self.max_in_flight = 0  # the most requests it was answering at once
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port = port
@@ -94,8 +97,14 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.in_flight += 1
+                    receiver.started += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
                 if receiver.delay:
                     time.sleep(receiver.delay)
+                with receiver._lock:
+                    receiver.in_flight -= 1
                 with receiver._lock:
                     code = receiver.codes.get(self.path, receiver.default)
                     headers = {k.lower(): v for k, v in self.headers.items()}
@@ -108,7 +117,11 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                return  # a client that hung up (e.g. a controller killed mid-request) is no error here
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
         if self.tls is not None:
             self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
