@@ -85,3 +85,54 @@ def test_a_slow_receiver_holds_one_thread_and_one_request_never_the_others(
         assert answers == () and [d.webhook for d in deliveries] == ["fast"] and deliveries[0].ok
     finally:
         webhooks.close()
+
+
+def test_a_receiver_that_was_down_gets_the_notice_once_it_is_back(api_client: client.ApiClient) -> None:
+    """Reconciles simulated as the reconciler does them: take the outcomes, record them in status,
+    submit what status still owes. Back-off scaled down (0.05 s doubling, capped at 0.4 s)."""
+    receiver = Receiver()
+    receiver.default = 200
+    receiver.down()
+    spec = ModelRolloutSpec.model_validate(
+        {
+            "candidate": {"name": "m2"},
+            "traffic": {"gatewayAPI": {"httpRoute": "r"}},
+            "canary": {"steps": [{"weight": 10}]},
+            "webhooks": [{"name": "audit", "type": "Notification", "url": receiver.url("/audit"), "timeout": "2s"}],
+        }
+    )
+    status = ModelRolloutStatus(phase=Phase.PROMOTED, candidate=ModelRef(name="m2"), candidate_hash="h")
+    hooks.notify(spec, status, "Promoted", "m2 promoted", now=datetime(2026, 1, 1, tzinfo=UTC))
+    woken = threading.Event()
+    webhooks = Webhooks(
+        sender=Sender(AddressPolicy(allow_loopback=True)),
+        secrets=Secrets(api_client),
+        clock=SystemClock(),
+        telemetry=Telemetry(),
+        base=0.05,
+        cap=0.4,
+    )
+    webhooks.wake = lambda key: woken.set()
+    try:
+        failures = 0
+        for _ in range(200):
+            _, deliveries = webhooks.take("ns", "r")
+            failures += sum(1 for d in deliveries if not d.ok)
+            hooks.record_deliveries(spec, status, deliveries)
+            assert status.notifications is not None
+            if status.notifications.receivers[0].delivered == 1:
+                break
+            if failures >= 4 and receiver._server is None:
+                receiver.up()  # back, on the same port
+            woken.clear()
+            webhooks.submit(namespace="ns", name="r", uid="u", spec=spec, status=status, asks=[])
+            woken.wait(timeout=30)
+        box = status.notifications
+        assert box is not None and box.receivers[0].delivered == 1 and box.outbox == []
+        assert failures >= 4 and box.receivers[0].failures == 0 and box.receivers[0].last_code == 200
+        got = receiver.requests("/audit")
+        assert len(got) == 1 and got[0].json()["event"] == "Promoted"
+        assert got[0].headers["x-modelrollout-delivery"] == box.receivers[0].last_id
+    finally:
+        webhooks.close()
+        receiver.close()
