@@ -26,6 +26,7 @@ from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
     ALL_CANDIDATE,
     ALL_INCUMBENT,
+    GATE_TYPES,
     MAX_FAILED_CANDIDATES,
     MAX_HISTORY,
     AfterLastStep,
@@ -36,6 +37,7 @@ from controller.api.models import (
     Decision,
     ErrorBudget,
     FailedCandidate,
+    GateState,
     Guardrail,
     GuardrailStatus,
     ModelRef,
@@ -468,7 +470,7 @@ class _Decider:
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
         at_step = self.inp.applied == Weights.for_candidate(self._step().weight)
-        at_gate = self.st.reason == Reason.GATE_WAITING
+        at_gate = self._at_gate()
         if ((at_step or at_gate or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
             self.st.phase is Phase.PAUSED
         ):
@@ -512,8 +514,9 @@ class _Decider:
             return False
         assert request is not None
         self.st.handled_promote = request
-        if self.st.pause_reason is Reason.GATE_REFUSED or self.st.reason == Reason.GATE_WAITING:
-            # At a gate, a promote opens it (and moves no further: the step's weights come next).
+        if self._at_gate():
+            # At a gate (waiting, refused, or paused past its deadline), a promote opens it and
+            # moves no further: the step's weights come next, so no step is skipped.
             opened = hooks.open_by_human(self.st, self.st.candidate_hash or "", request, self.now)
             why = f"gate {', '.join(opened)} opened by a human ({request})"
             if self.st.phase is Phase.PAUSED:
@@ -521,6 +524,8 @@ class _Decider:
             else:
                 self._set_phase(Phase.PROGRESSING, Reason.PROMOTED_BY_USER, why)
                 self._record("promote-request", Reason.PROMOTED_BY_USER, why)
+            if any(g.name in opened and g.step == self.st.current_step for g in self.st.gates):
+                self.st.step_started, self.st.last_analysis = self.now, None  # the step begins now
             self.out.requeue_after = WEIGHT_SETTLE
             return True
         if self.st.phase is Phase.PAUSED:
@@ -842,6 +847,14 @@ class _Decider:
         left = waiting.since + deadline - self.now
         self.out.requeue_after = max(min(interval, left), timedelta(seconds=1))
         return False
+
+    def _at_gate(self) -> bool:
+        """A gate of this candidate has been asked and has not passed: its weights are held."""
+        gates = {w.name for w in self.spec.webhooks if w.type in GATE_TYPES}
+        return any(
+            g.name in gates and g.candidate_hash == self.st.candidate_hash and g.state is not GateState.PASSED
+            for g in self.st.gates
+        )
 
     def _rollback_requested(self) -> bool:
         """Rollback hooks, asked every analysis interval at the step's weights: a 2xx asks for one."""

@@ -251,3 +251,23 @@ def test_the_signature_check_in_the_docs_accepts_ours_and_refuses_a_tampered_bod
     assert not scope["verify"](body + b" ", header, b"k")
     assert not scope["verify"](body, header, b"other")
     assert not scope["verify"](body, payload.sign(b"k", int(time.time()) - 3600, body), b"k"), "a replay"
+
+
+def test_a_human_promote_after_a_gate_deadline_pause_opens_the_gate_and_skips_no_step() -> None:
+    sim = Simulator(
+        spec(
+            hook("ticket", "BeforeStep"), analysis={"interval": "30s", "progressDeadline": "10m", "onDeadline": "Pause"}
+        ),
+        judge=passing,
+        gate=always(None),
+    )
+    sim.run(until=lambda s: s.status.phase is Phase.PAUSED)
+    assert sim.status.pause_reason == "ProgressDeadlineExceeded" and sim.candidate_weights("fraud-v2") == [10]
+    sim.promote_request = "go"
+    sim.run(until=lambda s: s.candidate_weights("fraud-v2")[-1:] == [50])
+    assert sim.candidate_weights("fraud-v2") == [10, 50], "the held step's weight comes next"
+    sim.run(until=lambda s: s.status.phase is Phase.PAUSED)  # step 3's gate does not answer either
+    assert sim.candidate_weights("fraud-v2") == [10, 50]
+    sim.promote_request = "go-again"
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED and sim.candidate_weights("fraud-v2") == [10, 50, 80, 100]
