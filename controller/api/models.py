@@ -685,9 +685,9 @@ def _no_credentials(url: str | None) -> bool:
 class Webhook(ApiModel):
     rules = (
         Rule(
-            cel="has(self.url) != has(self.service)",
-            message="set exactly one of url or service",
-            check=lambda w: _exactly_one(w.url, w.service),
+            cel="[has(self.url), has(self.service), has(self.urlSecretRef)].filter(x, x).size() == 1",
+            message="set exactly one of url, service or urlSecretRef",
+            check=lambda w: _exactly_one(w.url, w.service, w.url_secret_ref),
         ),
         Rule(
             cel="!has(self.url) || !self.url.matches('^https?://[^/]*@')",
@@ -720,10 +720,11 @@ class Webhook(ApiModel):
             field_path=".format",
         ),
         Rule(
-            cel="!has(self.caBundleRef) || (has(self.url) && self.url.startsWith('https://')) || "
-            "(has(self.service) && self.service.scheme == 'https')",
+            cel="!has(self.caBundleRef) || has(self.urlSecretRef) || (has(self.url) && self.url.startsWith('https://'))"
+            " || (has(self.service) && self.service.scheme == 'https')",
             message="caBundleRef only applies to https",
             check=lambda w: w.ca_bundle_ref is None
+            or w.url_secret_ref is not None
             or (w.url or "").startswith("https://")
             or (w.service is not None and w.service.scheme == "https"),
             field_path=".caBundleRef",
@@ -736,6 +737,11 @@ class Webhook(ApiModel):
         None, description="Where to POST. Checked by the controller's address policy after DNS resolution."
     )
     service: ServiceReference | None = Field(None, description="Or a Service in the rollout's namespace.")
+    url_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Or the URL in a Secret, for URLs that are credentials themselves (a Slack incoming "
+        "webhook): never shown in status, Events or logs. Checked by the same address policy.",
+    )
     timeout: Duration = Field("10s", description="Per request; a timeout is never a pass.")
     on_error: GateErrorPolicy = Field(
         GateErrorPolicy.WAIT, description="Gates: what a non-2xx answer, an error or a timeout does."

@@ -132,7 +132,13 @@ def _webhooks(spec: ModelRolloutSpec, st: ModelRolloutStatus, now: datetime) -> 
     receivers = {r.name: r for r in box.receivers} if box is not None else {}
     rows = []
     for hook in spec.webhooks:
-        where = hook.url or (f"service/{hook.service.name}:{hook.service.port}" if hook.service else "-")
+        where = hook.url or (
+            f"service/{hook.service.name}:{hook.service.port}"
+            if hook.service
+            else f"secret/{hook.url_secret_ref.name}"
+            if hook.url_secret_ref
+            else "-"
+        )
         if hook.type is WebhookType.NOTIFICATION:
             r = receivers.get(hook.name)
             owed = (

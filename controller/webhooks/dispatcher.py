@@ -48,7 +48,7 @@ class _Job:
     key: Key
     hook: Webhook
     namespace: str
-    url: str
+    receiver: str  # one request at a time per receiver: its URL, or where the Secret holding it is
     body: bytes
     headers: dict[str, str]
     # Turns what the sender got into the outcome the decision core records.
@@ -130,7 +130,7 @@ class Webhooks:
                     key=key,
                     hook=hook,
                     namespace=namespace,
-                    url=self.url(hook, namespace),
+                    receiver=self.receiver(hook, namespace),
                     body=body,
                     headers=_headers(delivery, hook.type.value, "application/json"),
                     outcome=_answer(ask),
@@ -148,7 +148,7 @@ class Webhooks:
                     key=key,
                     hook=hook,
                     namespace=namespace,
-                    url=self.url(hook, namespace),
+                    receiver=self.receiver(hook, namespace),
                     body=body,
                     headers=_headers(delivery, notice.event.value, content_type),
                     outcome=_delivered(hook.name, notice.seq, delivery),
@@ -157,12 +157,16 @@ class Webhooks:
             )
 
     @staticmethod
-    def url(hook: Webhook, namespace: str) -> str:
+    def receiver(hook: Webhook, namespace: str) -> str:
+        """The URL, or for urlSecretRef where it is kept (the URL itself is read only to send)."""
         if hook.url is not None:
             return hook.url
-        svc = hook.service
-        assert svc is not None  # exactly one of url and service (CEL and the model)
-        return f"{svc.scheme}://{svc.name}.{namespace}.svc:{svc.port}{svc.path}"
+        if hook.service is not None:
+            svc = hook.service
+            return f"{svc.scheme}://{svc.name}.{namespace}.svc:{svc.port}{svc.path}"
+        ref = hook.url_secret_ref
+        assert ref is not None  # exactly one of url, service and urlSecretRef (CEL and the model)
+        return f"secret:{namespace}/{ref.name}/{ref.key}"
 
     # -- the pool's side ------------------------------------------------------------------------
 
@@ -171,12 +175,12 @@ class Webhooks:
             if self._closed or job.id in self._queued:
                 return
             self._queued.add(job.id)
-            receiver = self._receivers.setdefault(job.url, _Receiver())
+            receiver = self._receivers.setdefault(job.receiver, _Receiver())
             receiver.jobs.append(job)
             start = not receiver.busy
             receiver.busy = True
         if start:
-            self._pool.submit(self._drain, job.url)
+            self._pool.submit(self._drain, job.receiver)
 
     def _drain(self, url: str) -> None:
         """Send one receiver's jobs in order; after a failure, rest (on a timer, not a thread)."""
@@ -233,14 +237,23 @@ class Webhooks:
         try:
             key = self._secret(job.namespace, job.hook.secret_ref)
             ca = self._secret(job.namespace, job.hook.ca_bundle_ref)
+            secret_url = self._secret(job.namespace, job.hook.url_secret_ref)
         except Unavailable as exc:
             return Sent(None, str(exc))
+        shown = f"(the url in secret {job.receiver.removeprefix('secret:')})" if secret_url else None
         headers = dict(job.headers)
         if key is not None:
             headers[payload.SIGNATURE_HEADER] = payload.sign(key.encode(), int(self.clock.now().timestamp()), job.body)
         timeout = parse_duration(job.hook.timeout).total_seconds()
         return self.sender.post(
-            job.url, job.body, headers, timeout=timeout, ca_pem=ca, attempts=job.attempts, cap=min(self.cap, 10.0)
+            secret_url or job.receiver,
+            job.body,
+            headers,
+            timeout=timeout,
+            ca_pem=ca,
+            attempts=job.attempts,
+            cap=min(self.cap, 10.0),
+            shown=shown,
         )
 
     def _secret(self, namespace: str, ref: SecretKeyRef | None) -> str | None:

@@ -82,12 +82,14 @@ class Sender:
         attempts: int = 1,
         backoff: float = 0.5,
         cap: float = 10.0,
+        shown: str | None = None,
     ) -> Sent:
+        """`shown`: how messages name the URL when it is a secret (urlSecretRef), else the URL."""
         refused, ips = self.policy.check(url, what="webhook url")
         if refused:
-            return Sent(None, refused)
+            return Sent(None, refused if shown is None else refused.replace(repr(url), shown))
         if not ips:
-            return Sent(None, f"webhook url {url!r}: the host does not resolve")
+            return Sent(None, f"webhook url {shown or repr(url)}: the host does not resolve")
         target, host, sni = _pinned(url, ips[0])
         client = self._client(ca_pem)
 
@@ -103,7 +105,10 @@ class Sender:
             except httpx.TimeoutException:
                 raise _Transient(Sent(None, f"no answer within {timeout:g}s")) from None
             except httpx.HTTPError as exc:
-                raise _Transient(Sent(None, f"{type(exc).__name__}: {exc}"[:200])) from None
+                text = f"{type(exc).__name__}: {exc}"
+                if shown is not None:
+                    text = text.replace(url, shown).replace(target, shown)
+                raise _Transient(Sent(None, text[:200])) from None
             sent = Sent(response.status_code, None, response.text[:200])
             if response.status_code >= 500 or response.status_code == 429:
                 raise _Transient(sent)

@@ -583,12 +583,23 @@ CASES: list[Case] = [
         f"{W}.url",
         "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
     ),
-    Case("webhook with both url and service", webhook(service={"name": "ci"}), W, "set exactly one of url or service"),
+    Case(
+        "webhook with both url and service",
+        webhook(service={"name": "ci"}),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case(
+        "webhook with both url and urlSecretRef",
+        webhook(urlSecretRef={"name": "slack-url"}),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
     Case(
         "webhook with neither url nor service",
         setter("webhooks", [{"name": "h", "type": "BeforeStep"}]),
         W,
-        "set exactly one of url or service",
+        "set exactly one of url, service or urlSecretRef",
     ),
     Case("events on a gate", webhook(events=["Promoted"]), f"{W}.events", "events only apply to type Notification"),
     Case(
@@ -721,6 +732,21 @@ VALID: list[tuple[str, Mutation]] = [
         ),
     ),
     ("a webhook on an address that only looks like 169.254", webhook(url="https://169.254.example.com/gate")),
+    (
+        "a Slack URL kept in a Secret, with a CA bundle",
+        setter(
+            "webhooks",
+            [
+                {
+                    "name": "s",
+                    "type": "Notification",
+                    "urlSecretRef": {"name": "slack", "key": "url"},
+                    "format": "Slack",
+                    "caBundleRef": {"name": "ca"},
+                }
+            ],
+        ),
+    ),
     ("compound window", setter("analysis", {"window": "1h30m", "interval": "90s", "progressDeadline": "2h"})),
     ("longest window", setter("analysis", {"window": "24h"})),
     ("min == max", guardrail(metric=ERR, absolute={"min": 0.01, "max": 0.01})),

@@ -59,10 +59,14 @@ def test_each_gate_holds_until_it_answers_2xx_and_notifications_are_signed(
 ) -> None:
     client.CoreV1Api(api_client).create_namespaced_secret(
         world.namespace,
-        client.V1Secret(metadata=client.V1ObjectMeta(name="hooks"), string_data={"hmac": "right-key"}),
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="hooks"),
+            string_data={"hmac": "right-key", "slack-url": receiver.url("/slack")},
+        ),
     )
     receiver.answer("/audit", 200)
     receiver.answer("/events", 200)
+    receiver.answer("/slack", 200)
     hooks = [
         {"name": "load-test", "type": "BeforeTraffic", "url": receiver.url("/traffic")},
         {"name": "ticket", "type": "BeforeStep", "url": receiver.url("/step")},
@@ -70,6 +74,7 @@ def test_each_gate_holds_until_it_answers_2xx_and_notifications_are_signed(
         {"name": "audit", "type": "Notification", "url": receiver.url("/audit"), "secretRef": {"name": "hooks", "key": "hmac"},
          "events": ["StepAdvanced", "Promoted"]},
         {"name": "bus", "type": "Notification", "url": receiver.url("/events"), "format": "CloudEvents", "events": ["Promoted"]},
+        {"name": "chat", "type": "Notification", "urlSecretRef": {"name": "hooks", "key": "slack-url"}, "format": "Slack", "events": ["Promoted"]},
     ]  # fmt: skip
     controller = controllers.start("c1", "--namespace", world.namespace)
     world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=STEPS, analysis=ANALYSIS, webhooks=hooks))
@@ -120,7 +125,12 @@ def test_each_gate_holds_until_it_answers_2xx_and_notifications_are_signed(
     assert doc["id"] == envelope.headers["x-modelrollout-delivery"] and doc["data"]["uid"] == obj["metadata"]["uid"]
     assert "x-modelrollout-signature" not in envelope.headers, "no secretRef: not signed"
 
+    slack = receiver.wait(lambda got: bool(_asks(got, "/slack")))
+    text = next(r for r in slack if r.path == "/slack").json()["text"]
+    assert world.candidate in text and "Promoted" in text
     obj = world.wait(lambda o: not (o["status"].get("notifications") or {}).get("outbox"))
+    shown = json.dumps(obj["status"]) + json.dumps(world.events())
+    assert receiver.url("/slack") not in shown, "a URL kept in a Secret is never shown"
     receivers = {r["name"]: r for r in obj["status"]["notifications"]["receivers"]}
     assert receivers["audit"]["lastCode"] == 200 and receivers["audit"]["failures"] == 0
     metrics = controller.metrics()
