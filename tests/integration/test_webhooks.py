@@ -185,7 +185,8 @@ def test_tls_is_verified_against_the_ca_bundle_its_secret_names(
             world.namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="ca"), string_data={"ca.crt": ca_pem})
         )
         hooks = [
-            {"name": "trusted", "type": "BeforeTraffic", "url": receiver.url("/trusted"), "caBundleRef": {"name": "ca", "key": "ca.crt"}},
+            # By name: the controller connects to the address it checked, and verifies the name.
+            {"name": "trusted", "type": "BeforeTraffic", "url": f"https://localhost:{receiver.port}/trusted", "caBundleRef": {"name": "ca", "key": "ca.crt"}},
             {"name": "untrusted", "type": "BeforeStep", "url": receiver.url("/untrusted")},
         ]  # fmt: skip
         controllers.start("c1", "--namespace", world.namespace)

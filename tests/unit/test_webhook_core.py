@@ -271,3 +271,17 @@ def test_a_human_promote_after_a_gate_deadline_pause_opens_the_gate_and_skips_no
     sim.promote_request = "go-again"
     sim.run()
     assert sim.status.phase is Phase.PROMOTED and sim.candidate_weights("fraud-v2") == [10, 50, 80, 100]
+
+
+@pytest.mark.parametrize(
+    ("url", "ip", "target", "host"),
+    [
+        ("https://hooks.example.com/x?y=1", "203.0.113.7", "https://203.0.113.7/x?y=1", "hooks.example.com"),
+        ("http://ci.svc:8080/run", "10.0.0.9", "http://10.0.0.9:8080/run", "ci.svc:8080"),
+        ("https://v6.example.com:8443/", "2001:db8::1", "https://[2001:db8::1]:8443/", "v6.example.com:8443"),
+    ],
+)
+def test_a_request_goes_to_the_checked_address_under_its_name(url: str, ip: str, target: str, host: str) -> None:
+    from controller.webhooks.sender import _pinned
+
+    assert _pinned(url, ip) == (target, host, host.split(":")[0])
