@@ -206,3 +206,22 @@ def test_tls_is_verified_against_the_ca_bundle_its_secret_names(
         assert world.candidate_writes() == [20]
     finally:
         receiver.close()
+
+
+def test_a_rollback_hook_rolls_back_only_when_it_answers_2xx(
+    world: World, controllers: ControllerFactory, receiver: Receiver
+) -> None:
+    receiver.answer("/rollback", 404)
+    hooks = [{"name": "incidents", "type": "Rollback", "url": receiver.url("/rollback")}]
+    steps = {"steps": [{"weight": 20, "hold": "50s"}, {"weight": 50, "hold": "2s"}]}
+    controllers.start("c1", "--namespace", world.namespace)
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps, analysis=ANALYSIS, webhooks=hooks))
+
+    got = receiver.wait(lambda got: len(_asks(got, "/rollback")) >= 2)
+    assert {a["kind"] for a in _asks(got, "/rollback")} == {"RollbackCheck"}
+    assert world.get()["status"]["phase"] == "Progressing", "a 404 asks for nothing"
+    receiver.answer("/rollback", 200)
+    obj = world.wait(phase("RolledBack"))
+
+    assert obj["status"]["reason"] == "RollbackRequested"
+    assert world.candidate_writes() == [20, 0]
