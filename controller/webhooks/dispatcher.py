@@ -117,7 +117,8 @@ class Webhooks:
         by_name = {w.name: w for w in spec.webhooks}
         for ask in asks:
             hook = by_name.get(ask.webhook)
-            if hook is None:
+            job_id = f"{namespace}/{name}/ask/{ask.webhook}/{ask.candidate_hash}/{ask.step}"
+            if hook is None or self._is_queued(job_id):
                 continue
             delivery = payload.delivery_id(uid, "ask", hook.name, ask.candidate_hash, ask.step)
             body = payload.gate_body(
@@ -126,7 +127,7 @@ class Webhooks:
             )  # fmt: skip
             self._enqueue(
                 _Job(
-                    id=f"{namespace}/{name}/ask/{hook.name}/{ask.candidate_hash}/{ask.step}",
+                    id=job_id,
                     key=key,
                     hook=hook,
                     namespace=namespace,
@@ -137,6 +138,9 @@ class Webhooks:
                 )
             )
         for hook, notice in hooks.pending(spec, status):
+            job_id = f"{namespace}/{name}/notice/{hook.name}/{notice.id}"
+            if self._is_queued(job_id):
+                continue
             delivery = payload.delivery_id(uid, "notice", notice.id, hook.name)
             data = payload.notice_data(
                 namespace=namespace, name=name, uid=uid, spec=spec, status=status, notice=notice, delivery=delivery
@@ -144,7 +148,7 @@ class Webhooks:
             body, content_type = payload.notice_body(hook, data)
             self._enqueue(
                 _Job(
-                    id=f"{namespace}/{name}/notice/{hook.name}/{notice.id}",
+                    id=job_id,
                     key=key,
                     hook=hook,
                     namespace=namespace,
@@ -155,6 +159,10 @@ class Webhooks:
                     attempts=3,
                 )
             )
+
+    def _is_queued(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._queued
 
     @staticmethod
     def receiver(hook: Webhook, namespace: str) -> str:
