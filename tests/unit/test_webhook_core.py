@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controller.api.models import MAX_OUTBOX, ModelRolloutSpec, Notice, Phase, Webhook, WebhookEvent
 from controller.core import hooks
@@ -285,3 +287,38 @@ def test_a_request_goes_to_the_checked_address_under_its_name(url: str, ip: str,
     from controller.webhooks.sender import _pinned
 
     assert _pinned(url, ip) == (target, host, host.split(":")[0])
+
+
+@given(answers=st.lists(st.sampled_from([None, 200, 204, 302, 404, 409, 500, 503]), min_size=1, max_size=12))
+def test_no_weight_is_written_before_its_gate_answered_2xx(answers: list[int | None]) -> None:
+    """Whatever the gates answer, in whatever order: every weight the router is asked for comes
+    after a 2xx of that step's gate (100% after the promotion gate's), and the rollout ends."""
+    passed: set[tuple[str, int]] = set()
+    calls = 0
+
+    def answer(name: str, step: int, _: Simulator) -> int | None:
+        nonlocal calls
+        code = answers[calls % len(answers)]
+        calls += 1
+        if code is not None and 200 <= code < 300:
+            passed.add((name, step))
+        return code
+
+    sim = Simulator(
+        spec(hook("t", "BeforeTraffic"), hook("s", "BeforeStep"), hook("p", "BeforePromotion")),
+        judge=passing,
+        gate=answer,
+    )
+    for _ in range(400):
+        before = len(sim.writes)
+        out = sim.reconcile()
+        for _, weight in sim.writes[before:]:
+            if weight == 0:
+                continue  # back to the incumbent: never gated
+            need = ("p", 3) if weight == 100 else ("t", 0) if weight == STEPS[0] else ("s", STEPS.index(weight))
+            assert need in passed, f"{weight}% written before {need} answered 2xx: {sim.writes}"
+        if out.requeue_after is None:
+            break
+        sim.clock.advance(out.requeue_after)
+    assert sim.status.phase in (Phase.PROMOTED, Phase.ROLLED_BACK)
+    assert (sim.status.phase is Phase.PROMOTED) == (("p", 3) in passed)
