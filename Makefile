@@ -9,7 +9,7 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale bench-dashboard clean
+.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -117,3 +117,7 @@ bench-dashboard: venv envtest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Reconcile lag of N rollouts with and without one slow (30 s) webhook receiver (~4 min on 2 cores).
+bench-webhooks: venv envtest prometheus
+	$(PY) -m bench.webhooks $(or $(N),100)

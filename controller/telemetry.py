@@ -48,6 +48,17 @@ class Telemetry:
             ["namespace", "name", "guardrail"],
             registry=r,
         )
+        self.webhook_requests = Counter(
+            "modelrollout_webhook_requests",
+            "Webhook calls by kind (ask: gates and rollback hooks; notification) and result (ok, refused, error)",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.webhook_receivers_failing = Gauge(
+            "modelrollout_webhook_receivers_failing",
+            "Notification receivers whose last delivery failed (retrying with back-off)",
+            registry=r,
+        )
         self.leader = Gauge("modelrollout_leader", "1 while this replica holds the lease", registry=r)
         rollout, guardrail = ["namespace", "name"], ["namespace", "name", "guardrail"]
         # Where a rollout stands, for alerts (charts/modelrollout/templates/prometheusrule.yaml).

@@ -662,6 +662,149 @@ class MetricBackend(ApiModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Webhooks: gates that CI and humans answer, notifications of verdicts (docs/webhooks.md)
+# --------------------------------------------------------------------------------------------
+
+MAX_WEBHOOKS = 8
+MAX_OUTBOX = 16
+
+
+class WebhookType(StrEnum):
+    """Gates hold the rollout until their hook answers 2xx; the others are told or asked."""
+
+    BEFORE_TRAFFIC = "BeforeTraffic"  # before the candidate gets its first traffic (step 1's weight)
+    BEFORE_STEP = "BeforeStep"  # before each later step's weight increase (steps 2..n)
+    BEFORE_PROMOTION = "BeforePromotion"  # before an automatic promotion to 100%
+    ROLLBACK = "Rollback"  # asked at every analysis interval: a 2xx answer asks for a rollback
+    NOTIFICATION = "Notification"  # told of verdicts (events), never asked
+
+
+GATE_TYPES = (WebhookType.BEFORE_TRAFFIC, WebhookType.BEFORE_STEP, WebhookType.BEFORE_PROMOTION)
+
+
+class WebhookEvent(StrEnum):
+    STEP_ADVANCED = "StepAdvanced"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    GUARDRAIL_FAILED = "GuardrailFailed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class WebhookFormat(StrEnum):
+    JSON = "JSON"
+    CLOUD_EVENTS = "CloudEvents"
+    SLACK = "Slack"
+
+
+class GateErrorPolicy(StrEnum):
+    """A gate that answers other than 2xx (or not at all): Wait asks again every analysis interval
+    until analysis.progressDeadline (then analysis.onDeadline); Pause waits for a human at once."""
+
+    WAIT = "Wait"
+    PAUSE = "Pause"
+
+
+class ServiceReference(ApiModel):
+    """A Service in the rollout's namespace: http(s)://<name>.<namespace>.svc:<port><path>."""
+
+    name: DnsLabel
+    port: Port = 80
+    path: Annotated[str, Field(max_length=1024, pattern=r"^/[^\s?#]*$")] = "/"
+    scheme: Literal["http", "https"] = "http"
+
+
+def _no_credentials(url: str | None) -> bool:
+    return url is None or "@" not in url.split("://", 1)[-1].split("/", 1)[0]
+
+
+class Webhook(ApiModel):
+    rules = (
+        Rule(
+            cel="[has(self.url), has(self.service), has(self.urlSecretRef)].filter(x, x).size() == 1",
+            message="set exactly one of url, service or urlSecretRef",
+            check=lambda w: _exactly_one(w.url, w.service, w.url_secret_ref),
+        ),
+        Rule(
+            cel="!has(self.url) || !self.url.matches('^https?://[^/]*@')",
+            message="credentials must not be inline in the url: use secretRef (an HMAC key) instead",
+            check=lambda w: _no_credentials(w.url),
+            field_path=".url",
+        ),
+        Rule(
+            cel=f"!has(self.url) || !self.url.matches('{UNSAFE_METRIC_ADDRESS.replace(chr(92), chr(92) * 2)}')",
+            message="url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+            check=lambda w: w.url is None or re.search(UNSAFE_METRIC_ADDRESS, w.url) is None,
+            field_path=".url",
+        ),
+        Rule(
+            cel=f"duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('{MAX_TIMEOUT}')",
+            message=f"timeout must be longer than 0s and at most {MAX_TIMEOUT}",
+            check=lambda w: 0 < _seconds(w.timeout) <= _seconds(MAX_TIMEOUT),
+            field_path=".timeout",
+        ),
+        Rule(
+            cel="!has(self.events) || self.type == 'Notification'",
+            message="events only apply to type Notification",
+            check=lambda w: w.events is None or w.type is WebhookType.NOTIFICATION,
+            field_path=".events",
+        ),
+        Rule(
+            cel="self.format == 'JSON' || self.type == 'Notification'",
+            message="format only applies to type Notification (gates are always asked in JSON)",
+            check=lambda w: w.format is WebhookFormat.JSON or w.type is WebhookType.NOTIFICATION,
+            field_path=".format",
+        ),
+        Rule(
+            cel="!has(self.caBundleRef) || has(self.urlSecretRef) || (has(self.url) && self.url.startsWith('https://'))"
+            " || (has(self.service) && self.service.scheme == 'https')",
+            message="caBundleRef only applies to https",
+            check=lambda w: w.ca_bundle_ref is None
+            or w.url_secret_ref is not None
+            or (w.url or "").startswith("https://")
+            or (w.service is not None and w.service.scheme == "https"),
+            field_path=".caBundleRef",
+        ),
+    )
+
+    name: DnsLabel = Field(description="Names the hook in status, Events and the delivery id.")
+    type: WebhookType
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
+        None, description="Where to POST. Checked by the controller's address policy after DNS resolution."
+    )
+    service: ServiceReference | None = Field(None, description="Or a Service in the rollout's namespace.")
+    url_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Or the URL in a Secret, for URLs that are credentials themselves (a Slack incoming "
+        "webhook): never shown in status, Events or logs. Checked by the same address policy.",
+    )
+    timeout: Duration = Field("10s", description="Per request; a timeout is never a pass.")
+    on_error: GateErrorPolicy = Field(
+        GateErrorPolicy.WAIT, description="Gates: what a non-2xx answer, an error or a timeout does."
+    )
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=6)] | None = Field(
+        None, description="Notifications: the events to send (default: all)."
+    )
+    format: WebhookFormat = Field(WebhookFormat.JSON, description="Notifications: JSON, CloudEvents or Slack.")
+    secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret (rollout's namespace) holding the HMAC-SHA256 key that signs each body "
+        "(header X-ModelRollout-Signature: t=<unix time>,v1=<hex>).",
+    )
+    ca_bundle_ref: SecretKeyRef | None = Field(
+        None, description="Secret holding PEM CA certificates to verify the receiver (https; key default: token)."
+    )
+
+    def wants(self, event: WebhookEvent) -> bool:
+        return self.type is WebhookType.NOTIFICATION and (self.events is None or event in self.events)
+
+
+def _unique_webhook_names(spec: ModelRolloutSpec) -> bool:
+    names = [w.name for w in spec.webhooks]
+    return len(names) == len(set(names))
+
+
+# --------------------------------------------------------------------------------------------
 # Spec
 # --------------------------------------------------------------------------------------------
 
@@ -726,6 +869,12 @@ class ModelRolloutSpec(ApiModel):
             check=lambda s: s.incumbent is None or s.incumbent.name != s.candidate.name,
             field_path=".candidate.name",
         ),
+        Rule(
+            cel="!has(self.webhooks) || self.webhooks.all(w, self.webhooks.exists_one(h, h.name == w.name))",
+            message="webhook names must be unique",
+            check=_unique_webhook_names,
+            field_path=".webhooks",
+        ),
     )
 
     candidate: ModelRef = Field(description="The model to roll out. Changing it starts a new rollout.")
@@ -743,6 +892,9 @@ class ModelRolloutSpec(ApiModel):
         None, description="Metric provider; defaults come from the controller's settings."
     )
     paused: bool = Field(False, description="Hold the rollout where it is (weights stay put) until set back to false.")
+    webhooks: Annotated[list[Webhook], Field(max_length=MAX_WEBHOOKS)] = Field(
+        default_factory=list, description="Gates, rollback hooks and notifications (docs/webhooks.md)."
+    )
 
     def expanded_steps(self) -> list[Step]:
         """The explicit step list, with the linear shorthand expanded."""
@@ -893,6 +1045,61 @@ class ErrorBudget(ApiModel):
     )
 
 
+class GateState(StrEnum):
+    PENDING = "Pending"  # asked, no answer yet
+    PASSED = "Passed"  # answered 2xx (a rollback hook: asked for a rollback)
+    REFUSED = "Refused"  # answered other than 2xx, or could not be reached: never a pass
+
+
+class GateStatus(ApiModel):
+    """A hook that is asked (gate or rollback): its last answer for this candidate and step."""
+
+    name: DnsLabel
+    step: Annotated[int, Field(ge=0)] = Field(description="Step index asked about (steps count for BeforePromotion).")
+    candidate_hash: Annotated[str, Field(max_length=64)]
+    state: GateState = GateState.PENDING
+    code: Annotated[int, Field(ge=0, le=999)] | None = Field(None, description="HTTP status of the last answer.")
+    message: Annotated[str, Field(max_length=256)] = ""
+    since: datetime = Field(description="When the controller began to ask (the wait counts from here).")
+    answered: datetime | None = Field(None, description="When the last answer (or failure) came.")
+
+
+class Notice(ApiModel):
+    """A verdict still to be delivered to at least one notification hook (the outbox)."""
+
+    seq: Annotated[int, Field(ge=1)]
+    id: Annotated[str, Field(max_length=64)] = Field(description="Stable across retries and restarts.")
+    event: WebhookEvent
+    time: datetime
+    candidate: DnsName
+    step: Annotated[int, Field(ge=0)]
+    reason: Annotated[str, Field(max_length=128)]
+    message: Annotated[str, Field(max_length=1024)] = ""
+    guardrail: DnsLabel | None = None
+    evidence: Evidence | None = None
+
+
+class Receiver(ApiModel):
+    """Delivery state of one notification hook: notices up to `delivered` (seq) are acknowledged."""
+
+    name: DnsLabel
+    delivered: Annotated[int, Field(ge=0)] = 0
+    last_id: Annotated[str, Field(max_length=64)] | None = None
+    last_time: datetime | None = None
+    last_code: Annotated[int, Field(ge=0, le=999)] | None = None
+    last_error: Annotated[str, Field(max_length=256)] | None = None
+    failures: Annotated[int, Field(ge=0)] = Field(0, description="Failed attempts since the last delivery.")
+
+
+class Notifications(ApiModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
+
+    next_seq: Annotated[int, Field(ge=1)] = 1
+    outbox: Annotated[list[Notice], Field(max_length=MAX_OUTBOX)] = Field(default_factory=list)
+    receivers: Annotated[list[Receiver], Field(max_length=MAX_WEBHOOKS)] = Field(default_factory=list)
+    dropped: Annotated[int, Field(ge=0)] = Field(0, description="Notices dropped undelivered (outbox full).")
+
+
 class ModelRolloutStatus(ApiModel):
     # The decision core edits a deep copy of the status in place; everything else is frozen.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
@@ -937,6 +1144,10 @@ class ModelRolloutStatus(ApiModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    gates: Annotated[list[GateStatus], Field(max_length=MAX_WEBHOOKS)] = Field(
+        default_factory=list, description="Gates and rollback hooks being asked, with their last answer."
+    )
+    notifications: Notifications | None = Field(None, description="Verdicts still to be delivered, per receiver.")
 
 
 class ObjectMeta(ApiModel):

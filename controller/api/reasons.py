@@ -43,10 +43,16 @@ class Reason(StrEnum):
     ERROR_BUDGET_EXHAUSTED = "ErrorBudgetExhausted"
     # The evidence will not come within progressDeadline at the traffic observed (condition Feasible).
     DEADLINE_TOO_SHORT = "DeadlineTooShort"
+    # Webhooks (docs/webhooks.md): a gate not yet answered 2xx, a gate refused with onError Pause
+    # (status.pauseReason), a rollback hook that asked for a rollback.
+    GATE_WAITING = "GateWaiting"
+    GATE_REFUSED = "GateRefused"
+    ROLLBACK_REQUESTED = "RollbackRequested"
     # Event reasons only.
     ROLLED_BACK = "RolledBack"
     ROLLED_BACK_INCONCLUSIVE = "RolledBackInconclusive"
     PAUSED = "Paused"
+    WEBHOOK_DELIVERY_FAILED = "WebhookDeliveryFailed"
 
 
 # Rollbacks without evidence that the candidate is worse: kept apart from failures in

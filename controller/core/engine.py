@@ -26,6 +26,7 @@ from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
     ALL_CANDIDATE,
     ALL_INCUMBENT,
+    GATE_TYPES,
     MAX_FAILED_CANDIDATES,
     MAX_HISTORY,
     AfterLastStep,
@@ -36,6 +37,7 @@ from controller.api.models import (
     Decision,
     ErrorBudget,
     FailedCandidate,
+    GateState,
     Guardrail,
     GuardrailStatus,
     ModelRef,
@@ -44,10 +46,11 @@ from controller.api.models import (
     Phase,
     Step,
     Verdict,
+    WebhookType,
     Weights,
 )
 from controller.api.reasons import INCONCLUSIVE, Reason
-from controller.core import budget, labels
+from controller.core import budget, hooks, labels
 from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
 ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
@@ -105,6 +108,9 @@ class RolloutInput:
     judgements: Mapping[str, Judgement] | None = None
     # What humans asked for through annotations (the CLI sets them); each new value acts once.
     requests: Requests = field(default_factory=lambda: Requests())
+    # What gates and rollback hooks answered, and notification deliveries, since the last reconcile.
+    answers: tuple[hooks.GateAnswer, ...] = ()
+    deliveries: tuple[hooks.DeliveryResult, ...] = ()
 
 
 @dataclass
@@ -115,6 +121,8 @@ class Outcome:
     requeue_after: timedelta | None = None
     # The rollout may be let go (finalizer removed): traffic is back on the incumbent.
     release: bool = False
+    # Gates and rollback hooks to ask now (the adapter dedupes asks already in flight).
+    asks: list[hooks.Ask] = field(default_factory=list)
 
 
 def candidate_hash(model: ModelRef) -> str:
@@ -367,6 +375,7 @@ class _Decider:
 
     def run(self) -> Outcome:
         self.st.observed_generation = self.inp.generation
+        self._record_hook_outcomes()
         if self.inp.applied is not None and pair_in_flight(self.st) is not None:
             self.st.weights = self.inp.applied
         if self.inp.deleting:
@@ -459,8 +468,10 @@ class _Decider:
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
         self._event("Normal", reason, f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
         self._record("start", reason)
-        self._set_weights(Weights.for_candidate(self.steps[0].weight))
-        self.out.requeue_after = WEIGHT_SETTLE
+        self.st.gates = []
+        if self._gate_open(0):
+            self._set_weights(Weights.for_candidate(self.steps[0].weight))
+            self.out.requeue_after = WEIGHT_SETTLE
 
     def _settle(self) -> None:
         owed = settling(self.st)
@@ -484,9 +495,14 @@ class _Decider:
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
         at_step = self.inp.applied == Weights.for_candidate(self._step().weight)
-        if ((at_step or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
+        at_gate = self._at_gate()
+        if ((at_step or at_gate or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
             self.st.phase is Phase.PAUSED
         ):
+            return
+        if not at_step and not self._gate_open(self.st.current_step or 0):
+            return
+        if at_step and self._rollback_requested():
             return
         causes, spending = None, None
         if at_step and self.inp.judgements is not None:
@@ -531,6 +547,20 @@ class _Decider:
             return False
         assert request is not None
         self.st.handled_promote = request
+        if self._at_gate():
+            # At a gate (waiting, refused, or paused past its deadline), a promote opens it and
+            # moves no further: the step's weights come next, so no step is skipped.
+            opened = hooks.open_by_human(self.st, self.st.candidate_hash or "", request, self.now)
+            why = f"gate {', '.join(opened)} opened by a human ({request})"
+            if self.st.phase is Phase.PAUSED:
+                self._resume(Reason.PROMOTED_BY_USER, why)
+            else:
+                self._set_phase(Phase.PROGRESSING, Reason.PROMOTED_BY_USER, why)
+                self._record("promote-request", Reason.PROMOTED_BY_USER, why)
+            if any(g.name in opened and g.step == self.st.current_step for g in self.st.gates):
+                self.st.step_started, self.st.last_analysis = self.now, None  # the step begins now
+            self.out.requeue_after = WEIGHT_SETTLE
+            return True
         if self.st.phase is Phase.PAUSED:
             self._resume(Reason.PROMOTED_BY_USER, f"promotion requested ({request})")
         else:
@@ -648,7 +678,7 @@ class _Decider:
         by_name = {g.name: g for g in self.spec.guardrails}
         for gs in self.st.guardrails if causes is not None else []:
             if gs.verdict is Verdict.FAIL:
-                self._event("Warning", Reason.GUARDRAIL_FAILED, f"{gs.name}: {gs.message}")
+                self._event("Warning", Reason.GUARDRAIL_FAILED, f"{gs.name}: {gs.message}", gs=gs)
         if causes is None or verdict.reason in FAILED:
             return
         for gs in self.st.guardrails:
@@ -660,7 +690,7 @@ class _Decider:
             policy = _policy(by_name[gs.name], cause)
             if policy is not DataPolicy.WAIT or gs.consecutive_inconclusive >= INCONCLUSIVE_WARN_AFTER:
                 why = f"{gs.name}: {gs.message} (policy {policy.value}; never a pass)"
-                self._event("Warning", Reason.GUARDRAIL_INCONCLUSIVE, why)
+                self._event("Warning", Reason.GUARDRAIL_INCONCLUSIVE, why, gs=gs)
             if gs is verdict.guardrail:
                 return
 
@@ -685,11 +715,15 @@ class _Decider:
             )
             self._event("Normal", Reason.STEP_ADVANCED, self.st.message or "")
             self._record("advance", Reason.STEP_ADVANCED, self.st.message or "")
-            self._set_weights(Weights.for_candidate(nxt.weight))
-            self.out.requeue_after = WEIGHT_SETTLE
+            if self._gate_open(index + 1):
+                self._set_weights(Weights.for_candidate(nxt.weight))
+                self.out.requeue_after = WEIGHT_SETTLE
             return
         if self.spec.canary.after_last_step is AfterLastStep.WAIT_FOR_PROMOTION and not manual:
             self._pause(Reason.AWAITING_PROMOTION, "last step passed; waiting for `kubectl modelrollout promote`")
+            return
+        # A human's promote is the override: automatic promotion waits for BeforePromotion gates.
+        if not manual and not self._gate_open(len(self.steps)):
             return
         self._promote(by_user=manual)
 
@@ -729,7 +763,7 @@ class _Decider:
         self.st.paused_since, self.st.pause_reason = None, None
         self._set_phase(Phase.ROLLED_BACK, reason, f"{candidate.name} rolled back: {message}")
         kind = Reason.ROLLED_BACK_INCONCLUSIVE if reason in INCONCLUSIVE else Reason.ROLLED_BACK
-        self._event("Warning", kind, self.st.message or "")
+        self._event("Warning", kind, self.st.message or "", gs=gs)
         self._record("rollback", reason, message)
 
     # -- small helpers --------------------------------------------------------------------------
@@ -796,8 +830,90 @@ class _Decider:
     def _set_phase(self, phase: Phase, reason: Reason | str, message: str) -> None:
         self.st.phase, self.st.reason, self.st.message = phase, reason, message[:1024]
 
-    def _event(self, type_: str, reason: Reason | str, message: str) -> None:
+    def _event(self, type_: str, reason: Reason | str, message: str, *, gs: GuardrailStatus | None = None) -> None:
         self.out.events.append(Event(type_, reason, message[:1024]))
+        hooks.notify(self.spec, self.st, reason, message, now=self.now, gs=gs)
+
+    # -- webhooks (controller.core.hooks) -------------------------------------------------------
+
+    def _record_hook_outcomes(self) -> None:
+        refused, passed = hooks.record_answers(self.spec, self.st, self.inp.answers)
+        gated = {w.name for w in self.spec.webhooks if w.type in (WebhookType.BEFORE_TRAFFIC, WebhookType.BEFORE_STEP)}
+        if any(a.webhook in gated and a.step == self.st.current_step for a in passed) and self.st.phase in ACTIVE:
+            # The step begins when its gates open: a wait at a gate counts against neither its
+            # hold nor its progress deadline.
+            self.st.step_started, self.st.last_analysis = self.now, None
+        for answer in refused:
+            got = f"answered {answer.code}" if answer.code is not None else "did not answer"
+            self._event("Warning", Reason.GATE_REFUSED, f"webhook {answer.webhook} {got}: {answer.message}; not a pass")
+        for failed in hooks.record_deliveries(self.spec, self.st, self.inp.deliveries):
+            why = failed.error or f"HTTP {failed.code}"
+            self._event(
+                "Warning",
+                Reason.WEBHOOK_DELIVERY_FAILED,
+                f"webhook {failed.webhook}: delivery failed ({why}); retrying with back-off",
+            )
+
+    def _gate_open(self, index: int) -> bool:
+        """Whether the gates before the weights of step `index` (len(steps): promotion) all passed
+        for this candidate. If not: ask, and wait (bounded by progressDeadline) or pause."""
+        kind = (
+            WebhookType.BEFORE_TRAFFIC
+            if index == 0
+            else WebhookType.BEFORE_PROMOTION
+            if index >= len(self.steps)
+            else WebhookType.BEFORE_STEP
+        )
+        interval = parse_duration(self.spec.analysis.interval)
+        view = hooks.gate(self.spec, self.st, kind, index, self.st.candidate_hash or "", now=self.now, retry=interval)
+        self.out.asks.extend(view.asks)
+        if view.open or view.waiting is None:
+            return True
+        waiting = view.waiting
+        what = "promotion" if index >= len(self.steps) else f"step {index + 1}/{len(self.steps)}"
+        last = f"last answer {waiting.code}" if waiting.code is not None else (waiting.message or "no answer yet")
+        why = f"{what}: waiting for {kind.value} gate {waiting.name} to answer 2xx ({last})"
+        if view.policy_pause:
+            self._pause(Reason.GATE_REFUSED, f"{why}; onError is Pause: `kubectl modelrollout promote` opens it")
+            return False
+        deadline = parse_duration(self.spec.analysis.progress_deadline)
+        if self.now - waiting.since >= deadline:
+            why = f"{what}: {kind.value} gate {waiting.name} not answered 2xx within {self.spec.analysis.progress_deadline} ({last})"
+            if self.spec.analysis.on_deadline is DeadlinePolicy.PAUSE:
+                self._pause(Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+            else:
+                self._roll_back(Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+            return False
+        if view.first_ask:
+            self._event("Normal", Reason.GATE_WAITING, why)
+        self.st.reason, self.st.message = Reason.GATE_WAITING, why[:1024]
+        left = waiting.since + deadline - self.now
+        self.out.requeue_after = max(min(interval, left), timedelta(seconds=1))
+        return False
+
+    def _at_gate(self) -> bool:
+        """A gate of this candidate has been asked and has not passed: its weights are held."""
+        gates = {w.name for w in self.spec.webhooks if w.type in GATE_TYPES}
+        return any(
+            g.name in gates and g.candidate_hash == self.st.candidate_hash and g.state is not GateState.PASSED
+            for g in self.st.gates
+        )
+
+    def _rollback_requested(self) -> bool:
+        """Rollback hooks, asked every analysis interval at the step's weights: a 2xx asks for one."""
+        if not hooks.asked(self.spec, WebhookType.ROLLBACK):
+            return False
+        interval = parse_duration(self.spec.analysis.interval)
+        asks, requested = hooks.rollback_asks(
+            self.spec, self.st, self.st.current_step or 0, self.st.candidate_hash or "", now=self.now, retry=interval
+        )
+        self.out.asks.extend(asks)
+        if requested is None:
+            return False
+        self._roll_back(
+            Reason.ROLLBACK_REQUESTED, f"rollback hook {requested.name} answered {requested.code}: {requested.message}"
+        )
+        return True
 
     def _record(self, action: str, reason: Reason | str, message: str = "") -> None:
         entry = Decision(

@@ -76,6 +76,12 @@ def prometheus(**body: Any) -> Mutation:
     return setter("provider", {"prometheus": {"address": "http://prometheus.monitoring:9090", **body}})
 
 
+def webhook(**body: Any) -> Mutation:
+    """Replace the webhooks with one named `h` (so the path is always spec.webhooks[0])."""
+    return setter("webhooks", [{"name": "h", "type": "BeforeStep", "url": "https://ci.example.com/gate", **body}])
+
+
+W = "spec.webhooks[0]"
 ERR = {"builtin": "ErrorRate"}
 G = "spec.guardrails[0]"
 SHORT_HOLDS = setter("canary.steps", [{"weight": 10, "hold": "10s"}, {"weight": 50, "hold": "10s"}])
@@ -570,6 +576,79 @@ CASES: list[Case] = [
         "should match",
     ),
     Case("missing candidate", deleter("candidate"), "spec.candidate", "Required value"),
+    # -- webhooks -------------------------------------------------------------------------------
+    Case(
+        "webhook url with credentials",
+        webhook(url="https://user:token@ci.example.com/gate"),
+        f"{W}.url",
+        "credentials must not be inline in the url",
+    ),
+    Case(
+        "webhook url on a cloud metadata address",
+        webhook(url="http://169.254.169.254/latest/meta-data"),
+        f"{W}.url",
+        "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+    ),
+    Case(
+        "webhook url on a link-local IPv6 address",
+        webhook(url="http://[fe80::1]:8080/hook"),
+        f"{W}.url",
+        "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+    ),
+    Case(
+        "webhook url is the API server",
+        webhook(url="https://kubernetes.default.svc/api/v1/namespaces"),
+        f"{W}.url",
+        "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+    ),
+    Case(
+        "webhook with both url and service",
+        webhook(service={"name": "ci"}),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case(
+        "webhook with both url and urlSecretRef",
+        webhook(urlSecretRef={"name": "slack-url"}),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case(
+        "webhook with neither url nor service",
+        setter("webhooks", [{"name": "h", "type": "BeforeStep"}]),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case("events on a gate", webhook(events=["Promoted"]), f"{W}.events", "events only apply to type Notification"),
+    Case(
+        "a Slack format on a gate", webhook(format="Slack"), f"{W}.format", "format only applies to type Notification"
+    ),
+    Case(
+        "caBundleRef on plain http",
+        webhook(url="http://ci.example.com/gate", caBundleRef={"name": "ca"}),
+        f"{W}.caBundleRef",
+        "caBundleRef only applies to https",
+    ),
+    Case(
+        "webhook timeout of zero",
+        webhook(timeout="0s"),
+        f"{W}.timeout",
+        "timeout must be longer than 0s and at most 5m",
+    ),
+    Case("an unknown webhook type", webhook(type="PostRollout"), f"{W}.type", "Unsupported value"),
+    Case("an inline HMAC key", webhook(hmacKey="s3cr3t"), f"{W}.hmacKey", "unknown field"),
+    Case(
+        "duplicate webhook names",
+        setter(
+            "webhooks",
+            [
+                {"name": "h", "type": "Notification", "url": "https://a.example.com/"},
+                {"name": "h", "type": "BeforeStep", "url": "https://b.example.com/"},
+            ],
+        ),
+        "spec.webhooks",
+        "webhook names must be unique",
+    ),
 ]
 
 
@@ -644,6 +723,48 @@ VALID: list[tuple[str, Mutation]] = [
         both(guardrail(metric=ERR, absolute={"max": 0.01}), setter("analysis", {"errorBudget": 0})),
     ),
     ("onDeadline Pause", setter("analysis", {"onDeadline": "Pause"})),
+    (
+        "every webhook type, by url and by service, signed, with a private CA",
+        setter(
+            "webhooks",
+            [
+                {"name": "load-test", "type": "BeforeTraffic", "url": "http://loadtest.ci:8080/run"},
+                {
+                    "name": "ticket",
+                    "type": "BeforeStep",
+                    "service": {"name": "gatekeeper", "port": 8443, "scheme": "https", "path": "/approve"},
+                    "caBundleRef": {"name": "ca", "key": "ca.crt"},
+                },
+                {"name": "owner", "type": "BeforePromotion", "url": "https://ci.example.com/x", "onError": "Pause"},
+                {"name": "incidents", "type": "Rollback", "url": "https://pager.example.com/open", "timeout": "5m"},
+                {
+                    "name": "slack",
+                    "type": "Notification",
+                    "url": "https://hooks.slack.com/services/T0/B0/x",
+                    "format": "Slack",
+                    "events": ["Promoted", "RolledBack"],
+                    "secretRef": {"name": "hmac", "key": "k"},
+                },
+                {"name": "bus", "type": "Notification", "url": "https://events.example.com/", "format": "CloudEvents"},
+            ],
+        ),
+    ),
+    ("a webhook on an address that only looks like 169.254", webhook(url="https://169.254.example.com/gate")),
+    (
+        "a Slack URL kept in a Secret, with a CA bundle",
+        setter(
+            "webhooks",
+            [
+                {
+                    "name": "s",
+                    "type": "Notification",
+                    "urlSecretRef": {"name": "slack", "key": "url"},
+                    "format": "Slack",
+                    "caBundleRef": {"name": "ca"},
+                }
+            ],
+        ),
+    ),
     ("compound window", setter("analysis", {"window": "1h30m", "interval": "90s", "progressDeadline": "2h"})),
     ("longest window", setter("analysis", {"window": "24h"})),
     ("min == max", guardrail(metric=ERR, absolute={"min": 0.01, "max": 0.01})),
