@@ -104,11 +104,11 @@ def observe_and_judge(
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
         plans: list[tuple[BuiltinQueries, dict[str, str]]] = []
         for model, variant in asked:
-            queries = queries_of(guardrail, provider, model)
             variables = _variables(
                 guardrail, model, variables_for(model.name, model.version, variant, namespace, window)
             )
-            problem = queries if isinstance(queries, str) else variables if isinstance(variables, str) else None
+            queries = queries_of(guardrail, provider, model)
+            problem = variables if isinstance(variables, str) else queries if isinstance(queries, str) else None
             if problem is not None:
                 judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, problem, cause=Cause.ERROR)
                 break

@@ -1,6 +1,7 @@
 """One contract for every traffic router, run against each backend's real CRD on the real API server.
 
-Given the target objects of a backend (an HTTPRoute, a VirtualService, an InferenceService, two
+Given the target objects of a backend (an HTTPRoute to Services or to InferencePools, a
+VirtualService, an InferenceService, two LLMInferenceServices of one route group, two
 Deployments) in a fresh namespace, when the router sets, reads, rolls back and promotes, then the
 objects as the API server has them (read by the test, never through the router) and the audit
 log of writes show that:
@@ -40,10 +41,10 @@ from tests.support.backends import (
     CANDIDATE,
     INCUMBENT,
     Backend,
+    install_inference_pool_crds,
     install_istio_crds,
     install_kserve_crds,
-    model,
-    uri,
+    install_llm_inference_service_crds,
     wait_allowed,
 )
 from tests.support.chart import chart_service_account
@@ -55,7 +56,13 @@ STEPS = (10, 20, 50)
 
 @pytest.fixture(scope="session")
 def backend_crds(api_client: client.ApiClient, gateway_api: list[str]) -> list[str]:
-    return [*gateway_api, *install_istio_crds(api_client), *install_kserve_crds(api_client)]
+    return [
+        *gateway_api,
+        *install_istio_crds(api_client),
+        *install_kserve_crds(api_client),
+        *install_llm_inference_service_crds(api_client),
+        *install_inference_pool_crds(api_client),
+    ]
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -85,8 +92,8 @@ class Contract:
             namespace=self.backend.namespace,
             rollout="fraud",
             traffic=self.backend.traffic(),
-            incumbent=model(incumbent),
-            candidate=model(candidate),
+            incumbent=self.backend.model(incumbent),
+            candidate=self.backend.model(candidate),
         )
 
     def set(self, weights: Weights) -> Weights:
@@ -239,7 +246,7 @@ def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes
     )
     rollout = rollout_body("fraud", INCUMBENT, CANDIDATE, traffic=backend.traffic_block())
     for variant, name in (("incumbent", INCUMBENT), ("candidate", CANDIDATE)):
-        rollout["spec"][variant]["backend"] = {"storageUri": uri(name)}  # the KServe router's; others ignore it
+        rollout["spec"][variant]["backend"] = backend.model_backend(name)
     client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         GROUP, VERSION, backend.namespace, PLURAL, rollout
     )
