@@ -66,7 +66,8 @@ def member_of(obj: dict[str, Any], *, label: str) -> Member:
         weight = 0
     if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
         raise RouterProblem(
-            "MalformedLLMInferenceService", f"{label}: spec.router.route.weight is {weight!r}, not a non-negative integer"
+            "MalformedLLMInferenceService",
+            f"{label}: spec.router.route.weight is {weight!r}, not a non-negative integer",
         )
     name = str(obj.get("metadata", {}).get("name", ""))
     model = spec.get("model")

@@ -97,7 +97,9 @@ def test_a_missing_pool_is_named_as_a_pool() -> None:
 # -- KServe LLMInferenceService canary groups -----------------------------------------------------
 
 
-def llmisvc(name: str, weight: int | None, *, group: str | None = "chat", served: str | None = "chat") -> dict[str, Any]:
+def llmisvc(
+    name: str, weight: int | None, *, group: str | None = "chat", served: str | None = "chat"
+) -> dict[str, Any]:
     route: dict[str, Any] = {}
     if group is not None:
         route["group"] = group
@@ -299,7 +301,11 @@ def _cost_spec(prices: list[dict[str, Any]]) -> ModelRolloutSpec:
             "traffic": {"gatewayAPI": {"httpRoute": "r"}},
             "canary": {"steps": [{"weight": 10, "hold": "1m"}]},
             "guardrails": [
-                {"name": "cost", "metric": {"builtin": "CostPer1kOutputTokens", "prices": prices}, "relative": {"maxRatio": 1}}
+                {
+                    "name": "cost",
+                    "metric": {"builtin": "CostPer1kOutputTokens", "prices": prices},
+                    "relative": {"maxRatio": 1},
+                }
             ],
         }
     )
