@@ -17,10 +17,13 @@ log of writes show that:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from controller.api import GROUP, PLURAL, VERSION
@@ -270,3 +273,41 @@ def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes
     assert [(w.verb, w.code) for w in tried] == ([] if lacking == "get" else [("patch", 403)] * len(tried))
     assert tried or lacking == "get"
     assert backend.served() == ALL_INCUMBENT
+
+
+# -- the LLM docs' objects ------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _yaml_docs(page: str) -> list[dict[str, Any]]:
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    return [d for block in blocks for d in yaml.safe_load_all(block) if isinstance(d, dict) and "kind" in d]
+
+
+@pytest.mark.parametrize("page", ["llm.md", "routers.md"])
+def test_the_docs_llm_objects_are_accepted_by_the_real_crds(
+    backend_crds: list[str], api_client: client.ApiClient, namespace: str, page: str
+) -> None:
+    """Every InferencePool, LLMInferenceService, HTTPRoute and ModelRollout of the page, as written,
+    is accepted by the API server with the real CRDs (server-side dry run, strict fields)."""
+    kinds = {
+        "InferencePool": ("inference.networking.k8s.io", "v1", "inferencepools"),
+        "LLMInferenceService": ("serving.kserve.io", "v1alpha2", "llminferenceservices"),
+        "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+        "ModelRollout": (GROUP, VERSION, PLURAL),
+    }
+    checked = []
+    for doc in _yaml_docs(page):
+        if doc["kind"] not in kinds or "apiVersion" not in doc:
+            continue
+        group, version, plural = kinds[doc["kind"]]
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            group, version, namespace, plural, doc, dry_run="All", field_validation="Strict"
+        )
+        checked.append(doc["kind"])
+    if page == "llm.md":
+        assert sorted(set(checked)) == sorted(kinds), checked
+    else:
+        assert "LLMInferenceService" in checked
