@@ -17,13 +17,17 @@ defaulting to the object's name, plus LoRA adapter names); a member serving othe
 none of the group's traffic. So a pair that does not serve the same names, or is not in the
 group the rollout names, is a RouterProblem saying what to change, and nothing is written.
 
-Two objects means two writes. The weight that grows is written first, so the split in between
-lies between the old one and the new one (10 -> 50: 90:50 is 36% for a moment, never more than
-50%); each write is a merge patch carrying the resourceVersion read (409 if the object moved).
+Two objects means two writes, and for a moment the split is the new weight of one beside the old
+weight of the other. Of the two orders, the router takes the one that gives the candidate the
+smaller share in between: never more than the larger of the old and new shares (of the two
+orders' shares, at most one can exceed it), so a rollback takes traffic off the candidate with
+its first write, and a step forward never overshoots (90:10 -> 50:50 passes through 50:10, 17%).
+Each write is a merge patch carrying the resourceVersion read (409 if the object moved).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -115,13 +119,21 @@ def split_of(incumbent: Member, candidate: Member, *, namespace: str) -> Weights
     return weights
 
 
+def _candidate_share(incumbent: int, candidate: int) -> float:
+    # 0:0 sends the group's traffic nowhere: worse than any split.
+    return candidate / (incumbent + candidate) if incumbent + candidate else math.inf
+
+
 def weight_patches(incumbent: Member, candidate: Member, wanted: Weights) -> list[Patch]:
-    """The merge patches setting both weights, the growing one first; none when already split so."""
+    """The merge patches setting both weights, in the order that exposes the candidate least in
+    between; none when the members already split so."""
     if same_ratio(incumbent.weight, candidate.weight, wanted):
         return []
     writes = [(0, incumbent, wanted.incumbent), (1, candidate, wanted.candidate)]
-    # The weight that grows first: the split in between stays between the old and the new one.
-    writes.sort(key=lambda w: w[2] <= w[1].weight)
+    candidate_first = _candidate_share(incumbent.weight, wanted.candidate)
+    incumbent_first = _candidate_share(wanted.incumbent, candidate.weight)
+    if candidate_first < incumbent_first:
+        writes.reverse()
     return [
         Patch(
             index,

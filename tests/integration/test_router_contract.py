@@ -44,6 +44,7 @@ from tests.support.backends import (
     CANDIDATE,
     INCUMBENT,
     Backend,
+    LlmInferenceServiceBackend,
     install_inference_pool_crds,
     install_istio_crds,
     install_kserve_crds,
@@ -311,3 +312,26 @@ def test_the_docs_llm_objects_are_accepted_by_the_real_crds(
         assert sorted(set(checked)) == sorted(kinds), checked
     else:
         assert "LLMInferenceService" in checked
+
+
+# -- two objects, two writes: what the data plane has in between ---------------------------------
+
+
+def test_llm_inference_service_writes_never_give_the_candidate_more_in_between(
+    backend_crds: list[str], api_client: client.ApiClient, control_plane: ControlPlane, namespace: str
+) -> None:
+    """Each of the router's two writes is a split KServe applies at once: after every write (from
+    the audit log's copies of the objects), the candidate's share is at most the larger of the
+    share before and the share asked for, through steps, a rollback, a retry and a promotion."""
+    assert control_plane.audit_log is not None
+    backend = LlmInferenceServiceBackend(api_client, namespace, control_plane.audit_log)
+    backend.create()
+    contract = Contract(backend, api_client)
+    before = 0
+    for weight in (10, 50, 0, 20, 100):
+        seen = len(backend.served_history())
+        assert contract.set(Weights.for_candidate(weight)) == Weights.for_candidate(weight)
+        states = [w.candidate for _, w in backend.served_history()[seen:]]
+        assert states and states[-1] == weight, states
+        assert all(share <= max(before, weight) for share in states), (before, weight, states)
+        before = weight

@@ -157,16 +157,17 @@ def test_lora_adapters_count_among_the_names_served() -> None:
 @pytest.mark.parametrize(
     ("start", "wanted", "order"),
     [
-        ((100, 0), 10, [(1, 10), (0, 90)]),  # the candidate grows first
-        ((90, 10), 50, [(1, 50), (0, 50)]),
-        ((50, 50), 0, [(0, 100), (1, 0)]),  # rollback: the incumbent grows first
-        ((20, 80), 100, [(1, 100), (0, 0)]),  # promotion
+        ((100, 0), 10, [(0, 90), (1, 10)]),  # forward: 90:0 in between, the candidate gets nothing yet
+        ((90, 10), 50, [(0, 50), (1, 50)]),  # 50:10 (17%) in between, not 90:50 (36%)
+        ((50, 50), 0, [(1, 0), (0, 100)]),  # rollback: the candidate's traffic goes with the first write
+        ((20, 80), 100, [(1, 100), (0, 0)]),  # promotion: never 0:80, never 0:0
+        ((100, 0), 100, [(1, 100), (0, 0)]),  # straight to 100: 100:100 in between, not 0:0
+        ((9, 1), 50, [(0, 50), (1, 50)]),  # a hand-written 9:1: 50:1 (2%), not 9:50 (85%, past 50%)
         ((100, 0), 0, []),
         ((9, 1), 10, []),  # already 90/10: nothing to write
-        ((90, 10), 100, [(1, 100), (0, 0)]),
     ],
 )
-def test_the_growing_weight_is_written_first_and_only_changes(
+def test_the_write_order_exposes_the_candidate_least_in_between(
     start: tuple[int, int], wanted: int, order: list[tuple[int, int]]
 ) -> None:
     inc, cand = members(llmisvc("v1", start[0]), llmisvc("v2", start[1]))
@@ -175,13 +176,23 @@ def test_the_growing_weight_is_written_first_and_only_changes(
     assert written == order
     for patch in patches:
         assert isinstance(patch.body, dict) and patch.body["metadata"] == {"resourceVersion": "7"}
-    # Whatever is written, the split in between lies between the old one and the new one.
-    if len(written) == 2:
-        weights = list(start)
-        weights[written[0][0]] = written[0][1]
-        between = Weights.for_candidate(round(100 * weights[1] / sum(weights))).candidate
-        old = round(100 * start[1] / sum(start))
-        assert min(old, wanted) <= between <= max(old, wanted)
+
+
+@pytest.mark.parametrize("inc", [0, 1, 9, 10, 50, 90, 100, 250])
+@pytest.mark.parametrize("cand", [0, 1, 10, 50, 90, 100])
+@pytest.mark.parametrize("wanted", [0, 10, 20, 50, 100])
+def test_in_between_the_candidate_never_gets_more_than_before_or_after(inc: int, cand: int, wanted: int) -> None:
+    if inc + cand == 0:
+        return
+    patches = weight_patches(*members(llmisvc("v1", inc), llmisvc("v2", cand)), Weights.for_candidate(wanted))
+    if len(patches) < 2:
+        return
+    weights = [inc, cand]
+    first = patches[0]
+    assert isinstance(first.body, dict)
+    weights[first.index] = first.body["spec"]["router"]["route"]["weight"]
+    assert sum(weights) > 0, "0:0 in between: no member would get the traffic"
+    assert weights[1] / sum(weights) <= max(cand / (inc + cand), wanted / 100) + 1e-12
 
 
 # -- LLM builtins -----------------------------------------------------------------------------------
