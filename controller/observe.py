@@ -65,6 +65,17 @@ def _variables(guardrail: Guardrail, model: ModelRef, variables: dict[str, str])
     return {**variables, **price_variables(price)}
 
 
+def _plan(
+    guardrail: Guardrail, provider: MetricProvider, model: ModelRef, variables: dict[str, str]
+) -> tuple[BuiltinQueries, dict[str, str]] | str:
+    """One variant's query templates and the variables to fill them with, or why there are none."""
+    filled = _variables(guardrail, model, variables)
+    if isinstance(filled, str):
+        return filled
+    queries = queries_of(guardrail, provider, model)
+    return queries if isinstance(queries, str) else (queries, filled)
+
+
 def _variant(
     provider: MetricProvider, queries: BuiltinQueries, guardrail: Guardrail, variables: dict[str, str], at: datetime
 ) -> VariantData:
@@ -102,21 +113,17 @@ def observe_and_judge(
         window = analysis_window(spec, status, now, cumulative=guardrail.sequential is not None)
         compares = guardrail.absolute is None
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
-        plans: list[tuple[BuiltinQueries, dict[str, str]]] = []
-        for model, variant in asked:
-            variables = _variables(
-                guardrail, model, variables_for(model.name, model.version, variant, namespace, window)
-            )
-            queries = queries_of(guardrail, provider, model)
-            problem = variables if isinstance(variables, str) else queries if isinstance(queries, str) else None
-            if problem is not None:
-                judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, problem, cause=Cause.ERROR)
-                break
-            assert not isinstance(queries, str) and not isinstance(variables, str)
-            plans.append((queries, variables))
-        if guardrail.name in judgements:
+        plans = [
+            _plan(guardrail, provider, model, variables_for(model.name, model.version, variant, namespace, window))
+            for model, variant in asked
+        ]
+        problem = next((plan for plan in plans if isinstance(plan, str)), None)
+        ready = [plan for plan in plans if not isinstance(plan, str)]
+        if problem is not None:
+            judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, problem, cause=Cause.ERROR)
             continue
-        cand = _variant(provider, plans[0][0], guardrail, plans[0][1], now)
-        inc = _variant(provider, plans[1][0], guardrail, plans[1][1], now) if compares else VariantData()
+        (cand_queries, cand_variables), *rest = ready
+        cand = _variant(provider, cand_queries, guardrail, cand_variables, now)
+        inc = _variant(provider, rest[0][0], guardrail, rest[0][1], now) if compares else VariantData()
         judgements[guardrail.name] = judge(guardrail, GuardrailData(candidate=cand, incumbent=inc))
     return judgements
