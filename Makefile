@@ -9,11 +9,12 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
+.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
 	@echo "              (the first run builds the control plane: about 7 min on 2 cores)"
+	@echo "make demo-llm three LLM rollouts: TTFT, finish reasons, cost per 1,000 tokens (stand-in vLLM servers)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
 	@echo "make test     install what is missing, then lint and run the whole suite"
 	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...)"
@@ -89,6 +90,10 @@ $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 # The first run builds the control plane: about 7 min in all on 2 cores (README.md).
 demo: demo-deps
 	$(PY) -m e2e.demo
+
+# LLM rollouts: stand-in vLLM servers behind InferencePools, judged on TTFT, finish reasons and cost (docs/llm.md).
+demo-llm: demo-deps
+	$(PY) -m e2e.demo --llm
 
 # The end-to-end suite (e2e/README.md); E2E_CLUSTER=kind targets a kind cluster instead.
 e2e: demo-deps

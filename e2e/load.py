@@ -2,8 +2,9 @@
 
 Each request is one row of the breast cancer dataset (all 569 rows, drawn at random), sent as
 `POST /predict` with an `id` ("<row>:<sequence>", the entity a label later arrives for:
-e2e/labeller.py). Requests are paced on a shared schedule (request k is due at start + k/rate),
-so the rate holds whatever each answer's latency.
+e2e/labeller.py); for an LLM (`chat=True`) it is a streamed chat completion, `POST
+/v1/chat/completions` with `"stream": true`, read to its end. Requests are paced on a shared
+schedule (request k is due at start + k/rate), so the rate holds whatever each answer's latency.
 """
 
 from __future__ import annotations
@@ -16,12 +17,33 @@ import time
 
 from e2e.models import dataset
 
+CHAT_PATH = "/v1/chat/completions"
+PROMPTS = (
+    "Summarise this support ticket in one sentence.",
+    "Translate the following product description into French.",
+    "Write a SQL query that counts orders per customer for last month.",
+    "Explain the difference between a mutex and a semaphore to a new engineer.",
+)
+
+
+def chat_requests() -> list[bytes]:
+    return [
+        json.dumps(
+            {"model": "chat", "messages": [{"role": "user", "content": p}], "stream": True, "max_tokens": 24}
+        ).encode()
+        for p in PROMPTS
+    ]
+
 
 class Load:
-    def __init__(self, url: str, *, rate: float, threads: int = 4, seed: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, rate: float, threads: int = 4, seed: int | None = None, chat: bool = False
+    ) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port, self.rate = host, int(port), rate
-        self._rows = [json.dumps(row.tolist()) for row in dataset().features]
+        self.path = CHAT_PATH if chat else "/predict"
+        self._chat = chat
+        self._rows = chat_requests() if chat else [json.dumps(row.tolist()).encode() for row in dataset().features]
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._next = 0
@@ -38,7 +60,9 @@ class Load:
             due = self._start + self._next / self.rate
             self._next += 1
             row = self._random.randrange(len(self._rows))
-            return due, f'{{"features": {self._rows[row]}, "id": "{row}:{self._next}"}}'.encode()
+            if self._chat:
+                return due, self._rows[row]
+            return due, b'{"features": %s, "id": "%d:%d"}' % (self._rows[row], row, self._next)
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -48,7 +72,7 @@ class Load:
                 break
             conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=10)
             try:
-                conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
                 code, backend = response.status, response.getheader("X-Backend", "")

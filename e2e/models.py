@@ -311,14 +311,17 @@ class Server:
 class ModelServer:
     """A model server process on 127.0.0.1 (one name, one variant), seen from the harness."""
 
+    module = "e2e.models"  # what `python -m` runs (e2e/llm.py's stand-in LLM server is another)
+    variants: dict[str, Any] = VARIANTS
+
     def __init__(self, name: str, variant: str, *, seed: int = 0, log_dir: Path | None = None) -> None:
         self.name = name
         self.variant_name = variant
-        self.variant = VARIANTS[variant]
+        self.variant = self.variants[variant]
         self.port = 0  # known once ready: the server binds port 0 (no race) and writes it to a file
         self._workdir = Path(tempfile.mkdtemp(prefix="modelrollout-model-"))
         self._port_file = self._workdir / "port"
-        argv = [sys.executable, "-m", "e2e.models", "--name", name, "--variant", variant]
+        argv = [sys.executable, "-m", self.module, "--name", name, "--variant", variant]
         argv += ["--seed", str(seed), "--port-file", str(self._port_file)]
         log_path = (log_dir or self._workdir) / f"model-{name}.log"
         with open(log_path, "ab") as log:

@@ -93,8 +93,22 @@ def _promql_range(duration: str) -> bool:
 class ModelBackend(ApiModel):
     """Where a model is served, for the router in use; every field defaults from the model name."""
 
+    rules = (
+        Rule(
+            cel="!has(self.service) || !has(self.inferencePool)",
+            message="set service or inferencePool, not both: a backendRef names one object",
+            check=lambda b: b.service is None or b.inference_pool is None,
+            field_path=".inferencePool",
+        ),
+    )
+
     service: DnsLabel | None = Field(
         None, description="Gateway API: the backendRef Service name (default: model name)."
+    )
+    inference_pool: DnsLabel | None = Field(
+        None,
+        description="Gateway API: the backendRef is this InferencePool (group inference.networking.k8s.io) "
+        "instead of a Service (Gateway API Inference Extension).",
     )
     port: Port | None = Field(None, description="Gateway API: the backendRef port, when the route names one.")
     host: DnsName | None = Field(None, description="Istio: destination host (default: the router block's host).")
@@ -104,6 +118,9 @@ class ModelBackend(ApiModel):
     )
     storage_uri: Annotated[str, Field(max_length=2048, pattern=r"^[a-z0-9+.-]+://\S+$")] | None = Field(
         None, description="KServe: the predictor's storageUri for this model."
+    )
+    llm_inference_service: DnsName | None = Field(
+        None, description="KServe LLMInferenceService canary group: the member serving it (default: model name)."
     )
 
 
@@ -145,6 +162,14 @@ class KServeTraffic(ApiModel):
     inference_service: DnsName
 
 
+class LlmInferenceServiceTraffic(ApiModel):
+    """KServe's LLMInferenceService canary group: the weights of two members of one route group."""
+
+    group: DnsLabel = Field(
+        description="spec.router.route.group both LLMInferenceServices (the incumbent's and the candidate's) name."
+    )
+
+
 class ReplicasTraffic(ApiModel):
     """No mesh: two Deployments behind one Service, the candidate's share of replicas follows the weight."""
 
@@ -170,6 +195,7 @@ class Traffic(ApiModel):
     istio: IstioTraffic | None = None
     kserve: KServeTraffic | None = None
     replicas: ReplicasTraffic | None = None
+    llm_inference_service: LlmInferenceServiceTraffic | None = None
 
 
 def _exactly_one_block(model: type[ApiModel]) -> Rule:
@@ -260,7 +286,8 @@ class Canary(ApiModel):
 
 
 class BuiltinMetric(StrEnum):
-    """Metrics computed from the conventional model-server metric names (docs/metrics.md)."""
+    """Metrics computed from the conventional model-server metric names, and LLM metrics computed
+    from vLLM's names or another family's (docs/metrics.md, docs/llm.md)."""
 
     ERROR_RATE = "ErrorRate"
     LATENCY_P99 = "LatencyP99"
@@ -268,6 +295,88 @@ class BuiltinMetric(StrEnum):
     # Ground truth, counted when a label arrives (docs/labels.md).
     LABELLED_ERROR_RATE = "LabelledErrorRate"
     LABELLED_LOSS = "LabelledLoss"
+    TIME_TO_FIRST_TOKEN_P99 = "TimeToFirstTokenP99"
+    INTER_TOKEN_LATENCY_P99 = "InterTokenLatencyP99"
+    END_TO_END_LATENCY_P99 = "EndToEndLatencyP99"
+    TRUNCATED_OR_ABORTED_RATE = "TruncatedOrAbortedRate"
+    OUTPUT_TOKENS_PER_SECOND = "OutputTokensPerSecond"
+    COST_PER_1K_OUTPUT_TOKENS = "CostPer1kOutputTokens"
+
+
+# Builtins read from an LLM server's metrics, whose names `metric.llmMetrics` may choose.
+LLM_BUILTINS = (
+    BuiltinMetric.TIME_TO_FIRST_TOKEN_P99,
+    BuiltinMetric.INTER_TOKEN_LATENCY_P99,
+    BuiltinMetric.END_TO_END_LATENCY_P99,
+    BuiltinMetric.TRUNCATED_OR_ABORTED_RATE,
+    BuiltinMetric.OUTPUT_TOKENS_PER_SECOND,
+    BuiltinMetric.COST_PER_1K_OUTPUT_TOKENS,
+)
+
+
+def _cel_list(metrics: tuple[BuiltinMetric, ...]) -> str:
+    return "[" + ", ".join(f"'{m.value}'" for m in metrics) + "]"
+
+
+MetricName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
+LabelName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")]
+
+
+class LlmMetricFamily(StrEnum):
+    """Whose metric names the LLM builtins read (docs/llm.md lists both)."""
+
+    VLLM = "vLLM"
+    LLM_D = "llm-d"
+
+
+class LlmMetrics(ApiModel):
+    """The metric names behind the LLM builtins: a family's, each overridable (a user's own names)."""
+
+    family: LlmMetricFamily = Field(
+        LlmMetricFamily.VLLM, description="vLLM's names (model servers) or llm-d's endpoint picker's (the gateway)."
+    )
+    model_label: LabelName | None = Field(
+        None, description="Label holding the model name, matched against {{model}} (default: model_name)."
+    )
+    time_to_first_token: MetricName | None = Field(None, description="Histogram of time to first token, seconds.")
+    inter_token_latency: MetricName | None = Field(None, description="Histogram of time between tokens, seconds.")
+    end_to_end_latency: MetricName | None = Field(None, description="Histogram of request latency, seconds.")
+    finished_requests: MetricName | None = Field(
+        None, description="Counter of finished requests labelled finished_reason (stop, length, abort)."
+    )
+    generation_tokens: MetricName | None = Field(None, description="Counter of output tokens.")
+    prompt_tokens: MetricName | None = Field(None, description="Counter of prompt tokens.")
+    replicas: MetricName | None = Field(
+        None, description="A gauge every serving replica exports once per model: its series count the replicas."
+    )
+
+
+_PRICE = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+
+
+class ModelPrice(ApiModel):
+    """What one model costs to serve: per replica-hour (self-hosted) or per million tokens."""
+
+    rules = (
+        Rule(
+            cel="has(self.perReplicaHour) != has(self.perMillionOutputTokens)",
+            message="set exactly one of perReplicaHour or perMillionOutputTokens",
+            check=lambda p: _exactly_one(p.per_replica_hour, p.per_million_output_tokens),
+        ),
+        Rule(
+            cel="!has(self.perMillionInputTokens) || has(self.perMillionOutputTokens)",
+            message="perMillionInputTokens goes with perMillionOutputTokens",
+            check=lambda p: p.per_million_input_tokens is None or p.per_million_output_tokens is not None,
+            field_path=".perMillionInputTokens",
+        ),
+    )
+
+    model: DnsName = Field(description="The ModelRef name this price is for.")
+    per_replica_hour: _PRICE | None = Field(None, description="Price of one serving replica for one hour.")
+    per_million_output_tokens: _PRICE | None = Field(None, description="Price of one million output tokens.")
+    per_million_input_tokens: _PRICE | None = Field(
+        None, description="Price of one million prompt tokens (default 0)."
+    )
 
 
 class MetricSource(ApiModel):
@@ -299,6 +408,24 @@ class MetricSource(ApiModel):
             check=lambda m: m.distribution_label is None or m.distribution_query is not None,
             field_path=".distributionLabel",
         ),
+        Rule(
+            cel=f"!has(self.llmMetrics) || (has(self.builtin) && self.builtin in {_cel_list(LLM_BUILTINS)})",
+            message="llmMetrics only applies to the LLM builtins",
+            check=lambda m: m.llm_metrics is None or m.builtin in LLM_BUILTINS,
+            field_path=".llmMetrics",
+        ),
+        Rule(
+            cel="has(self.prices) == (has(self.builtin) && self.builtin == 'CostPer1kOutputTokens')",
+            message="builtin CostPer1kOutputTokens needs prices, and prices apply to it only",
+            check=lambda m: (m.prices is not None) == (m.builtin == BuiltinMetric.COST_PER_1K_OUTPUT_TOKENS),
+            field_path=".prices",
+        ),
+        Rule(
+            cel="!has(self.prices) || self.prices.all(p, self.prices.exists_one(q, q.model == p.model))",
+            message="one price per model",
+            check=lambda m: m.prices is None or len({p.model for p in m.prices}) == len(m.prices),
+            field_path=".prices",
+        ),
     )
 
     query: QueryTemplate | None = Field(None, description="One value per variant (absolute and relative rules).")
@@ -313,6 +440,12 @@ class MetricSource(ApiModel):
         Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")] | None
     ) = Field(None, description="Label that names the bucket or class in distributionQuery's result (default: le).")
     builtin: BuiltinMetric | None = None
+    llm_metrics: LlmMetrics | None = Field(
+        None, description="LLM builtins only: whose metric names they read (default: vLLM's)."
+    )
+    prices: Annotated[list[ModelPrice], Field(max_length=16)] | None = Field(
+        None, description="builtin CostPer1kOutputTokens only: each model's price, by model name."
+    )
 
 
 class AbsoluteRule(ApiModel):
@@ -414,14 +547,14 @@ class DataPolicy(StrEnum):
     ROLLBACK = "Rollback"
 
 
-_VALUE_BUILTINS = (
+_VALUE_BUILTINS = tuple(m for m in BuiltinMetric if m is not BuiltinMetric.PREDICTION_DISTRIBUTION)
+# Builtins on counts of bad events among all events (the sequential rule): a request error, a
+# wrong prediction, a truncated or aborted generation.
+_EVENT_BUILTINS = (
     BuiltinMetric.ERROR_RATE,
-    BuiltinMetric.LATENCY_P99,
     BuiltinMetric.LABELLED_ERROR_RATE,
-    BuiltinMetric.LABELLED_LOSS,
+    BuiltinMetric.TRUNCATED_OR_ABORTED_RATE,
 )
-# Builtins on counts of bad events (the sequential rule): a request error, a wrong prediction.
-_COUNT_BUILTINS = (BuiltinMetric.ERROR_RATE, BuiltinMetric.LABELLED_ERROR_RATE)
 # Builtins on ground truth: their guardrails are label guardrails even without labelDelay.
 LABELLED_BUILTINS = (BuiltinMetric.LABELLED_ERROR_RATE, BuiltinMetric.LABELLED_LOSS)
 
@@ -436,9 +569,8 @@ class Guardrail(ApiModel):
         ),
         Rule(
             cel="(!has(self.absolute) && !has(self.relative)) || has(self.metric.query) || "
-            f"(has(self.metric.builtin) && self.metric.builtin in {[str(b) for b in _VALUE_BUILTINS]})",
-            message="absolute and relative rules need metric.query or a value builtin "
-            f"({', '.join(_VALUE_BUILTINS)})",
+            f"(has(self.metric.builtin) && self.metric.builtin in {_cel_list(_VALUE_BUILTINS)})",
+            message="absolute and relative rules need metric.query or a value builtin (any but PredictionDistribution)",
             check=lambda g: (
                 (g.absolute is None and g.relative is None)
                 or g.metric.query is not None
@@ -448,11 +580,13 @@ class Guardrail(ApiModel):
         ),
         Rule(
             cel="!has(self.sequential) || has(self.metric.errorsQuery) || "
-            f"(has(self.metric.builtin) && self.metric.builtin in {[str(b) for b in _COUNT_BUILTINS]})",
+            f"(has(self.metric.builtin) && self.metric.builtin in {_cel_list(_EVENT_BUILTINS)})",
             message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin "
-            f"{' or '.join(_COUNT_BUILTINS)}",
+            f"{', '.join(_EVENT_BUILTINS)}",
             check=lambda g: (
-                g.sequential is None or g.metric.errors_query is not None or g.metric.builtin in _COUNT_BUILTINS
+                g.sequential is None
+                or g.metric.errors_query is not None
+                or g.metric.builtin in _EVENT_BUILTINS
             ),
             field_path=".metric",
         ),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from controller.api.models import BuiltinMetric
+from controller.api.models import BuiltinMetric, LlmMetrics, ModelPrice
 from controller.core.observation import Observation
 from controller.metrics.builtins import BuiltinQueries
 
@@ -15,6 +15,13 @@ class MetricProvider(Protocol):
     @property
     def builtins(self) -> Mapping[BuiltinMetric, BuiltinQueries]:
         """The queries behind `builtin: <metric>`, in this provider's language."""
+        ...
+
+    def llm_builtin(
+        self, metric: BuiltinMetric, names: LlmMetrics | None, price: ModelPrice | None
+    ) -> BuiltinQueries | str:
+        """The queries behind an LLM builtin in the chosen metric family (and, for cost, with the
+        model's price); a message saying why not when they cannot be built."""
         ...
 
     def scalar(self, query: str, *, at: datetime) -> Observation:

@@ -190,6 +190,85 @@ CASES: list[Case] = [
         "spec.traffic.replicas.scaleDownDelay",
         "scaleDownDelay must be at most 24h",
     ),
+    Case(
+        "a backend naming a Service and an InferencePool",
+        setter("candidate.backend", {"service": "fraud-v2", "inferencePool": "fraud-v2"}),
+        "spec.candidate.backend.inferencePool",
+        "set service or inferencePool, not both",
+    ),
+    Case(
+        "llmInferenceService without a group",
+        setter("traffic", {"llmInferenceService": {}}),
+        "spec.traffic.llmInferenceService.group",
+        "Required value",
+    ),
+    # -- LLM builtins ---------------------------------------------------------------------------
+    Case(
+        "llmMetrics on a classic builtin",
+        guardrail(metric={"builtin": "ErrorRate", "llmMetrics": {"family": "llm-d"}}, absolute={"max": 0.1}),
+        f"{G}.metric.llmMetrics",
+        "llmMetrics only applies to the LLM builtins",
+    ),
+    Case(
+        "an unknown LLM metric family",
+        guardrail(metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"family": "tgi"}}, relative={"maxRatio": 2}),
+        f"{G}.metric.llmMetrics.family",
+        'Unsupported value: "tgi"',
+    ),
+    Case(
+        "a metric name PromQL cannot hold",
+        guardrail(
+            metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"timeToFirstToken": "ttft{x}"}},
+            relative={"maxRatio": 2},
+        ),
+        f"{G}.metric.llmMetrics.timeToFirstToken",
+        "should match",
+    ),
+    Case(
+        "cost without prices",
+        guardrail(metric={"builtin": "CostPer1kOutputTokens"}, relative={"maxRatio": 1}),
+        f"{G}.metric.prices",
+        "builtin CostPer1kOutputTokens needs prices",
+    ),
+    Case(
+        "prices on another builtin",
+        guardrail(
+            metric={"builtin": "TimeToFirstTokenP99", "prices": [{"model": "fraud-v2", "perReplicaHour": 1}]},
+            relative={"maxRatio": 2},
+        ),
+        f"{G}.metric.prices",
+        "builtin CostPer1kOutputTokens needs prices",
+    ),
+    Case(
+        "a price per replica-hour and per token",
+        guardrail(
+            metric={
+                "builtin": "CostPer1kOutputTokens",
+                "prices": [{"model": "fraud-v2", "perReplicaHour": 1, "perMillionOutputTokens": 0.5}],
+            },
+            relative={"maxRatio": 1},
+        ),
+        f"{G}.metric.prices[0]",
+        "set exactly one of perReplicaHour or perMillionOutputTokens",
+    ),
+    Case(
+        "two prices for one model",
+        guardrail(
+            metric={
+                "builtin": "CostPer1kOutputTokens",
+                "prices": [{"model": "fraud-v2", "perReplicaHour": 1}, {"model": "fraud-v2", "perReplicaHour": 2}],
+            },
+            relative={"maxRatio": 1},
+        ),
+        f"{G}.metric.prices",
+        "one price per model",
+    ),
+    Case(
+        "sequential on a latency builtin",
+        guardrail(metric={"builtin": "TimeToFirstTokenP99"}, sequential={}),
+        f"{G}.metric",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate or TruncatedOrAbortedRate",
+    ),
     # -- guardrail rules ------------------------------------------------------------------------
     Case(
         "NaN threshold (as a string: JSON has no NaN)",
@@ -803,6 +882,29 @@ VALID: list[tuple[str, Mutation]] = [
     ),
     ("istio", setter("traffic", {"istio": {"virtualService": "fraud", "route": "primary", "host": "fraud.svc"}})),
     ("replicas without delay", setter("traffic", {"replicas": {"totalReplicas": 1, "scaleDownDelay": "0s"}})),
+    ("an InferencePool backend", setter("candidate.backend", {"inferencePool": "fraud-v2", "port": 8000})),
+    ("llmInferenceService", setter("traffic", {"llmInferenceService": {"group": "fraud"}})),
+    (
+        "TTFT in llm-d's names, for LoRA adapters",
+        guardrail(
+            metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"family": "llm-d", "modelLabel": "target_model_name"}},
+            relative={"maxRatio": 1.5},
+        ),
+    ),
+    ("finish reasons, sequential", guardrail(metric={"builtin": "TruncatedOrAbortedRate"}, sequential={})),
+    (
+        "cost, one model per token and one per replica-hour",
+        guardrail(
+            metric={
+                "builtin": "CostPer1kOutputTokens",
+                "prices": [
+                    {"model": "fraud-v1", "perMillionInputTokens": 0.1, "perMillionOutputTokens": 0.6},
+                    {"model": "fraud-v2", "perReplicaHour": 2.5},
+                ],
+            },
+            relative={"maxRatio": 1.0},
+        ),
+    ),
 ]
 
 
