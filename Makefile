@@ -9,11 +9,12 @@ CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm prometheus lint crds test unit integration e2e cluster demo bench-plane bench-judge bench-scale clean
+.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
 	@echo "              (the first run builds the control plane: about 7 min on 2 cores)"
+	@echo "make demo-llm three LLM rollouts: TTFT, finish reasons, cost per 1,000 tokens (stand-in vLLM servers)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
 	@echo "make test     install what is missing, then lint and run the whole suite"
 	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...)"
@@ -36,6 +37,10 @@ envtest:
 prometheus:
 	bash hack/install-prometheus.sh >/dev/null
 
+# Debian's chromium + chromedriver: the dashboard's browser test (tests/integration/test_dashboard.py).
+browser:
+	bash hack/install-chromium.sh >/dev/null
+
 # helm built from the Go module proxy, once per machine: only the chart tests use it (make test,
 # make integration), not make demo or make e2e.
 helm:
@@ -43,7 +48,7 @@ helm:
 
 # Everything make test needs, helm included (after the control plane: it shares no Kubernetes
 # package versions with it, so it is a build of its own, ~1 min on 2 cores).
-deps: venv envtest helm prometheus
+deps: venv envtest helm prometheus browser
 # What make demo and make e2e need: no helm.
 demo-deps: venv envtest prometheus $(VENV)/.e2e-installed
 
@@ -86,6 +91,10 @@ $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 demo: demo-deps
 	$(PY) -m e2e.demo
 
+# LLM rollouts: stand-in vLLM servers behind InferencePools, judged on TTFT, finish reasons and cost (docs/llm.md).
+demo-llm: demo-deps
+	$(PY) -m e2e.demo --llm
+
 # The end-to-end suite (e2e/README.md); E2E_CLUSTER=kind targets a kind cluster instead.
 e2e: demo-deps
 	$(PY) -m pytest -q e2e
@@ -99,6 +108,7 @@ bench-plane: venv envtest
 bench-judge: venv
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench.judge --write
+	$(PY) -m bench.labels --write
 
 # N rollouts at once on one controller (real plane, Prometheus, controller process), and a soak;
 # prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores). SIZES/SOAK override.
@@ -107,5 +117,13 @@ SOAK ?= 500x20
 bench-scale: venv envtest prometheus
 	$(PY) -m bench.scale $(SIZES) --soak '$(SOAK)'
 
+# How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
+bench-dashboard: venv envtest
+	$(PY) -m bench.dashboard 100
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Reconcile lag of N rollouts with and without one slow (30 s) webhook receiver (~4 min on 2 cores).
+bench-webhooks: venv envtest prometheus
+	$(PY) -m bench.webhooks $(or $(N),100)

@@ -199,6 +199,32 @@ def weight(obj: dict[str, Any]) -> int:
     return int(((obj.get("status") or {}).get("weights") or {}).get("candidate", -1))
 
 
+def reconcile_lags(audit: Audit, since: float) -> list[float]:
+    """Per rollout, from our first PATCH after `since` to the end of the controller's first status
+    write after it (both from the API server's audit log), in seconds."""
+    events = audit.between(since - 1, time.time(), "")
+    patched: dict[tuple[str, str], float] = {}
+    written: dict[tuple[str, str], float] = defaultdict(lambda: float("inf"))
+    for e in events:
+        key = (e["ns"], e["name"])
+        if e["resource"] != "modelrollouts":
+            continue
+        if e["ua"].startswith(UA) and e["verb"] == "patch" and key not in patched:
+            patched[key] = e["received"]
+    for e in events:
+        key = (e["ns"], e["name"])
+        if (
+            e["ua"].startswith("modelrollout-controller/")
+            and e["sub"] == "status"
+            and e["verb"] == "update"
+            and e["code"] == 200
+            and key in patched
+            and e["received"] >= patched[key]
+        ):
+            written[key] = min(written[key], e["done"])
+    return [written[k] - patched[k] for k in patched if written[k] != float("inf")]
+
+
 # -- the N-rollouts run ---------------------------------------------------------------------------
 
 
@@ -258,27 +284,7 @@ def run_scale(n: int) -> dict[str, Any]:
             bench.patch_paced(keys, {"spec": {"paused": True}}, rate=50)
             bench.wait_all(keys, lambda o: (o.get("status") or {}).get("phase") == "Paused", timeout=120 + n / 10)
             time.sleep(2)
-            events = bench.audit.between(t_lag - 1, time.time(), "")
-            patched: dict[tuple[str, str], float] = {}
-            written: dict[tuple[str, str], float] = defaultdict(lambda: float("inf"))
-            for e in events:
-                key = (e["ns"], e["name"])
-                if e["resource"] != "modelrollouts":
-                    continue
-                if e["ua"].startswith(UA) and e["verb"] == "patch" and key not in patched:
-                    patched[key] = e["received"]
-            for e in events:
-                key = (e["ns"], e["name"])
-                if (
-                    e["ua"].startswith("modelrollout-controller/")
-                    and e["sub"] == "status"
-                    and e["verb"] == "update"
-                    and e["code"] == 200
-                    and key in patched
-                    and e["received"] >= patched[key]
-                ):
-                    written[key] = min(written[key], e["done"])
-            lags = [written[k] - patched[k] for k in patched if written[k] != float("inf")]
+            lags = reconcile_lags(bench.audit, t_lag)
             result["lag_p50"], result["lag_p99"], result["lag_max"] = pct(lags, 0.5), pct(lags, 0.99), max(lags)
             result["lag_n"] = len(lags)
             result["rss_lag"] = rss_mib(proc.proc.pid)

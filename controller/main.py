@@ -23,6 +23,8 @@ from controller.metrics.address import AddressPolicy
 from controller.metrics.registry import MetricProviders
 from controller.reconciler import Reconciler
 from controller.telemetry import Telemetry
+from controller.webhooks.dispatcher import Webhooks
+from controller.webhooks.sender import Sender
 
 log = structlog.get_logger("controller")
 
@@ -43,10 +45,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metric-timeout", default="10s", help="default per-query timeout")
     parser.add_argument(
         "--allow-loopback-metrics",
+        "--allow-loopback-addresses",
+        dest="allow_loopback_metrics",
         action="store_true",
         default=env("MODELROLLOUT_ALLOW_LOOPBACK_METRICS", "") in ("1", "true"),
-        help="let rollouts' spec.provider addresses be loopback (local testing only; never in a cluster)",
+        help="let rollouts' addresses (spec.provider, spec.webhooks) be loopback (local testing only; never in a cluster)",
     )
+    parser.add_argument("--webhook-workers", type=int, default=4, help="threads calling webhooks (default 4)")
     parser.add_argument("--watch-timeout", type=int, default=60, help="seconds before a watch is re-opened")
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
@@ -68,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     rollouts = Rollouts(api)
+    policy = AddressPolicy.for_api_server(
+        _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
+    )
+    webhooks = Webhooks(
+        sender=Sender(policy), secrets=Secrets(api), clock=SystemClock(), telemetry=telemetry,
+        workers=args.webhook_workers,
+    )  # fmt: skip
     reconciler = Reconciler(
         rollouts=rollouts,
         objects=Objects(api),
@@ -75,12 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         providers=MetricProviders(
             secrets=Secrets(api),
             default=_default_provider(args),
-            address_policy=AddressPolicy.for_api_server(
-                _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
-            ),
+            address_policy=policy,
         ),
         clock=SystemClock(),
         telemetry=telemetry,
+        webhooks=webhooks,
     )
     manager = Manager(
         rollouts=rollouts,
@@ -95,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     reconciler.may_write = manager.may_write
+    webhooks.wake = manager.queue.add
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: manager.stop.set())
     log.info("starting", identity=args.identity, namespaces=args.namespace or "all", leader_elect=args.leader_elect)
     code = manager.run()
+    webhooks.close()
     log.info("stopped", exit_code=code)
     return code
 

@@ -26,6 +26,9 @@ from controller.workqueue import Key, WorkQueue
 
 log = structlog.get_logger("manager")
 
+# Seconds before a key is looked at again when this replica may not write at that instant.
+NOT_LEADING_RETRY = 1.0
+
 
 @dataclass
 class ManagerSettings:
@@ -171,10 +174,15 @@ class Manager:
         namespace, name = key
         try:
             if not self.may_write():
+                # Our last renew is older than the renew deadline (a slow API server): write
+                # nothing now, and look again once the renewer has caught up. If the lease is
+                # really lost, the renewer stops this process; a dropped key would never come back.
+                self.queue.add_after(key, NOT_LEADING_RETRY)
                 return
             after = self.reconciler.reconcile(namespace, name)
         except NotLeader:
-            log.error("not the leader any more: dropping work", namespace=namespace, name=name)
+            log.warning("not leading at this instant: nothing written, trying again", namespace=namespace, name=name)
+            self.queue.add_after(key, NOT_LEADING_RETRY)
             return
         except Conflict:
             # Someone wrote since we read: re-read and recompute soon, with bounded back-off.

@@ -1,9 +1,12 @@
 """Ask the metric provider for every guardrail's numbers, for both variants, and judge them.
 
 Queries are rendered from the guardrail's templates (or the provider's builtin ones) with each
-variant's variables. Sequential tests get cumulative counts since the rollout began; the other
-rules get the analysis window. The incumbent is queried only by rules that compare with it.
+variant's variables. Sequential tests and label guardrails get cumulative counts since the
+rollout began; the other rules get the analysis window. The incumbent is queried only by rules that compare with it.
 Without a provider (or a builtin), every guardrail concerned is inconclusive, saying why.
+LLM builtins are asked of the provider per variant: their names come from `metric.llmMetrics`,
+and the cost builtin's from each variant's own price (`metric.prices`), so the two variants'
+queries may differ (one priced per token, the other per replica-hour).
 """
 
 from __future__ import annotations
@@ -12,22 +15,37 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from controller.api.models import Guardrail, ModelRef, ModelRolloutSpec, ModelRolloutStatus, Verdict
+from controller.api.models import (
+    LLM_BUILTINS,
+    BuiltinMetric,
+    Guardrail,
+    ModelPrice,
+    ModelRef,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Verdict,
+)
 from controller.core.engine import analysis_window
 from controller.core.judge import Cause, GuardrailData, Judgement, VariantData, judge
 from controller.core.observation import Observation
 from controller.metrics.base import MetricProvider
 from controller.metrics.builtins import BuiltinQueries
+from controller.metrics.llm import price_variables
 from controller.metrics.templates import TemplateError, render, variables_for
 
 # The key of a segment whose series lack the segment label (requests nobody labelled).
 UNLABELLED = "(none)"
 
 
-def queries_of(guardrail: Guardrail, provider: MetricProvider) -> BuiltinQueries | str:
-    """The guardrail's query templates, or why there are none. A segmented guardrail's own queries
-    must aggregate `by (<segmentBy>)` themselves (docs/guardrails.md)."""
+def queries_of(guardrail: Guardrail, provider: MetricProvider, model: ModelRef) -> BuiltinQueries | str:
+    """The guardrail's query templates for one variant's `model`, or why there are none. A
+    segmented guardrail's own queries must aggregate `by (<segmentBy>)` themselves
+    (docs/guardrails.md)."""
     metric = guardrail.metric
+    if metric.builtin in LLM_BUILTINS and guardrail.segment_by is not None:
+        return f"builtin {metric.builtin} cannot be segmented: give a query that aggregates by ({guardrail.segment_by})"
+    if metric.builtin in LLM_BUILTINS:
+        return provider.llm_builtin(metric.builtin, metric.llm_metrics, _price(guardrail, model))
     if metric.builtin is not None:
         if guardrail.segment_by is not None:
             found = provider.builtins_by(guardrail.segment_by).get(metric.builtin)
@@ -41,6 +59,31 @@ def queries_of(guardrail: Guardrail, provider: MetricProvider) -> BuiltinQueries
         distribution=metric.distribution_query,
         distribution_label=metric.distribution_label or "le",
     )
+
+
+def _price(guardrail: Guardrail, model: ModelRef) -> ModelPrice | None:
+    return next((p for p in guardrail.metric.prices or [] if p.model == model.name), None)
+
+
+def _variables(guardrail: Guardrail, model: ModelRef, variables: dict[str, str]) -> dict[str, str] | str:
+    """The query variables, with the model's price for the cost builtin; a message if it has none."""
+    if guardrail.metric.builtin is not BuiltinMetric.COST_PER_1K_OUTPUT_TOKENS:
+        return variables
+    price = _price(guardrail, model)
+    if price is None:
+        return f"no price for model {model.name} in guardrail {guardrail.name}'s metric.prices"
+    return {**variables, **price_variables(price)}
+
+
+def _plan(
+    guardrail: Guardrail, provider: MetricProvider, model: ModelRef, variables: dict[str, str]
+) -> tuple[BuiltinQueries, dict[str, str]] | str:
+    """One variant's query templates and the variables to fill them with, or why there are none."""
+    filled = _variables(guardrail, model, variables)
+    if isinstance(filled, str):
+        return filled
+    queries = queries_of(guardrail, provider, model)
+    return queries if isinstance(queries, str) else (queries, filled)
 
 
 def _variant(
@@ -84,17 +127,24 @@ def observe_and_judge(
     judgements: dict[str, Judgement] = {}
     previous = {gs.name: gs.segments for gs in status.guardrails}
     for guardrail in spec.guardrails:
-        queries = queries_of(guardrail, provider)
-        if isinstance(queries, str):
-            judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, queries, cause=Cause.ERROR)
-            continue
-        window = analysis_window(spec, status, now, cumulative=guardrail.sequential is not None)
-
-        def variables(model: ModelRef, variant: str, window: str = window) -> dict[str, str]:
-            return variables_for(model.name, model.version, variant, namespace, window)
-
-        cand = _variant(provider, queries, guardrail, variables(candidate, "candidate"), now)
+        # Labels trickle in long after their predictions: label guardrails count since the rollout began.
+        cumulative = guardrail.sequential is not None or guardrail.labelled
+        window = analysis_window(spec, status, now, cumulative=cumulative)
         compares = guardrail.absolute is None
-        inc = _variant(provider, queries, guardrail, variables(incumbent, "incumbent"), now) if compares else VariantData()
-        judgements[guardrail.name] = judge(guardrail, GuardrailData(candidate=cand, incumbent=inc), previous.get(guardrail.name))
+        asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
+        plans = [
+            _plan(guardrail, provider, model, variables_for(model.name, model.version, variant, namespace, window))
+            for model, variant in asked
+        ]
+        problem = next((plan for plan in plans if isinstance(plan, str)), None)
+        ready = [plan for plan in plans if not isinstance(plan, str)]
+        if problem is not None:
+            judgements[guardrail.name] = Judgement(Verdict.INCONCLUSIVE, problem, cause=Cause.ERROR)
+            continue
+        (cand_queries, cand_variables), *rest = ready
+        cand = _variant(provider, cand_queries, guardrail, cand_variables, now)
+        inc = _variant(provider, rest[0][0], guardrail, rest[0][1], now) if compares else VariantData()
+        judgements[guardrail.name] = judge(
+            guardrail, GuardrailData(candidate=cand, incumbent=inc), previous.get(guardrail.name)
+        )
     return judgements

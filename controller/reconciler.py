@@ -15,6 +15,7 @@ import structlog
 from pydantic import ValidationError
 
 from controller.api.annotations import ABORT, PROMOTE, RETRY
+from controller.api.duration import parse_duration
 from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Weights
 from controller.core.clock import Clock
 from controller.core.engine import (
@@ -39,6 +40,7 @@ from controller.observe import observe_and_judge
 from controller.routers.base import RouterProblem, RouteTarget
 from controller.routers.registry import router_for
 from controller.telemetry import Telemetry
+from controller.webhooks.dispatcher import Webhooks
 
 log = structlog.get_logger("reconciler")
 
@@ -58,9 +60,11 @@ class Reconciler:
         clock: Clock,
         telemetry: Telemetry,
         may_write: Callable[[], bool] = lambda: True,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.rollouts, self.objects, self.events, self.providers = rollouts, objects, events, providers
         self.clock, self.telemetry, self.may_write = clock, telemetry, may_write
+        self.webhooks = webhooks
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -70,6 +74,8 @@ class Reconciler:
             obj = self.rollouts.get(namespace, name)
         except NotFound:
             self.telemetry.forget_rollout(namespace, name)
+            if self.webhooks is not None:
+                self.webhooks.forget(namespace, name)
             return None
         meta = obj["metadata"]
         bound = log.bind(namespace=namespace, name=name, generation=meta.get("generation"))
@@ -96,6 +102,7 @@ class Reconciler:
             judgements = observe_and_judge(
                 spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now
             )
+        answers, deliveries = self.webhooks.take(namespace, name) if self.webhooks is not None else ((), ())
         outcome = decide(
             RolloutInput(
                 spec=spec,
@@ -111,6 +118,8 @@ class Reconciler:
                     abort=rollout.metadata.annotations.get(ABORT),
                     retry=rollout.metadata.annotations.get(RETRY),
                 ),
+                answers=answers,
+                deliveries=deliveries,
             )
         )
         # The decision is recorded before it is carried out: a controller killed in between
@@ -118,6 +127,12 @@ class Reconciler:
         # repeated or exceeded. status.weights changes only with what the router read back.
         decided = outcome.status.wire()
         obj = self._persist(obj, status.wire(), decided)
+        if self.webhooks is not None:
+            # Only once the decision is in status: what is owed is found there again after a restart.
+            self.webhooks.submit(
+                namespace=namespace, name=name, uid=rollout.metadata.uid or "", spec=spec, status=outcome.status,
+                asks=outcome.asks,
+            )  # fmt: skip
         self._emit(obj, outcome.events, outcome.status.step_display, bound)
         problem = self._act(namespace, name, spec, outcome, bound)
         if problem is not None:
@@ -139,7 +154,8 @@ class Reconciler:
             self.telemetry.forget_rollout(namespace, name)
             bound.info("released", decision="release")
             return None
-        self.telemetry.observe_rollout(namespace, name, outcome.status)
+        interval = parse_duration(spec.analysis.interval).total_seconds()
+        self.telemetry.observe_rollout(namespace, name, outcome.status, interval=interval)
         return outcome.requeue_after
 
     # -- read -----------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from e2e.harness import Stack, demo_scenarios, e2e_only_scenarios
+from e2e.harness import Stack, demo_scenarios, e2e_only_scenarios, llm_scenarios
 
-# Requests per second through each scenario's gateway (six scenarios at 20, the two per-region ones at
-# 30: 180 requests/s in all).
+# Requests per second through each scenario's gateway (nine scenarios at 20, the two per-region ones
+# at 30: 240 requests/s in all).
 RATE = 20.0
 _results: list[dict[str, object]] = []
 _timings: dict[str, float] = {}
@@ -39,7 +39,7 @@ def _alive(pid: int) -> bool:
 def stack() -> Iterator[Stack]:
     if os.environ.get("E2E_CLUSTER") == "kind" and not (shutil.which("docker") and shutil.which("kind")):
         pytest.skip("E2E_CLUSTER=kind: needs docker and kind on PATH (unset E2E_CLUSTER for the local plane)")
-    scenarios = [*demo_scenarios(), *e2e_only_scenarios().values()]
+    scenarios = [*demo_scenarios(), *e2e_only_scenarios().values(), *llm_scenarios().values()]
     world = Stack(scenarios, rate=RATE, namespace=f"e2e-{os.urandom(3).hex()}", log=lambda line: None)
     pids: list[int] = []
     began = time.monotonic()

@@ -5,6 +5,10 @@ model servers, a stand-in gateway per HTTPRoute, a steady load of HTTP requests 
 controller; then runs the three rollouts of examples/demo/ one after the other, showing the
 live `kubectl modelrollout status --watch` view of each, and prints a summary. Ctrl-C, or the
 end, stops everything it started.
+
+`--llm` (`make demo-llm`) runs the three LLM rollouts of examples/llm/ instead: stand-in vLLM
+servers (e2e/llm.py: vLLM's metric names and streamed answers, no model) behind InferencePools,
+judged on time to first token, finish reasons and cost per 1,000 output tokens (docs/llm.md).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from e2e.harness import Scenario, Stack, demo_scenarios, epochs, split_problems, tolerance
+from e2e.harness import Scenario, Stack, demo_scenarios, epochs, llm_scenarios, split_problems, tolerance
 from tests.support.controlplane import bin_dir
 
 EXPECTED = {"Promoted": "promoted", "RolledBack": "rolled back"}
@@ -98,7 +102,11 @@ def summary(scenarios: list[Scenario], wall: float) -> str:
             continue
         guard = f"{r['guardrail']} ({r['observed']:.3g} vs {r['threshold']})" if r.get("guardrail") else "-"
         served = f"{r['candidate_requests']} ({r['candidate_errors']} errors)"
-        accuracy = f"{r['incumbent_accuracy']:.3f} -> {r['candidate_accuracy']:.3f}"
+        accuracy = (
+            "- (a stand-in: no model)"
+            if r["candidate_accuracy"] is None
+            else f"{r['incumbent_accuracy']:.3f} -> {r['candidate_accuracy']:.3f}"
+        )
         rows.append(
             (
                 s.key,
@@ -121,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="requests/s through each gateway (default 25)")
     parser.add_argument("--no-watch", action="store_true", help="do not show the status --watch view")
     parser.add_argument("--only", action="append", help="run only these scenarios (better, errors, drift)")
+    parser.add_argument("--llm", action="store_true", help="the LLM rollouts of examples/llm/ (ttft, truncation, cheaper)")
     args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
         signal.signal(sig, _terminate)
     began = time.monotonic()
-    scenarios = [s for s in demo_scenarios() if not args.only or s.key in args.only]
+    chosen = list(llm_scenarios().values()) if args.llm else demo_scenarios()
+    scenarios = [s for s in chosen if not args.only or s.key in args.only]
     ok = False
     pids: list[int] = []
     try:
@@ -135,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 "\nTo look around while it runs, in another shell:\n"
                 f"  export KUBECONFIG={stack.plane.kubeconfig}\n"
                 f"  export PATH={bin_dir()}:{os.path.dirname(stack.cli()[0])}:$PATH   # kubectl, kubectl-modelrollout\n"
-                f"  kubectl get mro -n {stack.namespace}; kubectl modelrollout -n {stack.namespace} list\n",
+                f"  kubectl get mro -n {stack.namespace}; kubectl modelrollout -n {stack.namespace} list\n"
+                f"  kubectl modelrollout -n {stack.namespace} dashboard   # then open http://127.0.0.1:9797/\n",
                 flush=True,
             )
             for number, scenario in enumerate(scenarios, 1):

@@ -10,6 +10,10 @@ small proxy plays its part for the demo and the end-to-end suite, and only that 
   as the Gateway API specifies; a rule whose weights are all 0 answers 500;
 - a backendRef names a Service (and its port); the gateway reads the Service from the API server
   and sends the request to 127.0.0.1:<the port's targetPort>, where the model server listens.
+  A backendRef may also name an InferencePool (group inference.networking.k8s.io, the Gateway API
+  Inference Extension): the gateway reads the pool and sends the request to
+  127.0.0.1:<its first targetPort>, playing the endpoint picker too, with one endpoint per pool
+  (a real one picks among the pool's pods by queue depth and KV cache);
   On this one-machine "cluster" loopback plays the pods' network: there is no kube-proxy or
   EndpointSlice controller on the local plane, and EndpointSlices may not point at loopback.
   A backendRef whose Service or port does not exist answers 500, as the Gateway API says;
@@ -35,6 +39,7 @@ from kubernetes import client, watch
 from e2e.models import SEGMENT_HEADER
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+POOL_GROUP, POOL_KIND = "inference.networking.k8s.io", "InferencePool"
 
 
 class Gateway:
@@ -43,6 +48,7 @@ class Gateway:
         self.core = client.CoreV1Api(api)
         self.namespace, self.route = namespace, route
         self.ports: dict[tuple[str, int], int] = {}  # (Service, port) -> loopback port of its targetPort
+        self.pools: set[str] = set()  # backendRefs naming an InferencePool, not a Service
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._rules: list[tuple[list[str], list[tuple[str, int, int]]]] = []  # (prefixes, [(service, port, weight)])
@@ -102,6 +108,8 @@ class Gateway:
             ]
             rules.append((prefixes, refs))
             for ref in rule.get("backendRefs", []):
+                if ref.get("kind") == POOL_KIND and ref.get("group") == POOL_GROUP:
+                    self.pools.add(ref["name"])
                 self._resolve(ref["name"], int(ref.get("port", 0)))
         with self._lock:
             self._rules = rules
@@ -112,6 +120,16 @@ class Gateway:
 
     def _resolve(self, service: str, port: int) -> None:
         """Where (Service, port) sends requests: the port's targetPort on loopback, if it exists."""
+        if service in self.pools:
+            try:
+                pool = self.custom.get_namespaced_custom_object(POOL_GROUP, "v1", self.namespace, "inferencepools", service)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+                return
+            with self._lock:
+                self.ports[(service, port)] = int(pool["spec"]["targetPorts"][0]["number"])
+            return
         try:
             svc = self.core.read_namespaced_service(service, self.namespace)
         except client.ApiException as exc:

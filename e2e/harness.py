@@ -2,7 +2,8 @@
 
 `Stack` starts, in order: a Kubernetes API (the local etcd + kube-apiserver of
 tests/support/controlplane.py by default, or a kind cluster with `E2E_CLUSTER=kind`), the CRDs
-(ours and the official Gateway API ones), one model server per model of every scenario, a
+(ours, the official Gateway API ones and the InferencePool), one model server per model of every
+scenario (a stand-in LLM server, e2e/llm.py, for the LLM scenarios), a
 real Prometheus scraping them every second, and the real controller process. Each `Scenario`
 then gets its HTTPRoute, a stand-in gateway watching it, a steady load through that gateway,
 and finally its ModelRollout (applied with the real kubectl). `Stack.close()` stops all of it;
@@ -32,8 +33,11 @@ from kubernetes import client, config
 
 from controller.api import GROUP, PLURAL, VERSION
 from e2e.gateway import Gateway
+from e2e.labeller import Labeller
+from e2e.llm import LLM_VARIANTS, LlmServer
 from e2e.load import Load
 from e2e.models import VARIANTS, ModelServer, accuracy
+from tests.support.backends import inference_pool, install_inference_pool_crds
 from tests.support.controller import ControllerFactory, ControllerProcess
 from tests.support.controlplane import REPO, ControlPlane, bin_dir, running_control_plane
 from tests.support.gatewayapi import install_gateway_api_crds
@@ -41,6 +45,7 @@ from tests.support.kube import install_crds
 from tests.support.prometheus import PrometheusServer
 
 DEMO = REPO / "examples" / "demo"
+LLM = REPO / "examples" / "llm"
 
 
 # -- scenarios -----------------------------------------------------------------------------------
@@ -59,6 +64,8 @@ class Scenario:
     source: str = ""
     segments: dict[str, float] = field(default_factory=dict)  # region -> share of the load (X-Region)
     rate: float | None = None  # requests/s through its gateway (default: the stack's)
+    labelled: bool = False  # its model servers get labels from the labelling process (e2e/labeller.py)
+    llm: bool = False  # stand-in LLM servers behind InferencePools, streamed chat completions
     gateway: Gateway | None = None
     load: Load | None = None
     applied_at: float = 0.0
@@ -140,8 +147,27 @@ def derived(
     return docs
 
 
+# Seconds from a prediction to its label in the label scenarios (e2e timing: minutes to weeks in production).
+LABEL_DELAY = 5
+
+
+def with_labels(rollout: dict[str, Any]) -> None:
+    """The demo's guardrails plus accuracy on delayed labels (docs/labels.md), at 50% then 80%."""
+    spec = rollout["spec"]
+    spec["canary"]["steps"] = [{"weight": 50, "hold": "5s"}, {"weight": 80, "hold": "5s"}]
+    spec["guardrails"].append(
+        {
+            "name": "accuracy",
+            "metric": {"builtin": "LabelledErrorRate"},
+            "sequential": {"significance": 0.05, "minEffect": 1.0},
+            "minSamples": 100,
+            "labelDelay": f"{LABEL_DELAY}s",
+        }
+    )
+
+
 def e2e_only_scenarios() -> dict[str, Scenario]:
-    """What the suite adds to the demo: per-region guardrails, latency, a manual gate, and the CI flow."""
+    """What the suite adds to the demo: per-region guardrails, latency, a manual gate, the CI flow, and labels."""
 
     def gate(rollout: dict[str, Any]) -> None:
         rollout["spec"]["canary"]["steps"][1]["manualGate"] = True
@@ -186,6 +212,23 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             segments=regions,
             rate=30.0,
         ),
+        "labels-worse": Scenario(
+            "labels-worse",
+            "a less accurate candidate (equal errors, latency, scores) is held for its labels, then rolled back",
+            {"labels-worse-v1": "incumbent", "labels-worse-v2": "mislabelled"},
+            derived("labels-worse", with_labels),
+            "RolledBack",
+            "accuracy",
+            labelled=True,
+        ),
+        "labels-better": Scenario(
+            "labels-better",
+            "a more accurate candidate is promoted once its labels confirm it",
+            {"labels-better-v1": "incumbent", "labels-better-v2": "better"},
+            derived("labels-better", with_labels),
+            "Promoted",
+            labelled=True,
+        ),
         "latency": Scenario(
             "latency",
             "a slower candidate is rolled back by the p99 comparison with the incumbent",
@@ -207,6 +250,41 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             {"ci-v1": "incumbent", "ci-v2": "better", "ci-v3": "error-prone", "ci-v4": "better"},
             derived("ci", extra=2),
             "Promoted",
+        ),
+    }
+
+
+def llm_scenarios() -> dict[str, Scenario]:
+    """LLMs behind InferencePools, judged on TTFT, finish reasons and cost (examples/llm/)."""
+    return {
+        "ttft": Scenario(
+            "ttft",
+            "an LLM with 2x the time to first token is rolled back by the relative TTFT guardrail",
+            {"ttft-v1": "llm-incumbent", "ttft-v2": "llm-slow-first-token"},
+            _load_docs(LLM / "01-slow-first-token.yaml"),
+            "RolledBack",
+            "ttft-p99",
+            source="examples/llm/01-slow-first-token.yaml",
+            llm=True,
+        ),
+        "truncation": Scenario(
+            "truncation",
+            "an LLM cut off at max_tokens 3x as often is rolled back by the sequential rule on finish reasons",
+            {"truncation-v1": "llm-incumbent", "truncation-v2": "llm-truncating"},
+            _load_docs(LLM / "02-truncating.yaml"),
+            "RolledBack",
+            "finish-reasons",
+            source="examples/llm/02-truncating.yaml",
+            llm=True,
+        ),
+        "cheaper": Scenario(
+            "cheaper",
+            "a cheaper LLM of the same quality is promoted on cost per 1,000 output tokens",
+            {"cheaper-v1": "llm-incumbent", "cheaper-v2": "llm-same"},
+            _load_docs(LLM / "03-cheaper.yaml"),
+            "Promoted",
+            source="examples/llm/03-cheaper.yaml",
+            llm=True,
         ),
     }
 
@@ -252,6 +330,7 @@ class Stack:
         self.api: client.ApiClient
         self.prometheus: PrometheusServer
         self.controller: ControllerProcess
+        self.labeller: Labeller
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -278,6 +357,7 @@ class Stack:
         self.api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
         install_crds(self.api, REPO / "crds")
         install_gateway_api_crds(self.api)
+        install_inference_pool_crds(self.api)
         core = client.CoreV1Api(self.api)
         with contextlib.suppress(client.ApiException):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
@@ -285,11 +365,18 @@ class Stack:
         for number, (name, variant) in enumerate(
             (item for scenario in self.scenarios.values() for item in scenario.models.items()), 1
         ):
-            server = self.servers[name] = ModelServer(name, variant, seed=number, log_dir=self.plane.workdir)
+            kind = LlmServer if variant in LLM_VARIANTS else ModelServer
+            server = self.servers[name] = kind(name, variant, seed=number, log_dir=self.plane.workdir)
             self._exit.callback(server.close)
         for server in self.servers.values():
             server.wait_ready()
         self.log(f"model servers: {len(self.servers)} scikit-learn classifiers, one process each, on 127.0.0.1")
+        labelled = [self.servers[m].url for s in self.scenarios.values() if s.labelled for m in s.models]
+        if labelled:
+            labeller = Labeller(labelled, delay=LABEL_DELAY, log_dir=self.plane.workdir)
+            self._exit.callback(labeller.close)
+            self.labeller = labeller
+            self.log(f"labelling process: the ground truth of each prediction, {LABEL_DELAY}s later")
         self.prometheus = PrometheusServer([s.port for s in self.servers.values()])
         self._exit.callback(self.prometheus.close)
         self.prometheus.start()
@@ -316,6 +403,8 @@ class Stack:
             pids += self.prometheus.pids
         if hasattr(self, "controller"):
             pids.append(self.controller.proc.pid)
+        if hasattr(self, "labeller"):
+            pids.append(self.labeller.proc.pid)
         return pids
 
     @property
@@ -343,13 +432,22 @@ class Stack:
     def serve(self, scenario: Scenario, *, wait: bool = True) -> None:
         """The scenario's Services and HTTPRoute, its gateway and a steady load; waits until Prometheus sees the incumbent."""
         for name in scenario.models:
-            self.apply(service(name, self.servers[name].port))
+            # An LLM's backend is an InferencePool whose target port is its server's loopback port.
+            port = self.servers[name].port
+            self.apply(inference_pool(name, port) if scenario.llm else service(name, port))
         self.apply(scenario.doc("HTTPRoute"))
         seed = sorted(self.scenarios).index(scenario.key)
         scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
         self._exit.callback(scenario.gateway.close)
+        # Streamed answers take 100-300 ms: more threads keep the same rate.
+        threads = 8 if scenario.llm else 4
         scenario.load = Load(
-            scenario.gateway.url, rate=scenario.rate or self.rate, seed=seed, segments=scenario.segments
+            scenario.gateway.url,
+            rate=scenario.rate or self.rate,
+            seed=seed,
+            threads=threads,
+            chat=scenario.llm,
+            segments=scenario.segments,
         )
         self._exit.callback(scenario.load.stop)
         if wait:
@@ -358,6 +456,8 @@ class Stack:
     def wait_scraped(self, scenario: Scenario) -> None:
         """Until Prometheus has scraped requests served by the scenario's incumbent."""
         query = f'sum(model_requests_total{{model="{scenario.incumbent}"}})'
+        if scenario.llm:
+            query = f'sum(vllm:request_success_total{{model_name="{scenario.incumbent}"}})'
         self.prometheus.wait_for(query, lambda r: bool(r) and float(r[0]["value"][1]) > 0, timeout=60)
 
     def start_rollout(self, scenario: Scenario) -> None:
@@ -424,8 +524,9 @@ class Stack:
             "candidate_errors": self.servers[scenario.candidate].codes.get(500, 0),
             "incumbent_requests": self.servers[scenario.incumbent].served(),
             "candidate_variant": scenario.models[scenario.candidate],
-            "candidate_accuracy": accuracy(VARIANTS[scenario.models[scenario.candidate]]),
-            "incumbent_accuracy": accuracy(VARIANTS[scenario.models[scenario.incumbent]]),
+            # A stand-in LLM server runs no model: it has no accuracy to speak of.
+            "candidate_accuracy": None if scenario.llm else accuracy(VARIANTS[scenario.models[scenario.candidate]]),
+            "incumbent_accuracy": None if scenario.llm else accuracy(VARIANTS[scenario.models[scenario.incumbent]]),
         }
 
     def controller_up(self) -> bool:

@@ -1,9 +1,11 @@
 """A steady load: real HTTP requests through the gateway at a fixed rate, from several threads.
 
 Each request is one row of the breast cancer dataset (all 569 rows, drawn at random), sent as
-`POST /predict`. Requests are paced on a shared schedule (request k is due at start + k/rate),
-so the rate holds whatever each answer's latency. With `segments`, each request carries a region
-(`X-Region`), drawn at random in the given shares.
+`POST /predict` with an `id` ("<row>:<sequence>", the entity a label later arrives for:
+e2e/labeller.py); for an LLM (`chat=True`) it is a streamed chat completion, `POST
+/v1/chat/completions` with `"stream": true`, read to its end. Requests are paced on a shared
+schedule (request k is due at start + k/rate), so the rate holds whatever each answer's latency.
+With `segments`, each request carries a region (`X-Region`), drawn at random in the given shares.
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ from collections.abc import Mapping
 
 from e2e.models import SEGMENT_HEADER, dataset
 
+CHAT_PATH = "/v1/chat/completions"
+PROMPTS = (
+    "Summarise this support ticket in one sentence.",
+    "Translate the following product description into French.",
+    "Write a SQL query that counts orders per customer for last month.",
+    "Explain the difference between a mutex and a semaphore to a new engineer.",
+)
+
+
+def chat_requests() -> list[bytes]:
+    return [
+        json.dumps(
+            {"model": "chat", "messages": [{"role": "user", "content": p}], "stream": True, "max_tokens": 24}
+        ).encode()
+        for p in PROMPTS
+    ]
+
 
 class Load:
     def __init__(
@@ -26,12 +45,15 @@ class Load:
         rate: float,
         threads: int = 4,
         seed: int | None = None,
+        chat: bool = False,
         segments: Mapping[str, float] | None = None,
     ) -> None:
         """`segments`: region -> share of the requests, sent as the `X-Region` header (none: no header)."""
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port, self.rate = host, int(port), rate
-        self._rows = [json.dumps({"features": row.tolist()}).encode() for row in dataset().features]
+        self.path = CHAT_PATH if chat else "/predict"
+        self._chat = chat
+        self._rows = chat_requests() if chat else [json.dumps(row.tolist()).encode() for row in dataset().features]
         self._random = random.Random(seed)
         self._regions, self._shares = list(segments or {}), list((segments or {}).values())
         self._lock = threading.Lock()
@@ -51,7 +73,10 @@ class Load:
             headers = {"Content-Type": "application/json"}
             if self._regions:
                 headers[SEGMENT_HEADER] = self._random.choices(self._regions, self._shares)[0]
-            return due, self._random.choice(self._rows), headers
+            row = self._random.randrange(len(self._rows))
+            if self._chat:
+                return due, self._rows[row], headers
+            return due, b'{"features": %s, "id": "%d:%d"}' % (self._rows[row], row, self._next), headers
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -61,7 +86,7 @@ class Load:
                 break
             conn = conn or http.client.HTTPConnection(self.host, self.port, timeout=10)
             try:
-                conn.request("POST", "/predict", body=body, headers=headers)
+                conn.request("POST", self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 code, backend = response.status, response.getheader("X-Backend", "")

@@ -11,7 +11,11 @@ each labelled `model="<its name>"`:
   request's `X-Region` header names (the segment label of per-segment guardrails; empty, i.e.
   absent in Prometheus, when the request has none);
 - `model_request_duration_seconds{model}`: a histogram of the time to answer;
-- `model_prediction{model}`: a histogram of the scores it returned.
+- `model_prediction{model}`: a histogram of the scores it returned;
+- `model_feedback_total{model, outcome}`: labelled predictions, `correct` or `incorrect`, counted
+  when `POST /feedback {"id": ..., "label": 0|1}` brings the ground truth of one of its own
+  predictions (the request's `id`, kept in a bounded log; `GET /predictions?after=N` lists the
+  log, as a prediction log a labelling pipeline reads: e2e/labeller.py, docs/labels.md).
 
 A `Variant` says how the server behaves: which model it serves, and what goes wrong with it.
 
@@ -36,6 +40,8 @@ import tempfile
 import threading
 import time
 import weakref
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,6 +72,9 @@ class Variant:
     extra_latency: float = 0.0  # seconds added to every answer
     broken_features: bool = False  # the "worst_*" features arrive as zeros; answers stay 200
     region_error_rates: tuple[tuple[str, float], ...] = ()  # error_rate, overridden per region
+    # Share of inputs (a fixed slice, by a hash of the features) on which the model is confidently
+    # wrong: it answers 1 - score there, as a model trained with that slice's labels flipped would.
+    wrong_slice: float = 0.0
 
     def errors_in(self, region: str) -> float:
         return dict(self.region_error_rates).get(region, self.error_rate)
@@ -89,10 +98,17 @@ VARIANTS: dict[str, Variant] = {
         error_rate=0.02,
         region_error_rates=(("eu", 0.30),),
     ),
+    "mislabelled": Variant(
+        "the better model trained with a slice of its labels flipped (stand-in: it answers 1 - score on a "
+        "fixed 12% slice of inputs): same errors, latency and score distribution, lower accuracy",
+        wrong_slice=0.12,
+    ),
 }
 # The header that names a request's region, and the regions the servers export from the start.
 SEGMENT_HEADER = "X-Region"
 REGIONS = ("", "us", "eu")
+# Predictions kept for feedback: a label for an older one is refused (404), never counted elsewhere.
+PREDICTION_LOG = 50_000
 
 
 @dataclass(frozen=True)
@@ -130,12 +146,19 @@ def trained(training: str) -> Any:
 
 
 def accuracy(variant: Variant) -> float:
-    """Held-out accuracy of what the variant serves (its broken pipeline included)."""
+    """Held-out accuracy of what the variant serves (its broken pipeline and wrong slice included)."""
     data = dataset()
     features = data.features[data.test]
-    if variant.broken_features:
-        features = _break(features)
-    return float((trained(variant.training).predict(features) == data.target[data.test]).mean())
+    served = _break(features) if variant.broken_features else features
+    predicted = trained(variant.training).predict(served)
+    wrong = np.array([_in_slice(row, variant.wrong_slice) for row in features])
+    predicted = np.where(wrong, 1 - predicted, predicted)
+    return float((predicted == data.target[data.test]).mean())
+
+
+def _in_slice(features: np.ndarray, share: float) -> bool:
+    """A fixed slice of inputs: the same rows whichever process asks."""
+    return share > 0 and zlib.crc32(np.asarray(features, dtype=float).reshape(-1).tobytes()) % 1000 < share * 1000
 
 
 def _break(features: np.ndarray) -> np.ndarray:
@@ -173,6 +196,12 @@ class Server:
         self._prediction = Histogram(
             "model_prediction", "Predicted score.", ["model"], buckets=PREDICTION_BUCKETS, registry=registry
         )
+        self._feedback = Counter(
+            "model_feedback", "Labelled predictions by outcome.", ["model", "outcome"], registry=registry
+        )
+        # Prediction log: request id -> (sequence number, predicted class), oldest first.
+        self.predictions: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self._sequence = 0
         # Every code this server answers, exported at 0 from the start: increase() does not count the
         # first increment of a series that appears mid-window, so a 500 series born with the first
         # error would hide that error (docs/metrics.md, "Initialise counters at 0").
@@ -181,6 +210,8 @@ class Server:
                 self._requests.labels(model=name, code=code, region=region)
         self._latency.labels(model=name)
         self._prediction.labels(model=name)
+        for outcome in ("correct", "incorrect"):
+            self._feedback.labels(model=name, outcome=outcome)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -192,6 +223,9 @@ class Server:
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/arrivals":
                     self._send(200, json.dumps(server.snapshot()).encode(), "application/json")
+                elif path == "/predictions":
+                    after = int(self.path.partition("after=")[2] or 0)
+                    self._send(200, json.dumps(server.logged(after)).encode(), "application/json")
                 elif path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")
                 else:
@@ -199,10 +233,14 @@ class Server:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path.split("?", 1)[0] != "/predict":
+                path = self.path.split("?", 1)[0]
+                if path == "/feedback":
+                    code, answer = server.feedback(body)
+                elif path == "/predict":
+                    code, answer = server.predict(body, self.headers.get(SEGMENT_HEADER) or "")
+                else:
                     self._send(404, b"not found\n", "text/plain")
                     return
-                code, answer = server.predict(body, self.headers.get(SEGMENT_HEADER) or "")
                 self._send(code, json.dumps(answer).encode(), "application/json")
 
             def _send(self, code: int, body: bytes, content_type: str) -> None:
@@ -226,7 +264,9 @@ class Server:
             think = self._random.uniform(*BASE_LATENCY) + self.variant.extra_latency
             fail = self._random.random() < self.variant.errors_in(region)
         try:
-            features = np.asarray(json.loads(body)["features"], dtype=float).reshape(1, -1)
+            request = json.loads(body)
+            features = np.asarray(request["features"], dtype=float).reshape(1, -1)
+            request_id = str(request.get("id", ""))[:128]
         except (ValueError, KeyError, TypeError) as exc:
             return self._answer(400, {"error": f"bad request: {exc}"}, began, region)
         time.sleep(think)
@@ -236,8 +276,44 @@ class Server:
             features = _break(features)
         # target 0 is "malignant" in load_breast_cancer: the score is P(malignant).
         score = float(self.model.predict_proba(features)[0, 0])
+        if _in_slice(features, self.variant.wrong_slice):
+            score = 1.0 - score
         self._prediction.labels(model=self.name).observe(score)
-        return self._answer(200, {"model": self.name, "score": score}, began, region)
+        if request_id:
+            self._log(request_id, 0 if score >= 0.5 else 1)
+        return self._answer(200, {"model": self.name, "score": score, "id": request_id}, began, region)
+
+    def _log(self, request_id: str, predicted: int) -> None:
+        with self._lock:
+            self._sequence += 1
+            self.predictions[request_id] = (self._sequence, predicted)
+            while len(self.predictions) > PREDICTION_LOG:
+                self.predictions.popitem(last=False)
+
+    def logged(self, after: int, limit: int = 2000) -> list[list[Any]]:
+        """[sequence, request id] of the predictions logged after sequence `after`, oldest first."""
+        newer: list[list[Any]] = []
+        with self._lock:
+            for rid, (seq, _) in reversed(self.predictions.items()):
+                if seq <= after:
+                    break
+                newer.append([seq, rid])
+        return newer[::-1][:limit]
+
+    def feedback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The ground truth of one of this model's predictions: counted for this model only."""
+        try:
+            request = json.loads(body)
+            request_id, label = str(request["id"]), int(request["label"])
+        except (ValueError, KeyError, TypeError) as exc:
+            return 400, {"error": f"bad feedback: {exc}"}
+        with self._lock:
+            logged = self.predictions.get(request_id)
+        if logged is None:
+            return 404, {"error": f"{self.name} made no prediction {request_id!r} (or it left the log)"}
+        outcome = "correct" if logged[1] == label else "incorrect"
+        self._feedback.labels(model=self.name, outcome=outcome).inc()
+        return 200, {"model": self.name, "id": request_id, "outcome": outcome}
 
     def _answer(self, code: int, answer: dict[str, Any], began: float, region: str) -> tuple[int, dict[str, Any]]:
         self._latency.labels(model=self.name).observe(time.perf_counter() - began)
@@ -254,14 +330,17 @@ class Server:
 class ModelServer:
     """A model server process on 127.0.0.1 (one name, one variant), seen from the harness."""
 
+    module = "e2e.models"  # what `python -m` runs (e2e/llm.py's stand-in LLM server is another)
+    variants: dict[str, Any] = VARIANTS
+
     def __init__(self, name: str, variant: str, *, seed: int = 0, log_dir: Path | None = None) -> None:
         self.name = name
         self.variant_name = variant
-        self.variant = VARIANTS[variant]
+        self.variant = self.variants[variant]
         self.port = 0  # known once ready: the server binds port 0 (no race) and writes it to a file
         self._workdir = Path(tempfile.mkdtemp(prefix="modelrollout-model-"))
         self._port_file = self._workdir / "port"
-        argv = [sys.executable, "-m", "e2e.models", "--name", name, "--variant", variant]
+        argv = [sys.executable, "-m", self.module, "--name", name, "--variant", variant]
         argv += ["--seed", str(seed), "--port-file", str(self._port_file)]
         log_path = (log_dir or self._workdir) / f"model-{name}.log"
         with open(log_path, "ab") as log:

@@ -100,8 +100,22 @@ def _promql_range(duration: str) -> bool:
 class ModelBackend(ApiModel):
     """Where a model is served, for the router in use; every field defaults from the model name."""
 
+    rules = (
+        Rule(
+            cel="!has(self.service) || !has(self.inferencePool)",
+            message="set service or inferencePool, not both: a backendRef names one object",
+            check=lambda b: b.service is None or b.inference_pool is None,
+            field_path=".inferencePool",
+        ),
+    )
+
     service: DnsLabel | None = Field(
         None, description="Gateway API: the backendRef Service name (default: model name)."
+    )
+    inference_pool: DnsLabel | None = Field(
+        None,
+        description="Gateway API: the backendRef is this InferencePool (group inference.networking.k8s.io) "
+        "instead of a Service (Gateway API Inference Extension).",
     )
     port: Port | None = Field(None, description="Gateway API: the backendRef port, when the route names one.")
     host: DnsName | None = Field(None, description="Istio: destination host (default: the router block's host).")
@@ -111,6 +125,9 @@ class ModelBackend(ApiModel):
     )
     storage_uri: Annotated[str, Field(max_length=2048, pattern=r"^[a-z0-9+.-]+://\S+$")] | None = Field(
         None, description="KServe: the predictor's storageUri for this model."
+    )
+    llm_inference_service: DnsName | None = Field(
+        None, description="KServe LLMInferenceService canary group: the member serving it (default: model name)."
     )
 
 
@@ -152,6 +169,14 @@ class KServeTraffic(ApiModel):
     inference_service: DnsName
 
 
+class LlmInferenceServiceTraffic(ApiModel):
+    """KServe's LLMInferenceService canary group: the weights of two members of one route group."""
+
+    group: DnsLabel = Field(
+        description="spec.router.route.group both LLMInferenceServices (the incumbent's and the candidate's) name."
+    )
+
+
 class ReplicasTraffic(ApiModel):
     """No mesh: two Deployments behind one Service, the candidate's share of replicas follows the weight."""
 
@@ -177,6 +202,7 @@ class Traffic(ApiModel):
     istio: IstioTraffic | None = None
     kserve: KServeTraffic | None = None
     replicas: ReplicasTraffic | None = None
+    llm_inference_service: LlmInferenceServiceTraffic | None = None
 
 
 def _exactly_one_block(model: type[ApiModel]) -> Rule:
@@ -267,11 +293,96 @@ class Canary(ApiModel):
 
 
 class BuiltinMetric(StrEnum):
-    """Metrics computed from the conventional model-server metric names (docs/metrics.md)."""
+    """Metrics computed from the conventional model-server metric names, and LLM metrics computed
+    from vLLM's names or another family's (docs/metrics.md, docs/llm.md)."""
 
     ERROR_RATE = "ErrorRate"
     LATENCY_P99 = "LatencyP99"
     PREDICTION_DISTRIBUTION = "PredictionDistribution"
+    # Ground truth, counted when a label arrives (docs/labels.md).
+    LABELLED_ERROR_RATE = "LabelledErrorRate"
+    LABELLED_LOSS = "LabelledLoss"
+    TIME_TO_FIRST_TOKEN_P99 = "TimeToFirstTokenP99"
+    INTER_TOKEN_LATENCY_P99 = "InterTokenLatencyP99"
+    END_TO_END_LATENCY_P99 = "EndToEndLatencyP99"
+    TRUNCATED_OR_ABORTED_RATE = "TruncatedOrAbortedRate"
+    OUTPUT_TOKENS_PER_SECOND = "OutputTokensPerSecond"
+    COST_PER_1K_OUTPUT_TOKENS = "CostPer1kOutputTokens"
+
+
+# Builtins read from an LLM server's metrics, whose names `metric.llmMetrics` may choose.
+LLM_BUILTINS = (
+    BuiltinMetric.TIME_TO_FIRST_TOKEN_P99,
+    BuiltinMetric.INTER_TOKEN_LATENCY_P99,
+    BuiltinMetric.END_TO_END_LATENCY_P99,
+    BuiltinMetric.TRUNCATED_OR_ABORTED_RATE,
+    BuiltinMetric.OUTPUT_TOKENS_PER_SECOND,
+    BuiltinMetric.COST_PER_1K_OUTPUT_TOKENS,
+)
+
+
+def _cel_list(metrics: tuple[BuiltinMetric, ...]) -> str:
+    return "[" + ", ".join(f"'{m.value}'" for m in metrics) + "]"
+
+
+MetricName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
+
+
+class LlmMetricFamily(StrEnum):
+    """Whose metric names the LLM builtins read (docs/llm.md lists both)."""
+
+    VLLM = "vLLM"
+    LLM_D = "llm-d"
+
+
+class LlmMetrics(ApiModel):
+    """The metric names behind the LLM builtins: a family's, each overridable (a user's own names)."""
+
+    family: LlmMetricFamily = Field(
+        LlmMetricFamily.VLLM, description="vLLM's names (model servers) or llm-d's endpoint picker's (the gateway)."
+    )
+    model_label: LabelName | None = Field(
+        None, description="Label holding the model name, matched against {{model}} (default: model_name)."
+    )
+    time_to_first_token: MetricName | None = Field(None, description="Histogram of time to first token, seconds.")
+    inter_token_latency: MetricName | None = Field(None, description="Histogram of time between tokens, seconds.")
+    end_to_end_latency: MetricName | None = Field(None, description="Histogram of request latency, seconds.")
+    finished_requests: MetricName | None = Field(
+        None, description="Counter of finished requests labelled finished_reason (stop, length, abort)."
+    )
+    generation_tokens: MetricName | None = Field(None, description="Counter of output tokens.")
+    prompt_tokens: MetricName | None = Field(None, description="Counter of prompt tokens.")
+    replicas: MetricName | None = Field(
+        None, description="A gauge every serving replica exports once per model: its series count the replicas."
+    )
+
+
+_PRICE = Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+
+
+class ModelPrice(ApiModel):
+    """What one model costs to serve: per replica-hour (self-hosted) or per million tokens."""
+
+    rules = (
+        Rule(
+            cel="has(self.perReplicaHour) != has(self.perMillionOutputTokens)",
+            message="set exactly one of perReplicaHour or perMillionOutputTokens",
+            check=lambda p: _exactly_one(p.per_replica_hour, p.per_million_output_tokens),
+        ),
+        Rule(
+            cel="!has(self.perMillionInputTokens) || has(self.perMillionOutputTokens)",
+            message="perMillionInputTokens goes with perMillionOutputTokens",
+            check=lambda p: p.per_million_input_tokens is None or p.per_million_output_tokens is not None,
+            field_path=".perMillionInputTokens",
+        ),
+    )
+
+    model: DnsName = Field(description="The ModelRef name this price is for.")
+    per_replica_hour: _PRICE | None = Field(None, description="Price of one serving replica for one hour.")
+    per_million_output_tokens: _PRICE | None = Field(None, description="Price of one million output tokens.")
+    per_million_input_tokens: _PRICE | None = Field(
+        None, description="Price of one million prompt tokens (default 0)."
+    )
 
 
 class MetricSource(ApiModel):
@@ -303,6 +414,24 @@ class MetricSource(ApiModel):
             check=lambda m: m.distribution_label is None or m.distribution_query is not None,
             field_path=".distributionLabel",
         ),
+        Rule(
+            cel=f"!has(self.llmMetrics) || (has(self.builtin) && self.builtin in {_cel_list(LLM_BUILTINS)})",
+            message="llmMetrics only applies to the LLM builtins",
+            check=lambda m: m.llm_metrics is None or m.builtin in LLM_BUILTINS,
+            field_path=".llmMetrics",
+        ),
+        Rule(
+            cel="has(self.prices) == (has(self.builtin) && self.builtin == 'CostPer1kOutputTokens')",
+            message="builtin CostPer1kOutputTokens needs prices, and prices apply to it only",
+            check=lambda m: (m.prices is not None) == (m.builtin == BuiltinMetric.COST_PER_1K_OUTPUT_TOKENS),
+            field_path=".prices",
+        ),
+        Rule(
+            cel="!has(self.prices) || self.prices.all(p, self.prices.exists_one(q, q.model == p.model))",
+            message="one price per model",
+            check=lambda m: m.prices is None or len({p.model for p in m.prices}) == len(m.prices),
+            field_path=".prices",
+        ),
     )
 
     query: QueryTemplate | None = Field(None, description="One value per variant (absolute and relative rules).")
@@ -316,6 +445,12 @@ class MetricSource(ApiModel):
         None, description="Label that names the bucket or class in distributionQuery's result (default: le)."
     )
     builtin: BuiltinMetric | None = None
+    llm_metrics: LlmMetrics | None = Field(
+        None, description="LLM builtins only: whose metric names they read (default: vLLM's)."
+    )
+    prices: Annotated[list[ModelPrice], Field(max_length=16)] | None = Field(
+        None, description="builtin CostPer1kOutputTokens only: each model's price, by model name."
+    )
 
 
 class AbsoluteRule(ApiModel):
@@ -417,7 +552,16 @@ class DataPolicy(StrEnum):
     ROLLBACK = "Rollback"
 
 
-_VALUE_BUILTINS = (BuiltinMetric.ERROR_RATE, BuiltinMetric.LATENCY_P99)
+_VALUE_BUILTINS = tuple(m for m in BuiltinMetric if m is not BuiltinMetric.PREDICTION_DISTRIBUTION)
+# Builtins on counts of bad events among all events (the sequential rule): a request error, a
+# wrong prediction, a truncated or aborted generation.
+_EVENT_BUILTINS = (
+    BuiltinMetric.ERROR_RATE,
+    BuiltinMetric.LABELLED_ERROR_RATE,
+    BuiltinMetric.TRUNCATED_OR_ABORTED_RATE,
+)
+# Builtins on ground truth: their guardrails are label guardrails even without labelDelay.
+LABELLED_BUILTINS = (BuiltinMetric.LABELLED_ERROR_RATE, BuiltinMetric.LABELLED_LOSS)
 
 
 class Guardrail(ApiModel):
@@ -430,8 +574,8 @@ class Guardrail(ApiModel):
         ),
         Rule(
             cel="(!has(self.absolute) && !has(self.relative)) || has(self.metric.query) || "
-            "(has(self.metric.builtin) && self.metric.builtin in ['ErrorRate', 'LatencyP99'])",
-            message="absolute and relative rules need metric.query or a value builtin (ErrorRate, LatencyP99)",
+            f"(has(self.metric.builtin) && self.metric.builtin in {_cel_list(_VALUE_BUILTINS)})",
+            message="absolute and relative rules need metric.query or a value builtin (any but PredictionDistribution)",
             check=lambda g: (
                 (g.absolute is None and g.relative is None)
                 or g.metric.query is not None
@@ -441,12 +585,13 @@ class Guardrail(ApiModel):
         ),
         Rule(
             cel="!has(self.sequential) || has(self.metric.errorsQuery) || "
-            "(has(self.metric.builtin) && self.metric.builtin == 'ErrorRate')",
-            message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate",
+            f"(has(self.metric.builtin) && self.metric.builtin in {_cel_list(_EVENT_BUILTINS)})",
+            message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin "
+            f"{', '.join(_EVENT_BUILTINS)}",
             check=lambda g: (
                 g.sequential is None
                 or g.metric.errors_query is not None
-                or g.metric.builtin == BuiltinMetric.ERROR_RATE
+                or g.metric.builtin in _EVENT_BUILTINS
             ),
             field_path=".metric",
         ),
@@ -479,6 +624,18 @@ class Guardrail(ApiModel):
             message="a critical guardrail rolls back on its first failure: failureTolerance must be 0",
             check=lambda g: not g.critical or g.failure_tolerance == 0,
             field_path=".failureTolerance",
+        ),
+        Rule(
+            cel=f"!has(self.labelDelay) || duration(self.labelDelay) <= duration('{MAX_DEADLINE}')",
+            message=f"labelDelay must be at most {MAX_DEADLINE}",
+            check=lambda g: g.label_delay is None or _seconds(g.label_delay) <= _seconds(MAX_DEADLINE),
+            field_path=".labelDelay",
+        ),
+        Rule(
+            cel="!has(self.labelDelay) || !has(self.drift)",
+            message="labelDelay applies to rules on labelled outcomes (absolute, relative, sequential), not drift",
+            check=lambda g: g.label_delay is None or g.drift is None,
+            field_path=".labelDelay",
         ),
     )
 
@@ -522,6 +679,18 @@ class Guardrail(ApiModel):
     @property
     def segment_share(self) -> float:
         return self.min_segment_share if self.min_segment_share is not None else DEFAULT_MIN_SEGMENT_SHARE
+    label_delay: Duration | None = Field(
+        None,
+        description="How long after a prediction its label (ground truth) typically arrives (docs/labels.md). "
+        "A label guardrail counts outcomes since the rollout began; a step short of labelled samples waits for "
+        "them, up to progressDeadline plus this delay, and the last step promotes only once its own predictions "
+        "had this long to be labelled. Labels that never arrive are no data, never a pass.",
+    )
+
+    @property
+    def labelled(self) -> bool:
+        """A label guardrail: judged on ground truth that arrives after the predictions."""
+        return self.label_delay is not None or self.metric.builtin in LABELLED_BUILTINS
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,6 +839,149 @@ class MetricBackend(ApiModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Webhooks: gates that CI and humans answer, notifications of verdicts (docs/webhooks.md)
+# --------------------------------------------------------------------------------------------
+
+MAX_WEBHOOKS = 8
+MAX_OUTBOX = 16
+
+
+class WebhookType(StrEnum):
+    """Gates hold the rollout until their hook answers 2xx; the others are told or asked."""
+
+    BEFORE_TRAFFIC = "BeforeTraffic"  # before the candidate gets its first traffic (step 1's weight)
+    BEFORE_STEP = "BeforeStep"  # before each later step's weight increase (steps 2..n)
+    BEFORE_PROMOTION = "BeforePromotion"  # before an automatic promotion to 100%
+    ROLLBACK = "Rollback"  # asked at every analysis interval: a 2xx answer asks for a rollback
+    NOTIFICATION = "Notification"  # told of verdicts (events), never asked
+
+
+GATE_TYPES = (WebhookType.BEFORE_TRAFFIC, WebhookType.BEFORE_STEP, WebhookType.BEFORE_PROMOTION)
+
+
+class WebhookEvent(StrEnum):
+    STEP_ADVANCED = "StepAdvanced"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    GUARDRAIL_FAILED = "GuardrailFailed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class WebhookFormat(StrEnum):
+    JSON = "JSON"
+    CLOUD_EVENTS = "CloudEvents"
+    SLACK = "Slack"
+
+
+class GateErrorPolicy(StrEnum):
+    """A gate that answers other than 2xx (or not at all): Wait asks again every analysis interval
+    until analysis.progressDeadline (then analysis.onDeadline); Pause waits for a human at once."""
+
+    WAIT = "Wait"
+    PAUSE = "Pause"
+
+
+class ServiceReference(ApiModel):
+    """A Service in the rollout's namespace: http(s)://<name>.<namespace>.svc:<port><path>."""
+
+    name: DnsLabel
+    port: Port = 80
+    path: Annotated[str, Field(max_length=1024, pattern=r"^/[^\s?#]*$")] = "/"
+    scheme: Literal["http", "https"] = "http"
+
+
+def _no_credentials(url: str | None) -> bool:
+    return url is None or "@" not in url.split("://", 1)[-1].split("/", 1)[0]
+
+
+class Webhook(ApiModel):
+    rules = (
+        Rule(
+            cel="[has(self.url), has(self.service), has(self.urlSecretRef)].filter(x, x).size() == 1",
+            message="set exactly one of url, service or urlSecretRef",
+            check=lambda w: _exactly_one(w.url, w.service, w.url_secret_ref),
+        ),
+        Rule(
+            cel="!has(self.url) || !self.url.matches('^https?://[^/]*@')",
+            message="credentials must not be inline in the url: use secretRef (an HMAC key) instead",
+            check=lambda w: _no_credentials(w.url),
+            field_path=".url",
+        ),
+        Rule(
+            cel=f"!has(self.url) || !self.url.matches('{UNSAFE_METRIC_ADDRESS.replace(chr(92), chr(92) * 2)}')",
+            message="url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+            check=lambda w: w.url is None or re.search(UNSAFE_METRIC_ADDRESS, w.url) is None,
+            field_path=".url",
+        ),
+        Rule(
+            cel=f"duration(self.timeout) > duration('0s') && duration(self.timeout) <= duration('{MAX_TIMEOUT}')",
+            message=f"timeout must be longer than 0s and at most {MAX_TIMEOUT}",
+            check=lambda w: 0 < _seconds(w.timeout) <= _seconds(MAX_TIMEOUT),
+            field_path=".timeout",
+        ),
+        Rule(
+            cel="!has(self.events) || self.type == 'Notification'",
+            message="events only apply to type Notification",
+            check=lambda w: w.events is None or w.type is WebhookType.NOTIFICATION,
+            field_path=".events",
+        ),
+        Rule(
+            cel="self.format == 'JSON' || self.type == 'Notification'",
+            message="format only applies to type Notification (gates are always asked in JSON)",
+            check=lambda w: w.format is WebhookFormat.JSON or w.type is WebhookType.NOTIFICATION,
+            field_path=".format",
+        ),
+        Rule(
+            cel="!has(self.caBundleRef) || has(self.urlSecretRef) || (has(self.url) && self.url.startsWith('https://'))"
+            " || (has(self.service) && self.service.scheme == 'https')",
+            message="caBundleRef only applies to https",
+            check=lambda w: w.ca_bundle_ref is None
+            or w.url_secret_ref is not None
+            or (w.url or "").startswith("https://")
+            or (w.service is not None and w.service.scheme == "https"),
+            field_path=".caBundleRef",
+        ),
+    )
+
+    name: DnsLabel = Field(description="Names the hook in status, Events and the delivery id.")
+    type: WebhookType
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
+        None, description="Where to POST. Checked by the controller's address policy after DNS resolution."
+    )
+    service: ServiceReference | None = Field(None, description="Or a Service in the rollout's namespace.")
+    url_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Or the URL in a Secret, for URLs that are credentials themselves (a Slack incoming "
+        "webhook): never shown in status, Events or logs. Checked by the same address policy.",
+    )
+    timeout: Duration = Field("10s", description="Per request; a timeout is never a pass.")
+    on_error: GateErrorPolicy = Field(
+        GateErrorPolicy.WAIT, description="Gates: what a non-2xx answer, an error or a timeout does."
+    )
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=6)] | None = Field(
+        None, description="Notifications: the events to send (default: all)."
+    )
+    format: WebhookFormat = Field(WebhookFormat.JSON, description="Notifications: JSON, CloudEvents or Slack.")
+    secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret (rollout's namespace) holding the HMAC-SHA256 key that signs each body "
+        "(header X-ModelRollout-Signature: t=<unix time>,v1=<hex>).",
+    )
+    ca_bundle_ref: SecretKeyRef | None = Field(
+        None, description="Secret holding PEM CA certificates to verify the receiver (https; key default: token)."
+    )
+
+    def wants(self, event: WebhookEvent) -> bool:
+        return self.type is WebhookType.NOTIFICATION and (self.events is None or event in self.events)
+
+
+def _unique_webhook_names(spec: ModelRolloutSpec) -> bool:
+    names = [w.name for w in spec.webhooks]
+    return len(names) == len(set(names))
+
+
+# --------------------------------------------------------------------------------------------
 # Spec
 # --------------------------------------------------------------------------------------------
 
@@ -734,6 +1046,12 @@ class ModelRolloutSpec(ApiModel):
             check=lambda s: s.incumbent is None or s.incumbent.name != s.candidate.name,
             field_path=".candidate.name",
         ),
+        Rule(
+            cel="!has(self.webhooks) || self.webhooks.all(w, self.webhooks.exists_one(h, h.name == w.name))",
+            message="webhook names must be unique",
+            check=_unique_webhook_names,
+            field_path=".webhooks",
+        ),
     )
 
     candidate: ModelRef = Field(description="The model to roll out. Changing it starts a new rollout.")
@@ -751,6 +1069,9 @@ class ModelRolloutSpec(ApiModel):
         None, description="Metric provider; defaults come from the controller's settings."
     )
     paused: bool = Field(False, description="Hold the rollout where it is (weights stay put) until set back to false.")
+    webhooks: Annotated[list[Webhook], Field(max_length=MAX_WEBHOOKS)] = Field(
+        default_factory=list, description="Gates, rollback hooks and notifications (docs/webhooks.md)."
+    )
 
     def expanded_steps(self) -> list[Step]:
         """The explicit step list, with the linear shorthand expanded."""
@@ -831,6 +1152,30 @@ class Evidence(ApiModel):
         None, description="The test statistic and its threshold, e.g. 'log-LR 3.1 / 4.6'."
     )
     samples_needed: float | None = Field(None, description="Samples still missing for a conclusive verdict.")
+    # Numbers for charts and metrics (the strings above are for people): docs/dashboard.md.
+    limit: float | None = Field(
+        None, description="The bound in the candidate value's units (absolute and relative rules): fails past it."
+    )
+    worse: float | None = Field(None, description="Sequential rule: log e-value that the candidate is worse.")
+    worse_threshold: float | None = Field(None, description="Sequential rule: `worse` fails the candidate at this.")
+    not_worse: float | None = Field(
+        None, description="Sequential rule: log e-value that the candidate is not worse by the minimum effect."
+    )
+    not_worse_threshold: float | None = Field(
+        None, description="Sequential rule: `notWorse` passes the candidate at this."
+    )
+
+
+class LabelProgress(ApiModel):
+    """A label guardrail's wait for ground truth: the candidate's labelled predictions counted, the
+    number a conclusive verdict needs, and the arrival rate observed since `since` (this step)."""
+
+    have: float = Field(description="The candidate's labelled predictions counted since the rollout began.")
+    need: float | None = Field(None, description="Labelled predictions a conclusive verdict needs (estimate).")
+    per_minute: float | None = Field(None, description="Labels arriving per minute, observed in this step.")
+    expected_at: datetime | None = Field(None, description="When `need` is expected to be reached at that rate.")
+    since: datetime = Field(description="Start of the rate's observation: the step's first analysis.")
+    since_have: float = Field(description="`have` at `since`.")
 
 
 SegmentValue = Annotated[str, Field(max_length=128)]
@@ -876,6 +1221,7 @@ class GuardrailStatus(ApiModel):
     failures: Annotated[int, Field(ge=0)] = 0
     consecutive_inconclusive: Annotated[int, Field(ge=0)] = 0
     last_evaluated: datetime | None = None
+    labels: LabelProgress | None = Field(None, description="Label guardrails: the wait for ground truth.")
 
 
 class Decision(ApiModel):
@@ -909,6 +1255,61 @@ class ErrorBudget(ApiModel):
     next_step: float | None = Field(
         None, description="Upper confidence bound of the excess the next step can cost over its hold."
     )
+
+
+class GateState(StrEnum):
+    PENDING = "Pending"  # asked, no answer yet
+    PASSED = "Passed"  # answered 2xx (a rollback hook: asked for a rollback)
+    REFUSED = "Refused"  # answered other than 2xx, or could not be reached: never a pass
+
+
+class GateStatus(ApiModel):
+    """A hook that is asked (gate or rollback): its last answer for this candidate and step."""
+
+    name: DnsLabel
+    step: Annotated[int, Field(ge=0)] = Field(description="Step index asked about (steps count for BeforePromotion).")
+    candidate_hash: Annotated[str, Field(max_length=64)]
+    state: GateState = GateState.PENDING
+    code: Annotated[int, Field(ge=0, le=999)] | None = Field(None, description="HTTP status of the last answer.")
+    message: Annotated[str, Field(max_length=256)] = ""
+    since: datetime = Field(description="When the controller began to ask (the wait counts from here).")
+    answered: datetime | None = Field(None, description="When the last answer (or failure) came.")
+
+
+class Notice(ApiModel):
+    """A verdict still to be delivered to at least one notification hook (the outbox)."""
+
+    seq: Annotated[int, Field(ge=1)]
+    id: Annotated[str, Field(max_length=64)] = Field(description="Stable across retries and restarts.")
+    event: WebhookEvent
+    time: datetime
+    candidate: DnsName
+    step: Annotated[int, Field(ge=0)]
+    reason: Annotated[str, Field(max_length=128)]
+    message: Annotated[str, Field(max_length=1024)] = ""
+    guardrail: DnsLabel | None = None
+    evidence: Evidence | None = None
+
+
+class Receiver(ApiModel):
+    """Delivery state of one notification hook: notices up to `delivered` (seq) are acknowledged."""
+
+    name: DnsLabel
+    delivered: Annotated[int, Field(ge=0)] = 0
+    last_id: Annotated[str, Field(max_length=64)] | None = None
+    last_time: datetime | None = None
+    last_code: Annotated[int, Field(ge=0, le=999)] | None = None
+    last_error: Annotated[str, Field(max_length=256)] | None = None
+    failures: Annotated[int, Field(ge=0)] = Field(0, description="Failed attempts since the last delivery.")
+
+
+class Notifications(ApiModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
+
+    next_seq: Annotated[int, Field(ge=1)] = 1
+    outbox: Annotated[list[Notice], Field(max_length=MAX_OUTBOX)] = Field(default_factory=list)
+    receivers: Annotated[list[Receiver], Field(max_length=MAX_WEBHOOKS)] = Field(default_factory=list)
+    dropped: Annotated[int, Field(ge=0)] = Field(0, description="Notices dropped undelivered (outbox full).")
 
 
 class ModelRolloutStatus(ApiModel):
@@ -955,6 +1356,10 @@ class ModelRolloutStatus(ApiModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    gates: Annotated[list[GateStatus], Field(max_length=MAX_WEBHOOKS)] = Field(
+        default_factory=list, description="Gates and rollback hooks being asked, with their last answer."
+    )
+    notifications: Notifications | None = Field(None, description="Verdicts still to be delivered, per receiver.")
 
 
 class ObjectMeta(ApiModel):

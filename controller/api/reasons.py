@@ -23,6 +23,8 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     PROMOTED_BY_USER = "PromotedByUser"
     RESUMED = "Resumed"
+    # Past the hold, a label guardrail waits for ground truth (docs/labels.md).
+    WAITING_FOR_LABELS = "WaitingForLabels"
     # Waiting for a human (status.pauseReason).
     PAUSED_BY_USER = "PausedByUser"
     AWAITING_PROMOTION = "AwaitingPromotion"
@@ -41,10 +43,16 @@ class Reason(StrEnum):
     ERROR_BUDGET_EXHAUSTED = "ErrorBudgetExhausted"
     # The evidence will not come within progressDeadline at the traffic observed (condition Feasible).
     DEADLINE_TOO_SHORT = "DeadlineTooShort"
+    # Webhooks (docs/webhooks.md): a gate not yet answered 2xx, a gate refused with onError Pause
+    # (status.pauseReason), a rollback hook that asked for a rollback.
+    GATE_WAITING = "GateWaiting"
+    GATE_REFUSED = "GateRefused"
+    ROLLBACK_REQUESTED = "RollbackRequested"
     # Event reasons only.
     ROLLED_BACK = "RolledBack"
     ROLLED_BACK_INCONCLUSIVE = "RolledBackInconclusive"
     PAUSED = "Paused"
+    WEBHOOK_DELIVERY_FAILED = "WebhookDeliveryFailed"
 
 
 # Rollbacks without evidence that the candidate is worse: kept apart from failures in

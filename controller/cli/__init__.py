@@ -20,14 +20,13 @@ import yaml
 
 from controller import __version__
 from controller.api import API_VERSION, KIND
-from controller.api.annotations import ABORT, PROMOTE, RETRY
 from controller.api.duration import parse_duration
 from controller.cli.render import list_rows, status_view
+from controller.cli.requests import CliError, Request, plan, send
 from controller.cli.waiting import Verdict, transition_line, verdict_of
 from controller.kube.config import api_client, current_namespace
 from controller.kube.errors import KubeError, NotFound
 from controller.kube.events import EventRecorder
-from controller.kube.identity import whoami
 from controller.kube.rollouts import Rollouts
 
 EXAMPLES = """\
@@ -38,11 +37,8 @@ examples:
   kubectl modelrollout wait fraud-scorer --timeout 30m     # exit 0 promoted, 1 rolled back, 2 timeout, 3 paused, 4 inconclusive
   kubectl modelrollout promote fraud-scorer [--full]
   kubectl modelrollout pause|resume|abort|retry fraud-scorer
+  kubectl modelrollout dashboard -A --prometheus http://localhost:9090   # http://127.0.0.1:9797/
 """
-
-
-class CliError(Exception):
-    """A problem to report in one line with exit code 1."""
 
 
 class Context:
@@ -166,28 +162,15 @@ def _seconds(text: str) -> float:
 # -- requests ----------------------------------------------------------------------------------
 
 
-def _request(ctx: Context, obj: dict[str, Any], patch: dict[str, Any], reason: str, what: str) -> int:
-    meta = obj["metadata"]
-    updated = ctx.rollouts.patch(meta["namespace"], meta["name"], patch)
-    who = whoami(ctx.api)
-    EventRecorder(ctx.api, component="kubectl-modelrollout").emit(
-        updated, "Normal", reason, f"{what}, requested by {who}"
-    )
-    print(f"modelrollout.modelrollout.dev/{meta['name']} {what}", file=ctx.out)
+def _request(ctx: Context, obj: dict[str, Any], request: Request) -> int:
+    send(ctx.api, obj, request)
+    print(f"modelrollout.modelrollout.dev/{obj['metadata']['name']} {request.what}", file=ctx.out)
     return 0
 
 
-def _hash(obj: dict[str, Any]) -> str:
-    status = obj.get("status") or {}
-    if not status.get("candidateHash"):
-        raise CliError("the controller has not picked this rollout up yet (status.candidateHash is empty)")
-    return str(status["candidateHash"])
-
-
-def _require_phase(obj: dict[str, Any], phases: tuple[str, ...], what: str) -> None:
-    phase = (obj.get("status") or {}).get("phase", "Pending")
-    if phase not in phases:
-        raise CliError(f"cannot {what}: the rollout is {phase} (needs {' or '.join(phases)})")
+def _ask(ctx: Context, action: str) -> int:
+    obj = ctx.get(ctx.args.name)
+    return _request(ctx, obj, plan(action, obj))
 
 
 def cmd_set_candidate(ctx: Context) -> int:
@@ -214,42 +197,40 @@ def cmd_set_candidate(ctx: Context) -> int:
     if bootstrap.get("name") == ctx.args.model and (obj.get("status") or {}).get("incumbent"):
         # spec.incumbent only bootstrapped status.incumbent; rolling that model out again needs it gone.
         patch["incumbent"] = None
-    return _request(ctx, obj, {"spec": patch}, "CandidateSet", f"candidate set to {ctx.args.model}")
+    return _request(ctx, obj, Request({"spec": patch}, "CandidateSet", f"candidate set to {ctx.args.model}"))
 
 
 def cmd_promote(ctx: Context) -> int:
-    obj = ctx.get(ctx.args.name)
-    _require_phase(obj, ("Progressing", "Paused"), "promote")
-    digest = _hash(obj)
-    step = (obj.get("status") or {}).get("currentStep", 0)
-    token = f"full-{digest}" if ctx.args.full else f"step-{digest}-{step}"
-    what = "full promotion" if ctx.args.full else f"promotion past step {step + 1}"
-    return _request(ctx, obj, {"metadata": {"annotations": {PROMOTE: token}}}, "PromoteRequested", what)
+    return _ask(ctx, "promote-full" if ctx.args.full else "promote")
 
 
 def cmd_pause(ctx: Context) -> int:
-    obj = ctx.get(ctx.args.name)
-    return _request(ctx, obj, {"spec": {"paused": True}}, "PauseRequested", "paused")
+    return _ask(ctx, "pause")
 
 
 def cmd_resume(ctx: Context) -> int:
-    obj = ctx.get(ctx.args.name)
-    return _request(ctx, obj, {"spec": {"paused": False}}, "ResumeRequested", "resumed")
+    return _ask(ctx, "resume")
 
 
 def cmd_abort(ctx: Context) -> int:
-    obj = ctx.get(ctx.args.name)
-    _require_phase(obj, ("Progressing", "Paused"), "abort")
-    token = f"abort-{_hash(obj)}"
-    return _request(ctx, obj, {"metadata": {"annotations": {ABORT: token}}}, "AbortRequested", "abort")
+    return _ask(ctx, "abort")
 
 
 def cmd_retry(ctx: Context) -> int:
-    obj = ctx.get(ctx.args.name)
-    _require_phase(obj, ("RolledBack",), "retry")
-    failures = len((obj.get("status") or {}).get("failedCandidates", []))
-    token = f"retry-{_hash(obj)}-{failures}"
-    return _request(ctx, obj, {"metadata": {"annotations": {RETRY: token}}}, "RetryRequested", "retry")
+    return _ask(ctx, "retry")
+
+
+def cmd_dashboard(ctx: Context) -> int:
+    from controller.cli.dashboard import serve  # only this command needs the web server
+
+    return serve(
+        ctx.api,
+        namespace=None if ctx.args.all_namespaces else ctx.namespace,
+        address=ctx.args.address,
+        port=ctx.args.port,
+        prometheus=ctx.args.prometheus,
+        out=ctx.out,
+    )
 
 
 # -- wiring ------------------------------------------------------------------------------------
@@ -314,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
     command("resume", cmd_resume, "continue a paused rollout")
     command("abort", cmd_abort, "roll back now; sticky until the candidate changes or retry")
     command("retry", cmd_retry, "re-run a rolled-back candidate from step 1")
+    p = command(
+        "dashboard",
+        cmd_dashboard,
+        "a live web page of the rollouts: steps, each guardrail's evidence over time, Events and the "
+        "requests above as buttons (docs/dashboard.md)",
+        named=False,
+    )
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=9797, help="listen port (default 9797; 0: any free port)")
+    p.add_argument(
+        "--prometheus", help="Prometheus that scrapes the controller: the charts' history (default: what status holds)"
+    )
     return parser
 
 
@@ -340,4 +334,4 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None) -> int:
         return 130
 
 
-__all__ = ["API_VERSION", "KIND", "build_parser", "main"]
+__all__ = ["API_VERSION", "KIND", "CliError", "build_parser", "main"]

@@ -13,8 +13,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.api.duration import format_duration, parse_duration
-from controller.api.models import Guardrail, GuardrailStatus, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Phase
+from controller.api.models import (
+    Guardrail,
+    GuardrailStatus,
+    ModelRollout,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    Verdict,
+    WebhookType,
+)
 from controller.api.reasons import Reason
+from controller.core import labels
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
@@ -118,8 +128,62 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
         else:
             parts.append(f"then {after}{gate}")
         deadline = status.step_started + parse_duration(spec.analysis.progress_deadline)
-        parts.append(f"deadline in {_until(deadline, now)}")
+        # A step kept only by label guardrails may wait past the deadline by their labelDelay.
+        waiting_for = labels.only_labels_missing(spec, [g.name for g in missing])
+        if waiting_for and labels.extension(waiting_for):
+            deadline += labels.extension(waiting_for)
+            parts.append(f"deadline, extended by labelDelay, in {_until(deadline, now)}")
+        else:
+            parts.append(f"deadline in {_until(deadline, now)}")
     return "; ".join(parts)
+
+
+def _webhooks(spec: ModelRolloutSpec, st: ModelRolloutStatus, now: datetime) -> list[str]:
+    """Gates still waiting (with their last answer) and each receiver's last delivery."""
+    if not spec.webhooks:
+        return []
+    out = ["", "Webhooks"]
+    gates = {g.name: g for g in st.gates if g.candidate_hash == st.candidate_hash}
+    box = st.notifications
+    receivers = {r.name: r for r in box.receivers} if box is not None else {}
+    rows = []
+    for hook in spec.webhooks:
+        where = hook.url or (
+            f"service/{hook.service.name}:{hook.service.port}"
+            if hook.service
+            else f"secret/{hook.url_secret_ref.name}"
+            if hook.url_secret_ref
+            else "-"
+        )
+        if hook.type is WebhookType.NOTIFICATION:
+            r = receivers.get(hook.name)
+            owed = (
+                sum(1 for n in box.outbox if r is not None and n.seq > r.delivered and hook.wants(n.event))
+                if box
+                else 0
+            )
+            if r is None or r.last_time is None:
+                state = f"{owed} pending" if owed else "nothing sent yet"
+            elif r.last_error:
+                state = f"failing x{r.failures} ({age(r.last_time, now)} ago): {r.last_error}; {owed} pending"
+            else:
+                state = f"delivered {r.last_id or '-'} {age(r.last_time, now)} ago, HTTP {r.last_code}; {owed} pending"
+        else:
+            g = gates.get(hook.name)
+            if g is None:
+                state = "not asked yet"
+            else:
+                what = "promotion" if g.step >= len(spec.expanded_steps()) else f"step {g.step + 1}"
+                answer = f"HTTP {g.code}" if g.code is not None else (g.message or "no answer yet")
+                when = f" {age(g.answered, now)} ago" if g.answered else ""
+                state = f"{g.state.value} for {what}: {answer}{when}"
+                if g.state.value != "Passed":
+                    state += f", waiting since {age(g.since, now)}"
+        rows.append([hook.name, hook.type.value, where[:48], state[:100]])
+    out.append(table(["NAME", "TYPE", "TARGET", "STATE"], rows, indent="  "))
+    if box is not None and box.dropped:
+        out.append(f"  {box.dropped} notices dropped undelivered (outbox full)")
+    return out
 
 
 def _until(when: datetime, now: datetime) -> str:
@@ -211,7 +275,10 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
             ev = gs.evidence
             samples = f"{_count(ev.candidate_samples)}/{_count(ev.incumbent_samples)}"
             detail = gs.message
-            if ev.samples_needed:
+            if gs.labels is not None and gs.verdict is Verdict.INCONCLUSIVE:
+                # Ground truth comes late: what the wait stands on, not the judge's raw message.
+                detail = labels.waiting(gs.labels, now)
+            elif ev.samples_needed:
                 detail += f" (needs {ev.samples_needed:g} more samples)"
             rows.append(
                 [
@@ -230,6 +297,7 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out += _segments_view(spec.guardrails, latest)
     else:
         out.append("  (none: steps advance on their holds alone)")
+    out.extend(_webhooks(spec, st, now))
     if st.history:
         out.append("")
         out.append("Recent decisions")

@@ -26,6 +26,7 @@ from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
     ALL_CANDIDATE,
     ALL_INCUMBENT,
+    GATE_TYPES,
     MAX_FAILED_CANDIDATES,
     MAX_HISTORY,
     AfterLastStep,
@@ -37,6 +38,7 @@ from controller.api.models import (
     ErrorBudget,
     Evidence,
     FailedCandidate,
+    GateState,
     Guardrail,
     GuardrailStatus,
     ModelRef,
@@ -47,10 +49,11 @@ from controller.api.models import (
     SegmentsStatus,
     Step,
     Verdict,
+    WebhookType,
     Weights,
 )
 from controller.api.reasons import INCONCLUSIVE, Reason
-from controller.core import budget
+from controller.core import budget, hooks, labels
 from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
 ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
@@ -108,6 +111,9 @@ class RolloutInput:
     judgements: Mapping[str, Judgement] | None = None
     # What humans asked for through annotations (the CLI sets them); each new value acts once.
     requests: Requests = field(default_factory=lambda: Requests())
+    # What gates and rollback hooks answered, and notification deliveries, since the last reconcile.
+    answers: tuple[hooks.GateAnswer, ...] = ()
+    deliveries: tuple[hooks.DeliveryResult, ...] = ()
 
 
 @dataclass
@@ -118,6 +124,8 @@ class Outcome:
     requeue_after: timedelta | None = None
     # The rollout may be let go (finalizer removed): traffic is back on the incumbent.
     release: bool = False
+    # Gates and rollback hooks to ask now (the adapter dedupes asks already in flight).
+    asks: list[hooks.Ask] = field(default_factory=list)
 
 
 def candidate_hash(model: ModelRef) -> str:
@@ -228,10 +236,18 @@ def assess(
         and eb.next_step is not None
         and eb.next_step <= eb.left
     )
-    missing = _missing(spec, status, affordable=affordable)
+    names: list[str] = []
+    missing = _missing(spec, status, affordable=affordable, names=names)
     if held and not missing:
         risk = f"; next step's excess bounded by {eb.next_step:.1f} of {eb.left:.1f} left" if affordable and eb else ""
         return Assessment("advance", Reason.STEP_ADVANCED, risk)
+    waiting_for = labels.only_labels_missing(spec, names)
+    if waiting_for and (held or timed_out):
+        # Labels keep arriving after the step's predictions: wait for them, past the hold and up
+        # to the deadline extended by their delay (never longer: no labels is no data).
+        limit = parse_duration(spec.analysis.progress_deadline) + labels.extension(waiting_for)
+        if elapsed < limit:
+            return Assessment("hold", Reason.WAITING_FOR_LABELS, f"step {display}: {'; '.join(missing)}")
     if timed_out:
         why = f"step {display} did not complete within {spec.analysis.progress_deadline}: {'; '.join(missing)}"
         return Assessment(on_deadline, Reason.PROGRESS_DEADLINE_EXCEEDED, why)
@@ -280,21 +296,34 @@ def _judged(
     return None
 
 
-def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: bool) -> list[str]:
+def _missing(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: bool, names: list[str] | None = None
+) -> list[str]:
     """What keeps the step from ending: every guardrail must pass at this step's weight, judged
     strictly after the step began (the analysis that ended the previous step never counts). A
     sequential guardrail with its minimum samples that is only not yet conclusive (no data
-    problem) is enough when the next step is `affordable` within the error budget."""
+    problem) is enough when the next step is `affordable` within the error budget (a label
+    guardrail never: its counts lag). At the last step a label guardrail's pass counts once the
+    step's own predictions had labelDelay to be labelled. `names` collects the guardrails'."""
     latest, started = {g.name: g for g in status.guardrails}, status.step_started
+    steps = spec.expanded_steps()
+    last = (status.current_step or 0) >= len(steps) - 1
     missing = []
     for guardrail in spec.guardrails:
         gs = latest.get(guardrail.name)
+        due = labels.labels_due(guardrail, steps[-1], started) if last else None
         if gs is None:
             missing.append(f"{guardrail.name} never evaluated")
         elif started is not None and (gs.last_evaluated is None or gs.last_evaluated <= started):
             missing.append(f"{guardrail.name} not yet evaluated at this step")
+        elif gs.verdict is Verdict.PASS and due is not None and (gs.last_evaluated is None or gs.last_evaluated < due):
+            missing.append(
+                f"{guardrail.name}: waiting for the labels of this step's predictions "
+                f"(labelDelay {guardrail.label_delay or '0s'}, until {due:%H:%M:%S} UTC)"
+            )
         elif gs.verdict is Verdict.PASS or (
             affordable
+            and not guardrail.labelled
             and guardrail.sequential is not None
             and guardrail.segment_by is None  # the budget bounds aggregate harm, which a segment's can hide
             and gs.verdict is Verdict.INCONCLUSIVE
@@ -302,8 +331,12 @@ def _missing(spec: ModelRolloutSpec, status: ModelRolloutStatus, *, affordable: 
             and (gs.evidence.candidate_samples or 0) >= guardrail.min_samples
         ):
             continue
+        elif gs.labels is not None and gs.verdict is Verdict.INCONCLUSIVE and gs.labels.need is not None:
+            missing.append(f"{guardrail.name}: {labels.waiting(gs.labels, status.last_analysis or gs.labels.since)}")
         else:
             missing.append(f"{guardrail.name} {gs.verdict.value.lower()}: {gs.message}")
+        if names is not None and len(missing) > len(names):
+            names.append(guardrail.name)
     return missing
 
 
@@ -359,6 +392,7 @@ class _Decider:
 
     def run(self) -> Outcome:
         self.st.observed_generation = self.inp.generation
+        self._record_hook_outcomes()
         if self.inp.applied is not None and pair_in_flight(self.st) is not None:
             self.st.weights = self.inp.applied
         if self.inp.deleting:
@@ -451,8 +485,10 @@ class _Decider:
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
         self._event("Normal", reason, f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
         self._record("start", reason)
-        self._set_weights(Weights.for_candidate(self.steps[0].weight))
-        self.out.requeue_after = WEIGHT_SETTLE
+        self.st.gates = []
+        if self._gate_open(0):
+            self._set_weights(Weights.for_candidate(self.steps[0].weight))
+            self.out.requeue_after = WEIGHT_SETTLE
 
     def _settle(self) -> None:
         owed = settling(self.st)
@@ -476,9 +512,14 @@ class _Decider:
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
         at_step = self.inp.applied == Weights.for_candidate(self._step().weight)
-        if ((at_step or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
+        at_gate = self._at_gate()
+        if ((at_step or at_gate or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
             self.st.phase is Phase.PAUSED
         ):
+            return
+        if not at_step and not self._gate_open(self.st.current_step or 0):
+            return
+        if at_step and self._rollback_requested():
             return
         causes, spending = None, None
         if at_step and self.inp.judgements is not None:
@@ -495,7 +536,15 @@ class _Decider:
             self._set_weights(Weights.for_candidate(self._step().weight))
             self.out.requeue_after = WEIGHT_SETTLE
         else:
+            if verdict.reason is Reason.WAITING_FOR_LABELS:
+                self._wait_for_labels(verdict.message)
             self.out.requeue_after = self._next_wake(self._step())
+
+    def _wait_for_labels(self, message: str) -> None:
+        """Past the hold, only ground truth is missing: say so (an Event once per step)."""
+        if self.st.reason != Reason.WAITING_FOR_LABELS:
+            self._event("Normal", Reason.WAITING_FOR_LABELS, message)
+        self._set_phase(Phase.PROGRESSING, Reason.WAITING_FOR_LABELS, message)
 
     # -- pieces of progress ---------------------------------------------------------------------
 
@@ -515,6 +564,20 @@ class _Decider:
             return False
         assert request is not None
         self.st.handled_promote = request
+        if self._at_gate():
+            # At a gate (waiting, refused, or paused past its deadline), a promote opens it and
+            # moves no further: the step's weights come next, so no step is skipped.
+            opened = hooks.open_by_human(self.st, self.st.candidate_hash or "", request, self.now)
+            why = f"gate {', '.join(opened)} opened by a human ({request})"
+            if self.st.phase is Phase.PAUSED:
+                self._resume(Reason.PROMOTED_BY_USER, why)
+            else:
+                self._set_phase(Phase.PROGRESSING, Reason.PROMOTED_BY_USER, why)
+                self._record("promote-request", Reason.PROMOTED_BY_USER, why)
+            if any(g.name in opened and g.step == self.st.current_step for g in self.st.gates):
+                self.st.step_started, self.st.last_analysis = self.now, None  # the step begins now
+            self.out.requeue_after = WEIGHT_SETTLE
+            return True
         if self.st.phase is Phase.PAUSED:
             self._resume(Reason.PROMOTED_BY_USER, f"promotion requested ({request})")
         else:
@@ -538,9 +601,12 @@ class _Decider:
         for guardrail in self.spec.guardrails:
             j = judgements.get(guardrail.name) or Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
             old = previous.get(guardrail.name)
+            j = labels.not_yet_labelled(guardrail, j)
+            if guardrail.labelled and guardrail.sequential is None and old is not None:
+                j = labels.check_samples(j, old.evidence)
             if guardrail.sequential is not None and old is not None:
                 # Counts are cumulative: they never go back, and a verdict without them keeps the last.
-                j = check_counts(j, old.evidence)
+                j = labels.check_samples(j, old.evidence) if guardrail.labelled else check_counts(j, old.evidence)
                 if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
                     j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
             causes[guardrail.name] = j.cause
@@ -557,6 +623,10 @@ class _Decider:
                     last_evaluated=self.now,
                 )
             )
+            if guardrail.labelled:
+                previous_labels = old.labels if old is not None else None
+                progress = labels.progress(updated[-1], previous_labels, first_in_step=first_in_step, now=self.now)
+                updated[-1] = updated[-1].model_copy(update={"labels": progress})
         self.st.guardrails = updated
         spending = self._spending()
         if first_in_step:
@@ -565,6 +635,8 @@ class _Decider:
 
     def _spending(self) -> budget.BudgetView | None:
         evidence = [(g, gs.evidence) for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True)]
+        # Label guardrails stay out of the budget: their counts lag the traffic by labelDelay.
+        evidence = [(g, e) for g, e in evidence if not g.labelled]
         counts = [
             c
             for g, e in evidence
@@ -585,8 +657,12 @@ class _Decider:
         worst: tuple[float, int, float] | None = None  # (seconds, step index, candidate requests/s)
         for g, gs in zip(self.spec.guardrails, self.st.guardrails, strict=True):
             # A segmented guardrail waits for its slowest segment, which aggregate counts cannot
-            # foresee: no estimate rather than an optimistic one (docs/guardrails.md).
-            counts = budget.Counts.of(gs.evidence) if g.sequential is not None and g.segment_by is None else None
+            # foresee, and a label guardrail's counts lag: no estimate rather than an optimistic one.
+            counts = (
+                budget.Counts.of(gs.evidence)
+                if g.sequential is not None and g.segment_by is None and not g.labelled
+                else None
+            )
             rate = budget.arrival_rate(counts, self.st.rollout_started, self.now) if counts else None
             if counts is None or not rate:
                 continue
@@ -630,7 +706,7 @@ class _Decider:
         by_name = {g.name: g for g in self.spec.guardrails}
         for gs in self.st.guardrails if causes is not None else []:
             if gs.verdict is Verdict.FAIL:
-                self._event("Warning", Reason.GUARDRAIL_FAILED, f"{gs.name}: {gs.message}")
+                self._event("Warning", Reason.GUARDRAIL_FAILED, f"{gs.name}: {gs.message}", gs=gs)
         if causes is None or verdict.reason in FAILED:
             return
         for gs in self.st.guardrails:
@@ -642,7 +718,7 @@ class _Decider:
             policy = _policy(by_name[gs.name], cause)
             if policy is not DataPolicy.WAIT or gs.consecutive_inconclusive >= INCONCLUSIVE_WARN_AFTER:
                 why = f"{gs.name}: {gs.message} (policy {policy.value}; never a pass)"
-                self._event("Warning", Reason.GUARDRAIL_INCONCLUSIVE, why)
+                self._event("Warning", Reason.GUARDRAIL_INCONCLUSIVE, why, gs=gs)
             if gs is verdict.guardrail:
                 return
 
@@ -667,11 +743,15 @@ class _Decider:
             )
             self._event("Normal", Reason.STEP_ADVANCED, self.st.message or "")
             self._record("advance", Reason.STEP_ADVANCED, self.st.message or "")
-            self._set_weights(Weights.for_candidate(nxt.weight))
-            self.out.requeue_after = WEIGHT_SETTLE
+            if self._gate_open(index + 1):
+                self._set_weights(Weights.for_candidate(nxt.weight))
+                self.out.requeue_after = WEIGHT_SETTLE
             return
         if self.spec.canary.after_last_step is AfterLastStep.WAIT_FOR_PROMOTION and not manual:
             self._pause(Reason.AWAITING_PROMOTION, "last step passed; waiting for `kubectl modelrollout promote`")
+            return
+        # A human's promote is the override: automatic promotion waits for BeforePromotion gates.
+        if not manual and not self._gate_open(len(self.steps)):
             return
         self._promote(by_user=manual)
 
@@ -713,7 +793,7 @@ class _Decider:
         self.st.paused_since, self.st.pause_reason = None, None
         self._set_phase(Phase.ROLLED_BACK, reason, f"{candidate.name} rolled back: {message}")
         kind = Reason.ROLLED_BACK_INCONCLUSIVE if reason in INCONCLUSIVE else Reason.ROLLED_BACK
-        self._event("Warning", kind, self.st.message or "")
+        self._event("Warning", kind, self.st.message or "", gs=gs)
         self._record("rollback", reason, message)
 
     # -- small helpers --------------------------------------------------------------------------
@@ -744,7 +824,8 @@ class _Decider:
         deadline = parse_duration(self.spec.analysis.progress_deadline)
         interval = parse_duration(self.spec.analysis.interval)
         since = self.st.last_analysis or self.st.step_started or self.now
-        candidates = [since + interval - self.now, deadline - elapsed]
+        # A step waiting for labels may run past the deadline by their delay (assess says so).
+        candidates = [since + interval - self.now, deadline + labels.extension(self.spec.guardrails) - elapsed]
         hold_left = parse_duration(step.hold) - elapsed
         if hold_left > timedelta(0):
             candidates.append(hold_left)
@@ -779,8 +860,90 @@ class _Decider:
     def _set_phase(self, phase: Phase, reason: Reason | str, message: str) -> None:
         self.st.phase, self.st.reason, self.st.message = phase, reason, message[:1024]
 
-    def _event(self, type_: str, reason: Reason | str, message: str) -> None:
+    def _event(self, type_: str, reason: Reason | str, message: str, *, gs: GuardrailStatus | None = None) -> None:
         self.out.events.append(Event(type_, reason, message[:1024]))
+        hooks.notify(self.spec, self.st, reason, message, now=self.now, gs=gs)
+
+    # -- webhooks (controller.core.hooks) -------------------------------------------------------
+
+    def _record_hook_outcomes(self) -> None:
+        refused, passed = hooks.record_answers(self.spec, self.st, self.inp.answers)
+        gated = {w.name for w in self.spec.webhooks if w.type in (WebhookType.BEFORE_TRAFFIC, WebhookType.BEFORE_STEP)}
+        if any(a.webhook in gated and a.step == self.st.current_step for a in passed) and self.st.phase in ACTIVE:
+            # The step begins when its gates open: a wait at a gate counts against neither its
+            # hold nor its progress deadline.
+            self.st.step_started, self.st.last_analysis = self.now, None
+        for answer in refused:
+            got = f"answered {answer.code}" if answer.code is not None else "did not answer"
+            self._event("Warning", Reason.GATE_REFUSED, f"webhook {answer.webhook} {got}: {answer.message}; not a pass")
+        for failed in hooks.record_deliveries(self.spec, self.st, self.inp.deliveries):
+            why = failed.error or f"HTTP {failed.code}"
+            self._event(
+                "Warning",
+                Reason.WEBHOOK_DELIVERY_FAILED,
+                f"webhook {failed.webhook}: delivery failed ({why}); retrying with back-off",
+            )
+
+    def _gate_open(self, index: int) -> bool:
+        """Whether the gates before the weights of step `index` (len(steps): promotion) all passed
+        for this candidate. If not: ask, and wait (bounded by progressDeadline) or pause."""
+        kind = (
+            WebhookType.BEFORE_TRAFFIC
+            if index == 0
+            else WebhookType.BEFORE_PROMOTION
+            if index >= len(self.steps)
+            else WebhookType.BEFORE_STEP
+        )
+        interval = parse_duration(self.spec.analysis.interval)
+        view = hooks.gate(self.spec, self.st, kind, index, self.st.candidate_hash or "", now=self.now, retry=interval)
+        self.out.asks.extend(view.asks)
+        if view.open or view.waiting is None:
+            return True
+        waiting = view.waiting
+        what = "promotion" if index >= len(self.steps) else f"step {index + 1}/{len(self.steps)}"
+        last = f"last answer {waiting.code}" if waiting.code is not None else (waiting.message or "no answer yet")
+        why = f"{what}: waiting for {kind.value} gate {waiting.name} to answer 2xx ({last})"
+        if view.policy_pause:
+            self._pause(Reason.GATE_REFUSED, f"{why}; onError is Pause: `kubectl modelrollout promote` opens it")
+            return False
+        deadline = parse_duration(self.spec.analysis.progress_deadline)
+        if self.now - waiting.since >= deadline:
+            why = f"{what}: {kind.value} gate {waiting.name} not answered 2xx within {self.spec.analysis.progress_deadline} ({last})"
+            if self.spec.analysis.on_deadline is DeadlinePolicy.PAUSE:
+                self._pause(Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+            else:
+                self._roll_back(Reason.PROGRESS_DEADLINE_EXCEEDED, why)
+            return False
+        if view.first_ask:
+            self._event("Normal", Reason.GATE_WAITING, why)
+        self.st.reason, self.st.message = Reason.GATE_WAITING, why[:1024]
+        left = waiting.since + deadline - self.now
+        self.out.requeue_after = max(min(interval, left), timedelta(seconds=1))
+        return False
+
+    def _at_gate(self) -> bool:
+        """A gate of this candidate has been asked and has not passed: its weights are held."""
+        gates = {w.name for w in self.spec.webhooks if w.type in GATE_TYPES}
+        return any(
+            g.name in gates and g.candidate_hash == self.st.candidate_hash and g.state is not GateState.PASSED
+            for g in self.st.gates
+        )
+
+    def _rollback_requested(self) -> bool:
+        """Rollback hooks, asked every analysis interval at the step's weights: a 2xx asks for one."""
+        if not hooks.asked(self.spec, WebhookType.ROLLBACK):
+            return False
+        interval = parse_duration(self.spec.analysis.interval)
+        asks, requested = hooks.rollback_asks(
+            self.spec, self.st, self.st.current_step or 0, self.st.candidate_hash or "", now=self.now, retry=interval
+        )
+        self.out.asks.extend(asks)
+        if requested is None:
+            return False
+        self._roll_back(
+            Reason.ROLLBACK_REQUESTED, f"rollback hook {requested.name} answered {requested.code}: {requested.message}"
+        )
+        return True
 
     def _record(self, action: str, reason: Reason | str, message: str = "") -> None:
         entry = Decision(

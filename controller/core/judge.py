@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controller.api.models import Evidence, Guardrail, SegmentsStatus, Verdict
+from controller.api.models import Evidence, Guardrail, RelativeRule, SegmentsStatus, Verdict
 from controller.core import statistics
 from controller.core.observation import Observation, ObservationStatus
 
@@ -148,7 +148,8 @@ def _absolute(g: Guardrail, data: GuardrailData) -> Judgement:
         f"<= {_fmt(rule.max)}" if rule.max is not None else "",
     ]
     bound = " and ".join(b for b in bounds if b)
-    evidence = Evidence(candidate_value=value, candidate_samples=samples, bound=bound)
+    limit = rule.max if rule.max is not None else rule.min
+    evidence = Evidence(candidate_value=value, candidate_samples=samples, bound=bound, limit=limit)
     _enough(samples, g.min_samples, "candidate", evidence)
     if (rule.max is not None and value > rule.max) or (rule.min is not None and value < rule.min):
         return Judgement(Verdict.FAIL, f"candidate {_fmt(value)} breaks {bound}", evidence)
@@ -180,6 +181,7 @@ def _relative(g: Guardrail, data: GuardrailData) -> Judgement:
         incumbent_samples=inc_n,
         bound=" and ".join(text for text, _ in checks),
         statistic=f"ratio {_fmt(ratio)}, difference {_fmt(diff)}",
+        limit=_relative_limit(rule, inc),
     )
     _enough(cand_n, g.min_samples, "candidate", evidence)
     _enough(inc_n, g.min_samples, "incumbent", evidence)
@@ -189,6 +191,21 @@ def _relative(g: Guardrail, data: GuardrailData) -> Judgement:
             Verdict.FAIL, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} breaks {', '.join(broken)}", evidence
         )
     return Judgement(Verdict.PASS, f"candidate {_fmt(cand)} vs incumbent {_fmt(inc)} within bounds", evidence)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _relative_limit(rule: RelativeRule, incumbent: float) -> float | None:
+    """The tightest bound on the candidate's value the rule sets at this incumbent value (upper first)."""
+    upper = [incumbent * r for r in (rule.max_ratio,) if r is not None]
+    upper += [incumbent + d for d in (rule.max_increase,) if d is not None]
+    if upper:
+        return _finite(min(upper))
+    lower = [incumbent * r for r in (rule.min_ratio,) if r is not None]
+    lower += [incumbent - d for d in (rule.max_decrease,) if d is not None]
+    return _finite(max(lower)) if lower else None
 
 
 def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
@@ -251,6 +268,10 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
         incumbent_samples=it,
         bound=f"{pass_bound} to pass, > 1 to fail (significance {rule.significance:g})",
         statistic=statistic,
+        worse=_finite(test.worse),
+        worse_threshold=test.fail_threshold,
+        not_worse=_finite(test.not_worse),
+        not_worse_threshold=test.pass_threshold,
     )
     _enough(ct, g.min_samples, "candidate", evidence)
     if test.failed:

@@ -226,6 +226,13 @@ def _upper_bound(log_e: Callable[[float], float], start: float, alpha: float) ->
     set: for the true value the e-process ever reaches 1/alpha with probability at most alpha."""
     target = math.log(1 / alpha)
     lo = hi = max(start, 1e-12)
+    if log_e(lo) >= target:
+        # The start is already excluded (a floor, e.g. for zero events): walk down, or the bound
+        # would be the floor and stop shrinking with evidence.
+        while log_e(lo) >= target:
+            lo, hi = lo / 2, lo
+            if lo < 1e-12:
+                return hi
     while log_e(hi) < target:
         lo, hi = hi, hi * 2
         if hi > start * 1e6 + 1e-6:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import structlog
 from kubernetes import client
 
+from controller.kube.config import REQUEST_TIMEOUT
 from controller.kube.errors import Conflict, KubeError, NotFound, translated
 
 log = structlog.get_logger("lease")
@@ -55,12 +56,21 @@ class LeaderElector:
     # -- one attempt ----------------------------------------------------------------------------
 
     def try_acquire_or_renew(self) -> bool:
-        now = _micro_now()
+        # Leadership counts from when the attempt began, not from when its answer came: a renew
+        # answered late (a slow or paused API server) must not extend our lease past the one
+        # others see. Each request gives up after the renew deadline.
+        started, now = time.monotonic(), _micro_now()
+        deadline = (REQUEST_TIMEOUT[0], self.config.renew_deadline)
         try:
             with translated():
-                lease = self._coord.read_namespaced_lease(self.config.name, self.config.namespace)
+                lease = self._coord.read_namespaced_lease(
+                    self.config.name, self.config.namespace, _request_timeout=deadline
+                )
         except NotFound:
-            return self._create(now)
+            return self._create(now, started)
+        except KubeError as exc:
+            log.info("lease read failed", error=str(exc))
+            return False
         spec = lease.spec
         if spec is None:
             spec = lease.spec = client.V1LeaseSpec()
@@ -81,14 +91,16 @@ class LeaderElector:
         spec.lease_duration_seconds = int(self.config.lease_duration)
         try:
             with translated():
-                self._coord.replace_namespaced_lease(self.config.name, self.config.namespace, lease)
+                self._coord.replace_namespaced_lease(
+                    self.config.name, self.config.namespace, lease, _request_timeout=deadline
+                )
         except (Conflict, KubeError) as exc:
             log.info("lease update failed", error=str(exc))
             return False
-        self._renewed()
+        self._renewed(started)
         return True
 
-    def _create(self, now: datetime) -> bool:
+    def _create(self, now: datetime, started: float) -> bool:
         body = client.V1Lease(
             metadata=client.V1ObjectMeta(name=self.config.name, namespace=self.config.namespace),
             spec=client.V1LeaseSpec(
@@ -101,16 +113,18 @@ class LeaderElector:
         )
         try:
             with translated():
-                self._coord.create_namespaced_lease(self.config.namespace, body)
+                self._coord.create_namespaced_lease(
+                    self.config.namespace, body, _request_timeout=(REQUEST_TIMEOUT[0], self.config.renew_deadline)
+                )
         except KubeError:
             return False
-        self._renewed()
+        self._renewed(started)
         return True
 
-    def _renewed(self) -> None:
+    def _renewed(self, started: float) -> None:
         with self._lock:
             self._leader = True
-            self._last_renew = time.monotonic()
+            self._last_renew = started
 
     def _set_leader(self, value: bool) -> None:
         with self._lock:
@@ -130,7 +144,12 @@ class LeaderElector:
     def keep_renewing(self, stop: threading.Event, on_lost: Callable[[], None]) -> None:
         """Renew every retry period; when renewing fails past the renew deadline, call on_lost."""
         while not stop.wait(self.config.retry_period):
-            if self.try_acquire_or_renew():
+            try:
+                renewed = self.try_acquire_or_renew()
+            except Exception:  # this thread must outlive any one failure, or no one notices the loss
+                log.exception("lease renew crashed", identity=self.identity)
+                renewed = False
+            if renewed:
                 continue
             if not self.is_leader():
                 self._set_leader(False)

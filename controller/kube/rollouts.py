@@ -8,6 +8,7 @@ from typing import Any, cast
 from kubernetes import client, watch
 
 from controller.api import GROUP, PLURAL, VERSION
+from controller.kube.config import REQUEST_TIMEOUT
 from controller.kube.errors import Gone, translated
 
 FINALIZER = "modelrollout.dev/restore-traffic"
@@ -54,6 +55,9 @@ class Rollouts:
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 allow_watch_bookmarks=True,
+                # The server ends the watch after timeout_seconds; a connection silent well past
+                # that is dead: give up on it and re-list.
+                _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + 30),
             ):
                 obj = event["object"]
                 if event["type"] == "ERROR":

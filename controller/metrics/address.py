@@ -8,6 +8,7 @@ The CRD refuses link-local literals and the API server's names (CEL); this allow
 second line: it also looks at what a host name resolves to, and refuses loopback unless the
 controller runs with `--allow-loopback-metrics` (the local test setup, never the default).
 A refused address is never fetched: every guardrail is inconclusive with the reason.
+Webhook URLs (controller.webhooks) go through the same policy, and connect to the addresses it checked.
 
 The controller-wide `--prometheus-url` is the operator's own setting and is not checked.
 """
@@ -77,18 +78,23 @@ class AddressPolicy:
             endpoints.update((ip, port) for ip in ips)
         return cls(allow_loopback=allow_loopback, api_endpoints=frozenset(endpoints), resolver=resolver)
 
-    def refusal(self, address: str) -> str | None:
+    def refusal(self, address: str, *, what: str = "metric provider address") -> str | None:
         """Why the controller must not fetch this address, or None when it may."""
+        return self.check(address, what=what)[0]
+
+    def check(self, address: str, *, what: str = "metric provider address") -> tuple[str | None, list[str]]:
+        """(why refused or None, the addresses checked). A caller that connects to one of these
+        addresses itself (webhooks do) cannot be sent elsewhere by a second DNS answer."""
         try:
             parts = urlsplit(address)
             port = _port(parts.scheme, parts.port)
         except ValueError:
-            return None  # unparseable: the provider reports it as an error, fetching nothing
+            return None, []  # unparseable: the caller reports it as an error, fetching nothing
         host = (parts.hostname or "").rstrip(".").lower()
         if not host:
-            return None
+            return None, []
         if API_SERVER_NAME.match(host):
-            return f"metric provider address {address!r} is the Kubernetes API server: refused"
+            return f"{what} {address!r} is the Kubernetes API server: refused", []
         literal = _ip(host)
         if literal is not None:
             ips = [literal]
@@ -97,11 +103,11 @@ class AddressPolicy:
         else:
             ips = [ip for ip in (_ip(a) for a in self.resolver(host)) if ip is not None]
         for ip in ips:
-            what = self._unsafe(ip, port)
-            if what:
+            unsafe = self._unsafe(ip, port)
+            if unsafe:
                 via = "" if literal is not None else f" (resolves to {ip})"
-                return f"metric provider address {address!r} is {what}{via}: refused, nothing fetched"
-        return None
+                return f"{what} {address!r} is {unsafe}{via}: refused, nothing fetched", [str(i) for i in ips]
+        return None, [str(i) for i in ips]
 
     def _unsafe(self, ip: IP, port: int) -> str | None:
         if (str(ip), port) in self.api_endpoints:

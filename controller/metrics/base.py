@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
-from controller.api.models import BuiltinMetric
+from controller.api.models import BuiltinMetric, LlmMetrics, ModelPrice
 from controller.core.observation import Observation
 from controller.metrics.builtins import BuiltinQueries
 
@@ -19,6 +19,13 @@ class MetricProvider(Protocol):
 
     def builtins_by(self, label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
         """The builtins per value of `label`, for guardrails with segmentBy (those it can segment)."""
+        ...
+
+    def llm_builtin(
+        self, metric: BuiltinMetric, names: LlmMetrics | None, price: ModelPrice | None
+    ) -> BuiltinQueries | str:
+        """The queries behind an LLM builtin in the chosen metric family (and, for cost, with the
+        model's price); a message saying why not when they cannot be built."""
         ...
 
     def scalar(self, query: str, *, at: datetime) -> Observation:

@@ -8,7 +8,14 @@ names, each labelled with `model` (the ModelRef name), gets them with `builtin: 
 - `model_requests_total{model, code}`: counter of requests by HTTP status code; errors are
   `code=~"5.."`;
 - `model_request_duration_seconds_bucket{model, le}`: request latency histogram (seconds);
-- `model_prediction_bucket{model, le}`: histogram of the model's predicted score.
+- `model_prediction_bucket{model, le}`: histogram of the model's predicted score;
+- `model_feedback_total{model, outcome}`: labelled predictions by outcome (`correct` or
+  `incorrect`), counted when the label arrives, for the model that made the prediction;
+- `model_feedback_loss_sum{model}` and `model_feedback_loss_count{model}`: a regressor's loss
+  (e.g. squared error) summed over its labelled predictions, and their count (a Summary).
+
+The label builtins (LabelledErrorRate, LabelledLoss) are judged on counts since the rollout
+began, not on the analysis window: labels trickle in long after the predictions (docs/labels.md).
 
 The templates are filled per variant by metrics.templates; docs/metrics.md lists them verbatim.
 Builtins are kept per provider (`MetricProvider.builtins`): these are PrometheusProvider's.
@@ -28,11 +35,19 @@ _LATENCY = 'model_request_duration_seconds_bucket{model="{{model}}"}' + _WINDOW
 # The +Inf bucket counts every observation: the requests behind the latency quantile.
 _LATENCY_COUNT = 'model_request_duration_seconds_bucket{model="{{model}}",le="+Inf"}' + _WINDOW
 _PREDICTIONS = 'model_prediction_bucket{model="{{model}}"}' + _WINDOW
+_FEEDBACK = 'model_feedback_total{model="{{model}}"}' + _WINDOW
+_WRONG = 'model_feedback_total{model="{{model}}",outcome="incorrect"}' + _WINDOW
+_LOSS_SUM = 'model_feedback_loss_sum{model="{{model}}"}' + _WINDOW
+_LOSS_COUNT = 'model_feedback_loss_count{model="{{model}}"}' + _WINDOW
 
 # A model that never failed has no 5xx series at all: `or on() vector(0)` counts that as zero
 # errors. A model without requests still gives no result (or NaN from 0/0): no data, never a pass.
 _ERROR_COUNT = f"sum(increase({_ERRORS})) or on() vector(0)"
 _REQUEST_COUNT = f"sum(increase({_REQUESTS}))"
+# As for requests: a model never wrong has no incorrect series; a model without labels gives no
+# result (no data, never a pass).
+_WRONG_COUNT = f"sum(increase({_WRONG})) or on() vector(0)"
+_FEEDBACK_COUNT = f"sum(increase({_FEEDBACK}))"
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,16 @@ PROMQL: Mapping[BuiltinMetric, BuiltinQueries] = {
     BuiltinMetric.PREDICTION_DISTRIBUTION: BuiltinQueries(
         distribution=f"sum by (le) (increase({_PREDICTIONS}))",
         distribution_label="le",
+    ),
+    BuiltinMetric.LABELLED_ERROR_RATE: BuiltinQueries(
+        value=f"(sum(increase({_WRONG})) or on() vector(0)) / sum(increase({_FEEDBACK}))",
+        samples=_FEEDBACK_COUNT,
+        errors=_WRONG_COUNT,
+        total=_FEEDBACK_COUNT,
+    ),
+    BuiltinMetric.LABELLED_LOSS: BuiltinQueries(
+        value=f"sum(increase({_LOSS_SUM})) / sum(increase({_LOSS_COUNT}))",
+        samples=f"sum(increase({_LOSS_COUNT}))",
     ),
 }
 

@@ -36,8 +36,9 @@ from tenacity import (
 )
 
 from controller.api.duration import parse_duration
-from controller.api.models import BuiltinMetric, PrometheusSource
+from controller.api.models import BuiltinMetric, LlmMetrics, ModelPrice, PrometheusSource
 from controller.core.observation import Observation, ObservationStatus
+from controller.metrics import llm
 from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
 
 log = structlog.get_logger("metrics.prometheus")
@@ -121,6 +122,11 @@ class PrometheusProvider:
         self.close()
 
     # -- the contract (metrics.base.MetricProvider) ---------------------------------------------
+
+    def llm_builtin(
+        self, metric: BuiltinMetric, names: LlmMetrics | None, price: ModelPrice | None
+    ) -> BuiltinQueries | str:
+        return llm.promql(metric, names, price)
 
     def scalar(self, query: str, *, at: datetime) -> Observation:
         """One finite, fresh value: a scalar, or a vector of exactly one series."""

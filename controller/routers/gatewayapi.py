@@ -7,6 +7,12 @@ an RFC 6902 patch whose `test` ops pin the identity of the backendRefs it read, 
 reorder of the route fails with 422 instead of moving traffic to the wrong backend, and it does
 not write at all when the route already splits traffic as asked.
 
+A backendRef names a Service (the default) or, with the Gateway API Inference Extension, an
+InferencePool (group inference.networking.k8s.io): an LLM's model servers behind an endpoint
+picker. The router treats both alike: a model's `backend.inferencePool` makes its backendRef the
+pool of that name, matched by group and kind as well as name, so a Service and a pool of the same
+name are never confused.
+
 Finding the rule, turning weights into percentages and planning the patch are pure functions over
 the route's dict, unit-tested without an API server; routers.base.TrafficRouter reads and writes.
 """
@@ -22,6 +28,8 @@ from controller.kube.objects import Resource
 from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
 HTTPROUTE = Resource(group="gateway.networking.k8s.io", version="v1", plural="httproutes", kind="HTTPRoute")
+INFERENCE_POOL_GROUP = "inference.networking.k8s.io"
+INFERENCE_POOL_KIND = "InferencePool"
 
 # A weight a backendRef leaves out counts as 1: the Gateway API spec says so (the CRD's schema
 # default is 1 too, but a route stored before that default, or read from a copy, may lack it).
@@ -30,10 +38,12 @@ DEFAULT_WEIGHT = 1
 
 @dataclass(frozen=True)
 class BackendService:
-    """The Service a model is served by, as a backendRef names it."""
+    """The object a model is served by, as a backendRef names it: a Service or an InferencePool."""
 
     name: str
     port: int | None = None
+    group: str = ""
+    kind: str = "Service"
 
     @classmethod
     def of(cls, model: ModelRef) -> BackendService:
@@ -41,10 +51,14 @@ class BackendService:
         backend = model.backend
         if backend is None:
             return cls(name=model.name)
+        if backend.inference_pool is not None:
+            return cls(
+                name=backend.inference_pool, port=backend.port, group=INFERENCE_POOL_GROUP, kind=INFERENCE_POOL_KIND
+            )
         return cls(name=backend.service or model.name, port=backend.port)
 
     def __str__(self) -> str:
-        return f"Service {self.name}" + (f" port {self.port}" if self.port is not None else "")
+        return f"{self.kind} {self.name}" + (f" port {self.port}" if self.port is not None else "")
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,10 @@ class BackendSlot:
     name: str
     port: int | None
     weight: int
+    kind: str = "Service"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -119,8 +137,8 @@ def split_of(backends: RuleBackends, *, label: str) -> Weights:
         # "100% incumbent" would let the engine believe a restore needs no write.
         raise RouterProblem(
             "ZeroWeights",
-            f"{label} {backends.where} gives weight 0 to both Service {backends.incumbent.name} and "
-            f"Service {backends.candidate.name}, so neither model gets traffic from it; give the incumbent a weight",
+            f"{label} {backends.where} gives weight 0 to both {backends.incumbent} and "
+            f"{backends.candidate}, so neither model gets traffic from it; give the incumbent a weight",
         )
     return weights
 
@@ -148,6 +166,8 @@ def weight_patch(backends: RuleBackends, weights: Weights) -> list[dict[str, Any
         ref_path = f"{rule_path}/backendRefs/{slot.index}"
         if slot.port is not None:
             ops.append({"op": "test", "path": f"{ref_path}/port", "value": slot.port})
+        if slot.kind != "Service":
+            ops.append({"op": "test", "path": f"{ref_path}/kind", "value": slot.kind})
         ops.append({"op": "test", "path": f"{ref_path}/name", "value": slot.name})
         # `add` also replaces, and works when the ref leaves its weight out.
         ops.append({"op": "add", "path": f"{ref_path}/weight", "value": weight})
@@ -228,8 +248,9 @@ def _refs(rule: dict[str, Any], rule_index: int, label: str) -> list[dict[str, A
 
 
 def _refers_to(ref: dict[str, Any], namespace: str, service: BackendService) -> bool:
-    """Whether a backendRef points at this Service (kind Service and core group are the defaults)."""
-    if ref.get("kind", "Service") != "Service" or ref.get("group", "") != "":
+    """Whether a backendRef points at this Service or InferencePool (kind Service and core group are
+    the defaults)."""
+    if ref.get("kind", "Service") != service.kind or ref.get("group", "") != service.group:
         return False
     # A ref into another namespace is another Service, whatever its name.
     if ref.get("namespace", namespace) != namespace:
@@ -317,6 +338,7 @@ def _slot(ref: dict[str, Any], index: int, rule_index: int, label: str) -> Backe
         name=str(ref["name"]),
         port=port if isinstance(port, int) and not isinstance(port, bool) else None,
         weight=weight,
+        kind=str(ref.get("kind", "Service")),
     )
 
 

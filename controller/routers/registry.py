@@ -14,6 +14,7 @@ from controller.routers.base import RouterPlan, RouterProblem, TrafficRouter
 from controller.routers.gatewayapi import HttpRouteWeights
 from controller.routers.istio import VirtualServiceWeights
 from controller.routers.kserve import KServeCanary
+from controller.routers.llmisvc import LlmInferenceServiceGroup
 from controller.routers.replicas import ReplicaRatio
 
 # Keyed by the Traffic field holding the router's block.
@@ -22,6 +23,7 @@ ROUTERS: dict[str, RouterPlan] = {
     "istio": VirtualServiceWeights(),
     "kserve": KServeCanary(),
     "replicas": ReplicaRatio(),
+    "llm_inference_service": LlmInferenceServiceGroup(),
 }
 
 

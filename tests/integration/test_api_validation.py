@@ -76,6 +76,12 @@ def prometheus(**body: Any) -> Mutation:
     return setter("provider", {"prometheus": {"address": "http://prometheus.monitoring:9090", **body}})
 
 
+def webhook(**body: Any) -> Mutation:
+    """Replace the webhooks with one named `h` (so the path is always spec.webhooks[0])."""
+    return setter("webhooks", [{"name": "h", "type": "BeforeStep", "url": "https://ci.example.com/gate", **body}])
+
+
+W = "spec.webhooks[0]"
 ERR = {"builtin": "ErrorRate"}
 G = "spec.guardrails[0]"
 SHORT_HOLDS = setter("canary.steps", [{"weight": 10, "hold": "10s"}, {"weight": 50, "hold": "10s"}])
@@ -183,6 +189,85 @@ CASES: list[Case] = [
         setter("traffic", {"replicas": {"totalReplicas": 4, "scaleDownDelay": "25h"}}),
         "spec.traffic.replicas.scaleDownDelay",
         "scaleDownDelay must be at most 24h",
+    ),
+    Case(
+        "a backend naming a Service and an InferencePool",
+        setter("candidate.backend", {"service": "fraud-v2", "inferencePool": "fraud-v2"}),
+        "spec.candidate.backend.inferencePool",
+        "set service or inferencePool, not both",
+    ),
+    Case(
+        "llmInferenceService without a group",
+        setter("traffic", {"llmInferenceService": {}}),
+        "spec.traffic.llmInferenceService.group",
+        "Required value",
+    ),
+    # -- LLM builtins ---------------------------------------------------------------------------
+    Case(
+        "llmMetrics on a classic builtin",
+        guardrail(metric={"builtin": "ErrorRate", "llmMetrics": {"family": "llm-d"}}, absolute={"max": 0.1}),
+        f"{G}.metric.llmMetrics",
+        "llmMetrics only applies to the LLM builtins",
+    ),
+    Case(
+        "an unknown LLM metric family",
+        guardrail(metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"family": "tgi"}}, relative={"maxRatio": 2}),
+        f"{G}.metric.llmMetrics.family",
+        'Unsupported value: "tgi"',
+    ),
+    Case(
+        "a metric name PromQL cannot hold",
+        guardrail(
+            metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"timeToFirstToken": "ttft{x}"}},
+            relative={"maxRatio": 2},
+        ),
+        f"{G}.metric.llmMetrics.timeToFirstToken",
+        "should match",
+    ),
+    Case(
+        "cost without prices",
+        guardrail(metric={"builtin": "CostPer1kOutputTokens"}, relative={"maxRatio": 1}),
+        f"{G}.metric.prices",
+        "builtin CostPer1kOutputTokens needs prices",
+    ),
+    Case(
+        "prices on another builtin",
+        guardrail(
+            metric={"builtin": "TimeToFirstTokenP99", "prices": [{"model": "fraud-v2", "perReplicaHour": 1}]},
+            relative={"maxRatio": 2},
+        ),
+        f"{G}.metric.prices",
+        "builtin CostPer1kOutputTokens needs prices",
+    ),
+    Case(
+        "a price per replica-hour and per token",
+        guardrail(
+            metric={
+                "builtin": "CostPer1kOutputTokens",
+                "prices": [{"model": "fraud-v2", "perReplicaHour": 1, "perMillionOutputTokens": 0.5}],
+            },
+            relative={"maxRatio": 1},
+        ),
+        f"{G}.metric.prices[0]",
+        "set exactly one of perReplicaHour or perMillionOutputTokens",
+    ),
+    Case(
+        "two prices for one model",
+        guardrail(
+            metric={
+                "builtin": "CostPer1kOutputTokens",
+                "prices": [{"model": "fraud-v2", "perReplicaHour": 1}, {"model": "fraud-v2", "perReplicaHour": 2}],
+            },
+            relative={"maxRatio": 1},
+        ),
+        f"{G}.metric.prices",
+        "one price per model",
+    ),
+    Case(
+        "sequential on a latency builtin",
+        guardrail(metric={"builtin": "TimeToFirstTokenP99"}, sequential={}),
+        f"{G}.metric",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate or TruncatedOrAbortedRate",
     ),
     # -- guardrail rules ------------------------------------------------------------------------
     Case(
@@ -370,6 +455,24 @@ CASES: list[Case] = [
         guardrail(metric=ERR, absolute={"max": 1}, critical=True, failureTolerance=2),
         f"{G}.failureTolerance",
         "failureTolerance must be 0",
+    ),
+    Case(
+        "labelDelay beyond 720h",
+        guardrail(metric={"builtin": "LabelledErrorRate"}, sequential={}, labelDelay="721h"),
+        f"{G}.labelDelay",
+        "labelDelay must be at most 720h",
+    ),
+    Case(
+        "labelDelay on a drift rule",
+        guardrail(metric={"builtin": "PredictionDistribution"}, drift={"maxPSI": 0.2}, labelDelay="1h"),
+        f"{G}.labelDelay",
+        "labelDelay applies to rules on labelled outcomes",
+    ),
+    Case(
+        "sequential on LabelledLoss",
+        guardrail(metric={"builtin": "LabelledLoss"}, sequential={}),
+        f"{G}.metric",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate or LabelledErrorRate",
     ),
     Case(
         "onNoData Pass",
@@ -583,6 +686,79 @@ CASES: list[Case] = [
         "should match",
     ),
     Case("missing candidate", deleter("candidate"), "spec.candidate", "Required value"),
+    # -- webhooks -------------------------------------------------------------------------------
+    Case(
+        "webhook url with credentials",
+        webhook(url="https://user:token@ci.example.com/gate"),
+        f"{W}.url",
+        "credentials must not be inline in the url",
+    ),
+    Case(
+        "webhook url on a cloud metadata address",
+        webhook(url="http://169.254.169.254/latest/meta-data"),
+        f"{W}.url",
+        "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+    ),
+    Case(
+        "webhook url on a link-local IPv6 address",
+        webhook(url="http://[fe80::1]:8080/hook"),
+        f"{W}.url",
+        "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+    ),
+    Case(
+        "webhook url is the API server",
+        webhook(url="https://kubernetes.default.svc/api/v1/namespaces"),
+        f"{W}.url",
+        "url must not be link-local (169.254.0.0/16, fe80::/10) or the Kubernetes API server",
+    ),
+    Case(
+        "webhook with both url and service",
+        webhook(service={"name": "ci"}),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case(
+        "webhook with both url and urlSecretRef",
+        webhook(urlSecretRef={"name": "slack-url"}),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case(
+        "webhook with neither url nor service",
+        setter("webhooks", [{"name": "h", "type": "BeforeStep"}]),
+        W,
+        "set exactly one of url, service or urlSecretRef",
+    ),
+    Case("events on a gate", webhook(events=["Promoted"]), f"{W}.events", "events only apply to type Notification"),
+    Case(
+        "a Slack format on a gate", webhook(format="Slack"), f"{W}.format", "format only applies to type Notification"
+    ),
+    Case(
+        "caBundleRef on plain http",
+        webhook(url="http://ci.example.com/gate", caBundleRef={"name": "ca"}),
+        f"{W}.caBundleRef",
+        "caBundleRef only applies to https",
+    ),
+    Case(
+        "webhook timeout of zero",
+        webhook(timeout="0s"),
+        f"{W}.timeout",
+        "timeout must be longer than 0s and at most 5m",
+    ),
+    Case("an unknown webhook type", webhook(type="PostRollout"), f"{W}.type", "Unsupported value"),
+    Case("an inline HMAC key", webhook(hmacKey="s3cr3t"), f"{W}.hmacKey", "unknown field"),
+    Case(
+        "duplicate webhook names",
+        setter(
+            "webhooks",
+            [
+                {"name": "h", "type": "Notification", "url": "https://a.example.com/"},
+                {"name": "h", "type": "BeforeStep", "url": "https://b.example.com/"},
+            ],
+        ),
+        "spec.webhooks",
+        "webhook names must be unique",
+    ),
 ]
 
 
@@ -657,6 +833,48 @@ VALID: list[tuple[str, Mutation]] = [
         both(guardrail(metric=ERR, absolute={"max": 0.01}), setter("analysis", {"errorBudget": 0})),
     ),
     ("onDeadline Pause", setter("analysis", {"onDeadline": "Pause"})),
+    (
+        "every webhook type, by url and by service, signed, with a private CA",
+        setter(
+            "webhooks",
+            [
+                {"name": "load-test", "type": "BeforeTraffic", "url": "http://loadtest.ci:8080/run"},
+                {
+                    "name": "ticket",
+                    "type": "BeforeStep",
+                    "service": {"name": "gatekeeper", "port": 8443, "scheme": "https", "path": "/approve"},
+                    "caBundleRef": {"name": "ca", "key": "ca.crt"},
+                },
+                {"name": "owner", "type": "BeforePromotion", "url": "https://ci.example.com/x", "onError": "Pause"},
+                {"name": "incidents", "type": "Rollback", "url": "https://pager.example.com/open", "timeout": "5m"},
+                {
+                    "name": "slack",
+                    "type": "Notification",
+                    "url": "https://hooks.slack.com/services/T0/B0/x",
+                    "format": "Slack",
+                    "events": ["Promoted", "RolledBack"],
+                    "secretRef": {"name": "hmac", "key": "k"},
+                },
+                {"name": "bus", "type": "Notification", "url": "https://events.example.com/", "format": "CloudEvents"},
+            ],
+        ),
+    ),
+    ("a webhook on an address that only looks like 169.254", webhook(url="https://169.254.example.com/gate")),
+    (
+        "a Slack URL kept in a Secret, with a CA bundle",
+        setter(
+            "webhooks",
+            [
+                {
+                    "name": "s",
+                    "type": "Notification",
+                    "urlSecretRef": {"name": "slack", "key": "url"},
+                    "format": "Slack",
+                    "caBundleRef": {"name": "ca"},
+                }
+            ],
+        ),
+    ),
     ("compound window", setter("analysis", {"window": "1h30m", "interval": "90s", "progressDeadline": "2h"})),
     ("longest window", setter("analysis", {"window": "24h"})),
     ("min == max", guardrail(metric=ERR, absolute={"min": 0.01, "max": 0.01})),
@@ -679,6 +897,9 @@ VALID: list[tuple[str, Mutation]] = [
         ),
     ),
     ("segmentBy alone, on a relative rule", guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d")),
+    ("labelDelay 720h", guardrail(metric={"builtin": "LabelledErrorRate"}, sequential={}, labelDelay="720h")),
+    ("LabelledLoss relative", guardrail(metric={"builtin": "LabelledLoss"}, relative={"maxRatio": 1.05})),
+    ("labelDelay on a custom query", guardrail(metric={"query": "q"}, absolute={"min": 0.9}, labelDelay="2h")),
     ("non-critical with tolerance", guardrail(metric=ERR, absolute={"max": 1}, critical=False, failureTolerance=3)),
     (
         "16 guardrails",
@@ -703,6 +924,29 @@ VALID: list[tuple[str, Mutation]] = [
     ),
     ("istio", setter("traffic", {"istio": {"virtualService": "fraud", "route": "primary", "host": "fraud.svc"}})),
     ("replicas without delay", setter("traffic", {"replicas": {"totalReplicas": 1, "scaleDownDelay": "0s"}})),
+    ("an InferencePool backend", setter("candidate.backend", {"inferencePool": "fraud-v2", "port": 8000})),
+    ("llmInferenceService", setter("traffic", {"llmInferenceService": {"group": "fraud"}})),
+    (
+        "TTFT in llm-d's names, for LoRA adapters",
+        guardrail(
+            metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"family": "llm-d", "modelLabel": "target_model_name"}},
+            relative={"maxRatio": 1.5},
+        ),
+    ),
+    ("finish reasons, sequential", guardrail(metric={"builtin": "TruncatedOrAbortedRate"}, sequential={})),
+    (
+        "cost, one model per token and one per replica-hour",
+        guardrail(
+            metric={
+                "builtin": "CostPer1kOutputTokens",
+                "prices": [
+                    {"model": "fraud-v1", "perMillionInputTokens": 0.1, "perMillionOutputTokens": 0.6},
+                    {"model": "fraud-v2", "perReplicaHour": 2.5},
+                ],
+            },
+            relative={"maxRatio": 1.0},
+        ),
+    ),
 ]
 
 

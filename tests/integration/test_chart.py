@@ -206,11 +206,12 @@ def test_controller_as_the_charts_service_account_promotes_a_rollout(
     assert can_i_list(kubectl, user, release_ns) == ALLOWLIST
 
 
-# What `routers.istio`, `routers.kserve` and `routers.replicas` add: get and patch on each kind of
+# What `routers.istio`, `routers.kserve`, `routers.replicas` and `routers.llmInferenceService` add: get and patch on each kind of
 # target object, nothing else (no create, delete, list or watch; no Deployment scale subresource).
 ROUTER_ROWS = {
     ("virtualservices.networking.istio.io", "", "[get patch]"),
     ("inferenceservices.serving.kserve.io", "", "[get patch]"),
+    ("llminferenceservices.serving.kserve.io", "", "[get patch]"),
     ("deployments.apps", "", "[get patch]"),
 }
 

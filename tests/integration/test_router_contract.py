@@ -1,6 +1,7 @@
 """One contract for every traffic router, run against each backend's real CRD on the real API server.
 
-Given the target objects of a backend (an HTTPRoute, a VirtualService, an InferenceService, two
+Given the target objects of a backend (an HTTPRoute to Services or to InferencePools, a
+VirtualService, an InferenceService, two LLMInferenceServices of one route group, two
 Deployments) in a fresh namespace, when the router sets, reads, rolls back and promotes, then the
 objects as the API server has them (read by the test, never through the router) and the audit
 log of writes show that:
@@ -16,10 +17,13 @@ log of writes show that:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from controller.api import GROUP, PLURAL, VERSION
@@ -40,10 +44,11 @@ from tests.support.backends import (
     CANDIDATE,
     INCUMBENT,
     Backend,
+    LlmInferenceServiceBackend,
+    install_inference_pool_crds,
     install_istio_crds,
     install_kserve_crds,
-    model,
-    uri,
+    install_llm_inference_service_crds,
     wait_allowed,
 )
 from tests.support.chart import chart_service_account
@@ -55,7 +60,13 @@ STEPS = (10, 20, 50)
 
 @pytest.fixture(scope="session")
 def backend_crds(api_client: client.ApiClient, gateway_api: list[str]) -> list[str]:
-    return [*gateway_api, *install_istio_crds(api_client), *install_kserve_crds(api_client)]
+    return [
+        *gateway_api,
+        *install_istio_crds(api_client),
+        *install_kserve_crds(api_client),
+        *install_llm_inference_service_crds(api_client),
+        *install_inference_pool_crds(api_client),
+    ]
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -85,8 +96,8 @@ class Contract:
             namespace=self.backend.namespace,
             rollout="fraud",
             traffic=self.backend.traffic(),
-            incumbent=model(incumbent),
-            candidate=model(candidate),
+            incumbent=self.backend.model(incumbent),
+            candidate=self.backend.model(candidate),
         )
 
     def set(self, weights: Weights) -> Weights:
@@ -239,7 +250,7 @@ def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes
     )
     rollout = rollout_body("fraud", INCUMBENT, CANDIDATE, traffic=backend.traffic_block())
     for variant, name in (("incumbent", INCUMBENT), ("candidate", CANDIDATE)):
-        rollout["spec"][variant]["backend"] = {"storageUri": uri(name)}  # the KServe router's; others ignore it
+        rollout["spec"][variant]["backend"] = backend.model_backend(name)
     client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         GROUP, VERSION, backend.namespace, PLURAL, rollout
     )
@@ -263,3 +274,64 @@ def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes
     assert [(w.verb, w.code) for w in tried] == ([] if lacking == "get" else [("patch", 403)] * len(tried))
     assert tried or lacking == "get"
     assert backend.served() == ALL_INCUMBENT
+
+
+# -- the LLM docs' objects ------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _yaml_docs(page: str) -> list[dict[str, Any]]:
+    text = (DOCS / page).read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    return [d for block in blocks for d in yaml.safe_load_all(block) if isinstance(d, dict) and "kind" in d]
+
+
+@pytest.mark.parametrize("page", ["llm.md", "routers.md"])
+def test_the_docs_llm_objects_are_accepted_by_the_real_crds(
+    backend_crds: list[str], api_client: client.ApiClient, namespace: str, page: str
+) -> None:
+    """Every InferencePool, LLMInferenceService, HTTPRoute and ModelRollout of the page, as written,
+    is accepted by the API server with the real CRDs (server-side dry run, strict fields)."""
+    kinds = {
+        "InferencePool": ("inference.networking.k8s.io", "v1", "inferencepools"),
+        "LLMInferenceService": ("serving.kserve.io", "v1alpha2", "llminferenceservices"),
+        "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+        "ModelRollout": (GROUP, VERSION, PLURAL),
+    }
+    checked = []
+    for doc in _yaml_docs(page):
+        if doc["kind"] not in kinds or "apiVersion" not in doc:
+            continue
+        group, version, plural = kinds[doc["kind"]]
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            group, version, namespace, plural, doc, dry_run="All", field_validation="Strict"
+        )
+        checked.append(doc["kind"])
+    if page == "llm.md":
+        assert sorted(set(checked)) == sorted(kinds), checked
+    else:
+        assert "LLMInferenceService" in checked
+
+
+# -- two objects, two writes: what the data plane has in between ---------------------------------
+
+
+def test_llm_inference_service_writes_never_give_the_candidate_more_in_between(
+    backend_crds: list[str], api_client: client.ApiClient, control_plane: ControlPlane, namespace: str
+) -> None:
+    """Each of the router's two writes is a split KServe applies at once: after every write (from
+    the audit log's copies of the objects), the candidate's share is at most the larger of the
+    share before and the share asked for, through steps, a rollback, a retry and a promotion."""
+    assert control_plane.audit_log is not None
+    backend = LlmInferenceServiceBackend(api_client, namespace, control_plane.audit_log)
+    backend.create()
+    contract = Contract(backend, api_client)
+    before = 0
+    for weight in (10, 50, 0, 20, 100):
+        seen = len(backend.served_history())
+        assert contract.set(Weights.for_candidate(weight)) == Weights.for_candidate(weight)
+        states = [w.candidate for _, w in backend.served_history()[seen:]]
+        assert states and states[-1] == weight, states
+        assert all(share <= max(before, weight) for share in states), (before, weight, states)
+        before = weight

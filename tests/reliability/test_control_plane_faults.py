@@ -95,8 +95,13 @@ def test_apiserver_paused_60s_backs_off_without_crash_loop_or_duplicate_step(
         finally:
             plane.apiserver.send_signal(signal.SIGCONT)
         resumed = time.monotonic()
-        for w in (solo_world, elected_world):
-            w.wait(phase("Promoted"), timeout=120)
+        for w, proc in ((solo_world, solo), (elected_world, supervisor.proc)):
+            try:
+                w.wait(phase("Promoted"), timeout=120)
+            except AssertionError:
+                print(f"\n{proc.identity}'s log, last 60 lines:")
+                print("\n".join(proc.log_path.read_text().splitlines()[-60:]))
+                raise
         took = time.monotonic() - resumed
     finally:
         supervisor.stop()

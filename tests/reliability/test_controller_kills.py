@@ -51,6 +51,13 @@ def _decisions(proc: ControllerProcess) -> int:
     return sum(1 for line in proc.logs() if line.get("decision") in BOUNDARY)
 
 
+def _decision_point(obj: dict[str, Any]) -> tuple[Any, ...]:
+    """Where the rollout of record stands: a step decision changes it."""
+    status = obj.get("status") or {}
+    last = (status.get("history") or [{}])[-1]
+    return status.get("phase"), status.get("currentStep"), last.get("time"), last.get("action")
+
+
 def _at_gate(obj: dict[str, Any]) -> bool:
     status = obj.get("status") or {}
     return status.get("phase") == "Paused" and status.get("reason") == "AwaitingPromotion"
@@ -68,38 +75,49 @@ def kill_until_settled(
 ) -> dict[str, int]:
     """Start, kill, restart the controller until the rollout settles; returns the kill counts.
 
+    A process is killed the moment it logs a step decision or its decision shows in status
+    (a boundary kill), or at a random instant of its life. Which of the two a kill was is read
+    from status after the kill, not from which came first: a random kill that lands just after
+    a decision is a boundary kill too, so every decision of record is counted once, on any
+    machine. The verdict is a decision like the others: the process that records it is killed
+    too, and the next one carries it out (the route write) and is stopped cleanly.
+
     `open_gate` is called once, when all the random kills have landed and the rollout waits at
     its manual gate."""
     rng = random.Random(seed)
     gate_opened = open_gate is None
     kills = {"boundary": 0, "random": 0, "restarts": 0}
     deadline = time.monotonic() + timeout
+    point = _decision_point(world.get())
+    settled = {"Promoted": 100, "RolledBack": 0}[verdict]
     while time.monotonic() < deadline:
         proc = factory.start("victim", "--namespace", world.namespace, lease_name=lease)
         kills["restarts"] += 1
-        seen = 0  # each process has a log of its own: any decision in it is after our last kill
         randomly = kills["random"] < RANDOM_KILLS
         kill_at = time.monotonic() + (rng.uniform(0.05, 1.2) if randomly else 3600)
         while True:
-            if _decisions(proc) > seen:
-                proc.kill()
-                kills["boundary"] += 1
-                break
-            if time.monotonic() >= kill_at:
-                proc.kill()
-                kills["random"] += 1
-                break
             obj = world.get()
-            if phase(verdict)(obj):
-                proc.stop()
-                return kills
-            if not gate_opened and kills["random"] >= RANDOM_KILLS and _at_gate(obj):
+            if _decision_point(obj) != point or _decisions(proc) > 0 or time.monotonic() >= kill_at:
+                break
+            if obj.get("status", {}).get("phase") == verdict:
+                # Decided (and its decider killed) before this process: it only carries it out.
+                if phase(verdict)(obj) and world.route_weights()[world.candidate] == settled:
+                    proc.stop()
+                    return kills
+            elif not gate_opened and kills["random"] >= RANDOM_KILLS and _at_gate(obj):
                 assert open_gate is not None
                 open_gate()
                 gate_opened = True
             if time.monotonic() >= deadline:
-                raise AssertionError(f"not settled after {timeout}s under kills {kills}: {world.get().get('status')}")
+                raise AssertionError(f"not settled after {timeout}s under kills {kills}: {obj.get('status')}")
             time.sleep(0.02)
+        proc.kill()
+        obj = world.get()
+        if _decision_point(obj) != point:
+            kills["boundary"] += 1
+            point = _decision_point(obj)
+        else:
+            kills["random"] += 1
     raise AssertionError(f"not settled after {timeout}s under kills {kills}")
 
 
@@ -197,7 +215,8 @@ def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_ve
     if verdict == "Promoted":
         assert written == [*WEIGHTS, 100] == calm.candidate_writes(), attempts
         assert succeeded[-1] == 100 and world.route_weights()[world.candidate] == 100
-        assert kills["boundary"] >= 6 and kills["random"] == RANDOM_KILLS
+        # RolloutStarted, four StepAdvanced, the gate's pause, Promoted: each a kill of its own.
+        assert kills["boundary"] >= len(WEIGHTS) + 1 and kills["random"] == RANDOM_KILLS
     else:
         # Up to the step where it failed, then straight back to 0; the same in both runs.
         assert written[-1] == 0 and written[:-1] == WEIGHTS[: len(written) - 1], written

@@ -1,8 +1,9 @@
 """Every traffic backend as the router contract suite sees it, on the real test API server.
 
-Each backend's real CRD is installed: Istio's from the module istio.io/api, KServe's from
-github.com/kserve/kserve, both through the Go module proxy (not committed); Deployments are
-built in. A backend here creates the target objects for a pair of models, reads the split the
+Each backend's real CRD is installed: Istio's from the module istio.io/api, KServe's
+InferenceService and LLMInferenceService from github.com/kserve/kserve, the InferencePool from
+sigs.k8s.io/gateway-api-inference-extension, all through the Go module proxy (not committed);
+Deployments are built in. A backend here creates the target objects for a pair of models, reads the split the
 data plane would apply straight from the objects (never through the router under test), makes
 foreign and malformed changes, and lists the writes the audit log saw.
 
@@ -35,6 +36,11 @@ from tests.support.kube import apply_crd, wait_allowed, wait_established
 
 ISTIO_API_VERSION = os.environ.get("ISTIO_API_VERSION", "v1.32.0")
 KSERVE_VERSION = os.environ.get("KSERVE_VERSION", "v0.16.0")
+# LLMInferenceService canary groups (spec.router.route.group/weight) came with KServe v0.20.0.
+KSERVE_LLM_VERSION = os.environ.get("KSERVE_LLM_VERSION", "v0.20.0")
+# v1.6.0 ships only the pool CRDs (config/crd/bases/); the proxy may not list it, but serves it.
+INFERENCE_EXTENSION_VERSION = os.environ.get("INFERENCE_EXTENSION_VERSION", "v1.6.0")
+INFERENCE_GROUP = "inference.networking.k8s.io"
 
 INCUMBENT, CANDIDATE = "fraud-v1", "fraud-v2"
 HOST = "fraud.models.svc.cluster.local"
@@ -55,6 +61,38 @@ def install_kserve_crds(api: client.ApiClient) -> list[str]:
         / "config/crd/full/serving.kserve.io_inferenceservices.yaml"
     )
     return _install(api, [d for d in yaml.safe_load_all(path.read_text()) if d])
+
+
+def install_llm_inference_service_crds(api: client.ApiClient) -> list[str]:
+    """LLMInferenceService (v1alpha1 and v1alpha2), the full schema of KServe v0.20.0."""
+    path = (
+        module_dir("github.com/kserve/kserve", KSERVE_LLM_VERSION)
+        / "config/crd/full/llmisvc/serving.kserve.io_llminferenceservices.yaml"
+    )
+    return _install(api, [d for d in yaml.safe_load_all(path.read_text()) if d])
+
+
+def install_inference_pool_crds(api: client.ApiClient) -> list[str]:
+    """InferencePool (inference.networking.k8s.io/v1), the Gateway API Inference Extension's."""
+    path = (
+        module_dir("sigs.k8s.io/gateway-api-inference-extension", INFERENCE_EXTENSION_VERSION)
+        / f"config/crd/bases/{INFERENCE_GROUP}_inferencepools.yaml"
+    )
+    return _install(api, [d for d in yaml.safe_load_all(path.read_text()) if d])
+
+
+def inference_pool(name: str, port: int = 8000) -> dict[str, Any]:
+    """An InferencePool selecting a model's vLLM pods, with its endpoint picker."""
+    return {
+        "apiVersion": f"{INFERENCE_GROUP}/v1",
+        "kind": "InferencePool",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "targetPorts": [{"number": port}],
+            "endpointPickerRef": {"name": f"{name}-epp", "port": {"number": 9002}},
+        },
+    }
 
 
 def _install(api: client.ApiClient, docs: list[dict[str, Any]]) -> list[str]:
@@ -86,6 +124,13 @@ class Backend:
     def __init__(self, api: client.ApiClient, namespace: str, audit_log: Path) -> None:
         self.api, self.namespace, self.audit_log = api, namespace, audit_log
         self.custom = client.CustomObjectsApi(api)
+
+    def model_backend(self, name: str) -> dict[str, Any]:
+        """A model's `backend` block for this backend (the KServe router's storageUri; others ignore it)."""
+        return {"storageUri": uri(name)}
+
+    def model(self, name: str) -> ModelRef:
+        return ModelRef.model_validate({"name": name, "backend": self.model_backend(name)})
 
     # -- what a subclass provides ---------------------------------------------------------------
 
@@ -217,6 +262,7 @@ class GatewayApiBackend(Backend):
     name = "gatewayAPI"
     group, version, plural = GW_GROUP, GW_VERSION, GW_PLURAL
     malformed_reason = "BackendNotInRoute"
+    rule = 0  # the rule holding the models' backendRefs
 
     def traffic_block(self) -> dict[str, Any]:
         return {"gatewayAPI": {"httpRoute": "models"}}
@@ -228,15 +274,16 @@ class GatewayApiBackend(Backend):
         return ["models"]
 
     def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
-        refs = {r["name"]: r.get("weight", 1) for r in objects["models"]["spec"]["rules"][0]["backendRefs"]}
+        refs = {r["name"]: r.get("weight", 1) for r in objects["models"]["spec"]["rules"][self.rule]["backendRefs"]}
         return _share(refs[incumbent], refs[candidate])
 
     def set_by_hand(self, candidate_weight: int) -> None:
+        at = f"/spec/rules/{self.rule}/backendRefs"
         self.json_patch(
             "models",
             [
-                {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 100 - candidate_weight},
-                {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": candidate_weight},
+                {"op": "replace", "path": f"{at}/0/weight", "value": 100 - candidate_weight},
+                {"op": "replace", "path": f"{at}/1/weight", "value": candidate_weight},
             ],
         )
 
@@ -250,10 +297,46 @@ class GatewayApiBackend(Backend):
         ]
 
     def malform(self) -> None:
-        self.json_patch("models", [{"op": "remove", "path": "/spec/rules/0/backendRefs/1"}])
+        self.json_patch("models", [{"op": "remove", "path": f"/spec/rules/{self.rule}/backendRefs/1"}])
 
     def delete(self) -> None:
         self.delete_object("models")
+
+
+class GatewayApiInferencePoolBackend(GatewayApiBackend):
+    """An HTTPRoute whose models are InferencePools (the Gateway API Inference Extension).
+
+    A first rule sends /debug to Services named like the pools: the router must match the
+    backendRef's group and kind, not only its name, and so pass over that rule."""
+
+    name = "gatewayAPI-inferencePool"
+    rule = 1
+
+    def model_backend(self, name: str) -> dict[str, Any]:
+        return {**super().model_backend(name), "inferencePool": name}
+
+    def create(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> None:
+        for name in (incumbent, candidate, "fraud-v3"):
+            self.custom.create_namespaced_custom_object(
+                INFERENCE_GROUP, "v1", self.namespace, "inferencepools", inference_pool(name)
+            )
+        debug = make_httproute("models", [(incumbent, 50), (candidate, 50)])["spec"]["rules"][0]
+        debug["matches"] = [{"path": {"type": "PathPrefix", "value": "/debug"}}]
+        pools = [
+            {"group": INFERENCE_GROUP, "kind": "InferencePool", "name": name, "weight": weight}
+            for name, weight in ((incumbent, 100), (candidate, 0), ("fraud-v3", 0))
+        ]
+        route = make_httproute("models", [])
+        route["spec"]["rules"] = [
+            debug,
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "backendRefs": pools},
+        ]
+        self.create_object(route)
+
+    def foreign_change_intact(self) -> bool:
+        # The /debug rule's Services, named like the pools, kept their weights too.
+        debug = self.get("models")["spec"]["rules"][0]["backendRefs"]
+        return super().foreign_change_intact() and [r["weight"] for r in debug] == [50, 50]
 
 
 class IstioBackend(Backend):
@@ -429,6 +512,70 @@ class KServeBackend(Backend):
         self.delete_object("fraud")
 
 
+class LlmInferenceServiceBackend(Backend):
+    """Three KServe LLMInferenceServices in one route group, serving the same model name."""
+
+    name = "llmInferenceService"
+    group, version, plural = "serving.kserve.io", "v1alpha2", "llminferenceservices"
+    malformed_reason = "GroupMembersDiverge"
+
+    def traffic_block(self) -> dict[str, Any]:
+        return {"llmInferenceService": {"group": "fraud"}}
+
+    def create(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> None:
+        for name, weight in ((incumbent, 100), (candidate, 0), ("fraud-v3", 0)):
+            self.create_object(
+                {
+                    "apiVersion": "serving.kserve.io/v1alpha2",
+                    "kind": "LLMInferenceService",
+                    "metadata": {"name": name},
+                    "spec": {
+                        # One served name for the group: KServe splits only members serving the same.
+                        "model": {"uri": f"hf://example/{name}", "name": "fraud-llm"},
+                        "replicas": 1,
+                        "router": {"route": {"group": "fraud", "weight": weight}},
+                    },
+                }
+            )
+
+    def object_names(self, incumbent: str, candidate: str) -> list[str]:
+        return [incumbent, candidate]
+
+    def split(self, objects: Mapping[str, dict[str, Any]], incumbent: str, candidate: str) -> Weights | None:
+        # KServe's reading: members of one group split by route.weight, an absent weight is 0.
+        def weight(name: str) -> int:
+            return int(objects[name]["spec"].get("router", {}).get("route", {}).get("weight") or 0)
+
+        return _share(weight(incumbent), weight(candidate))
+
+    def set_by_hand(self, candidate_weight: int) -> None:
+        self.merge(INCUMBENT, {"spec": {"router": {"route": {"weight": 100 - candidate_weight}}}})
+        self.merge(CANDIDATE, {"spec": {"router": {"route": {"weight": candidate_weight}}}})
+
+    def foreign_change(self) -> None:
+        for name in (INCUMBENT, CANDIDATE):
+            self.merge(name, {"metadata": {"labels": {"team": "fraud"}}, "spec": {"replicas": 2}})
+
+    def foreign_change_intact(self) -> bool:
+        for name in (INCUMBENT, CANDIDATE):
+            obj = self.get(name)
+            spec = obj["spec"]
+            if obj["metadata"]["labels"] != {"team": "fraud"} or spec["replicas"] != 2:
+                return False
+            if spec["model"] != {"uri": f"hf://example/{name}", "name": "fraud-llm"}:
+                return False
+            if spec["router"]["route"]["group"] != "fraud":
+                return False
+        return True
+
+    def malform(self) -> None:
+        # The candidate serves another model name: KServe would give it none of the group's traffic.
+        self.merge(CANDIDATE, {"spec": {"model": {"name": "other-llm"}}})
+
+    def delete(self) -> None:
+        self.delete_object(CANDIDATE)
+
+
 class ReplicasBackend(Backend):
     name = "replicas"
     group, version, plural = "apps", "v1", "deployments"
@@ -535,7 +682,15 @@ def _share(incumbent: int, candidate: int) -> Weights:
 
 
 BACKENDS: dict[str, type[Backend]] = {
-    b.name: b for b in (GatewayApiBackend, IstioBackend, KServeBackend, ReplicasBackend)
+    b.name: b
+    for b in (
+        GatewayApiBackend,
+        GatewayApiInferencePoolBackend,
+        IstioBackend,
+        KServeBackend,
+        LlmInferenceServiceBackend,
+        ReplicasBackend,
+    )
 }
 
 

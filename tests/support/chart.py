@@ -85,7 +85,16 @@ def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
     return seen, refused
 
 
-ALL_ROUTERS = ("--set", "routers.istio=true", "--set", "routers.kserve=true", "--set", "routers.replicas=true")
+ALL_ROUTERS = (
+    "--set",
+    "routers.istio=true",
+    "--set",
+    "routers.kserve=true",
+    "--set",
+    "routers.replicas=true",
+    "--set",
+    "routers.llmInferenceService=true",
+)
 
 
 def chart_service_account(

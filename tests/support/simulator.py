@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from controller.api.models import ModelRolloutSpec, ModelRolloutStatus, Verdict, Weights
+from controller.core import hooks
 from controller.core.clock import FakeClock
 from controller.core.engine import (
     Event,
@@ -26,6 +27,8 @@ from controller.core.engine import (
 from controller.core.judge import Cause, Judgement
 
 JudgeFn = Callable[[str, "Simulator"], Judgement]
+# A webhook's HTTP code for an ask or a notice (None: no answer), as the adapter would report it.
+HookFn = Callable[[str, int, "Simulator"], int | None]
 
 
 def passing(_: str, __: Simulator) -> Judgement:
@@ -56,6 +59,12 @@ class Simulator:
     retry_request: str | None = None
     generation: int = 1
     released: bool = False
+    # Webhooks: the code each ask gets (by hook name and step), and each notice delivery.
+    gate: HookFn | None = None
+    receiver: HookFn | None = None
+    asks: list[hooks.Ask] = field(default_factory=list)
+    delivered: list[tuple[str, hooks.DeliveryResult]] = field(default_factory=list)
+    _outcomes: list[hooks.GateAnswer | hooks.DeliveryResult] = field(default_factory=list)
 
     def reconcile(self, *, deleting: bool = False, crash_before_acting: bool = False) -> Outcome:
         """One reconcile; `crash_before_acting` persists the decision but carries out nothing,
@@ -76,8 +85,23 @@ class Simulator:
                 applied=applied,
                 judgements=judgements,
                 requests=Requests(promote=self.promote_request, abort=self.abort_request, retry=self.retry_request),
+                answers=tuple(o for o in self._outcomes if isinstance(o, hooks.GateAnswer)),
+                deliveries=tuple(o for o in self._outcomes if isinstance(o, hooks.DeliveryResult)),
             )
         )
+        self._outcomes = []
+        now = self.clock.now()
+        for ask in out.asks:
+            self.asks.append(ask)
+            if self.gate is not None:
+                code = self.gate(ask.webhook, ask.step, self)
+                self._outcomes.append(hooks.GateAnswer(ask.webhook, ask.step, ask.candidate_hash, code, "sim", now))
+        for hook, notice in hooks.pending(self.spec, out.status) if self.receiver is not None else []:
+            code = self.receiver(hook.name, notice.seq, self)
+            error = None if code is not None and 200 <= code < 300 else f"HTTP {code}"
+            result = hooks.DeliveryResult(hook.name, notice.seq, f"{notice.id}.{hook.name}", code, error, now)
+            self.delivered.append((notice.event.value, result))
+            self._outcomes.append(result)
         for action in [] if crash_before_acting else out.actions:
             self.plane[action.candidate.name] = action.weights
             self.writes.append((action.candidate.name, action.weights.candidate))

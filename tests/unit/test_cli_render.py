@@ -276,3 +276,39 @@ def test_status_shows_each_segmented_guardrails_worst_segments() -> None:
     assert "0.031" in row and "2000/20000" in row
     # Without segments, no Segments block.
     assert "Segments" not in status_view(rollout(**PROGRESSING), [], NOW)
+
+
+def test_status_shows_pending_gates_and_last_deliveries() -> None:
+    obj = rollout(
+        **PROGRESSING,
+        gates=[
+            {
+                "name": "ticket", "step": 2, "candidateHash": "abc", "state": "Refused", "code": 503,
+                "message": "change freeze", "since": "2026-11-27T11:58:00Z", "answered": "2026-11-27T11:59:40Z",
+            }
+        ],
+        notifications={
+            "nextSeq": 4,
+            "outbox": [
+                {"seq": 3, "id": "n3", "event": "StepAdvanced", "time": "2026-11-27T11:55:00Z",
+                 "candidate": "fraud-v8", "step": 1, "reason": "StepAdvanced"}
+            ],
+            "receivers": [
+                {"name": "slack", "delivered": 3, "lastId": "d-3", "lastTime": "2026-11-27T11:55:02Z", "lastCode": 200},
+                {"name": "pager", "delivered": 2, "lastTime": "2026-11-27T11:59:00Z", "lastCode": 503,
+                 "lastError": "HTTP 503", "failures": 4},
+            ],
+        },
+    )  # fmt: skip
+    obj["spec"]["webhooks"] = [
+        {"name": "ticket", "type": "BeforeStep", "url": "https://tickets.example.com/approve"},
+        {"name": "owner", "type": "BeforePromotion", "service": {"name": "approvals", "port": 8080}},
+        {"name": "slack", "type": "Notification", "url": "https://hooks.slack.com/services/x", "format": "Slack"},
+        {"name": "pager", "type": "Notification", "url": "https://pager.example.com/hook"},
+    ]
+    text = status_view(obj, [], NOW)
+    section = text.split("Webhooks\n", 1)[1].split("\n\n", 1)[0]
+    assert "ticket  BeforeStep" in section and "Refused for step 3: HTTP 503 20s ago, waiting since 2m" in section
+    assert "owner   BeforePromotion  service/approvals:8080" in section and "not asked yet" in section
+    assert "delivered d-3 4m ago, HTTP 200; 0 pending" in section
+    assert "failing x4 (60s ago): HTTP 503; 1 pending" in section

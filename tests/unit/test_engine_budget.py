@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from controller.api.duration import parse_duration
@@ -267,6 +267,7 @@ def test_the_ratio_bound_covers_the_truth_at_every_look(ratio: float) -> None:
     f=st.floats(0.01, 0.9),
     alpha=st.sampled_from([0.001, 0.01, 0.05]),
 )
+@example(c=1, e=228, f=0.75, alpha=0.05)  # zero candidate events: the bound once stopped at its start
 def test_the_ratio_bound_shrinks_with_evidence_and_grows_with_confidence(
     c: int, e: int, f: float, alpha: float
 ) -> None:

@@ -28,6 +28,7 @@ from controller.routers.gatewayapi import (
 )
 from controller.routers.istio import VirtualServiceWeights
 from controller.routers.kserve import KServeCanary
+from controller.routers.llmisvc import LlmInferenceServiceGroup
 from controller.routers.registry import router_for
 from controller.routers.replicas import ReplicaRatio
 
@@ -330,6 +331,7 @@ def test_the_registry_gives_the_gateway_api_router_for_a_gateway_api_block() -> 
         ({"istio": {"virtualService": "vs", "host": "models.svc"}}, VirtualServiceWeights),
         ({"kserve": {"inferenceService": "fraud"}}, KServeCanary),
         ({"replicas": {"totalReplicas": 4}}, ReplicaRatio),
+        ({"llmInferenceService": {"group": "chat"}}, LlmInferenceServiceGroup),
     ],
 )
 def test_the_registry_gives_each_block_its_router(block: dict[str, Any], kind: type) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from controller.workqueue import WorkQueue
 
 
@@ -41,23 +43,13 @@ def test_add_after_waits_for_the_clock() -> None:
     assert q.get(timeout=0) == ("ns", "a")
 
 
-def test_a_waiting_key_keeps_its_earlier_ready_time_when_added_later_again() -> None:
+@pytest.mark.parametrize("waits", [(10, 30), (30, 10)], ids=["later-wait-added", "earlier-wait-added"])
+def test_a_waiting_key_is_ready_once_at_the_earlier_of_its_waits(waits: tuple[int, int]) -> None:
+    """Two waits for one key merge into one, at the earlier time, whichever came first (as client-go)."""
     clock = Clock()
     q = WorkQueue(clock=clock)
-    q.add_after(("ns", "a"), 10)
-    q.add_after(("ns", "a"), 30)
-    clock.t = 10
-    assert q.get(timeout=0) == ("ns", "a")
-    q.done(("ns", "a"))
-    clock.t = 30
-    assert q.get(timeout=0) is None, "the later wait was merged into the earlier one, as client-go does"
-
-
-def test_a_waiting_key_moves_to_an_earlier_ready_time() -> None:
-    clock = Clock()
-    q = WorkQueue(clock=clock)
-    q.add_after(("ns", "a"), 30)
-    q.add_after(("ns", "a"), 10)
+    for wait in waits:
+        q.add_after(("ns", "a"), wait)
     clock.t = 10
     assert q.get(timeout=0) == ("ns", "a")
     q.done(("ns", "a"))

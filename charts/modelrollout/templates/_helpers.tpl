@@ -62,6 +62,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: ["inferenceservices"]
   verbs: ["get", "patch"]
 {{- end }}
+{{- if .Values.routers.llmInferenceService }}
+# traffic.llmInferenceService: read and set spec.router.route.weight of two LLMInferenceServices (routers/llmisvc.py).
+- apiGroups: ["serving.kserve.io"]
+  resources: ["llminferenceservices"]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- if .Values.routers.replicas }}
 # traffic.replicas: read two Deployments and set their replicas and two annotations (routers/replicas.py).
 - apiGroups: ["apps"]

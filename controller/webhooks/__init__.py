@@ -1,0 +1,1 @@
+"""Webhooks: the I/O around controller.core.hooks (gates asked, verdicts delivered; docs/webhooks.md)."""
