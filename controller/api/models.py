@@ -587,7 +587,7 @@ class Guardrail(ApiModel):
             cel="!has(self.sequential) || has(self.metric.errorsQuery) || "
             f"(has(self.metric.builtin) && self.metric.builtin in {_cel_list(_EVENT_BUILTINS)})",
             message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin "
-            f"{', '.join(_EVENT_BUILTINS)}",
+            f"{', '.join(_EVENT_BUILTINS[:-1])} or {_EVENT_BUILTINS[-1]}",
             check=lambda g: (
                 g.sequential is None
                 or g.metric.errors_query is not None

@@ -267,7 +267,8 @@ CASES: list[Case] = [
         "sequential on a latency builtin",
         guardrail(metric={"builtin": "TimeToFirstTokenP99"}, sequential={}),
         f"{G}.metric",
-        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate or TruncatedOrAbortedRate",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate or "
+        "TruncatedOrAbortedRate",
     ),
     # -- guardrail rules ------------------------------------------------------------------------
     Case(
@@ -472,7 +473,8 @@ CASES: list[Case] = [
         "sequential on LabelledLoss",
         guardrail(metric={"builtin": "LabelledLoss"}, sequential={}),
         f"{G}.metric",
-        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate or LabelledErrorRate",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate or "
+        "TruncatedOrAbortedRate",
     ),
     Case(
         "onNoData Pass",
