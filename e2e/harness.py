@@ -151,19 +151,33 @@ def derived(
 LABEL_DELAY = 5
 
 
-def with_labels(rollout: dict[str, Any]) -> None:
-    """The demo's guardrails plus accuracy on delayed labels (docs/labels.md), at 50% then 80%."""
-    spec = rollout["spec"]
-    spec["canary"]["steps"] = [{"weight": 50, "hold": "5s"}, {"weight": 80, "hold": "5s"}]
-    spec["guardrails"].append(
-        {
-            "name": "accuracy",
-            "metric": {"builtin": "LabelledErrorRate"},
-            "sequential": {"significance": 0.05, "minEffect": 1.0},
-            "minSamples": 100,
-            "labelDelay": f"{LABEL_DELAY}s",
-        }
-    )
+def with_labels(*, drift: bool) -> Callable[[dict[str, Any]], None]:
+    """The demo's error-rate (and, with `drift`, prediction-drift) guardrails plus accuracy on
+    delayed labels (docs/labels.md), at 50% then 80%.
+
+    No p99-latency guardrail: a label scenario runs two to three times as long as the others
+    (it waits for labels), and on a loaded 2-core machine the latency ratio of two equal models
+    on 1 s windows crosses 2 now and then: a rollback that says nothing about labels (seen in
+    CI). The promoting scenario leaves out drift for the same reason (about 80 looks at the
+    per-look drift test, on small windows); the rolling-back one keeps it, to show that the
+    less accurate candidate's score distribution does not move (PSI 0.04 over the dataset)."""
+
+    def mutate(rollout: dict[str, Any]) -> None:
+        spec = rollout["spec"]
+        spec["canary"]["steps"] = [{"weight": 50, "hold": "5s"}, {"weight": 80, "hold": "5s"}]
+        kept = ("error-rate", "prediction-drift") if drift else ("error-rate",)
+        spec["guardrails"] = [g for g in spec["guardrails"] if g["name"] in kept]
+        spec["guardrails"].append(
+            {
+                "name": "accuracy",
+                "metric": {"builtin": "LabelledErrorRate"},
+                "sequential": {"significance": 0.05, "minEffect": 1.0},
+                "minSamples": 100,
+                "labelDelay": f"{LABEL_DELAY}s",
+            }
+        )
+
+    return mutate
 
 
 def e2e_only_scenarios() -> dict[str, Scenario]:
@@ -216,7 +230,7 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             "labels-worse",
             "a less accurate candidate (equal errors, latency, scores) is held for its labels, then rolled back",
             {"labels-worse-v1": "incumbent", "labels-worse-v2": "mislabelled"},
-            derived("labels-worse", with_labels),
+            derived("labels-worse", with_labels(drift=True)),
             "RolledBack",
             "accuracy",
             labelled=True,
@@ -225,7 +239,7 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             "labels-better",
             "a more accurate candidate is promoted once its labels confirm it",
             {"labels-better-v1": "incumbent", "labels-better-v2": "better"},
-            derived("labels-better", with_labels),
+            derived("labels-better", with_labels(drift=False)),
             "Promoted",
             labelled=True,
         ),
