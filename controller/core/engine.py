@@ -567,7 +567,7 @@ class _Decider:
         if self._at_gate():
             # At a gate (waiting, refused, or paused past its deadline), a promote opens it and
             # moves no further: the step's weights come next, so no step is skipped.
-            opened = hooks.open_by_human(self.st, self.st.candidate_hash or "", request, self.now)
+            opened = hooks.open_by_human(self.spec, self.st, self.st.candidate_hash or "", request, self.now)
             why = f"gate {', '.join(opened)} opened by a human ({request})"
             if self.st.phase is Phase.PAUSED:
                 self._resume(Reason.PROMOTED_BY_USER, why)

@@ -6,7 +6,11 @@ kept between reconciles is in status, so a restarted controller asks again what 
 and delivers again what was not acknowledged.
 
 - A gate passes only on a recorded 2xx answer for that gate, this step and this candidate
-  (`status.gates`); no answer, an error, a timeout or another code is never a pass.
+  (`status.gates`); no answer, an error, a timeout or another code is never a pass. A Passed
+  entry is final for its step and candidate: a late answer (e.g. a refusal still in flight when
+  a human opened the gate) never closes it again.
+- `status.gates` holds one entry per hook still in the spec (bounded by MAX_WEBHOOKS): an entry
+  of a renamed or removed hook is dropped when the list is next built.
 - Notifications go through a small outbox in status (`status.notifications`): each verdict is
   a `Notice` with a sequence number and an id stable across retries and restarts; each receiver
   has a cursor (`delivered`). What is pending is derived from these alone, one notice at a time
@@ -22,7 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller.api.models import (
+    GATE_TYPES,
     MAX_OUTBOX,
+    MAX_WEBHOOKS,
     GateErrorPolicy,
     GateState,
     GateStatus,
@@ -102,6 +108,14 @@ def entry(status: ModelRolloutStatus, name: str, step: int, candidate_hash: str)
     )
 
 
+def _put(spec: ModelRolloutSpec, status: ModelRolloutStatus, gs: GateStatus) -> None:
+    """Put `gs` in place of its hook's entry; drop entries of hooks no longer in the spec (a
+    rename or removal mid-rollout), so the list stays within its maxItems."""
+    names = {w.name for w in spec.webhooks}
+    kept = [g for g in status.gates if g.name != gs.name and g.name in names]
+    status.gates = [*kept, gs][-MAX_WEBHOOKS:]
+
+
 def record_answers(
     spec: ModelRolloutSpec, status: ModelRolloutStatus, answers: Iterable[GateAnswer]
 ) -> tuple[list[GateAnswer], list[GateAnswer]]:
@@ -112,8 +126,8 @@ def record_answers(
     names = {w.name for w in spec.webhooks}
     for answer in answers:
         gs = entry(status, answer.webhook, answer.step, answer.candidate_hash)
-        if gs is None or answer.webhook not in names:
-            continue
+        if gs is None or answer.webhook not in names or gs.state is GateState.PASSED:
+            continue  # stale, or about an entry already passed (by a 2xx or a human): final
         updated = gs.model_copy(
             update={
                 "state": GateState.PASSED if answer.passed else GateState.REFUSED,
@@ -157,7 +171,7 @@ def gate(
         gs = entry(status, hook.name, step, candidate_hash)
         if gs is None:
             gs = GateStatus(name=hook.name, step=step, candidate_hash=candidate_hash, since=now)
-            status.gates = [*(g for g in status.gates if g.name != hook.name), gs]
+            _put(spec, status, gs)
             first = True
         if gs.state is GateState.PASSED:
             continue
@@ -169,12 +183,16 @@ def gate(
     return GateView(open=waiting is None, asks=tuple(asks), waiting=waiting, policy_pause=pause, first_ask=first)
 
 
-def open_by_human(status: ModelRolloutStatus, candidate_hash: str, request: str, now: datetime) -> list[str]:
-    """A human's promote opens the gates this candidate waits at; returns their names."""
+def open_by_human(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, candidate_hash: str, request: str, now: datetime
+) -> list[str]:
+    """A human's promote opens the gates this candidate waits at; returns their names. Only gates:
+    a Rollback hook's entry is never touched (Passed there means "roll back")."""
+    gate_names = {w.name for w in spec.webhooks if w.type in GATE_TYPES}
     opened = []
     gates = []
     for g in status.gates:
-        if g.candidate_hash == candidate_hash and g.state is not GateState.PASSED:
+        if g.name in gate_names and g.candidate_hash == candidate_hash and g.state is not GateState.PASSED:
             g = g.model_copy(
                 update={"state": GateState.PASSED, "message": f"opened by a human ({request})"[:256], "answered": now}
             )
@@ -199,7 +217,7 @@ def rollback_asks(
         gs = entry(status, hook.name, step, candidate_hash)
         if gs is None:
             gs = GateStatus(name=hook.name, step=step, candidate_hash=candidate_hash, since=now)
-            status.gates = [*(g for g in status.gates if g.name != hook.name), gs]
+            _put(spec, status, gs)
         if gs.state is GateState.PASSED:
             requested = requested or gs
         elif gs.state is GateState.PENDING or gs.answered is None or now >= gs.answered + retry:

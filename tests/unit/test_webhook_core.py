@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.api.models import MAX_OUTBOX, ModelRolloutSpec, Notice, Phase, Webhook, WebhookEvent
+from controller.api.models import MAX_OUTBOX, MAX_WEBHOOKS, ModelRolloutSpec, Notice, Phase, Webhook, WebhookEvent
 from controller.core import hooks
 from controller.webhooks import payload
 from tests.support.simulator import Simulator, failing, passing
@@ -322,3 +322,54 @@ def test_no_weight_is_written_before_its_gate_answered_2xx(answers: list[int | N
         sim.clock.advance(out.requeue_after)
     assert sim.status.phase in (Phase.PROMOTED, Phase.ROLLED_BACK)
     assert (sim.status.phase is Phase.PROMOTED) == (("p", 3) in passed)
+
+
+def test_a_human_promote_at_a_promotion_gate_promotes_and_never_reads_as_a_rollback_request() -> None:
+    """The promote opens the BeforePromotion gate only: the Rollback hook's entry (it said "no
+    rollback") is not a gate, and opening it would read as the hook asking for a rollback."""
+    sim = Simulator(
+        spec(hook("incidents", "Rollback"), hook("cab", "BeforePromotion")),
+        judge=passing,
+        gate=lambda name, _step, _s: 404 if name == "incidents" else None,
+    )
+    sim.run(until=lambda s: s.status.reason == "GateWaiting" and s.status.current_step == 2)
+    sim.promote_request = "full-go"
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED, (sim.status.reason, sim.status.message)
+    assert sim.candidate_weights("fraud-v2") == [10, 50, 80, 100]
+    assert all(e.reason != "RollbackRequested" for e in sim.events)
+    incidents = next(g for g in sim.status.gates if g.name == "incidents")
+    assert incidents.state.value != "Passed" and "human" not in incidents.message
+
+
+def test_renamed_hooks_leave_no_entries_behind_and_the_gates_stay_within_max_items() -> None:
+    """Renaming hooks mid-rollout drops the old names' entries: the status stays writable (the
+    simulator persists through the schema, as the API server would, and refuses a longer list)."""
+    names = [f"h{i}" for i in range(MAX_WEBHOOKS)]
+    sim = Simulator(spec(*(hook(n, "BeforeStep") for n in names)), judge=passing, gate=always(200))
+    sim.run(until=lambda s: s.candidate_weights("fraud-v2")[-1:] == [50])
+    assert len(sim.status.gates) == MAX_WEBHOOKS
+    renamed = [f"z{i}" if i < 3 else n for i, n in enumerate(names)]
+    sim.spec = spec(*(hook(n, "BeforeStep") for n in renamed))
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert {g.name for g in sim.status.gates} == set(renamed)
+
+
+def test_a_late_refusal_never_closes_a_gate_a_human_opened() -> None:
+    sim = Simulator(spec(hook("ticket", "BeforeStep", onError="Pause")), judge=passing, gate=always(409))
+    sim.run(until=lambda s: s.status.phase is Phase.PAUSED)
+    sim.gate = None  # the next ask stays in flight
+    sim.promote_request = "open-1"
+    sim.reconcile()
+    ticket = next(g for g in sim.status.gates if g.name == "ticket")
+    assert ticket.state.value == "Passed"
+    # The refusal of an ask sent before the promote arrives now.
+    late = hooks.GateAnswer("ticket", ticket.step, ticket.candidate_hash, 409, "still no", sim.clock.now())
+    refused, passed = hooks.record_answers(sim.spec, sim.status, [late])
+    assert refused == passed == []
+    ticket = next(g for g in sim.status.gates if g.name == "ticket")
+    assert ticket.state.value == "Passed" and "opened by a human" in ticket.message
+    sim.gate = always(409)
+    sim.run(until=lambda s: s.candidate_weights("fraud-v2")[-1:] == [50])
+    assert sim.candidate_weights("fraud-v2") == [10, 50]
