@@ -34,7 +34,7 @@ from controller.kube.errors import Forbidden, NotFound
 from controller.kube.secrets import Secrets
 from controller.telemetry import Telemetry
 from controller.webhooks import payload
-from controller.webhooks.sender import Sender, Sent
+from controller.webhooks.sender import Sender, Sent, masked
 
 log = structlog.get_logger("webhooks")
 
@@ -210,8 +210,9 @@ class Webhooks:
             except Exception as exc:  # a bad CA bundle, a bug: an outcome, never a dead receiver queue
                 if self._closed:
                     return  # shutting down: what was owed is found in status by the next leader
-                log.exception("webhook call crashed", webhook=job.hook.name, error=repr(exc))
-                sent = Sent(None, f"could not call the webhook: {exc!r}"[:200])
+                text = f"{type(exc).__name__}: {exc}"
+                log.exception("webhook call crashed", webhook=job.hook.name, error=text)
+                sent = Sent(None, f"could not call the webhook: {text}"[:200])
             outcome = job.outcome(sent, self.clock.now())
             ok = sent.ok
             kind = "notification" if job.hook.type is WebhookType.NOTIFICATION else "ask"
@@ -253,16 +254,25 @@ class Webhooks:
         if key is not None:
             headers[payload.SIGNATURE_HEADER] = payload.sign(key.encode(), int(self.clock.now().timestamp()), job.body)
         timeout = parse_duration(job.hook.timeout).total_seconds()
-        return self.sender.post(
-            secret_url or job.receiver,
-            job.body,
-            headers,
-            timeout=timeout,
-            ca_pem=ca,
-            attempts=job.attempts,
-            cap=min(self.cap, 10.0),
-            shown=shown,
-        )
+        try:
+            return self.sender.post(
+                secret_url or job.receiver,
+                job.body,
+                headers,
+                timeout=timeout,
+                ca_pem=ca,
+                attempts=job.attempts,
+                cap=min(self.cap, 10.0),
+                shown=shown,
+            )
+        except Exception as exc:
+            if not secret_url or shown is None or self._closed:
+                raise
+            # A URL kept in a Secret: the exception (its repr, its traceback) may carry the host
+            # (e.g. a UnicodeEncodeError of a non-ASCII one); only its type and a masked message.
+            text = masked(f"{type(exc).__name__}: {exc}", secret_url, shown)
+            log.error("webhook call crashed", webhook=job.hook.name, error=text)
+            return Sent(None, f"could not call the webhook url {shown}: {text}"[:200])
 
     def _secret(self, namespace: str, ref: SecretKeyRef | None) -> str | None:
         if ref is None:

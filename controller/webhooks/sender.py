@@ -44,6 +44,15 @@ class _Transient(Exception):
         self.sent = sent
 
 
+def masked(text: str, url: str, shown: str, *more: str) -> str:
+    """`text` with the URL kept in a Secret, its name and address (and `more`, e.g. the pinned
+    target) replaced by `shown`: what a message may say of a urlSecretRef URL."""
+    parts = urlsplit(url)
+    for secret in sorted({url, *more, parts.netloc, parts.hostname or ""} - {""}, key=len, reverse=True):
+        text = text.replace(secret, shown)
+    return text
+
+
 def _pinned(url: str, ip: str) -> tuple[str, str, str]:
     """(URL with the checked address in place of the name, Host header, SNI name)."""
     parts = urlsplit(url)
@@ -107,7 +116,7 @@ class Sender:
             except httpx.HTTPError as exc:
                 text = f"{type(exc).__name__}: {exc}"
                 if shown is not None:
-                    text = text.replace(url, shown).replace(target, shown)
+                    text = masked(text, url, shown, target)
                 raise _Transient(Sent(None, text[:200])) from None
             sent = Sent(response.status_code, None, response.text[:200])
             if response.status_code >= 500 or response.status_code == 429:

@@ -3,11 +3,13 @@ and one request, never the other receivers; each receiver gets one request at a 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+import structlog.testing
 from kubernetes import client
 
 from controller.api.models import ModelRef, ModelRolloutSpec, ModelRolloutStatus, Phase
@@ -136,3 +138,71 @@ def test_a_receiver_that_was_down_gets_the_notice_once_it_is_back(api_client: cl
     finally:
         webhooks.close()
         receiver.close()
+
+
+def test_a_crash_on_a_secret_url_names_the_secret_never_the_host(api_client: client.ApiClient, namespace: str) -> None:
+    """A URL kept in a Secret whose name httpx cannot encode (a UnicodeEncodeError, not an httpx
+    error, escapes the sender): the outcome, the status, the Events' text and the log name the
+    Secret and the exception's type, never the host."""
+    secret_url = "http://sécret-hôst@127.0.0.1:9/hook"
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="hooks"), string_data={"url": secret_url}),
+    )
+    ref = {"name": "hooks", "key": "url"}
+    spec = ModelRolloutSpec.model_validate(
+        {
+            "candidate": {"name": "m2"},
+            "traffic": {"gatewayAPI": {"httpRoute": "r"}},
+            "canary": {"steps": [{"weight": 10}]},
+            "webhooks": [
+                {"name": "audit", "type": "Notification", "urlSecretRef": ref, "timeout": "2s"},
+                {"name": "ticket", "type": "BeforeStep", "urlSecretRef": ref, "timeout": "2s"},
+            ],
+        }
+    )
+    status = ModelRolloutStatus(phase=Phase.PROMOTED, candidate=ModelRef(name="m2"), candidate_hash="h")
+    hooks.notify(spec, status, "Promoted", "m2 promoted", now=datetime(2026, 1, 1, tzinfo=UTC))
+    outcomes = threading.Event()
+    webhooks = Webhooks(
+        sender=Sender(AddressPolicy(allow_loopback=True)),
+        secrets=Secrets(api_client),
+        clock=SystemClock(),
+        telemetry=Telemetry(),
+        base=0.05,
+        cap=0.4,
+    )
+    answers: list[hooks.GateAnswer] = []
+    deliveries: list[hooks.DeliveryResult] = []
+
+    def wake(_key: tuple[str, str]) -> None:
+        got = webhooks.take(namespace, "r")
+        answers.extend(got[0])
+        deliveries.extend(got[1])
+        if answers and deliveries:
+            outcomes.set()
+
+    webhooks.wake = wake
+    try:
+        with structlog.testing.capture_logs() as logs:
+            webhooks.submit(
+                namespace=namespace, name="r", uid="u", spec=spec, status=status, asks=[hooks.Ask("ticket", 1, "h")]
+            )
+            assert outcomes.wait(timeout=30), "both calls end with an outcome"
+    finally:
+        webhooks.close()
+    failed = hooks.record_deliveries(spec, status, deliveries)
+    assert status.notifications is not None
+    texts = [
+        *(a.message for a in answers),
+        *(f.error or "" for f in failed),
+        status.notifications.receivers[0].last_error or "",
+        json.dumps(status.wire()),
+        json.dumps(logs, default=str),
+    ]
+    for text in texts:
+        for secret in ("sécret", "hôst", "s\\u00e9cret", "h\\u00f4st", "127.0.0.1:9"):
+            assert secret not in text, (secret, text)
+    shown = f"(the url in secret {namespace}/hooks/url)"
+    assert answers[0].code is None and "UnicodeEncodeError" in answers[0].message and shown in answers[0].message
+    assert "UnicodeEncodeError" in (status.notifications.receivers[0].last_error or "")
