@@ -6,10 +6,10 @@ false rollbacks by the number of slices. Here each segment gets the rule of its 
 guardrail fails when any segment fails, with the probability of a false rollback over all
 segments at most the rule's significance, however often it is looked at:
 
-- Segments are *buckets*: up to `maxSegments` label values get a test of their own, given once by
-  the first analysis with a value to name (the largest by traffic) and frozen in status for the
-  whole rollout; every other value, including any seen later, is summed into one `(other)` bucket
-  and never leaves it. So at most K = maxSegments + 1 hypotheses are ever tested, K fixed by the
+- Segments are *buckets*: up to `maxSegments` label values get a test of their own (the largest
+  by traffic when they get it, kept in status for the whole rollout), every other value is summed
+  into one `(other)` bucket and never leaves it: once `(other)` has a member no slot is handed
+  out again. So at most K = maxSegments + 1 hypotheses are ever tested, K fixed by the
   spec before any data, and every bucket's cumulative counts only grow (a value joining `(other)`
   adds its requests as if they came since the last look): each e-process is one supermartingale.
 - The sequential rule's statistic is an e-process per bucket (judge/statistics: a nonnegative
@@ -89,20 +89,21 @@ def segment_significance(significance: float, guardrail: Guardrail) -> float:
 
 
 def assign(
-    sizes: Mapping[str, float | None], named: Sequence[str], slots: int
+    sizes: Mapping[str, float | None], named: Sequence[str], slots: int, *, other_used: bool = False
 ) -> tuple[list[str], dict[str, list[str]]]:
-    """The named segments after this analysis and each bucket's label values. The first analysis
-    with a value to name gives the slots, largest first; from then on they are frozen: a named
-    segment is never dropped or reassigned, a slot left free stays free, and every later value
-    goes to OTHER for the rest of the rollout. So a value never leaves OTHER, whose counts (like
-    every bucket's) can only grow: each bucket's e-process is one supermartingale."""
+    """The named segments after this analysis (the earlier ones first, never dropped) and each
+    bucket's label values. New values take a free slot, largest first, until the slots are full;
+    the rest go to OTHER. Once OTHER has had a member (`other_used`: the last analysis had one)
+    no slot is handed out again, even one left free (a shorter name, a larger maxSegments):
+    a value never leaves OTHER, so OTHER's counts, like every bucket's, only grow, and each
+    bucket's e-process is one supermartingale."""
     kept = list(dict.fromkeys(named))[:slots]
-    if not kept:
+    if not other_used:
         fresh = sorted(
-            (s for s in sizes if len(s) <= MAX_SEGMENT_NAME and s != OTHER),
+            (s for s in sizes if s not in kept and len(s) <= MAX_SEGMENT_NAME and s != OTHER),
             key=lambda s: (-(sizes[s] or 0.0), s),
         )
-        kept = fresh[:slots]
+        kept += fresh[: max(0, slots - len(kept))]
     members: dict[str, list[str]] = {s: [s] for s in kept if s in sizes}
     rest = sorted(s for s in sizes if s not in kept)
     if rest:
@@ -147,8 +148,10 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     # without requests are kept, to be judged inconsistent rather than dropped.)
     active = {s for vectors in (cand, inc) for vector in vectors.values() for s, v in vector.items() if v != 0}
     sizes = {s: size for s, size in sizes.items() if size is None or size > 0 or s in active}
-    named = list(previous.named) if previous is not None and previous.label == label else []
-    named, members = assign(sizes, named, guardrail.segment_slots)
+    same = previous is not None and previous.label == label
+    named = list(previous.named) if previous is not None and same else []
+    other_used = previous is not None and same and previous.other > 0
+    named, members = assign(sizes, named, guardrail.segment_slots, other_used=other_used)
     known = [v for v in sizes.values() if v is not None]
     everything = sum(known) if len(known) == len(sizes) else None
     alpha = _significance(guardrail)

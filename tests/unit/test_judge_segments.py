@@ -137,23 +137,34 @@ def test_segments_beyond_the_cap_are_judged_together_as_other_top_by_traffic_fir
     assert "significance 0.00333" in (other.bound or "")  # alpha / (2 + 1)
 
 
-def test_named_segments_are_frozen_once_assigned_and_a_late_segment_goes_to_other() -> None:
+def test_a_late_segment_gets_a_free_slot_and_named_segments_never_move() -> None:
     g = guardrail(maxSegments=3)
     first = judge(g, counts({"us": (10, 1000), "eu": (5, 500)}, {"us": (40, 4000), "eu": (20, 2000)}))
-    assert first.segments is not None and first.segments.named == ["us", "eu"]
-    # ap appears later and is now the largest: a slot left free stays free (giving it a slot
-    # could take a value out of other, whose counts would go back), so ap is judged in other.
+    assert first.segments is not None and first.segments.named == ["us", "eu"] and first.segments.other == 0
+    # ap appears later and is now the largest: it takes the free slot, after the others.
     later = counts(
         {"us": (20, 2000), "eu": (10, 1000), "ap": (200, 9000)}, {"us": (80, 8000), "eu": (40, 4000), "ap": (90, 9000)}
     )
     j = judge(g, later, first.segments)
-    assert j.segments is not None and j.segments.named == ["us", "eu"] and j.segments.other == 1
-    assert j.verdict is Verdict.FAIL and "region=(other)" in j.message
-    # A named segment keeps its slot even when it is gone or smaller than a late one.
+    assert j.segments is not None and j.segments.named == ["us", "eu", "ap"]
+    assert j.verdict is Verdict.FAIL and "region=ap" in j.message
+    # With no slot left, a late segment goes to other even when larger than a named one.
     full = SegmentsStatus(label="region", named=["us", "eu", "jp"])
     j = judge(g, later, full)
     assert j.segments is not None and j.segments.named == ["us", "eu", "jp"]
     assert j.segments.other == 1 and "region=(other)" in j.message
+
+
+def test_once_other_has_a_member_a_free_slot_stays_free_so_no_value_ever_leaves_other() -> None:
+    """A slot left free after other was used (here: maxSegments raised mid-rollout) is not given
+    to a value: it could be one of other's, and other's counts would go back."""
+    later = counts(
+        {"us": (20, 2000), "eu": (10, 1000), "ap": (200, 9000)}, {"us": (80, 8000), "eu": (40, 4000), "ap": (90, 9000)}
+    )
+    used = SegmentsStatus(label="region", named=["us"], other=2)
+    j = judge(guardrail(maxSegments=3), later, used)
+    assert j.segments is not None and j.segments.named == ["us"] and j.segments.other == 2
+    assert "region=(other)" in j.message
 
 
 def test_a_buckets_counts_going_backwards_hold_the_guardrail_though_the_aggregate_grew() -> None:
