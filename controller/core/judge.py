@@ -208,16 +208,18 @@ def _relative_limit(rule: RelativeRule, incumbent: float) -> float | None:
     return _finite(max(lower)) if lower else None
 
 
+def excess_errors(errors: float, total: float) -> bool:
+    """More errors than requests, beyond what increase()'s extrapolation explains."""
+    return errors > total + max(EXCESS_ERRORS_CLAMPED, EXCESS_ERRORS_SHARE_CLAMPED * total)
+
+
 def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
     rule = g.sequential
     assert rule is not None
     ce, ct = _scalar(data.candidate.errors, "candidate errors"), _scalar(data.candidate.total, "candidate total")
     ie, it = _scalar(data.incumbent.errors, "incumbent errors"), _scalar(data.incumbent.total, "incumbent total")
     evidence = Evidence(candidate_samples=ct, incumbent_samples=it)
-    def over(errors: float, total: float) -> bool:
-        return errors > total + max(EXCESS_ERRORS_CLAMPED, EXCESS_ERRORS_SHARE_CLAMPED * total)
-
-    if min(ce, ct, ie, it) < 0 or over(ce, ct) or over(ie, it):
+    if min(ce, ct, ie, it) < 0 or excess_errors(ce, ct) or excess_errors(ie, it):
         raise _Inconclusive(
             Cause.INCONSISTENT_COUNTS,
             f"inconsistent counts: {ce:g} errors of {ct:g} and {ie:g} of {it:g}: errorsQuery and totalQuery "

@@ -7,9 +7,11 @@ guardrail fails when any segment fails, with the probability of a false rollback
 segments at most the rule's significance, however often it is looked at:
 
 - Segments are *buckets*: up to `maxSegments` label values get a test of their own (the largest
-  by traffic when they get it, kept in status for the whole rollout: which hypotheses are tested
-  never depends on later data), every other value is summed into one `(other)` bucket. So at most
-  K = maxSegments + 1 hypotheses are ever tested, K fixed by the spec before any data.
+  by traffic when they get it, kept in status for the whole rollout), every other value is summed
+  into one `(other)` bucket and never leaves it: once `(other)` has a member no slot is handed
+  out again. So at most K = maxSegments + 1 hypotheses are ever tested, K fixed by the
+  spec before any data, and every bucket's cumulative counts only grow (a value joining `(other)`
+  adds its requests as if they came since the last look): each e-process is one supermartingale.
 - The sequential rule's statistic is an e-process per bucket (judge/statistics: a nonnegative
   supermartingale under "the candidate is no worse in this segment"). Bonferroni on e-processes
   (Vovk & Wang, "E-values: calibration, combination and applications", Ann. Statist. 2021):
@@ -28,9 +30,14 @@ segments at most the rule's significance, however often it is looked at:
 
 No data is never a pass: a segment only one variant has is inconclusive (NoData) for the rules
 that compare; a segment under minSegmentShare of the requests is judged and reported (its
-failure fails the guardrail) but its inconclusive verdict never holds the guardrail. The evidence
-of the aggregate stays the guardrail's evidence (cumulative counts, checked against going
-backwards and spent by the error budget); the worst few segments' evidence goes to status.
+failure fails the guardrail) but its inconclusive verdict never holds the guardrail. A provider
+problem holds it at any size: errors of a value with no requests, or more than its requests (an
+errorsQuery without `by (<segmentBy>)` puts them all in `(none)`), are InconsistentCounts, and a
+missing error count is zero only when every value with errors has requests. The evidence of the
+aggregate stays the guardrail's evidence (cumulative counts, checked against going backwards by
+the engine); the worst few buckets' evidence goes to status, and their counts are checked against
+going backwards at the next analysis (other buckets' drops only through the aggregate: status
+keeps no counts for every bucket).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from controller.api.models import (
     SegmentsStatus,
     Verdict,
 )
+from controller.core import labels
 from controller.core.judge import (
     PROVIDER_PROBLEMS,
     Cause,
@@ -56,6 +64,8 @@ from controller.core.judge import (
     _fmt,
     _Inconclusive,
     _need,
+    check_counts,
+    excess_errors,
     judge,
 )
 from controller.core.observation import Observation, ObservationStatus
@@ -79,16 +89,21 @@ def segment_significance(significance: float, guardrail: Guardrail) -> float:
 
 
 def assign(
-    sizes: Mapping[str, float | None], named: Sequence[str], slots: int
+    sizes: Mapping[str, float | None], named: Sequence[str], slots: int, *, other_used: bool = False
 ) -> tuple[list[str], dict[str, list[str]]]:
     """The named segments after this analysis (the earlier ones first, never dropped) and each
-    bucket's label values. New values get a free slot largest first; the rest go to OTHER."""
+    bucket's label values. New values take a free slot, largest first, until the slots are full;
+    the rest go to OTHER. Once OTHER has had a member (`other_used`: the last analysis had one)
+    no slot is handed out again, even one left free (a shorter name, a larger maxSegments):
+    a value never leaves OTHER, so OTHER's counts, like every bucket's, only grow, and each
+    bucket's e-process is one supermartingale."""
     kept = list(dict.fromkeys(named))[:slots]
-    fresh = sorted(
-        (s for s in sizes if s not in kept and len(s) <= MAX_SEGMENT_NAME and s != OTHER),
-        key=lambda s: (-(sizes[s] or 0.0), s),
-    )
-    kept += fresh[: max(0, slots - len(kept))]
+    if not other_used:
+        fresh = sorted(
+            (s for s in sizes if s not in kept and len(s) <= MAX_SEGMENT_NAME and s != OTHER),
+            key=lambda s: (-(sizes[s] or 0.0), s),
+        )
+        kept += fresh[: max(0, slots - len(kept))]
     members: dict[str, list[str]] = {s: [s] for s in kept if s in sizes}
     rest = sorted(s for s in sizes if s not in kept)
     if rest:
@@ -133,15 +148,20 @@ def judge_segments(guardrail: Guardrail, data: GuardrailData, previous: Segments
     # without requests are kept, to be judged inconsistent rather than dropped.)
     active = {s for vectors in (cand, inc) for vector in vectors.values() for s, v in vector.items() if v != 0}
     sizes = {s: size for s, size in sizes.items() if size is None or size > 0 or s in active}
-    named = list(previous.named) if previous is not None and previous.label == label else []
-    named, members = assign(sizes, named, guardrail.segment_slots)
+    same = previous is not None and previous.label == label
+    named = list(previous.named) if previous is not None and same else []
+    other_used = previous is not None and same and previous.other > 0
+    named, members = assign(sizes, named, guardrail.segment_slots, other_used=other_used)
     known = [v for v in sizes.values() if v is not None]
     everything = sum(known) if len(known) == len(sizes) else None
     alpha = _significance(guardrail)
     per_segment = _per_segment(guardrail)
+    recorded = {w.segment: w for w in previous.worst} if previous is not None and previous.label == label else {}
     judged: list[_Judged] = []
     for segment, of in members.items():
         j = _judge_bucket(per_segment, label, segment, of, cand, inc, groups)
+        if guardrail.sequential is not None and segment in recorded:
+            j = _check_bucket_counts(guardrail, j, recorded[segment])
         size = _bucket_size(of, sizes)
         share = size / everything if size is not None and everything else None
         judged.append(_Judged(segment, j, share, share is not None and share < guardrail.segment_share))
@@ -194,6 +214,36 @@ def _vectors(variant: VariantData, who: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _check_bucket_counts(guardrail: Guardrail, j: Judgement, recorded: SegmentEvidence) -> Judgement:
+    """A bucket's cumulative counts against those the last analysis recorded for it (status keeps
+    the worst MAX_SEGMENT_EVIDENCE buckets' counts): lower is a provider problem, as the engine
+    checks the aggregate's (label guardrails with increase()'s extrapolation slack)."""
+    then = Evidence(
+        candidate_value=recorded.candidate_value,
+        incumbent_value=recorded.incumbent_value,
+        candidate_samples=recorded.candidate_samples,
+        incumbent_samples=recorded.incumbent_samples,
+        bound=recorded.bound,
+    )
+    return labels.check_samples(j, then) if guardrail.labelled else check_counts(j, then)
+
+
+def _inconsistent(
+    of: Sequence[str], cand: Mapping[str, Mapping[str, float]], inc: Mapping[str, Mapping[str, float]]
+) -> str | None:
+    """Errors a bucket's label value has beyond its requests (none counted, or fewer than its
+    errors): the two queries do not count the same requests, e.g. an errorsQuery without
+    `by (<segmentBy>)` whose errors all land in one value. Checked per value: a sum hides it."""
+    for who, vectors in (("candidate", cand), ("incumbent", inc)):
+        errors, totals = vectors.get("errors", {}), vectors.get("total", {})
+        for s in of:
+            e = errors.get(s, 0.0)
+            if e > 0 and (s not in totals or excess_errors(e, totals[s])):
+                t = f"{totals[s]:g} requests" if s in totals else "no requests counted"
+                return f"{who} {e:g} errors and {t} in {s}"
+    return None
+
+
 def _bucket_size(of: Sequence[str], sizes: Mapping[str, float | None]) -> float | None:
     known = [sizes[s] for s in of]
     return None if any(v is None for v in known) else sum(v or 0.0 for v in known)
@@ -203,13 +253,16 @@ def _bucket_variant(vectors: Mapping[str, Mapping[str, float]], of: Sequence[str
     """One bucket's scalar observations of one variant, and whether the variant has it at all.
     Counts are summed; a value is the samples-weighted mean of the bucket's values (exact for a
     rate, an approximation for a quantile). An absent error count is zero errors when the
-    variant's totals have the segment: the errors query answered, with no errors there."""
+    variant's totals have the segment and every value with errors has totals too: the errors
+    query answered by segment, with no errors there (errors elsewhere are no zero here)."""
     fields: dict[str, Observation] = {}
     present = False
+    totals = vectors.get("total", {})
+    by_segment = all(s in totals for s in vectors.get("errors", {}))
     for name, vector in vectors.items():
         here = [s for s in of if s in vector]
         present = present or bool(here)
-        if name == "errors" and not here and any(s in vectors.get("total", {}) for s in of):
+        if name == "errors" and not here and by_segment and any(s in totals for s in of):
             fields[name] = Observation(ObservationStatus.OK, value=0.0)
         elif not here:
             fields[name] = Observation.no_data(f"no {name}")
@@ -252,6 +305,13 @@ def _judge_bucket(
     else:
         c, has_c = _bucket_variant(cand, of)
         i, has_i = _bucket_variant(inc, of)
+    if per_segment.sequential is not None and (why := _inconsistent(of, cand, inc)) is not None:
+        return Judgement(
+            Verdict.INCONCLUSIVE,
+            f"inconsistent counts: {why}: errorsQuery and totalQuery do not count the same requests "
+            f"(does errorsQuery keep by ({label})?)",
+            cause=Cause.INCONSISTENT_COUNTS,
+        )
     compares = per_segment.absolute is None
     if not has_c or (compares and not has_i):
         who = "incumbent" if has_i else "candidate"

@@ -140,7 +140,7 @@ def test_segments_beyond_the_cap_are_judged_together_as_other_top_by_traffic_fir
 def test_a_late_segment_gets_a_free_slot_and_named_segments_never_move() -> None:
     g = guardrail(maxSegments=3)
     first = judge(g, counts({"us": (10, 1000), "eu": (5, 500)}, {"us": (40, 4000), "eu": (20, 2000)}))
-    assert first.segments is not None and first.segments.named == ["us", "eu"]
+    assert first.segments is not None and first.segments.named == ["us", "eu"] and first.segments.other == 0
     # ap appears later and is now the largest: it takes the free slot, after the others.
     later = counts(
         {"us": (20, 2000), "eu": (10, 1000), "ap": (200, 9000)}, {"us": (80, 8000), "eu": (40, 4000), "ap": (90, 9000)}
@@ -153,6 +153,37 @@ def test_a_late_segment_gets_a_free_slot_and_named_segments_never_move() -> None
     j = judge(g, later, full)
     assert j.segments is not None and j.segments.named == ["us", "eu", "jp"]
     assert j.segments.other == 1 and "region=(other)" in j.message
+
+
+def test_once_other_has_a_member_a_free_slot_stays_free_so_no_value_ever_leaves_other() -> None:
+    """A slot left free after other was used (here: maxSegments raised mid-rollout) is not given
+    to a value: it could be one of other's, and other's counts would go back."""
+    later = counts(
+        {"us": (20, 2000), "eu": (10, 1000), "ap": (200, 9000)}, {"us": (80, 8000), "eu": (40, 4000), "ap": (90, 9000)}
+    )
+    used = SegmentsStatus(label="region", named=["us"], other=2)
+    j = judge(guardrail(maxSegments=3), later, used)
+    assert j.segments is not None and j.segments.named == ["us"] and j.segments.other == 2
+    assert "region=(other)" in j.message
+
+
+def test_a_buckets_counts_going_backwards_hold_the_guardrail_though_the_aggregate_grew() -> None:
+    g = guardrail(maxSegments=1)
+    data = counts(
+        {"us": (10, 20000), "eu": (2, 1000), "ap": (2, 1000)}, {"us": (40, 40000), "eu": (4, 2000), "ap": (4, 2000)}
+    )
+    first = judge(g, data)
+    assert first.segments is not None and first.segments.named == ["us"]
+    recorded = {w.segment: w for w in first.segments.worst}
+    assert segments.OTHER in recorded and recorded[segments.OTHER].candidate_samples == 2000
+    # other's candidate requests drop from 2000 to 1500 while us grows: the aggregate rises.
+    now = counts(
+        {"us": (20, 40000), "eu": (2, 500), "ap": (2, 1000)}, {"us": (80, 80000), "eu": (4, 2000), "ap": (4, 2000)}
+    )
+    j = judge(g, now, first.segments)
+    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.COUNTS_WENT_BACKWARDS, j.message
+    assert "region=(other)" in j.message and "candidate requests 1500 < 2000" in j.message
+    assert j.segments is not None and j.segments.worst[0].candidate_samples == 2000  # the recorded counts stay
 
 
 def test_named_segments_of_another_label_are_not_carried_over() -> None:
@@ -344,6 +375,31 @@ def test_errors_in_a_segment_without_requests_are_inconsistent_not_dropped() -> 
     assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.INCONSISTENT_COUNTS, j.message
     assert j.segments is not None and "eu" in j.segments.named
     assert j.segments.worst[0].segment == "eu" and "inconsistent counts" in j.segments.worst[0].message
+
+
+def test_errors_query_without_by_segment_is_inconsistent_never_a_pass() -> None:
+    """A custom errorsQuery that forgets `by (region)`: its errors land in (none), which has no
+    total. The real segments must not read that as zero errors, and (none) holds at any size."""
+    g = guardrail({"sequential": {"significance": ALPHA, "minAbsoluteEffect": 0.01}})
+    big = 200000.0
+    data = GuardrailData(
+        VariantData(errors=vec({"(none)": 0.3 * 2 * big}), total=vec({"us": big, "eu": big})),
+        VariantData(errors=vec({"(none)": 0.001 * 10 * big}), total=vec({"us": 5 * big, "eu": 5 * big})),
+    )
+    j = judge(g, data)
+    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.INCONSISTENT_COUNTS, j.message
+    assert j.segments is not None and j.segments.passed == 0
+    assert j.segments.worst[0].segment == "(none)" and "inconsistent counts" in j.segments.worst[0].message
+
+
+def test_one_values_errors_over_its_total_inside_other_are_inconsistent() -> None:
+    g = guardrail(maxSegments=1)
+    # other sums eu and ap to 160 errors of 20100 requests, which looks fine; eu alone has 160 of 100.
+    cand = {"us": (10.0, 50000.0), "eu": (160.0, 100.0), "ap": (0.0, 20000.0)}
+    inc = {"us": (40.0, 100000.0), "eu": (0.0, 100.0), "ap": (0.0, 40000.0)}
+    j = judge(g, counts(cand, inc))
+    assert j.verdict is Verdict.INCONCLUSIVE and j.cause is Cause.INCONSISTENT_COUNTS, j.message
+    assert "region=(other)" in j.message and "eu" in j.message
 
 
 # -- drift per segment ---------------------------------------------------------------------------
