@@ -230,6 +230,7 @@ def cmd_dashboard(ctx: Context) -> int:
         port=ctx.args.port,
         prometheus=ctx.args.prometheus,
         out=ctx.out,
+        allowed_hosts=tuple(ctx.args.allowed_host or ()),
     )
 
 
@@ -305,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=9797, help="listen port (default 9797; 0: any free port)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (or NAME:PORT); repeatable. Others get 403 (DNS rebinding)",
+    )
     p.add_argument(
         "--prometheus", help="Prometheus that scrapes the controller: the charts' history (default: what status holds)"
     )

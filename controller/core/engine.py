@@ -602,11 +602,13 @@ class _Decider:
             j = judgements.get(guardrail.name) or Judgement(Verdict.INCONCLUSIVE, "not evaluated", cause=Cause.NO_DATA)
             old = previous.get(guardrail.name)
             j = labels.not_yet_labelled(guardrail, j)
-            if guardrail.labelled and guardrail.sequential is None and old is not None:
-                j = labels.check_samples(j, old.evidence)
-            if guardrail.sequential is not None and old is not None:
+            sequential = guardrail.sequential is not None
+            if guardrail.labelled and old is not None:
+                j = labels.check_samples(j, old.evidence, sequential=sequential)
+            if sequential and old is not None:
                 # Counts are cumulative: they never go back, and a verdict without them keeps the last.
-                j = labels.check_samples(j, old.evidence) if guardrail.labelled else check_counts(j, old.evidence)
+                if not guardrail.labelled:
+                    j = check_counts(j, old.evidence)
                 if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
                     j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
             causes[guardrail.name] = j.cause

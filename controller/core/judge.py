@@ -313,23 +313,28 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
     )
 
 
-def check_counts(judgement: Judgement, recorded: Evidence | None) -> Judgement:
+def check_counts(judgement: Judgement, recorded: Evidence | None, *, samples_slack: float = 0.0) -> Judgement:
     """Cumulative counts lower than those recorded in status are a provider problem (a Prometheus
     restart, HA replicas answering in turn, a reset increase() missed), never a fresh start: a
     restart of the counts would restart the sequential test and void its guarantee. The recorded
-    (higher) evidence stays, so the next analysis is compared with it too."""
+    (higher) evidence stays, so the next analysis is compared with it too. samples_slack lets the
+    requests (never the errors) drop by that share of the recorded count, plus one (labels.py)."""
     if recorded is None:
         return judgement
     now, then = judgement.evidence, recorded
+
+    def floor(old: float, slack: float) -> float:
+        return old * (1 - slack) - 1 if slack > 0 else old - 1e-6 * max(1.0, old)
+
     drops = [
         f"{who} {what} {_fmt(new)} < {_fmt(old)}"
-        for who, what, new, old in (
-            ("candidate", "requests", now.candidate_samples, then.candidate_samples),
-            ("incumbent", "requests", now.incumbent_samples, then.incumbent_samples),
-            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate")),
-            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent")),
+        for who, what, new, old, slack in (
+            ("candidate", "requests", now.candidate_samples, then.candidate_samples, samples_slack),
+            ("incumbent", "requests", now.incumbent_samples, then.incumbent_samples, samples_slack),
+            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate"), 0.0),
+            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent"), 0.0),
         )
-        if new is not None and old is not None and new < old - 1e-6 * max(1.0, old)
+        if new is not None and old is not None and new < floor(old, slack)
     ]
     if not drops:
         return judgement

@@ -58,26 +58,21 @@ def not_yet_labelled(guardrail: Guardrail, judgement: Judgement) -> Judgement:
 EXTRAPOLATION_SLACK = 0.5
 
 
-def check_samples(judgement: Judgement, recorded: Evidence) -> Judgement:
+def check_samples(judgement: Judgement, recorded: Evidence, *, sequential: bool) -> Judgement:
     """Labelled counts since the rollout began never go back (as the sequential rule's counts):
     far fewer than recorded is a provider problem, and the recorded counts stay those of record.
-    Only the samples are compared (an absolute or relative rule's value is no count), with
-    EXTRAPOLATION_SLACK for a stalled counter's shrinking extrapolation."""
+    The samples may drop by EXTRAPOLATION_SLACK (a stalled counter's shrinking extrapolation);
+    a sequential rule's errors are compared as for any sequential guardrail (check_counts), so
+    counts that go back and forth (HA replicas answering in turn) never feed its e-process. An
+    absolute or relative rule's value is no count: only its samples are compared."""
     values = {"candidate_value": None, "incumbent_value": None}
-    slack = {
-        "candidate_samples": _slackened(recorded.candidate_samples),
-        "incumbent_samples": _slackened(recorded.incumbent_samples),
-    }
+    if sequential:
+        return check_counts(judgement, recorded, samples_slack=EXTRAPOLATION_SLACK)
     stripped = Judgement(judgement.verdict, judgement.message, judgement.evidence.model_copy(update=values))
-    checked = check_counts(stripped, recorded.model_copy(update={**values, **slack}))
+    checked = check_counts(stripped, recorded.model_copy(update=values), samples_slack=EXTRAPOLATION_SLACK)
     if checked.cause is not Cause.COUNTS_WENT_BACKWARDS:
         return judgement
-    message = checked.message.replace("since the last analysis", "by more than increase() extrapolates")
-    return Judgement(checked.verdict, message, recorded, checked.cause)
-
-
-def _slackened(count: float | None) -> float | None:
-    return None if count is None else max(0.0, count * (1 - EXTRAPOLATION_SLACK) - 1)
+    return Judgement(checked.verdict, checked.message, recorded, checked.cause)
 
 
 def progress(

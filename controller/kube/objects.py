@@ -39,6 +39,15 @@ class Objects:
             )
             return obj
 
+    def list_all(self, resource: Resource, namespace: str) -> dict[str, Any]:
+        """Every object of the kind in the namespace, as the API server lists them (`items`)."""
+        with translated():
+            listed = cast(
+                dict[str, Any],
+                self._custom.list_namespaced_custom_object(resource.group, resource.version, namespace, resource.plural),
+            )
+            return listed
+
     def json_patch(self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         """RFC 6902 patch: `test` ops make it fail (422) instead of writing over a concurrent change."""
         with translated():

@@ -59,7 +59,9 @@ class ObjectRef:
     """One object a router reads and patches, and what to tell a user who must create it.
 
     `missing` completes "<Kind> <namespace>/<name> not found (...)" with where the name comes
-    from, so the user knows which field to fix; `not_found` is that problem's reason.
+    from, so the user knows which field to fix; `not_found` is that problem's reason. A `listed`
+    ref (no name) reads every object of the kind in the namespace, as the API server's list (a
+    dict with `items`), for a router that must see its objects' neighbours; it is never patched.
     """
 
     resource: Resource
@@ -67,8 +69,11 @@ class ObjectRef:
     name: str
     missing: str
     not_found: str = ""
+    listed: bool = False
 
     def __str__(self) -> str:
+        if self.listed:
+            return f"the {self.resource.plural} of namespace {self.namespace}"
         return f"{self.resource.kind} {self.namespace}/{self.name}"
 
 
@@ -141,8 +146,12 @@ class TrafficRouter:
     def _read(self, refs: list[ObjectRef]) -> list[KubeObject]:
         objects = []
         for ref in refs:
-            with _problems(ref, "get"):
-                objects.append(self._objects.get(ref.resource, ref.namespace, ref.name))
+            if ref.listed:
+                with _problems(ref, "list"):
+                    objects.append(self._objects.list_all(ref.resource, ref.namespace))
+            else:
+                with _problems(ref, "get"):
+                    objects.append(self._objects.get(ref.resource, ref.namespace, ref.name))
         return objects
 
     def _write(self, ref: ObjectRef, patch: Patch) -> KubeObject:
@@ -162,10 +171,11 @@ def _problems(ref: ObjectRef, verb: str) -> Iterator[None]:
             ref.not_found or f"{ref.resource.kind}NotFound", f"{ref} not found ({ref.missing})"
         ) from None
     except Forbidden:
+        where = ref.namespace if ref.listed else f"{ref.namespace}/{ref.name}"
         raise RouterProblem(
             "RouterForbidden",
             f"the controller may not {verb} {ref.resource.plural}.{ref.resource.group or 'core'} "
-            f"(here {ref.namespace}/{ref.name}): grant it in the chart (values routers.*, docs/routers.md)",
+            f"(here {where}): grant it in the chart (values routers.*, docs/routers.md)",
         ) from None
 
 

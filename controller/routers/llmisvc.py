@@ -16,6 +16,10 @@ KServe splits a group only among members serving the same model names (`spec.mod
 defaulting to the object's name, plus LoRA adapter names); a member serving other names gets
 none of the group's traffic. So a pair that does not serve the same names, or is not in the
 group the rollout names, is a RouterProblem saying what to change, and nothing is written.
+The router lists the namespace's LLMInferenceServices too: a third member of the group serving
+the same names with a weight above 0 takes traffic the pair's split does not show (the reported
+split, the guardrails' comparison and the promotion would all be wrong), so it is a RouterProblem
+(GroupHasOtherMembers) naming that member, and nothing is written.
 
 Two objects means two writes, and for a moment the split is the new weight of one beside the old
 weight of the other. Of the two orders, the router takes the one that gives the candidate the
@@ -108,6 +112,30 @@ def check_pair(incumbent: Member, candidate: Member, *, group: str, namespace: s
         )
 
 
+def check_others(
+    incumbent: Member, candidate: Member, listed: dict[str, Any], *, group: str, namespace: str
+) -> None:
+    """Raise RouterProblem if a member of `group` other than the pair, serving the pair's model
+    names, has a weight above 0: it takes a share of the group's traffic the pair does not see."""
+    items = listed.get("items")
+    others = []
+    for obj in items if isinstance(items, list) else []:
+        name = str(obj.get("metadata", {}).get("name", "")) if isinstance(obj, dict) else ""
+        if not name or name in (incumbent.name, candidate.name):
+            continue
+        member = member_of(obj, label=f"LLMInferenceService {namespace}/{name}")
+        if member.group == group and member.served == incumbent.served and member.weight > 0:
+            others.append(member)
+    if others:
+        named = ", ".join(f"{m.name} (weight {m.weight})" for m in sorted(others, key=lambda m: m.name))
+        raise RouterProblem(
+            "GroupHasOtherMembers",
+            f"route group {group} in {namespace} has other members serving {', '.join(incumbent.served)} with a "
+            f"weight above 0: {named}; they take traffic the rollout of {incumbent.name} -> {candidate.name} "
+            f"cannot see: set their spec.router.route.weight to 0 or move them to another group",
+        )
+
+
 def split_of(incumbent: Member, candidate: Member, *, namespace: str) -> Weights:
     weights = pair_percent(incumbent.weight, candidate.weight)
     if weights is None:
@@ -148,7 +176,8 @@ def weight_patches(incumbent: Member, candidate: Member, wanted: Weights) -> lis
 
 
 class LlmInferenceServiceGroup:
-    """RouterPlan for `traffic.llmInferenceService`: two members of one KServe route group."""
+    """RouterPlan for `traffic.llmInferenceService`: two members of one KServe route group (and a
+    list of the namespace's members, to see that no other one takes traffic)."""
 
     def objects(self, target: RouteTarget) -> list[ObjectRef]:
         return [
@@ -161,6 +190,15 @@ class LlmInferenceServiceGroup:
                 not_found="LLMInferenceServiceNotFound",
             )
             for role, model in (("incumbent", target.incumbent), ("candidate", target.candidate))
+        ] + [
+            ObjectRef(
+                LLMINFERENCESERVICE,
+                target.namespace,
+                "",
+                missing="is KServe v0.20+ installed?",
+                not_found="LLMInferenceServiceNotFound",
+                listed=True,
+            )
         ]
 
     def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
@@ -173,8 +211,10 @@ class LlmInferenceServiceGroup:
 
     def _members(self, target: RouteTarget, objects: list[KubeObject]) -> tuple[Member, Member]:
         refs = self.objects(target)
-        incumbent, candidate = (member_of(obj, label=str(ref)) for obj, ref in zip(objects, refs, strict=True))
-        check_pair(incumbent, candidate, group=_block(target).group, namespace=target.namespace)
+        incumbent, candidate = (member_of(obj, label=str(ref)) for obj, ref in zip(objects[:2], refs[:2], strict=True))
+        group = _block(target).group
+        check_pair(incumbent, candidate, group=group, namespace=target.namespace)
+        check_others(incumbent, candidate, objects[2], group=group, namespace=target.namespace)
         return incumbent, candidate
 
 

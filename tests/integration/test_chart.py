@@ -207,11 +207,12 @@ def test_controller_as_the_charts_service_account_promotes_a_rollout(
 
 
 # What `routers.istio`, `routers.kserve`, `routers.replicas` and `routers.llmInferenceService` add: get and patch on each kind of
-# target object, nothing else (no create, delete, list or watch; no Deployment scale subresource).
+# target object, nothing else (no create, delete, list or watch; no Deployment scale subresource), but
+# list of LLMInferenceServices (a third member of the route group with a weight is refused).
 ROUTER_ROWS = {
     ("virtualservices.networking.istio.io", "", "[get patch]"),
     ("inferenceservices.serving.kserve.io", "", "[get patch]"),
-    ("llminferenceservices.serving.kserve.io", "", "[get patch]"),
+    ("llminferenceservices.serving.kserve.io", "", "[get list patch]"),
     ("deployments.apps", "", "[get patch]"),
 }
 

@@ -231,7 +231,7 @@ def routerless(
     return user, kubeconfig
 
 
-@pytest.mark.parametrize("granted", [[], ["get"]], ids=["lacking-get", "lacking-patch"])
+@pytest.mark.parametrize("granted", [[], ["get", "list"]], ids=["lacking-get", "lacking-patch"])
 def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes_nothing(
     backend: Backend, api_client: client.ApiClient, routerless: tuple[str, Path], granted: list[str]
 ) -> None:
@@ -335,3 +335,29 @@ def test_llm_inference_service_writes_never_give_the_candidate_more_in_between(
         assert states and states[-1] == weight, states
         assert all(share <= max(before, weight) for share in states), (before, weight, states)
         before = weight
+
+
+def test_llm_inference_service_group_with_a_third_member_taking_traffic_is_a_problem_and_nothing_is_written(
+    backend_crds: list[str], api_client: client.ApiClient, control_plane: ControlPlane, namespace: str
+) -> None:
+    """fraud-v3, in the same group and serving the same name, at weight 20: KServe gives it a share
+    the pair's weights do not show, so neither the split nor a promotion can be read from the pair."""
+    assert control_plane.audit_log is not None
+    backend = LlmInferenceServiceBackend(api_client, namespace, control_plane.audit_log)
+    backend.create()
+    backend.merge("fraud-v3", {"spec": {"router": {"route": {"weight": 20}}}})
+    contract = Contract(backend, api_client)
+    before = len(backend.writes())
+    for call in (
+        lambda: contract.router.applied(contract.target),
+        lambda: contract.router.apply(contract.target, Weights.for_candidate(10)),
+        lambda: contract.router.apply(contract.target, ALL_CANDIDATE),
+    ):
+        with pytest.raises(RouterProblem) as caught:
+            call()
+        assert caught.value.reason == "GroupHasOtherMembers", caught.value.message
+        assert "fraud-v3 (weight 20)" in caught.value.message and namespace in caught.value.message
+    assert len(backend.writes()) == before
+    # Back at weight 0 it takes nothing: the pair is the group's traffic again.
+    backend.merge("fraud-v3", {"spec": {"router": {"route": {"weight": 0}}}})
+    assert contract.set(Weights.for_candidate(10)) == Weights.for_candidate(10)

@@ -1,13 +1,16 @@
 """The dashboard's memory of the watch: the fallback history per guardrail and the stream's messages
 (pure: the Board is fed watch events by hand; the server, the watch and the browser are tested in
-tests/integration/test_dashboard.py)."""
+tests/integration/test_dashboard.py), and the Host check on a loopback socket."""
 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
-from controller.cli.dashboard import HISTORY_POINTS, Board, summary
+import httpx
+
+from controller.cli.dashboard import HISTORY_POINTS, Board, DashboardServer, hosts, summary
 
 
 def rollout(name: str = "r", *, started: str = "2026-11-28T12:00:00Z", evaluated: str | None = None, value: float = 0.01) -> dict[str, Any]:
@@ -73,3 +76,38 @@ def test_the_fallback_series_come_from_the_status_when_no_prometheus_is_given() 
     assert source == "status"
     assert series["error-rate"]["candidate"] == [[1795867210.0, 0.01]]
     assert series["error-rate"]["notWorse"] == []
+
+
+def test_the_server_answers_only_to_its_own_host_wherever_it_listens() -> None:
+    """DNS rebinding at the HTTP level: a real socket on 127.0.0.2 (loopback, but not one of the
+    names the dashboard used to check), no API server needed to serve the page and refuse."""
+    server = DashboardServer(("127.0.0.2", 0), board(), allowed_hosts=("rollouts.example",))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+
+        def get(host: str) -> httpx.Response:
+            return httpx.get(server.url, headers={"Host": host}, timeout=10)
+
+        assert get(f"127.0.0.2:{port}").status_code == 200
+        assert get(f"localhost:{port}").status_code == 200
+        assert get(f"Rollouts.Example:{port}").status_code == 200  # --allowed-host
+        rebound = get(f"evil.example:{port}")
+        assert rebound.status_code == 403 and "--allowed-host" in rebound.json()["error"]
+        assert "token" not in rebound.text and server.token not in rebound.text
+        post = httpx.post(
+            f"{server.url}api/rollouts/ns/r/abort",
+            headers={"Host": f"evil.example:{port}", "X-Modelrollout-Token": server.token},
+            timeout=10,
+        )
+        assert post.status_code == 403
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_hosts_a_dashboard_answers_to() -> None:
+    assert hosts("0.0.0.0", 9797) == {"0.0.0.0:9797"}
+    assert hosts("10.0.0.5", 9797, ("box", "box.example:443")) == {"10.0.0.5:9797", "box:9797", "box.example:443"}
+    assert hosts("::1", 80) >= {"[::1]:80", "[::1]", "localhost", "127.0.0.1:80"}

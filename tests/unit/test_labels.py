@@ -169,14 +169,46 @@ def test_the_count_of_record_never_goes_down_and_the_rate_is_this_steps() -> Non
 def test_fewer_labelled_samples_than_recorded_is_a_provider_problem_keeping_the_record() -> None:
     recorded = Evidence(candidate_value=0.2, candidate_samples=500, incumbent_value=0.1, incumbent_samples=900)
     now = Judgement(Verdict.PASS, "ok", recorded.model_copy(update={"candidate_samples": 100}))
-    checked = labels.check_samples(now, recorded)
+    checked = labels.check_samples(now, recorded, sequential=False)
     assert checked.cause is Cause.COUNTS_WENT_BACKWARDS and checked.evidence == recorded
     # A stalled counter's extrapolation shrinks as the window grows: 9.8 labels, then 6.4.
     stalled = Judgement(Verdict.PASS, "ok", recorded.model_copy(update={"candidate_samples": 330}))
-    assert labels.check_samples(stalled, recorded) is stalled
+    assert labels.check_samples(stalled, recorded, sequential=False) is stalled
     # A mean that goes down is no count going backwards.
     lower_value = Judgement(Verdict.PASS, "ok", recorded.model_copy(update={"candidate_value": 0.01}))
-    assert labels.check_samples(lower_value, recorded) is lower_value
+    assert labels.check_samples(lower_value, recorded, sequential=False) is lower_value
+
+
+def test_a_labelled_sequential_guardrails_errors_never_go_back_only_its_samples_have_slack() -> None:
+    """HA replicas answering in turn: errors 100 then 40 would feed the e-process counts that went
+    back; only the labelled samples may shrink by increase()'s extrapolation."""
+    recorded = Evidence(candidate_value=0.2, candidate_samples=500, incumbent_value=0.1, incumbent_samples=900)
+    went_back = recorded.model_copy(update={"candidate_value": 0.1, "candidate_samples": 400})
+    fewer_errors = Judgement(Verdict.FAIL, "worse", went_back)
+    checked = labels.check_samples(fewer_errors, recorded, sequential=True)
+    assert checked.cause is Cause.COUNTS_WENT_BACKWARDS and checked.verdict is Verdict.INCONCLUSIVE
+    assert checked.evidence == recorded and "candidate errors 40 < 100" in checked.message
+    # Samples within the slack, errors unchanged (a stalled label counter): no problem.
+    same_errors = recorded.model_copy(update={"candidate_value": 100 / 330, "candidate_samples": 330})
+    stalled = Judgement(Verdict.PASS, "ok", same_errors)
+    assert labels.check_samples(stalled, recorded, sequential=True) is stalled
+    # Samples far below the record are still a provider problem.
+    halved = Judgement(Verdict.PASS, "ok", recorded.model_copy(update={"candidate_value": 0.5, "candidate_samples": 200}))
+    assert labels.check_samples(halved, recorded, sequential=True).cause is Cause.COUNTS_WENT_BACKWARDS
+
+    # Through the engine: a labelled sequential guardrail whose errors went back keeps the record.
+    def accuracy(s: Simulator) -> GuardrailStatus | None:
+        return next((g for g in s.status.guardrails if g.name == "accuracy"), None)
+
+    sim = Simulator(spec(), judge=lambda _, __: Judgement(Verdict.INCONCLUSIVE, "not yet", recorded, Cause.INSUFFICIENT))
+    sim.run(until=lambda s: (g := accuracy(s)) is not None and g.evidence == recorded)
+    first = accuracy(sim)
+    assert first is not None
+    sim.judge = lambda _, __: fewer_errors
+    sim.run(until=lambda s: (g := accuracy(s)) is not None and g.last_evaluated != first.last_evaluated)
+    after = accuracy(sim)
+    assert after is not None and after.verdict is Verdict.INCONCLUSIVE and after.evidence == recorded
+    assert sim.status.phase is not Phase.ROLLED_BACK
 
 
 def test_no_feedback_series_yet_waits_for_labels_instead_of_counting_as_no_data() -> None:

@@ -32,7 +32,7 @@ from controller.metrics.templates import render, variables_for
 from controller.observe import observe_and_judge
 from controller.routers.base import RouterProblem
 from controller.routers.gatewayapi import BackendService, find_backends, weight_patch
-from controller.routers.llmisvc import Member, check_pair, member_of, split_of, weight_patches
+from controller.routers.llmisvc import Member, check_others, check_pair, member_of, split_of, weight_patches
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 POOL = "inference.networking.k8s.io"
@@ -152,6 +152,17 @@ def test_lora_adapters_count_among_the_names_served() -> None:
     with pytest.raises(RouterProblem) as caught:
         check_pair(inc, cand, group="chat", namespace="ns")
     assert "(chat vs chat, sql-lora)" in caught.value.message
+
+
+def test_another_member_of_the_group_with_a_weight_is_a_problem_naming_it() -> None:
+    inc, cand = members(llmisvc("v1", 90), llmisvc("v2", 10))
+    listed = {"items": [llmisvc("v1", 90), llmisvc("v2", 10), llmisvc("v0", 30)]}
+    with pytest.raises(RouterProblem) as caught:
+        check_others(inc, cand, listed, group="chat", namespace="ns")
+    assert caught.value.reason == "GroupHasOtherMembers" and "v0 (weight 30)" in caught.value.message
+    # At weight 0, in another group, or serving other names, it takes none of the pair's traffic.
+    for other in (llmisvc("v0", 0), llmisvc("v0", None), llmisvc("v0", 30, group="b"), llmisvc("v0", 30, served="x")):
+        check_others(inc, cand, {"items": [llmisvc("v1", 90), other]}, group="chat", namespace="ns")
 
 
 @pytest.mark.parametrize(

@@ -63,10 +63,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: ["get", "patch"]
 {{- end }}
 {{- if .Values.routers.llmInferenceService }}
-# traffic.llmInferenceService: read and set spec.router.route.weight of two LLMInferenceServices (routers/llmisvc.py).
+# traffic.llmInferenceService: read and set spec.router.route.weight of two LLMInferenceServices, and list
+# the others of the namespace (a third member of the group with a weight takes traffic) (routers/llmisvc.py).
 - apiGroups: ["serving.kserve.io"]
   resources: ["llminferenceservices"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "patch"]
 {{- end }}
 {{- if .Values.routers.replicas }}
 # traffic.replicas: read two Deployments and set their replicas and two annotations (routers/replicas.py).

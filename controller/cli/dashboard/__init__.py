@@ -312,13 +312,27 @@ def _asset(name: str) -> bytes:
 class DashboardServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], board: Board) -> None:
+    def __init__(self, address: tuple[str, int], board: Board, *, allowed_hosts: tuple[str, ...] = ()) -> None:
         super().__init__(address, Handler)
         self.board = board
         self.token = secrets.token_urlsafe(24)
         host, port = str(self.server_address[0]), self.server_address[1]
         self.url = f"http://{host if ':' not in str(host) else f'[{host}]'}:{port}/"
-        self.hosts = {f"{host}:{port}", f"[{host}]:{port}", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+        self.hosts = hosts(host, port, allowed_hosts)
+
+
+def hosts(address: str, port: int, allowed: tuple[str, ...] = ()) -> frozenset[str]:
+    """The Host headers the dashboard answers, wherever it listens: its own address, loopback's
+    names when it listens on loopback, and the --allowed-host names (DNS rebinding: a page of
+    another site that resolves its name to this address sends its own Host, and is refused)."""
+    names = [address if ":" not in address else f"[{address}]"]
+    if _loopback(address):
+        names += ["localhost", "127.0.0.1", "[::1]"]
+    names += [name.lower() for name in allowed]
+    out = {n.lower() if re.search(r":\d+$", n) and not n.endswith("]") else f"{n.lower()}:{port}" for n in names}
+    if port == 80:  # a browser leaves out the default port
+        out |= {n.rsplit(":", 1)[0] for n in out if n.endswith(":80")}
+    return frozenset(out)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -328,13 +342,17 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return  # the terminal stays for the URL and real problems
 
-    def _allowed_host(self) -> bool:
-        # A page of another site that resolves its name to 127.0.0.1 (DNS rebinding) sends its own Host.
-        return self.headers.get("Host", "") in self.server.hosts or self.server.server_address[0] not in (
-            "127.0.0.1",
-            "::1",
-            "localhost",
+    def _refuse_host(self) -> bool:
+        """403 for a Host the dashboard does not answer to (DNS rebinding); True when refused."""
+        host = self.headers.get("Host", "")
+        if host.lower() in self.server.hosts:
+            return False
+        error = (
+            f"Host {host!r} is not this dashboard's (it answers to {', '.join(sorted(self.server.hosts))}); "
+            "to reach it by another name, start it with --allowed-host NAME"
         )
+        self._json(HTTPStatus.FORBIDDEN, {"error": error})
+        return True
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)
@@ -354,8 +372,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(code, json.dumps(value, default=str).encode(), "application/json")
 
     def do_GET(self) -> None:
-        if not self._allowed_host():
-            self._json(HTTPStatus.FORBIDDEN, {"error": "unexpected Host header"})
+        if self._refuse_host():
             return
         path = self.path.split("?", 1)[0]
         board = self.server.board
@@ -384,7 +401,9 @@ class Handler(BaseHTTPRequestHandler):
         if length:
             self.rfile.read(min(length, 65536))
         m = ROLLOUT_PATH.match(self.path)
-        if not self._allowed_host() or self.headers.get("X-Modelrollout-Token") != self.server.token:
+        if self._refuse_host():
+            return
+        if self.headers.get("X-Modelrollout-Token") != self.server.token:
             self._json(HTTPStatus.FORBIDDEN, {"error": "the request did not come from this dashboard's page"})
             return
         if m is None or m.group(3) not in ACTIONS:
@@ -439,7 +458,14 @@ def _loopback(address: str) -> bool:
 
 
 def serve(
-    api: Any, *, namespace: str | None, address: str, port: int, prometheus: str | None, out: TextIO
+    api: Any,
+    *,
+    namespace: str | None,
+    address: str,
+    port: int,
+    prometheus: str | None,
+    out: TextIO,
+    allowed_hosts: tuple[str, ...] = (),
 ) -> int:
     """Serve until interrupted; prints the URL first (its own line, for scripts)."""
     if not _loopback(address):
@@ -449,7 +475,7 @@ def serve(
         )
     board = Board(api, namespace=namespace, prometheus=prometheus)
     try:
-        server = DashboardServer((address, port), board)
+        server = DashboardServer((address, port), board, allowed_hosts=allowed_hosts)
     except OSError as exc:
         raise CliError(f"cannot listen on {address}:{port}: {exc.strerror or exc}") from None
     watcher = threading.Thread(target=board.run, name="watch", daemon=True)
@@ -457,6 +483,9 @@ def serve(
     where = "all namespaces" if namespace is None else f"namespace {namespace}"
     history = f"history from {prometheus}" if prometheus else "history from status while it runs"
     print(f"dashboard: {server.url} ({where}, {history}; Ctrl-C to stop)", file=out, flush=True)
+    if not _loopback(address):
+        names = ", ".join(sorted(server.hosts))
+        print(f"dashboard: answers only to Host {names} (more with --allowed-host NAME)", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -467,4 +496,4 @@ def serve(
     return 0
 
 
-__all__ = ["Board", "DashboardServer", "serve", "summary"]
+__all__ = ["Board", "DashboardServer", "hosts", "serve", "summary"]
