@@ -225,7 +225,7 @@ def _check_bucket_counts(guardrail: Guardrail, j: Judgement, recorded: SegmentEv
         incumbent_samples=recorded.incumbent_samples,
         bound=recorded.bound,
     )
-    return labels.check_samples(j, then) if guardrail.labelled else check_counts(j, then)
+    return labels.check_samples(j, then, sequential=True) if guardrail.labelled else check_counts(j, then)
 
 
 def _inconsistent(
