@@ -313,12 +313,15 @@ def _sequential(g: Guardrail, data: GuardrailData) -> Judgement:
     )
 
 
-def check_counts(judgement: Judgement, recorded: Evidence | None, *, samples_slack: float = 0.0) -> Judgement:
+def check_counts(
+    judgement: Judgement, recorded: Evidence | None, *, samples_slack: float = 0.0, errors_slack: float = 0.0
+) -> Judgement:
     """Cumulative counts lower than those recorded in status are a provider problem (a Prometheus
     restart, HA replicas answering in turn, a reset increase() missed), never a fresh start: a
     restart of the counts would restart the sequential test and void its guarantee. The recorded
-    (higher) evidence stays, so the next analysis is compared with it too. samples_slack lets the
-    requests (never the errors) drop by that share of the recorded count, plus one (labels.py)."""
+    (higher) evidence stays, so the next analysis is compared with it too. samples_slack and
+    errors_slack let the requests and the errors drop by that share of the recorded count, plus
+    one (label guardrails: labels.py)."""
     if recorded is None:
         return judgement
     now, then = judgement.evidence, recorded
@@ -331,8 +334,8 @@ def check_counts(judgement: Judgement, recorded: Evidence | None, *, samples_sla
         for who, what, new, old, slack in (
             ("candidate", "requests", now.candidate_samples, then.candidate_samples, samples_slack),
             ("incumbent", "requests", now.incumbent_samples, then.incumbent_samples, samples_slack),
-            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate"), 0.0),
-            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent"), 0.0),
+            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate"), errors_slack),
+            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent"), errors_slack),
         )
         if new is not None and old is not None and new < floor(old, slack)
     ]

@@ -61,13 +61,17 @@ EXTRAPOLATION_SLACK = 0.5
 def check_samples(judgement: Judgement, recorded: Evidence, *, sequential: bool) -> Judgement:
     """Labelled counts since the rollout began never go back (as the sequential rule's counts):
     far fewer than recorded is a provider problem, and the recorded counts stay those of record.
-    The samples may drop by EXTRAPOLATION_SLACK (a stalled counter's shrinking extrapolation);
-    a sequential rule's errors are compared as for any sequential guardrail (check_counts), so
-    counts that go back and forth (HA replicas answering in turn) never feed its e-process. An
-    absolute or relative rule's value is no count: only its samples are compared."""
+    The samples may drop by EXTRAPOLATION_SLACK (a stalled counter's shrinking extrapolation), and
+    so may a sequential rule's errors: labelled errors are few and arrive in bursts, and
+    increase()'s extrapolation over the growing window moves a count of 3 to 2.7 between two
+    analyses (strict errors rolled a good candidate back as inconclusive in e2e). A larger drop
+    (HA replicas answering in turn, a reset) is a provider problem, as for any sequential
+    guardrail. An absolute or relative rule's value is no count: only its samples are compared."""
     values = {"candidate_value": None, "incumbent_value": None}
     if sequential:
-        return check_counts(judgement, recorded, samples_slack=EXTRAPOLATION_SLACK)
+        return check_counts(
+            judgement, recorded, samples_slack=EXTRAPOLATION_SLACK, errors_slack=EXTRAPOLATION_SLACK
+        )
     stripped = Judgement(judgement.verdict, judgement.message, judgement.evidence.model_copy(update=values))
     checked = check_counts(stripped, recorded.model_copy(update=values), samples_slack=EXTRAPOLATION_SLACK)
     if checked.cause is not Cause.COUNTS_WENT_BACKWARDS:
