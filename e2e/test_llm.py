@@ -20,7 +20,9 @@ def finished(stack: Stack, name: str) -> dict[str, int]:
 
 
 def test_an_llm_with_twice_the_time_to_first_token_is_rolled_back_by_the_ttft_guardrail(stack: Stack) -> None:
-    obj = assert_rolled_back_by(stack, "ttft", "ttft-p99")
+    # Caught at 20% on a quiet machine; on a busy one the incumbent's p99 rises too and the
+    # 1.5x bound may first hold at 20% with its ~100 samples: caught at 50% then, never promoted.
+    obj = assert_rolled_back_by(stack, "ttft", "ttft-p99", steps=(20, 50))
 
     evidence = guardrails(obj)["ttft-p99"]["evidence"]
     assert evidence["candidateValue"] > 1.5 * evidence["incumbentValue"], evidence

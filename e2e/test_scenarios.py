@@ -59,7 +59,9 @@ def cli(stack: Stack, *args: str, timeout: float = DEADLINE) -> subprocess.Compl
     return subprocess.run([*stack.cli(), *args], capture_output=True, text=True, timeout=timeout)
 
 
-def assert_rolled_back_by(stack: Stack, key: str, guardrail: str) -> dict[str, Any]:
+def assert_rolled_back_by(stack: Stack, key: str, guardrail: str, *, steps: tuple[int, ...] = (20,)) -> dict[str, Any]:
+    """Rolled back by `guardrail`, the split having gone up through some of `steps` (at least the
+    first, in order, never to 100) and back to 0."""
     obj = verdict(stack, key)
     scenario = stack.scenarios[key]
     status = obj["status"]
@@ -68,8 +70,10 @@ def assert_rolled_back_by(stack: Stack, key: str, guardrail: str) -> dict[str, A
     assert failed["model"]["name"] == scenario.candidate and failed["guardrail"] == guardrail, failed
     assert status["incumbent"]["name"] == scenario.incumbent
     assert route_weights(stack, key) == {scenario.incumbent: 100, scenario.candidate: 0}
-    # The split went 0 -> 20 -> 0 at the gateway: never further than the first step.
-    assert applied_weights(scenario) == [0, 20, 0]
+    # The split went 0 -> 20 (-> the next steps it was allowed) -> 0 at the gateway.
+    applied = applied_weights(scenario)
+    assert applied[0] == 0 and applied[-1] == 0 and 1 < len(applied) - 1 <= len(steps) + 1, applied
+    assert applied[1:-1] == list(steps[: len(applied) - 2]), applied
     assert "RolledBack" in event_reasons(stack, key)
     # Once the gateway had the rollback, not one more request reached the candidate.
     last = latest_epoch(stack, scenario)
