@@ -1,0 +1,230 @@
+"""Traefik v3 as the test world's Gateway API data plane: its `kubernetesGateway` provider.
+
+Traefik is built from the Go module proxy by `hack/build-cluster.sh traefik` (cached per version
+under ~/.cache/modelrollout/traefik/<version>/bin). It runs inside the test's network namespace
+(tests/support/netns.py), where the model servers listen on the namespace's addresses, which the
+Services' EndpointSlices name. Inside, it reaches the API server through a relay on the
+namespace's 127.0.0.1 (the plane listens on the host's loopback only; the API server's
+certificate is for 127.0.0.1, so TLS is verified as usual); the load on the host reaches
+Traefik's entry point through `NetNS.expose()`.
+
+What Traefik needs from the API server (Gateway API v1.4 standard channel CRDs installed):
+- a GatewayClass whose `controllerName` is `traefik.io/gateway-controller`;
+- a Gateway of that class whose HTTP listener's `port` is the port of one of Traefik's entry
+  points (here `web`, 8000 by default): Traefik maps listeners to entry points by port;
+- HTTPRoutes with that Gateway as parentRef, and for each backendRef a Service whose port has a
+  `name` (Traefik matches the EndpointSlice port by the Service port's name) and EndpointSlices
+  (label `kubernetes.io/service-name`) whose endpoints have `conditions.ready: true`; Traefik
+  balances a rule's backendRefs by their weights (weighted round robin), then each Service's
+  ready endpoints.
+Traefik writes the status of the GatewayClass, Gateway and HTTPRoute (Accepted, ResolvedRefs).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.controlplane import CACHE, REPO, ControlPlane, stop_process
+from tests.support.netns import NetNS, Relay
+
+TRAEFIK_VERSION = os.environ.get("TRAEFIK_VERSION", "v3.6.12")
+CONTROLLER_NAME = "traefik.io/gateway-controller"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def bin_dir() -> Path:
+    return CACHE / "traefik" / TRAEFIK_VERSION / "bin"
+
+
+def ensure_binary() -> Path:
+    """Build Traefik if this machine has none yet (a one-time cost, about 9 min on 2 cores)."""
+    binary = bin_dir() / "traefik"
+    if not binary.is_file():
+        subprocess.run(
+            ["bash", str(REPO / "hack" / "build-cluster.sh"), "traefik"],
+            check=True,
+            env={**os.environ, "TRAEFIK_VERSION": TRAEFIK_VERSION},
+            stdout=subprocess.DEVNULL,
+        )
+    return binary
+
+
+def static_config(*, api_url: str, token: str, ca_file: Path, web_port: int, ping_port: int,
+                  namespaces: list[str] | None = None, access_log: Path | None = None) -> dict[str, Any]:
+    """Traefik's static configuration: one HTTP entry point, ping, the Gateway API provider."""
+    provider: dict[str, Any] = {
+        "endpoint": api_url,
+        "token": token,
+        "certAuthFilePath": str(ca_file),
+        # No throttle of the provider's own refreshes (its default, spelled out).
+        "throttleDuration": "0s",
+    }
+    if namespaces:
+        provider["namespaces"] = namespaces
+    config: dict[str, Any] = {
+        # No phoning home: Traefik checks for a new version over the Internet by default.
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {
+            "web": {"address": f":{web_port}"},
+            "traefik": {"address": f"127.0.0.1:{ping_port}"},
+        },
+        "ping": {"entryPoint": "traefik"},
+        # Traefik applies a provider's new configuration at most once per 2 s by default
+        # (providersThrottleDuration): a weight written by the controller would reach the data
+        # plane up to 2 s late, and "0 requests after 0%" would need a grace period. 0: at once.
+        "providers": {"providersThrottleDuration": "0s", "kubernetesGateway": provider},
+        "log": {"level": "INFO"},
+    }
+    if access_log is not None:
+        config["accessLog"] = {"filePath": str(access_log), "format": "json"}
+    return config
+
+
+@dataclass
+class Traefik:
+    """A Traefik process inside `ns`, watching the plane's Gateway API objects."""
+
+    ns: NetNS
+    plane: ControlPlane
+    workdir: Path
+    web_port: int = 8000
+    ping_port: int = 8082
+    namespaces: list[str] | None = None
+    access_log: bool = True
+    proc: subprocess.Popen[bytes] | None = None
+    api_relay: Relay | None = None
+    entry: Relay | None = None
+    _extra: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """The `web` entry point, as the host's load generator reaches it."""
+        assert self.entry is not None, "start() first"
+        return f"http://127.0.0.1:{self.entry.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "traefik.log"
+
+    @property
+    def access_log_file(self) -> Path:
+        return self.workdir / "traefik-access.log"
+
+    def start(self, *, timeout: float = 60.0) -> Traefik:
+        binary = ensure_binary()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.api_relay = self.ns.import_port(self.plane.apiserver_port)
+        config = static_config(
+            api_url=f"https://127.0.0.1:{self.api_relay.port}",
+            token=self.plane.token,
+            ca_file=self.plane.ca_file,
+            web_port=self.web_port,
+            ping_port=self.ping_port,
+            namespaces=self.namespaces,
+            access_log=self.access_log_file if self.access_log else None,
+        )
+        path = self.workdir / "traefik.yaml"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)  # it holds the admin token
+        log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.proc = subprocess.Popen(
+                self.ns.command([str(binary), f"--configFile={path}", *self._extra]),
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            os.close(log)
+        self._wait_ping(timeout)
+        self.entry = self.ns.expose("127.0.0.1", self.web_port)
+        return self
+
+    def _wait_ping(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "not started"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"traefik exited with {self.proc.returncode}:\n{self.log_file.read_text()[-3000:]}")
+            try:
+                status = self.get_inside("127.0.0.1", self.ping_port, "/ping")[0]
+                if status == 200:
+                    return
+                last = f"ping answered {status}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise RuntimeError(f"traefik not ready after {timeout}s: {last}")
+
+    def get_inside(self, address: str, port: int, path: str) -> tuple[int, bytes]:
+        """GET http://address:port/path from inside the namespace (Traefik's own endpoints)."""
+        conn = http.client.HTTPConnection(address, port, timeout=5)
+        conn.sock = self.ns.connect(address, port)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+        for relay in (self.entry, self.api_relay):
+            if relay is not None:
+                relay.stop()
+
+
+# -- objects ------------------------------------------------------------------------------------
+
+
+def gateway_class(name: str = "traefik") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": name},
+        "spec": {"controllerName": CONTROLLER_NAME},
+    }
+
+
+def gateway(name: str = "models-gateway", *, class_name: str = "traefik", port: int = 8000) -> dict[str, Any]:
+    """A Gateway with one HTTP listener on `port` (= a Traefik entry point's port), routes from
+    its own namespace."""
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name},
+        "spec": {
+            "gatewayClassName": class_name,
+            "listeners": [{"name": "web", "protocol": "HTTP", "port": port}],
+        },
+    }
+
+
+def service_with_endpoints(name: str, addresses: list[str], *, port: int = 8080,
+                           target_port: int = 8080) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A selector-less Service (port `port`, named "http") and its EndpointSlice: `addresses`
+    (inside the test's namespace) on `target_port`, all ready. What the endpointslice controller
+    would write for pods at those addresses."""
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": "http", "port": port, "targetPort": target_port, "protocol": "TCP"}]},
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": target_port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+    }
+    return service, slice_
