@@ -1,0 +1,234 @@
+"""Workload controllers for the local plane: kube-controller-manager, kube-scheduler and kwok.
+
+With them, the plane behaves like a cluster for workloads: a Deployment rolls out ReplicaSets,
+the scheduler binds their pods to a node, kwok (playing the kubelet, `sigs.k8s.io/kwok`) makes
+the node and the pods Ready without running containers, and the endpointslice controller writes
+EndpointSlices for Services that select those pods; namespaces are finalized, garbage is
+collected. Without them (the plain `ControlPlane`), nothing ever acts on a Deployment.
+
+The binaries are built by `hack/build-cluster.sh workload kwok` (kube-controller-manager and
+kube-scheduler from the same k8s.io/kubernetes release as kube-apiserver; kwok v0.8.0), cached
+per version under ~/.cache/modelrollout/{workload,kwok}/<version>/bin.
+
+kwok's behaviour is its Stages (the "fast" node and pod stages that kwokctl installs by
+default): read from the kwok module's own `kustomize/stage/` files in the Go module cache, not
+copied into this repository. kwok gives pods IPs from `--cidr`: pass the test's network namespace
+subnet (tests/support/netns.py) and a model server can listen inside the namespace on the IP its
+pod was given, so the EndpointSlices the real controller writes point at real listeners.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client
+
+from tests.support.controlplane import CACHE, K8S_VERSION, REPO, ControlPlane, free_port, stop_process
+from tests.support.gomodules import module_dir
+
+KWOK_VERSION = os.environ.get("KWOK_VERSION", "v0.8.0")
+KWOK_MODULE = "sigs.k8s.io/kwok"
+# kwokctl's default stages (pkg/kwokctl/runtime/cluster.go: getDefaultNodeStages/PodStages).
+KWOK_STAGES = [
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+]
+NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def workload_bin_dir() -> Path:
+    return CACHE / "workload" / K8S_VERSION / "bin"
+
+
+def kwok_bin_dir() -> Path:
+    return CACHE / "kwok" / KWOK_VERSION / "bin"
+
+
+def ensure_binaries() -> tuple[Path, Path]:
+    """Build what is missing (a one-time cost; hack/build-cluster.sh prints the expected time)."""
+    parts = []
+    if not all((workload_bin_dir() / b).is_file() for b in ("kube-controller-manager", "kube-scheduler")):
+        parts.append("workload")
+    if not (kwok_bin_dir() / "kwok").is_file():
+        parts.append("kwok")
+    if parts:
+        subprocess.run(
+            ["bash", str(REPO / "hack" / "build-cluster.sh"), *parts],
+            check=True,
+            env={**os.environ, "K8S_VERSION": K8S_VERSION, "KWOK_VERSION": KWOK_VERSION},
+            stdout=subprocess.DEVNULL,
+        )
+    return workload_bin_dir(), kwok_bin_dir()
+
+
+def kwok_stages() -> list[dict[str, Any]]:
+    root = module_dir(KWOK_MODULE, KWOK_VERSION)
+    return [doc for path in KWOK_STAGES for doc in yaml.safe_load_all((root / path).read_text()) if doc]
+
+
+def kwok_node(name: str) -> dict[str, Any]:
+    """A Node that kwok manages (by annotation): Ready once kwok has seen it, pods bind to it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"},
+        },
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
+
+
+@dataclass
+class Workload:
+    """kube-controller-manager, kube-scheduler and kwok against `plane`, and `nodes` kwok nodes."""
+
+    plane: ControlPlane
+    nodes: int = 1
+    # Pod IPs: a range of their own, beside NetNS.add_address()'s 10.77.0.0/24 (kwok's form: first IP/len).
+    pod_cidr: str = "10.77.1.1/24"
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    start_seconds: float = 0.0
+
+    @property
+    def workdir(self) -> Path:
+        return self.plane.workdir
+
+    def start(self, *, timeout: float = 120.0) -> Workload:
+        bins, kwok_bins = ensure_binaries()
+        began = time.monotonic()
+        kubeconfig = str(self.plane.kubeconfig)
+        certs = self.plane.workdir / "certs"
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            self.ports[name] = free_port()
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bins / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['kube-controller-manager']}",
+                f"--cert-dir={certs / 'kcm'}",
+                # Signs the legacy token Secrets and publishes kube-root-ca.crt in each namespace.
+                f"--service-account-private-key-file={certs / 'sa.key'}",
+                f"--root-ca-file={self.plane.ca_file}",
+                "--use-service-account-credentials=false",
+                "--controllers=*",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(bins / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['kube-scheduler']}",
+                f"--cert-dir={certs / 'scheduler'}",
+                "--v=1",
+            ],
+        )
+        stages = self.workdir / "kwok-stages.yaml"
+        stages.write_text(yaml.safe_dump_all(kwok_stages()))
+        self._spawn(
+            "kwok",
+            [
+                str(kwok_bins / "kwok"),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={stages}",
+                f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
+                f"--cidr={self.pod_cidr}",
+                "--node-ip=10.77.2.1",
+            ],
+        )
+        self._wait_healthy(timeout)
+        api = client.ApiClient(self._client_config())
+        core = client.CoreV1Api(api)
+        for i in range(self.nodes):
+            core.create_node(kwok_node(f"kwok-node-{i}"))
+        self._wait_nodes_ready(core, timeout)
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def stop(self) -> None:
+        for name in ("kwok", "kube-scheduler", "kube-controller-manager"):
+            proc = self.procs.get(name)
+            if proc is not None:
+                stop_process(proc)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def _client_config(self) -> client.Configuration:
+        configuration = client.Configuration()
+        configuration.host = self.plane.url
+        configuration.ssl_ca_cert = str(self.plane.ca_file)
+        configuration.api_key = {"authorization": f"Bearer {self.plane.token}"}
+        return configuration
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = os.open(self.workdir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        finally:
+            os.close(log)
+
+    def _check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.workdir / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = dict(self.ports)
+        while pending:
+            self._check_alive()
+            for name, port in list(pending.items()):
+                try:
+                    if httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=2.0).status_code == 200:
+                        del pending[name]
+                except httpx.HTTPError:
+                    pass
+            if pending:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not healthy after {timeout}s: {sorted(pending)}")
+                time.sleep(0.2)
+
+    def _wait_nodes_ready(self, core: client.CoreV1Api, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            nodes = core.list_node(label_selector="type=kwok").items
+            ready = [
+                n for n in nodes if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+            ]
+            if len(ready) >= self.nodes:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kwok nodes not Ready after {timeout}s: {len(ready)}/{self.nodes}")
+            time.sleep(0.2)
