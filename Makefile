@@ -8,8 +8,11 @@ CRD := crds/modelrollout.dev_modelrollouts.yaml
 CHART_CRD := charts/modelrollout/crds/modelrollout.dev_modelrollouts.yaml
 HELM_VERSION ?= v3.22.0
 export HELM_VERSION
+KWOK_VERSION ?= v0.8.0
+TRAEFIK_VERSION ?= v3.6.12
+export KWOK_VERSION TRAEFIK_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
+.PHONY: help deps demo-deps venv envtest helm workload traefik prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -17,7 +20,8 @@ help:
 	@echo "make demo-llm three LLM rollouts: TTFT, finish reasons, cost per 1,000 tokens (stand-in vLLM servers)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
 	@echo "make test     install what is missing, then lint and run the whole suite"
-	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...)"
+	@echo "make cluster  local control plane in the foreground (prints export KUBECONFIG=...);"
+	@echo "              WORKLOAD=1: with kube-controller-manager, kube-scheduler and kwok"
 	@echo "make crds     regenerate $(CRD) from controller/api/models.py (and the chart's copy)"
 
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +37,16 @@ venv: $(VENV)/.installed
 # about 5 min on 2 cores the first time, docs/development.md).
 envtest:
 	bash hack/build-envtest.sh >/dev/null
+
+# kube-controller-manager + kube-scheduler (the same release as kube-apiserver) and kwok, built
+# from the Go module proxy once per machine (docs/development.md): Deployments roll out for real.
+workload:
+	bash hack/build-cluster.sh workload kwok >/dev/null
+
+# Traefik v3 (a real Gateway API data plane), built from the Go module proxy once per machine
+# (about 9 min on 2 cores the first time, docs/development.md).
+traefik:
+	bash hack/build-cluster.sh traefik >/dev/null
 
 prometheus:
 	bash hack/install-prometheus.sh >/dev/null
@@ -77,8 +91,8 @@ unit: venv
 integration: deps
 	$(PY) -m pytest -q tests/integration
 
-cluster: venv envtest
-	$(PY) -m tests.support.cluster
+cluster: venv envtest $(if $(WORKLOAD),workload)
+	$(PY) -m tests.support.cluster $(if $(WORKLOAD),--workload)
 
 # The demo's and the e2e suite's extra (scikit-learn for the model servers).
 $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml

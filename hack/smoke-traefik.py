@@ -28,12 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config
 
-from tests.support.controlplane import running_control_plane  # noqa: E402
-from tests.support.gatewayapi import install_gateway_api_crds, make_httproute  # noqa: E402
-from tests.support.netns import network_namespace  # noqa: E402
-from tests.support.traefik import Traefik, gateway, gateway_class, service_with_endpoints  # noqa: E402
+from tests.support.controlplane import running_control_plane
+from tests.support.gatewayapi import install_gateway_api_crds, make_httproute
+from tests.support.netns import network_namespace
+from tests.support.traefik import Traefik, gateway, gateway_class, service_with_endpoints
 
 G, V = "gateway.networking.k8s.io", "v1"
 NS = "default"
@@ -109,14 +109,18 @@ def main() -> int:
             disc.create_namespaced_endpoint_slice(NS, eps)
         custom.create_cluster_custom_object(G, V, "gatewayclasses", gateway_class())
         custom.create_namespaced_custom_object(G, V, NS, "gateways", gateway())
-        custom.create_namespaced_custom_object(G, V, NS, "httproutes", make_httproute("models", [("model-a", 80), ("model-b", 20)]))
+        custom.create_namespaced_custom_object(
+            G, V, NS, "httproutes", make_httproute("models", [("model-a", 80), ("model-b", 20)])
+        )
 
         workdir = Path(tempfile.mkdtemp(prefix="modelrollout-traefik-"))
         traefik = Traefik(ns=ns, plane=plane, workdir=workdir)
         began = time.monotonic()
         try:
             traefik.start()
-            print(f"traefik up (ping 200) in {time.monotonic() - began:.1f}s; entry {traefik.url}; log {traefik.log_file}")
+            print(
+                f"traefik up (ping 200) in {time.monotonic() - began:.1f}s; entry {traefik.url}; log {traefik.log_file}"
+            )
             # Status written by Traefik.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -128,9 +132,18 @@ def main() -> int:
                 time.sleep(0.5)
             gc = custom.get_cluster_custom_object(G, V, "gatewayclasses", "traefik")
             gw = custom.get_namespaced_custom_object(G, V, NS, "gateways", "models-gateway")
-            print("GatewayClass conditions:", [(c["type"], c["status"], c["reason"]) for c in gc.get("status", {}).get("conditions", [])])
-            print("Gateway conditions:", [(c["type"], c["status"], c["reason"]) for c in gw.get("status", {}).get("conditions", [])])
-            print("HTTPRoute parent conditions:", [(c["type"], c["status"], c["reason"]) for p in parents for c in p.get("conditions", [])])
+            print(
+                "GatewayClass conditions:",
+                [(c["type"], c["status"], c["reason"]) for c in gc.get("status", {}).get("conditions", [])],
+            )
+            print(
+                "Gateway conditions:",
+                [(c["type"], c["status"], c["reason"]) for c in gw.get("status", {}).get("conditions", [])],
+            )
+            print(
+                "HTTPRoute parent conditions:",
+                [(c["type"], c["status"], c["reason"]) for p in parents for c in p.get("conditions", [])],
+            )
             port = traefik.entry.port  # type: ignore[union-attr]
             # Until the first request is routed (the route may be applied a moment after the status).
             deadline = time.monotonic() + 30
@@ -149,7 +162,9 @@ def main() -> int:
                     streak = 0
                     while streak < 20 and time.monotonic() - written < 30:
                         streak = streak + 1 if send(port, 1).get(only) else 0
-                    print(f"weights {weights}: 20 requests in a row to {only} {time.monotonic() - written:.2f}s after the write")
+                    print(
+                        f"weights {weights}: 20 requests in a row to {only} {time.monotonic() - written:.2f}s after the write"
+                    )
                 else:
                     time.sleep(1.0)
                 began = time.monotonic()
@@ -157,11 +172,17 @@ def main() -> int:
                 took = time.monotonic() - began
                 n = args.requests
                 pa = weights[0] / sum(weights)
-                good = within(seen.get("model-a", 0), n, pa) and sum(seen.values()) == n and set(seen) <= {"model-a", "model-b"}
+                good = (
+                    within(seen.get("model-a", 0), n, pa)
+                    and sum(seen.values()) == n
+                    and set(seen) <= {"model-a", "model-b"}
+                )
                 if pa in (0.0, 1.0):
                     good = good and seen.get("model-a" if pa == 0 else "model-b", 0) == 0
                 ok &= good
-                print(f"weights {weights}: {n} requests in {took:.1f}s -> {seen} {'OK' if good else 'OUTSIDE TOLERANCE'}")
+                print(
+                    f"weights {weights}: {n} requests in {took:.1f}s -> {seen} {'OK' if good else 'OUTSIDE TOLERANCE'}"
+                )
             print("backend hit counters:", hits)
         finally:
             traefik.stop()

@@ -18,12 +18,18 @@ from kubernetes import config
 
 from tests.support.controlplane import REPO, bin_dir, running_control_plane, stop_process
 from tests.support.kube import install_crds
+from tests.support.workload import Workload
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--controller", action="store_true", help="also run modelrollout-controller against it")
     parser.add_argument("--apply", action="append", default=[], help="manifest file or directory to apply")
+    parser.add_argument(
+        "--workload",
+        action="store_true",
+        help="also run kube-controller-manager, kube-scheduler and kwok (one Ready node): Deployments roll out",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -33,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_control_plane() as plane:
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         install_crds(api, REPO / "crds")
+        workload = Workload(plane).start() if args.workload else None
         kubectl = str(bin_dir() / "kubectl")
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
         controller = None
@@ -49,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([kubectl, "apply", "-f", target], env=env, check=False)
         print(
             f"\nLocal control plane is up (Kubernetes {plane.url}, started in {plane.start_seconds:.1f}s).\n"
-            f"In another shell:\n"
+            + (
+                f"Workload controllers (kube-controller-manager, kube-scheduler, kwok) and a Ready node "
+                f"in {workload.start_seconds:.1f}s more.\n"
+                if workload
+                else ""
+            )
+            + f"In another shell:\n"
             f"  export KUBECONFIG={plane.kubeconfig}\n"
             f"  export PATH={bin_dir()}:$PATH   # kubectl of the same version\n"
             f"  kubectl get modelrollouts -A\n"
@@ -66,7 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             if controller is not None:
                 stop_process(controller)
                 log.close()
-        print("stopped the controller, kube-apiserver and etcd", flush=True)
+            if workload is not None:
+                workload.stop()
+        print(
+            "stopped the controller, "
+            + ("kwok, kube-scheduler, kube-controller-manager, " if workload else "")
+            + "kube-apiserver and etcd",
+            flush=True,
+        )
     return 0
 
 

@@ -155,7 +155,7 @@ class NetNS:
 
         def target() -> None:
             try:
-                with open(self.path) as ns:  # noqa: PTH123 - a file descriptor for setns(2)
+                with open(self.path) as ns:
                     _setns(ns.fileno())
                 result["value"] = fn()
             except BaseException as exc:  # re-raised on the caller's thread

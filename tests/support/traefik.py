@@ -57,8 +57,16 @@ def ensure_binary() -> Path:
     return binary
 
 
-def static_config(*, api_url: str, token: str, ca_file: Path, web_port: int, ping_port: int,
-                  namespaces: list[str] | None = None, access_log: Path | None = None) -> dict[str, Any]:
+def static_config(
+    *,
+    api_url: str,
+    token: str,
+    ca_file: Path,
+    web_port: int,
+    ping_port: int,
+    namespaces: list[str] | None = None,
+    access_log: Path | None = None,
+) -> dict[str, Any]:
     """Traefik's static configuration: one HTTP entry point, ping, the Gateway API provider."""
     provider: dict[str, Any] = {
         "endpoint": api_url,
@@ -138,7 +146,10 @@ class Traefik:
         try:
             self.proc = subprocess.Popen(
                 self.ns.command([str(binary), f"--configFile={path}", *self._extra]),
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             os.close(log)
@@ -208,8 +219,9 @@ def gateway(name: str = "models-gateway", *, class_name: str = "traefik", port: 
     }
 
 
-def service_with_endpoints(name: str, addresses: list[str], *, port: int = 8080,
-                           target_port: int = 8080) -> tuple[dict[str, Any], dict[str, Any]]:
+def service_with_endpoints(
+    name: str, addresses: list[str], *, port: int = 8080, target_port: int = 8080
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """A selector-less Service (port `port`, named "http") and its EndpointSlice: `addresses`
     (inside the test's namespace) on `target_port`, all ready. What the endpointslice controller
     would write for pods at those addresses."""

@@ -111,8 +111,18 @@ class Workload:
         return self.plane.workdir
 
     def start(self, *, timeout: float = 120.0) -> Workload:
+        """Start the three and wait for their health and the nodes' Ready; on failure stop them."""
         bins, kwok_bins = ensure_binaries()
         began = time.monotonic()
+        try:
+            self._start(bins, kwok_bins, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def _start(self, bins: Path, kwok_bins: Path, timeout: float) -> None:
         kubeconfig = str(self.plane.kubeconfig)
         certs = self.plane.workdir / "certs"
         for name in ("kube-controller-manager", "kube-scheduler"):
@@ -169,8 +179,6 @@ class Workload:
         for i in range(self.nodes):
             core.create_node(kwok_node(f"kwok-node-{i}"))
         self._wait_nodes_ready(core, timeout)
-        self.start_seconds = time.monotonic() - began
-        return self
 
     def stop(self) -> None:
         for name in ("kwok", "kube-scheduler", "kube-controller-manager"):
