@@ -266,6 +266,11 @@ class Relay:
             except OSError:
                 downstream.close()
                 continue
+            # No Nagle delay: a relayed request or answer written in two pieces (headers, then body)
+            # would otherwise wait for the peer's delayed ACK, 40 ms per request.
+            for sock in (downstream, upstream):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._open.update((downstream, upstream))
             pumps_left = [2]  # the pair is closed when both directions are done
