@@ -23,8 +23,11 @@ Traefik writes the status of the GatewayClass, Gateway and HTTPRoute (Accepted, 
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +88,9 @@ def static_config(
             "traefik": {"address": f"127.0.0.1:{ping_port}"},
         },
         "ping": {"entryPoint": "traefik"},
+        # Traefik's API on the `traefik` entry point (the namespace's loopback only): tests read
+        # the weights Traefik has applied from /api/http/services (WeightTimeline).
+        "api": {"insecure": True, "dashboard": False},
         # Traefik applies a provider's new configuration at most once per 2 s by default
         # (providersThrottleDuration): a weight written by the controller would reach the data
         # plane up to 2 s late, and "0 requests after 0%" would need a grace period. 0: at once.
@@ -191,6 +197,75 @@ class Traefik:
         for relay in (self.entry, self.api_relay):
             if relay is not None:
                 relay.stop()
+
+
+# -- the weights Traefik applied -------------------------------------------------------------------
+
+_CHILD = re.compile(r"^(?P<rest>.+)-http-(?P<port>\d+)(@kubernetesgateway)?$")
+
+
+def applied_weights(services: list[dict[str, Any]], namespace: str, route: str, rule: int = 0) -> dict[str, int] | None:
+    """The weights of rule `rule` of HTTPRoute `namespace/route` in Traefik's runtime configuration
+    (the JSON list of GET /api/http/services), by backendRef name; None when Traefik has no router
+    for it (yet).
+
+    Naming, from Traefik v3.6's gateway provider (httproute.go): the rule's weighted service is
+    `httproute-<ns>-<route>-gw-<gw ns>-<gw>-ep-<entry point>-<rule>-<hash>-wrr@kubernetesgateway`,
+    each child `<ns>-<backendRef name>-http-<port>` in backendRef order, with its weight (0 kept).
+    A backendRef Traefik could not resolve stays a child with `status: 500`.
+    """
+    prefix = f"httproute-{namespace}-{route}-gw-"
+    for service in services:
+        name = service.get("name", "")
+        if not (name.startswith(prefix) and name.endswith("-wrr@kubernetesgateway")):
+            continue
+        key = name[len(prefix) :]
+        # <gw ns>-<gw>-ep-<entry point>-<rule>-<10 hex>-wrr@kubernetesgateway
+        parts = key.rsplit("-", 3)
+        if len(parts) != 4 or parts[1] != str(rule):
+            continue
+        weights: dict[str, int] = {}
+        for child in (service.get("weighted") or {}).get("services") or []:
+            match = _CHILD.match(child.get("name", ""))
+            if match is None or not match.group("rest").startswith(f"{namespace}-"):
+                continue
+            weights[match.group("rest")[len(namespace) + 1 :]] = int(child.get("weight", 1))
+        return weights
+    return None
+
+
+class WeightTimeline:
+    """Polls Traefik's API and records when the weights of a route's first rule changed: the same
+    `timeline` [(time.monotonic(), {backend: weight})] as the stand-in gateway (e2e/gateway.py),
+    so the e2e traffic-split check (harness.epochs) reads either. The time is when the poll saw
+    the change (at most `interval` late; the split check leaves 0.3 s at each edge)."""
+
+    def __init__(self, traefik: Traefik, namespace: str, route: str, *, interval: float = 0.05) -> None:
+        self.traefik, self.namespace, self.route, self.interval = traefik, namespace, route, interval
+        self.timeline: list[tuple[float, dict[str, int]]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"weights-{route}", daemon=True)
+
+    def start(self) -> WeightTimeline:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = self.traefik.get_inside("127.0.0.1", self.traefik.ping_port, "/api/http/services")
+                weights = applied_weights(json.loads(body), self.namespace, self.route) if status == 200 else None
+            except (OSError, ValueError):
+                self.errors += 1
+                weights = None
+            if weights is not None and (not self.timeline or self.timeline[-1][1] != weights):
+                self.timeline.append((time.monotonic(), weights))
+            self._stop.wait(self.interval)
 
 
 # -- objects ------------------------------------------------------------------------------------
