@@ -12,9 +12,20 @@ can reach any other address; the host only ever talks to it through `Relay`s on 
 other end is a socket created inside the namespace.
 
 Never connect to a namespace address from the host: the host has no route to the namespace, so
-such a connection follows the host's default route out of the machine (measured here: a connect
-from the host to 10.77.0.2:8080 was accepted by something beyond eth0's gateway). Use `expose()`,
-or a socket from `NetNS.socket()`/`connect()`, which is created inside.
+without a guard such a connection follows the host's default route out of the machine (measured
+here on 2026-11-28: a connect from the host to 10.77.0.2:8080 left by eth0 and was accepted by
+something beyond its gateway). Use `expose()`, or a socket from `NetNS.socket()`/`connect()`,
+which is created inside.
+
+The guard: while any namespace of ours exists, the host has `ip route replace blackhole
+10.77.0.0/16` (GUARD_RANGE, which holds every address a test puts in a namespace: NetNS's
+10.77.0.0/24, kwok's pod and node IPs in tests/support/workload.py), so a host connection to a
+namespace address fails locally (connect() gets EINVAL) and no packet leaves. `create()` adds it
+before the namespace exists and checks `ip route get` says blackhole; `close()` removes it once no
+`modelrollout-*` namespace is left (another run's, of any checkout, keeps it). Both happen under
+one host-wide lock (LOCK_FILE), so two runs never race on it. A run killed with SIGKILL leaves
+the route (the safe direction); the next create()/close() of any run cleans up.
+Addresses outside GUARD_RANGE are refused by `create()` and `add_address()`.
 
 How a process or socket gets inside:
 - a child process: `NetNS.command(argv)` is `ip netns exec <name> argv...`;
@@ -32,7 +43,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -51,6 +64,10 @@ NETNS_RUN_DIR = "/run/netns"
 # The namespace's own addresses: any private range will do (nothing outside the namespace routes
 # to it, and each namespace has a stack of its own, so concurrent test sessions may reuse them).
 DEFAULT_SUBNET = "10.77.0.0/24"
+# Every address any test puts inside a namespace is in here; the host blackholes it meanwhile.
+GUARD_RANGE = "10.77.0.0/16"
+# One lock for the whole host (all checkouts): creating/deleting namespaces and the guard route.
+LOCK_FILE = "/run/modelrollout-netns.lock"
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -90,7 +107,15 @@ def _delete(name: str) -> None:
 
 
 def cleanup_leftovers() -> list[str]:
-    """Delete the namespaces of test runs that are gone (a crash, a SIGKILL); return their names."""
+    """Delete the namespaces of test runs that are gone (a crash, a SIGKILL); return their names.
+    The guard route stays as long as a namespace of ours exists (`_release_guard()`)."""
+    with _host_lock():
+        removed = _cleanup_leftovers()
+        _release_guard()
+    return removed
+
+
+def _cleanup_leftovers() -> list[str]:
     removed = []
     for name in _names():
         match = _NAME.match(name)
@@ -98,6 +123,76 @@ def cleanup_leftovers() -> list[str]:
             _delete(name)
             removed.append(name)
     return removed
+
+
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    """The host-wide lock around namespace creation/deletion and the guard route."""
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def guard_route(address: str) -> str:
+    """What the host's kernel does with a packet to `address`: "blackhole <address> (route
+    <range>)" while guarded, else `ip route get`'s own answer (e.g. "<address> via <gw> dev eth0").
+
+    `ip route get` itself answers a blackholed destination with "RTNETLINK answers: Invalid
+    argument" (the kernel's EINVAL for a blackhole, the same error connect() gets); that answer
+    plus the most specific route of `ip route show match` being the blackhole is what "guarded"
+    means here."""
+    got = _ip("-j", "route", "get", address, check=False)
+    if got.returncode == 0:
+        routes = json.loads(got.stdout or "[]")
+        route = routes[0] if routes else {}
+        return " ".join(
+            str(part)
+            for part in (
+                route.get("dst", address),
+                f"via {route['gateway']}" if route.get("gateway") else "",
+                f"dev {route['dev']}" if route.get("dev") else "",
+                route.get("type", ""),
+            )
+            if part
+        )
+    error = got.stderr.strip()
+    if "Invalid argument" not in error:
+        return error
+    matches = json.loads(_ip("-j", "route", "show", "match", address).stdout or "[]")
+
+    def prefix(route: dict[str, object]) -> int:
+        dst = str(route.get("dst", ""))
+        return -1 if dst == "default" else ipaddress.IPv4Network(dst if "/" in dst else f"{dst}/32").prefixlen
+
+    best = max(matches, key=prefix, default={})
+    if best.get("type") == "blackhole":
+        return f"blackhole {address} (route {best['dst']})"
+    return error
+
+
+def _ensure_guard() -> None:
+    """Blackhole GUARD_RANGE on the host, and check that the kernel now says so (else raise:
+    no namespace is created unguarded)."""
+    _ip("route", "replace", "blackhole", GUARD_RANGE)
+    probe = str(ipaddress.IPv4Network(GUARD_RANGE)[2])
+    route = guard_route(probe)
+    if not route.startswith("blackhole"):
+        raise RuntimeError(f"host route to {probe} is not a blackhole after adding it: {route!r}")
+
+
+def _release_guard() -> None:
+    """Remove the guard route when no namespace of ours (any run's) is left."""
+    if not any(name.startswith(PREFIX) for name in _names()):
+        _ip("route", "del", "blackhole", GUARD_RANGE, check=False)
+
+
+def _check_guarded(network: ipaddress.IPv4Network | str) -> None:
+    net = ipaddress.IPv4Network(network, strict=False)
+    if not net.subnet_of(ipaddress.IPv4Network(GUARD_RANGE)):
+        raise ValueError(f"{net} is outside {GUARD_RANGE}, the range the host blackholes while namespaces exist")
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -120,9 +215,12 @@ class NetNS:
 
     @classmethod
     def create(cls, *, subnet: str = DEFAULT_SUBNET) -> NetNS:
-        cleanup_leftovers()
+        _check_guarded(subnet)
         name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
-        _ip("netns", "add", name)
+        with _host_lock():
+            _cleanup_leftovers()
+            _ensure_guard()  # before the namespace exists
+            _ip("netns", "add", name)
         ns = cls(name=name, _subnet=ipaddress.IPv4Network(subnet))
         try:
             _ip("-n", name, "link", "set", "lo", "up")
@@ -141,6 +239,7 @@ class NetNS:
         if address is None:
             used = set(self.addresses)
             address = next(str(a) for a in list(self._subnet.hosts())[1:] if str(a) not in used)
+        _check_guarded(f"{address}/32")
         _ip("-n", self.name, "addr", "add", f"{address}/32", "dev", "lo")
         self.addresses.append(address)
         return address
@@ -215,7 +314,10 @@ class NetNS:
         for relay in self._relays:
             relay.stop()
         self._relays.clear()
-        _delete(self.name)
+        with _host_lock():
+            _delete(self.name)
+            _cleanup_leftovers()
+            _release_guard()
 
 
 @contextlib.contextmanager
