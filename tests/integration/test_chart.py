@@ -19,8 +19,10 @@ import pytest
 from kubernetes import client
 
 from tests.support.chart import (
+    ALLOWLIST,
     CHART,
     apply_chart_rbac,
+    can_i_list,
     create_namespace,
     docs,
     forbidden,
@@ -32,43 +34,6 @@ from tests.support.chart import (
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane
 from tests.support.world import World, phase, rollout_body, unique
-
-# What the chart's ServiceAccount may do in its release namespace, cluster mode, default values
-# (`kubectl auth can-i --list`): the chart's rules plus what every authenticated user has
-# (self reviews, discovery, health and version endpoints). Reviewed: no secrets, no create or
-# delete of rollouts or routes, no pods, no cluster-wide writes beyond the CRs' status and events.
-ALLOWLIST = {
-    # The chart: its ClusterRole (every namespace) and the leader-election Role (release namespace).
-    ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
-    ("modelrollouts.modelrollout.dev/status", "", "[update]"),
-    ("events", "", "[create get patch]"),
-    ("httproutes.gateway.networking.k8s.io", "", "[get patch]"),
-    ("leases.coordination.k8s.io", "", "[get create update]"),
-    # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
-    ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
-    ("selfsubjectaccessreviews.authorization.k8s.io", "", "[create]"),
-    ("selfsubjectrulesreviews.authorization.k8s.io", "", "[create]"),
-    *(
-        ("", f"[{url}]", "[get]")
-        for url in (
-            "/.well-known/openid-configuration/",
-            "/.well-known/openid-configuration",
-            "/api/*",
-            "/api",
-            "/apis/*",
-            "/apis",
-            "/healthz",
-            "/livez",
-            "/openapi/*",
-            "/openapi",
-            "/openid/v1/jwks/",
-            "/openid/v1/jwks",
-            "/readyz",
-            "/version/",
-            "/version",
-        )
-    ),
-}
 
 VALUES = {
     "default": [],
@@ -153,19 +118,6 @@ def test_pod_template_is_admitted_under_restricted_pod_security(
         core.create_namespaced_pod(ns, bad, dry_run="All")
     assert refused.value.status == 403 and "violates PodSecurity" in refused.value.body
     assert "allowPrivilegeEscalation" in refused.value.body
-
-
-def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:
-    """(resource, non-resource URLs, verbs) of each row; the columns are cut where the header's start."""
-    out = run([*kubectl, "auth", "can-i", "--list", "--as", user, "-n", ns])
-    header, *rows = out.splitlines()
-    cuts = [header.index(title) for title in ("Non-Resource URLs", "Resource Names", "Verbs")]
-    result = set()
-    for row in filter(str.strip, rows):
-        resource, urls, names, verbs = (row[a:b].strip() for a, b in zip([0, *cuts], [*cuts, None], strict=True))
-        assert names == "[]", f"unexpected resourceNames in {row!r}"
-        result.add((resource, "" if urls == "[]" else urls, verbs))
-    return result
 
 
 @pytest.mark.usefixtures("gateway_api")

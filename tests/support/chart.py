@@ -18,6 +18,43 @@ HELM_VERSION = os.environ.get("HELM_VERSION", "v3.22.0")
 CHART = REPO / "charts" / "modelrollout"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
+# What the chart's ServiceAccount may do in its release namespace, cluster mode, default values
+# (`kubectl auth can-i --list`): the chart's rules plus what every authenticated user has
+# (self reviews, discovery, health and version endpoints). Reviewed: no secrets, no create or
+# delete of rollouts or routes, no pods, no cluster-wide writes beyond the CRs' status and events.
+ALLOWLIST = {
+    # The chart: its ClusterRole (every namespace) and the leader-election Role (release namespace).
+    ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
+    ("modelrollouts.modelrollout.dev/status", "", "[update]"),
+    ("events", "", "[create get patch]"),
+    ("httproutes.gateway.networking.k8s.io", "", "[get patch]"),
+    ("leases.coordination.k8s.io", "", "[get create update]"),
+    # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
+    ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
+    ("selfsubjectaccessreviews.authorization.k8s.io", "", "[create]"),
+    ("selfsubjectrulesreviews.authorization.k8s.io", "", "[create]"),
+    *(
+        ("", f"[{url}]", "[get]")
+        for url in (
+            "/.well-known/openid-configuration/",
+            "/.well-known/openid-configuration",
+            "/api/*",
+            "/api",
+            "/apis/*",
+            "/apis",
+            "/healthz",
+            "/livez",
+            "/openapi/*",
+            "/openapi",
+            "/openid/v1/jwks/",
+            "/openid/v1/jwks",
+            "/readyz",
+            "/version/",
+            "/version",
+        )
+    ),
+}
+
 
 def helm_binary() -> str:
     """The helm binary of the pinned version, built the first time (nothing here skips)."""
@@ -140,3 +177,16 @@ def wait_rbac_in_force(api: client.ApiClient, rbac: list[dict[str, Any]], ns: st
                 for resource in rule.get("resources") or []:
                     for verb in rule.get("verbs") or []:
                         wait_allowed(api, f"system:serviceaccount:{ns}:{sa}", verb, group, resource, namespace)
+
+
+def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:
+    """(resource, non-resource URLs, verbs) of each row; the columns are cut where the header's start."""
+    out = run([*kubectl, "auth", "can-i", "--list", "--as", user, "-n", ns])
+    header, *rows = out.splitlines()
+    cuts = [header.index(title) for title in ("Non-Resource URLs", "Resource Names", "Verbs")]
+    result = set()
+    for row in filter(str.strip, rows):
+        resource, urls, names, verbs = (row[a:b].strip() for a, b in zip([0, *cuts], [*cuts, None], strict=True))
+        assert names == "[]", f"unexpected resourceNames in {row!r}"
+        result.add((resource, "" if urls == "[]" else urls, verbs))
+    return result
