@@ -30,6 +30,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,15 @@ def static_config(
     api_url: str,
     token: str,
     ca_file: Path,
-    web_port: int,
+    entry_points: dict[str, int],
     ping_port: int,
     namespaces: list[str] | None = None,
     access_log: Path | None = None,
 ) -> dict[str, Any]:
-    """Traefik's static configuration: one HTTP entry point, ping, the Gateway API provider."""
+    """Traefik's static configuration: HTTP entry points (name -> port; a Gateway listener is
+    served by the entry point with its port), ping and the API, the Gateway API provider."""
+    if "traefik" in entry_points:
+        raise ValueError("entry point 'traefik' is Traefik's own (ping, API)")
     provider: dict[str, Any] = {
         "endpoint": api_url,
         "token": token,
@@ -84,7 +88,7 @@ def static_config(
         # No phoning home: Traefik checks for a new version over the Internet by default.
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
         "entryPoints": {
-            "web": {"address": f":{web_port}"},
+            **{name: {"address": f":{port}"} for name, port in entry_points.items()},
             "traefik": {"address": f"127.0.0.1:{ping_port}"},
         },
         "ping": {"entryPoint": "traefik"},
@@ -109,20 +113,30 @@ class Traefik:
     ns: NetNS
     plane: ControlPlane
     workdir: Path
-    web_port: int = 8000
+    # HTTP entry points, name -> port inside the namespace: by default one, `web` on 8000. The e2e
+    # suite gives each scenario its own (and its Gateway a listener on that port).
+    entry_points: dict[str, int] = field(default_factory=lambda: {"web": 8000})
     ping_port: int = 8082
     namespaces: list[str] | None = None
     access_log: bool = True
     proc: subprocess.Popen[bytes] | None = None
     api_relay: Relay | None = None
-    entry: Relay | None = None
+    entry: Relay | None = None  # the first entry point's relay
+    entries: dict[str, Relay] = field(default_factory=dict)  # entry point name -> its relay on the host
     _extra: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        """The `web` entry point, as the host's load generator reaches it."""
+        """The first entry point, as the host's load generator reaches it."""
         assert self.entry is not None, "start() first"
         return f"http://127.0.0.1:{self.entry.port}"
+
+    def url_of(self, entry_point: str) -> str:
+        """An entry point, as the host reaches it (a relay on the host's 127.0.0.1)."""
+        return f"http://127.0.0.1:{self.entries[entry_point].port}"
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
 
     @property
     def log_file(self) -> Path:
@@ -140,7 +154,7 @@ class Traefik:
             api_url=f"https://127.0.0.1:{self.api_relay.port}",
             token=self.plane.token,
             ca_file=self.plane.ca_file,
-            web_port=self.web_port,
+            entry_points=self.entry_points,
             ping_port=self.ping_port,
             namespaces=self.namespaces,
             access_log=self.access_log_file if self.access_log else None,
@@ -160,7 +174,8 @@ class Traefik:
         finally:
             os.close(log)
         self._wait_ping(timeout)
-        self.entry = self.ns.expose("127.0.0.1", self.web_port)
+        self.entries = {name: self.ns.expose("127.0.0.1", port) for name, port in self.entry_points.items()}
+        self.entry = next(iter(self.entries.values()))
         return self
 
     def _wait_ping(self, timeout: float) -> None:
@@ -194,7 +209,7 @@ class Traefik:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
-        for relay in (self.entry, self.api_relay):
+        for relay in (*self.entries.values(), self.api_relay):
             if relay is not None:
                 relay.stop()
 
@@ -235,17 +250,25 @@ def applied_weights(services: list[dict[str, Any]], namespace: str, route: str, 
 
 
 class WeightTimeline:
-    """Polls Traefik's API and records when the weights of a route's first rule changed: the same
-    `timeline` [(time.monotonic(), {backend: weight})] as the stand-in gateway (e2e/gateway.py),
-    so the e2e traffic-split check (harness.epochs) reads either. The time is when the poll saw
-    the change (at most `interval` late; the split check leaves 0.3 s at each edge)."""
+    """Polls Traefik's API and records when the weights of routes' first rules changed: per route
+    the same `timeline` [(time.monotonic(), {backend: weight})] as the stand-in gateway
+    (e2e/gateway.py), so the e2e traffic-split check (harness.epochs) reads either. The time is
+    when the poll's answer arrived (at most `interval` plus one answer late; the split check
+    leaves 0.3 s at each edge). One poller for any number of routes (`timelines`), over one
+    kept-alive connection from inside the namespace; `timeline` is the first route's."""
 
-    def __init__(self, traefik: Traefik, namespace: str, route: str, *, interval: float = 0.05) -> None:
-        self.traefik, self.namespace, self.route, self.interval = traefik, namespace, route, interval
-        self.timeline: list[tuple[float, dict[str, int]]] = []
+    def __init__(self, traefik: Traefik, namespace: str, routes: str | list[str], *, interval: float = 0.05) -> None:
+        self.traefik, self.namespace, self.interval = traefik, namespace, interval
+        self.routes = [routes] if isinstance(routes, str) else list(routes)
+        self.timelines: dict[str, list[tuple[float, dict[str, int]]]] = {route: [] for route in self.routes}
         self.errors = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"weights-{route}", daemon=True)
+        self._conn: http.client.HTTPConnection | None = None
+        self._thread = threading.Thread(target=self._run, name=f"weights-{self.routes[0]}", daemon=True)
+
+    @property
+    def timeline(self) -> list[tuple[float, dict[str, int]]]:
+        return self.timelines[self.routes[0]]
 
     def start(self) -> WeightTimeline:
         self._thread.start()
@@ -255,17 +278,46 @@ class WeightTimeline:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _services(self) -> list[dict[str, Any]] | None:
+        """GET /api/http/services on Traefik's own entry point, reusing one connection."""
+        port = self.traefik.ping_port
+        for attempt in range(2):  # a kept-alive connection Traefik closed: reconnect once
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                self._conn.sock = self.traefik.ns.connect("127.0.0.1", port)
             try:
-                status, body = self.traefik.get_inside("127.0.0.1", self.traefik.ping_port, "/api/http/services")
-                weights = applied_weights(json.loads(body), self.namespace, self.route) if status == 200 else None
-            except (OSError, ValueError):
-                self.errors += 1
-                weights = None
-            if weights is not None and (not self.timeline or self.timeline[-1][1] != weights):
-                self.timeline.append((time.monotonic(), weights))
-            self._stop.wait(self.interval)
+                # All services on one page (the API pages by 100 by default).
+                self._conn.request("GET", "/api/http/services?per_page=100000")
+                response = self._conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    return None
+                services: list[dict[str, Any]] = json.loads(body)
+                return services
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                self._conn = None
+                if attempt:
+                    raise
+        return None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    services = self._services()
+                except (OSError, ValueError, http.client.HTTPException):
+                    self.errors += 1
+                    services = None
+                seen = time.monotonic()
+                for route, timeline in self.timelines.items():
+                    weights = applied_weights(services, self.namespace, route) if services is not None else None
+                    if weights is not None and (not timeline or timeline[-1][1] != weights):
+                        timeline.append((seen, weights))
+                self._stop.wait(self.interval)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
 
 
 # -- objects ------------------------------------------------------------------------------------
@@ -280,16 +332,26 @@ def gateway_class(name: str = "traefik") -> dict[str, Any]:
     }
 
 
-def gateway(name: str = "models-gateway", *, class_name: str = "traefik", port: int = 8000) -> dict[str, Any]:
-    """A Gateway with one HTTP listener on `port` (= a Traefik entry point's port), routes from
-    its own namespace."""
+def gateway(
+    name: str = "models-gateway",
+    *,
+    class_name: str = "traefik",
+    port: int = 8000,
+    listeners: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """A Gateway with HTTP listeners, name -> port (each port = a Traefik entry point's port; by
+    default one, `web` on `port`), routes from its own namespace. A route picks its listener by
+    `sectionName` in its parentRef."""
     return {
         "apiVersion": f"{GATEWAY_GROUP}/v1",
         "kind": "Gateway",
         "metadata": {"name": name},
         "spec": {
             "gatewayClassName": class_name,
-            "listeners": [{"name": "web", "protocol": "HTTP", "port": port}],
+            "listeners": [
+                {"name": listener, "protocol": "HTTP", "port": listener_port}
+                for listener, listener_port in (listeners or {"web": port}).items()
+            ],
         },
     }
 
@@ -315,3 +377,70 @@ def service_with_endpoints(
         "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
     }
     return service, slice_
+
+
+# -- backends and load for tests -----------------------------------------------------------------
+
+
+class InsideBackend:
+    """An HTTP server of this process listening on `address`:`port` inside `ns` (e.g. a pod's IP
+    that kwok gave and the test added to the namespace): answers every request with
+    `{"model": name}` and counts them. Without Nagle: headers and body are two writes, and the
+    second would wait for Traefik's delayed ACK (40 ms a request, docs/development.md)."""
+
+    def __init__(self, ns: NetNS, address: str, name: str, *, port: int = 8080) -> None:
+        self.name, self.address, self.port = name, address, port
+        self.hits = 0
+        self._lock = threading.Lock()
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with backend._lock:
+                    backend.hits += 1
+                body = json.dumps({"model": backend.name}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer((address, port), Handler, bind_and_activate=False)
+        self.server.daemon_threads = True
+        self.server.socket.close()
+        self.server.socket = ns.listen(address, port)  # created inside the namespace
+        self._thread = threading.Thread(target=self.server.serve_forever, name=f"backend-{name}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+
+def send(port: int, n: int, path: str = "/predict") -> dict[str, int]:
+    """`n` sequential POSTs to 127.0.0.1:`port` (an entry point's relay); answers counted by the
+    model that answered, or "HTTP <status>" for an answer that is not 200."""
+    seen: dict[str, int] = {}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for _ in range(n):
+            conn.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+            key = json.loads(data)["model"] if response.status == 200 else f"HTTP {response.status}"
+            seen[key] = seen.get(key, 0) + 1
+    finally:
+        conn.close()
+    return seen

@@ -19,20 +19,32 @@ pod was given, so the EndpointSlices the real controller writes point at real li
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
 from kubernetes import client
 
-from tests.support.controlplane import CACHE, K8S_VERSION, REPO, ControlPlane, free_port, stop_process
+from tests.support.controlplane import (
+    CACHE,
+    K8S_VERSION,
+    REPO,
+    ControlPlane,
+    free_port,
+    running_control_plane,
+    stop_process,
+)
 from tests.support.gomodules import module_dir
 
+T = TypeVar("T")
 KWOK_VERSION = os.environ.get("KWOK_VERSION", "v0.8.0")
 KWOK_MODULE = "sigs.k8s.io/kwok"
 # kwokctl's default stages (pkg/kwokctl/runtime/cluster.go: getDefaultNodeStages/PodStages).
@@ -44,6 +56,10 @@ KWOK_STAGES = [
     "kustomize/stage/pod/fast/pod-delete.yaml",
 ]
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# kwok gives pod IPs from here and reports the node's InternalIP as NODE_IP: addresses a test puts on
+# its network namespace's lo (tests/support/netns.py), so model servers listen on their pods' IPs.
+POD_CIDR = "10.77.1.1/24"
+NODE_IP = "10.77.2.1"
 
 
 def workload_bin_dir() -> Path:
@@ -100,8 +116,10 @@ class Workload:
 
     plane: ControlPlane
     nodes: int = 1
-    # Pod IPs: a range of their own, beside NetNS.add_address()'s 10.77.0.0/24 (kwok's form: first IP/len).
-    pod_cidr: str = "10.77.1.1/24"
+    # Pod IPs: a range of their own, beside NetNS.add_address()'s 10.77.0.0/24 (kwok's form: first IP/len),
+    # inside the range the host blackholes while a test namespace exists (netns.GUARD_RANGE).
+    pod_cidr: str = POD_CIDR
+    node_ip: str = NODE_IP
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     start_seconds: float = 0.0
@@ -170,7 +188,7 @@ class Workload:
                 f"--config={stages}",
                 f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
                 f"--cidr={self.pod_cidr}",
-                "--node-ip=10.77.2.1",
+                f"--node-ip={self.node_ip}",
             ],
         )
         self._wait_healthy(timeout)
@@ -240,3 +258,69 @@ class Workload:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"kwok nodes not Ready after {timeout}s: {len(ready)}/{self.nodes}")
             time.sleep(0.2)
+
+
+def pod_network() -> ipaddress.IPv4Network:
+    """The network kwok's pod IPs come from (POD_CIDR is kwok's "first address/length" form)."""
+    return ipaddress.IPv4Network(POD_CIDR, strict=False)
+
+
+@contextlib.contextmanager
+def running_cluster(*, nodes: int = 1, audit: bool = False) -> Iterator[tuple[ControlPlane, Workload]]:
+    """A plane of its own with the workload controllers and `nodes` Ready kwok nodes; all stopped after.
+
+    A plane of its own: the controllers act on everything in it (namespaces finalized, garbage
+    collected, Services given endpoints), which the shared session plane's tests do not expect."""
+    with running_control_plane(audit=audit) as plane:
+        workload = Workload(plane, nodes=nodes).start()
+        try:
+            yield plane, workload
+        finally:
+            workload.stop()
+
+
+# -- waiting for what the controllers do ---------------------------------------------------------
+
+
+def until(what: str, check: Callable[[], T | None], timeout: float = 120.0) -> T:
+    """Poll `check` until it returns something (not None/False); fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def rolled_out(apps: client.AppsV1Api, ns: str, name: str) -> client.V1Deployment | None:
+    """The Deployment once its controller has rolled out the current template to every replica,
+    all Ready and available (kubectl rollout status' rule)."""
+    d = apps.read_namespaced_deployment(name, ns)
+    s, want = d.status, d.spec.replicas
+    done = (
+        (s.observed_generation or 0) >= d.metadata.generation
+        and (s.updated_replicas or 0) == want
+        and (s.replicas or 0) == want
+        and (s.ready_replicas or 0) == want
+        and (s.available_replicas or 0) == want
+    )
+    return d if done else None
+
+
+def live_pods(core: client.CoreV1Api, ns: str, selector: str) -> list[client.V1Pod]:
+    return [
+        p for p in core.list_namespaced_pod(ns, label_selector=selector).items if p.metadata.deletion_timestamp is None
+    ]
+
+
+def ready_endpoints(disc: client.DiscoveryV1Api, ns: str, svc: str) -> set[str]:
+    slices = disc.list_namespaced_endpoint_slice(ns, label_selector=f"kubernetes.io/service-name={svc}").items
+    return {
+        address
+        for s in slices
+        if (s.metadata.labels or {}).get("endpointslice.kubernetes.io/managed-by") == "endpointslice-controller.k8s.io"
+        for e in s.endpoints or []
+        if e.conditions and e.conditions.ready
+        for address in e.addresses
+    }
