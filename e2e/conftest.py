@@ -47,6 +47,14 @@ def stack() -> Iterator[Stack]:
         world.start()
         pids = world.pids()
         _timings["world up"] = time.monotonic() - began
+        _notes.append(
+            "data plane: "
+            + (
+                "Traefik (real EndpointSlices of kwok pods; the LLM scenarios through the stand-in gateway)"
+                if world.data_plane == "traefik"
+                else "the stand-in gateway (e2e/gateway.py)"
+            )
+        )
         for scenario in scenarios:
             world.serve(scenario, wait=False)
         for scenario in scenarios:

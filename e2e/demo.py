@@ -1,8 +1,9 @@
 """`make demo`: the controller doing its job on real models, real traffic, real metrics.
 
 Starts a local Kubernetes control plane (etcd + kube-apiserver), Prometheus, scikit-learn
-model servers, a stand-in gateway per HTTPRoute, a steady load of HTTP requests and the
-controller; then runs the three rollouts of examples/demo/ one after the other, showing the
+model servers, the data plane (Traefik with the workload controllers by default, or the
+stand-in gateway with E2E_DATA_PLANE=standin: e2e/harness.py), a steady load of HTTP requests
+and the controller; then runs the three rollouts of examples/demo/ one after the other, showing the
 live `kubectl modelrollout status --watch` view of each, and prints a summary. Ctrl-C, or the
 end, stops everything it started.
 

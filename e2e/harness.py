@@ -5,9 +5,24 @@ tests/support/controlplane.py by default, or a kind cluster with `E2E_CLUSTER=ki
 (ours, the official Gateway API ones and the InferencePool), one model server per model of every
 scenario (a stand-in LLM server, e2e/llm.py, for the LLM scenarios), a
 real Prometheus scraping them every second, and the real controller process. Each `Scenario`
-then gets its HTTPRoute, a stand-in gateway watching it, a steady load through that gateway,
-and finally its ModelRollout (applied with the real kubectl). `Stack.close()` stops all of it;
+then gets its HTTPRoute, a gateway routing by it, a steady load through that gateway, and
+finally its ModelRollout (applied with the real kubectl). `Stack.close()` stops all of it;
 the processes it started (etcd, kube-apiserver, prometheus, the controller) are stopped by pid.
+
+The data plane (`data_plane`, or `E2E_DATA_PLANE`):
+- `traefik` (the default on the local plane): Traefik v3, a real Gateway API implementation
+  (tests/support/traefik.py), with kube-controller-manager, kube-scheduler and kwok
+  (tests/support/workload.py). Each model is a Deployment of one pod and a Service selecting it;
+  kwok gives the pod an IP inside the test's network namespace (tests/support/netns.py), the
+  model server listens there, and the real endpointslice controller writes the EndpointSlices
+  Traefik resolves. One Gateway with one listener (and Traefik entry point) per scenario; each
+  route names its listener by `sectionName`. The split check reads the weights Traefik applied
+  from its API (`WeightTimeline`). The host reaches the servers and the entry points only through
+  relays on 127.0.0.1 (Prometheus, the load, the labeller).
+- `standin`: e2e/gateway.py, a stand-in that is NOT a Gateway API implementation (the fallback,
+  and with `E2E_CLUSTER=kind`); model servers on 127.0.0.1.
+The LLM scenarios always use the stand-in: their backendRefs are InferencePools, which Traefik
+v3.6 does not implement (docs/development.md).
 """
 
 from __future__ import annotations
@@ -36,13 +51,23 @@ from e2e.gateway import Gateway
 from e2e.labeller import Labeller
 from e2e.llm import LLM_VARIANTS, LlmServer
 from e2e.load import Load
-from e2e.models import VARIANTS, ModelServer, accuracy
+from e2e.models import POD_PORT, VARIANTS, ModelServer, accuracy
 from tests.support.backends import inference_pool, install_inference_pool_crds
 from tests.support.controller import ControllerFactory, ControllerProcess
 from tests.support.controlplane import REPO, ControlPlane, bin_dir, running_control_plane
 from tests.support.gatewayapi import install_gateway_api_crds
 from tests.support.kube import install_crds
+from tests.support.netns import NetNS, network_namespace
 from tests.support.prometheus import PrometheusServer
+from tests.support.traefik import Traefik, WeightTimeline, gateway_class
+from tests.support.traefik import gateway as gateway_object
+from tests.support.workload import Workload, live_pods, rolled_out, until
+
+DATA_PLANES = ("traefik", "standin")
+# The Gateway the demo's routes name (examples/demo/*.yaml parentRefs); Traefik programs it.
+GATEWAY = "demo-gateway"
+# Entry point / listener ports inside the namespace: one per scenario, from here.
+FIRST_ENTRY_PORT = 8000
 
 DEMO = REPO / "examples" / "demo"
 LLM = REPO / "examples" / "llm"
@@ -66,7 +91,7 @@ class Scenario:
     rate: float | None = None  # requests/s through its gateway (default: the stack's)
     labelled: bool = False  # its model servers get labels from the labelling process (e2e/labeller.py)
     llm: bool = False  # stand-in LLM servers behind InferencePools, streamed chat completions
-    gateway: Gateway | None = None
+    gateway: Gateway | TraefikRoute | None = None
     load: Load | None = None
     applied_at: float = 0.0
     verdict_at: float = 0.0
@@ -323,6 +348,32 @@ def _kind_plane() -> ControlPlane:
     return plane
 
 
+class TraefikRoute:
+    """A scenario's route as Traefik serves it: the URL of the scenario's entry point (a relay on
+    the host's 127.0.0.1) and `timeline`, the weights Traefik applied, polled from its API (one
+    `WeightTimeline` for all routes): what the stand-in `Gateway` offers the split check and the
+    tests. Ready once a request through the entry point reaches a model server."""
+
+    def __init__(self, traefik: Traefik, weights: WeightTimeline, key: str, *, timeout: float = 60) -> None:
+        self.key = key
+        self.url = traefik.url_of(key)
+        self.timeline = weights.timelines[key]  # appended to by the poller
+        until(f"Traefik's router for {key}", lambda: bool(self.timeline), timeout=timeout)
+        # The router is in Traefik's API; until a request through the entry point reaches a model
+        # server (a GET of its health under the route's prefix, not counted as a request).
+        until(f"a request through {key}'s entry point", self._routed, timeout=timeout)
+
+    def _routed(self) -> bool:
+        try:
+            answer = httpx.get(f"{self.url}/predict/healthz", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200 and answer.text.startswith("ok ")
+
+    def close(self) -> None:
+        return  # the poller is the stack's
+
+
 class Stack:
     def __init__(
         self,
@@ -331,11 +382,23 @@ class Stack:
         rate: float = 25.0,
         namespace: str = "modelrollout-demo",
         log: Callable[[str], None] = print,
+        data_plane: str | None = None,
     ) -> None:
         self.scenarios = {s.key: s for s in scenarios}
         self.rate = rate
         self.log = log
         self.namespace = namespace
+        self.data_plane = data_plane or os.environ.get("E2E_DATA_PLANE", "traefik")
+        if self.data_plane not in DATA_PLANES:
+            raise ValueError(f"data plane {self.data_plane!r}: one of {DATA_PLANES}")
+        if os.environ.get("E2E_CLUSTER", "local") == "kind" or all(s.llm for s in scenarios):
+            # A kind cluster brings no gateway of ours; InferencePools are the stand-in's only.
+            self.data_plane = "standin"
+        self.workload: Workload | None = None
+        self.netns: NetNS | None = None
+        self.traefik: Traefik | None = None
+        self.weights: WeightTimeline | None = None  # what Traefik applied, per route
+        self.pod_ips: dict[str, str] = {}  # model -> its pod's IP (traefik data plane)
         self.servers: dict[str, ModelServer] = {}
         self._exit = contextlib.ExitStack()
         self._stop = threading.Event()
@@ -376,15 +439,32 @@ class Stack:
         with contextlib.suppress(client.ApiException):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
         self.log("CRDs: modelrollout.dev and the Gateway API (standard channel)")
+        if self.data_plane == "traefik":
+            self._start_pods()
         for number, (name, variant) in enumerate(
             (item for scenario in self.scenarios.values() for item in scenario.models.items()), 1
         ):
-            kind = LlmServer if variant in LLM_VARIANTS else ModelServer
-            server = self.servers[name] = kind(name, variant, seed=number, log_dir=self.plane.workdir)
+            if variant in LLM_VARIANTS:
+                server: ModelServer = LlmServer(name, variant, seed=number, log_dir=self.plane.workdir)
+            elif name in self.pod_ips:
+                server = ModelServer(
+                    name, variant, seed=number, log_dir=self.plane.workdir, netns=self.netns, address=self.pod_ips[name]
+                )
+            else:
+                server = ModelServer(name, variant, seed=number, log_dir=self.plane.workdir)
+            self.servers[name] = server
             self._exit.callback(server.close)
         for server in self.servers.values():
             server.wait_ready()
-        self.log(f"model servers: {len(self.servers)} scikit-learn classifiers, one process each, on 127.0.0.1")
+        if self.pod_ips:
+            self.log(
+                f"model servers: {len(self.servers)}, one process each; {len(self.pod_ips)} on their pods' IPs "
+                f"in network namespace {self.netns.name if self.netns else ''}, the rest on 127.0.0.1"
+            )
+        else:
+            self.log(f"model servers: {len(self.servers)} scikit-learn classifiers, one process each, on 127.0.0.1")
+        if self.data_plane == "traefik":
+            self._start_traefik()
         labelled = [self.servers[m].url for s in self.scenarios.values() if s.labelled for m in s.models]
         if labelled:
             labeller = Labeller(labelled, delay=LABEL_DELAY, log_dir=self.plane.workdir)
@@ -408,11 +488,70 @@ class Stack:
     def close(self) -> None:
         self._exit.close()
 
+    # -- the traefik data plane ---------------------------------------------------------------
+
+    def _traefik_scenarios(self) -> list[Scenario]:
+        return [s for s in self.scenarios.values() if not s.llm]
+
+    def _start_pods(self) -> None:
+        """The workload controllers, the network namespace, and per model (but the LLMs) a
+        Deployment of one pod and a Service selecting it; waits for each pod's IP and adds it to
+        the namespace."""
+        began = time.monotonic()
+        self.workload = Workload(self.plane).start()
+        self._exit.callback(self.workload.stop)
+        self.netns = self._exit.enter_context(network_namespace())
+        apps, core = client.AppsV1Api(self.api), client.CoreV1Api(self.api)
+        models = [m for s in self._traefik_scenarios() for m in s.models]
+        for model in models:
+            apps.create_namespaced_deployment(self.namespace, model_deployment(model))
+            core.create_namespaced_service(self.namespace, service(model, POD_PORT))
+        for model in models:
+            until(f"{model} rolled out", lambda model=model: rolled_out(apps, self.namespace, model))  # type: ignore[misc]
+            (pod,) = live_pods(core, self.namespace, f"model={model}")
+            self.pod_ips[model] = pod.status.pod_ip
+            self.netns.add_address(pod.status.pod_ip)
+        self.log(
+            f"workload controllers and kwok up, {len(models)} Deployments rolled out, pods at "
+            f"{min(self.pod_ips.values(), default='-')}..{max(self.pod_ips.values(), default='-')} "
+            f"({time.monotonic() - began:.1f}s)"
+        )
+
+    def _start_traefik(self) -> None:
+        """Traefik inside the namespace, one entry point per scenario, and the Gateway with one
+        listener on each entry point's port."""
+        assert self.netns is not None
+        began = time.monotonic()
+        entry_points = {s.key: FIRST_ENTRY_PORT + i for i, s in enumerate(self._traefik_scenarios())}
+        custom = client.CustomObjectsApi(self.api)
+        with contextlib.suppress(client.ApiException):  # 409: a kind cluster or a second stack
+            custom.create_cluster_custom_object("gateway.networking.k8s.io", "v1", "gatewayclasses", gateway_class())
+        self.apply(gateway_object(GATEWAY, listeners=entry_points))
+        self.traefik = Traefik(
+            ns=self.netns,
+            plane=self.plane,
+            workdir=self.plane.workdir / "traefik",
+            entry_points=entry_points,
+            namespaces=[self.namespace],
+        )
+        self._exit.callback(self.traefik.stop)
+        self.traefik.start()
+        self.weights = WeightTimeline(self.traefik, self.namespace, list(entry_points)).start()
+        self._exit.callback(self.weights.stop)
+        self.log(
+            f"gateway: Traefik inside the namespace, {len(entry_points)} entry points, log "
+            f"{self.traefik.log_file} ({time.monotonic() - began:.1f}s)"
+        )
+
     def pids(self) -> list[int]:
         """Every process the stack started (to check that none outlives it)."""
         pids = [server.proc.pid for server in self.servers.values()]
         if hasattr(self, "plane"):
             pids += self.plane.pids()
+        if self.workload is not None:
+            pids += self.workload.pids()
+        if self.traefik is not None:
+            pids += self.traefik.pids()
         if hasattr(self, "prometheus"):
             pids += self.prometheus.pids
         if hasattr(self, "controller"):
@@ -445,13 +584,21 @@ class Stack:
 
     def serve(self, scenario: Scenario, *, wait: bool = True) -> None:
         """The scenario's Services and HTTPRoute, its gateway and a steady load; waits until Prometheus sees the incumbent."""
-        for name in scenario.models:
-            # An LLM's backend is an InferencePool whose target port is its server's loopback port.
-            port = self.servers[name].port
-            self.apply(inference_pool(name, port) if scenario.llm else service(name, port))
-        self.apply(scenario.doc("HTTPRoute"))
         seed = sorted(self.scenarios).index(scenario.key)
-        scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
+        if self.traefik is not None and not scenario.llm:
+            # The Services exist (with the Deployments); the route names its own listener.
+            route = copy.deepcopy(scenario.doc("HTTPRoute"))
+            route["spec"]["parentRefs"] = [{"name": GATEWAY, "sectionName": scenario.key}]
+            self.apply(route)
+            assert self.weights is not None
+            scenario.gateway = TraefikRoute(self.traefik, self.weights, scenario.key)
+        else:
+            for name in scenario.models:
+                # An LLM's backend is an InferencePool whose target port is its server's loopback port.
+                port = self.servers[name].port
+                self.apply(inference_pool(name, port) if scenario.llm else service(name, port))
+            self.apply(scenario.doc("HTTPRoute"))
+            scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
         self._exit.callback(scenario.gateway.close)
         # Streamed answers take 100-300 ms: more threads keep the same rate.
         threads = 8 if scenario.llm else 4
@@ -551,14 +698,43 @@ class Stack:
 
 
 def service(model: str, port: int) -> dict[str, Any]:
-    """The model's Service: port 8080 (what the HTTPRoute's backendRefs name) to its server's port.
+    """The model's Service: port 8080 (what the HTTPRoute's backendRefs name) to its server's port,
+    selecting its pod (label `model`).
 
-    The stand-in gateway sends a backendRef's requests to 127.0.0.1:<targetPort>."""
+    The stand-in gateway sends a backendRef's requests to 127.0.0.1:<targetPort>; with the traefik
+    data plane the targetPort is POD_PORT, on the pod's IP from the EndpointSlices."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": model, "labels": {"app.kubernetes.io/name": "model-server", "model": model}},
         "spec": {"selector": {"model": model}, "ports": [{"name": "http", "port": 8080, "targetPort": port}]},
+    }
+
+
+def model_deployment(model: str) -> dict[str, Any]:
+    """One pod labelled `model: <model>`. kwok plays its kubelet (no container runs, the image is
+    never pulled); the model server process listens on the pod's IP inside the network namespace."""
+    labels = {"app.kubernetes.io/name": "model-server", "model": model}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": model, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"model": model}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "model-server",
+                            "image": "modelrollout-e2e-model:local",
+                            "ports": [{"name": "http", "containerPort": POD_PORT}],
+                        }
+                    ]
+                },
+            },
+        },
     }
 
 
@@ -592,7 +768,9 @@ class Epoch:
 EDGE = 0.3
 
 
-def epochs(gateway: Gateway, servers: dict[str, ModelServer], *, until: float | None = None) -> Iterator[Epoch]:
+def epochs(
+    gateway: Gateway | TraefikRoute, servers: dict[str, ModelServer], *, until: float | None = None
+) -> Iterator[Epoch]:
     """The gateway's weight timeline, with the requests each model server received in each epoch."""
     end_of_time = until if until is not None else time.monotonic()
     timeline = list(gateway.timeline)

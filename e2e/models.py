@@ -54,7 +54,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from tests.support.controlplane import stop_process
+from tests.support.netns import NetNS, Relay
 
+# The port a model server listens on inside a network namespace (its pod's containerPort).
+POD_PORT = 8080
 LATENCY_BUCKETS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 PREDICTION_BUCKETS = (0.2, 0.4, 0.6, 0.8, 1.0)
 # Every model "thinks" for 10-20 ms (as a real model behind a feature store would); the
@@ -173,7 +176,9 @@ ANSWERED_CODES = ("200", "400", "500")
 class Server:
     """The model server itself (runs in its own process: see `main`)."""
 
-    def __init__(self, name: str, variant: str, *, port: int = 0, seed: int | None = None) -> None:
+    def __init__(
+        self, name: str, variant: str, *, host: str = "127.0.0.1", port: int = 0, seed: int | None = None
+    ) -> None:
         self.name = name
         self.variant_name = variant
         self.variant = VARIANTS[variant]
@@ -216,6 +221,9 @@ class Server:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are two writes: with Nagle's algorithm the body waits for the
+            # client's delayed ACK, 40 ms a request behind Traefik (docs/development.md).
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
@@ -226,8 +234,10 @@ class Server:
                 elif path == "/predictions":
                     after = int(self.path.partition("after=")[2] or 0)
                     self._send(200, json.dumps(server.logged(after)).encode(), "application/json")
-                elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
+                elif path == "/healthz" or path.endswith("/healthz"):
+                    # Also under a route's prefix (GET /predict/healthz): the harness asks through
+                    # a gateway whether the route is live, without a request that counts.
+                    self._send(200, f"ok {server.name}\n".encode(), "text/plain")
                 else:
                     self._send(404, b"not found\n", "text/plain")
 
@@ -253,7 +263,7 @@ class Server:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.http = ThreadingHTTPServer((host, port), Handler)
         self.http.daemon_threads = True
 
     def predict(self, body: bytes, region: str = "") -> tuple[int, dict[str, Any]]:
@@ -328,20 +338,43 @@ class Server:
 
 
 class ModelServer:
-    """A model server process on 127.0.0.1 (one name, one variant), seen from the harness."""
+    """A model server process (one name, one variant), seen from the harness.
+
+    On 127.0.0.1 by default. With `netns` and `address` (a pod's IP the harness added to the
+    network namespace, tests/support/netns.py) it runs inside the namespace and listens on
+    `address`:POD_PORT, where a real gateway finds it through the Service's EndpointSlices; the
+    harness, Prometheus and the labeller reach it through a relay on the host's 127.0.0.1 (`url`,
+    `port`), never at `address` (which the host does not route to)."""
 
     module = "e2e.models"  # what `python -m` runs (e2e/llm.py's stand-in LLM server is another)
     variants: dict[str, Any] = VARIANTS
 
-    def __init__(self, name: str, variant: str, *, seed: int = 0, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        variant: str,
+        *,
+        seed: int = 0,
+        log_dir: Path | None = None,
+        netns: NetNS | None = None,
+        address: str | None = None,
+    ) -> None:
         self.name = name
         self.variant_name = variant
         self.variant = self.variants[variant]
         self.port = 0  # known once ready: the server binds port 0 (no race) and writes it to a file
+        self.address = address  # inside `netns`, or None: 127.0.0.1
+        self._relay: Relay | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="modelrollout-model-"))
         self._port_file = self._workdir / "port"
         argv = [sys.executable, "-m", self.module, "--name", name, "--variant", variant]
         argv += ["--seed", str(seed), "--port-file", str(self._port_file)]
+        if netns is not None:
+            assert address is not None, "a server inside a namespace listens on one of its addresses"
+            argv = netns.command([*argv, "--host", address, "--port", str(POD_PORT)])
+            # The relay connects (from inside) only when the host opens a connection to it.
+            self._relay = netns.expose(address, POD_PORT)
+            self.port = self._relay.port
         log_path = (log_dir or self._workdir) / f"model-{name}.log"
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -402,24 +435,27 @@ class ModelServer:
                 self._final = self.snapshot()  # counts stay readable after the process is gone
         self._stopper()
         self._cleanup()
+        if self._relay is not None:
+            self._relay.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="one scikit-learn model server on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="one scikit-learn model server (on 127.0.0.1 by default)")
     parser.add_argument("--name", required=True)
     parser.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (a pod's IP in a namespace)")
     parser.add_argument("--port", type=int, default=0, help="default 0: any free port")
     parser.add_argument("--port-file", type=Path, help="write the port here once listening")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    server = Server(args.name, args.variant, port=args.port, seed=args.seed)
+    server = Server(args.name, args.variant, host=args.host, port=args.port, seed=args.seed)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.http.shutdown).start())
     port = server.http.server_address[1]
     if args.port_file:
         staging = args.port_file.with_suffix(".tmp")
         staging.write_text(str(port))
         staging.rename(args.port_file)  # whole, never half written
-    print(f"{args.name} ({args.variant}) on 127.0.0.1:{port}", flush=True)
+    print(f"{args.name} ({args.variant}) on {args.host}:{port}", flush=True)
     server.http.serve_forever()
     server.http.server_close()
     return 0
