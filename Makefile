@@ -113,9 +113,10 @@ demo-llm: demo-deps
 e2e: demo-deps
 	$(PY) -m pytest -q e2e
 
-# Start-up time of the local control plane, median of 5 runs.
-bench-plane: venv envtest
-	$(PY) -m tests.support.bench_plane 5
+# Start-up time of the local control plane, median of 5 runs (WORKLOAD=1: and of the workload
+# controllers + kwok after it, what `make cluster WORKLOAD=1` adds).
+bench-plane: venv envtest $(if $(WORKLOAD),workload)
+	$(PY) -m tests.support.bench_plane 5 $(if $(WORKLOAD),--workload)
 
 # Judge benchmark: sequential rule vs threshold and fixed-sample checks, and per segment (bench/segments.py),
 # seeded, no cluster (~1 min).
