@@ -1,37 +1,63 @@
 """What only the replica-ratio router does: rounding, the order of scaling, the scale-down delay.
 
-Real Deployments on the real API server; the test plays the deployment controller and kubelet
-(`settle()` marks the pods of each Deployment's spec ready), so "ready" happens only when the
-test says so. The clock is a FakeClock: the delay is checked without waiting for it.
+Real Deployments on the real API server, each test twice (`deployments`):
+- `played`: the test plays the deployment controller and kubelet (`settle()` marks the pods of
+  each Deployment's spec ready), so "ready" happens only when the test says so;
+- `controllers`: on a plane of its own with kube-controller-manager, kube-scheduler and kwok
+  (tests/support/workload.py): the real deployment controller rolls out ReplicaSets, kwok makes
+  the pods Ready, and `settle()` only waits for that.
+The one test about the order of scaling needs "not ready yet" to last while it looks, so it runs
+`played` only. The clock is a FakeClock: the delay is checked without waiting for it.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
 from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, Weights
 from controller.core.clock import FakeClock
 from controller.kube.objects import Objects
 from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
 from controller.routers.replicas import SCALE_DOWN_ANNOTATION, ReplicaRatio
-from tests.support.backends import CANDIDATE, INCUMBENT, ReplicasBackend, model
+from tests.support.backends import CANDIDATE, INCUMBENT, ReplicasBackend, ReplicasWithControllers, model
 from tests.support.controlplane import ControlPlane
+from tests.support.workload import running_cluster
+
+
+@pytest.fixture(scope="module")
+def workload_cluster() -> Iterator[tuple[ControlPlane, client.ApiClient]]:
+    with running_cluster(audit=True) as (plane, _):
+        yield plane, config.new_client_from_config(config_file=str(plane.kubeconfig))
 
 
 @pytest.fixture
-def deployments(api_client: client.ApiClient, control_plane: ControlPlane, namespace: str) -> ReplicasBackend:
+def played(api_client: client.ApiClient, control_plane: ControlPlane, namespace: str) -> ReplicasBackend:
     assert control_plane.audit_log is not None
     backend = ReplicasBackend(api_client, namespace, control_plane.audit_log)
     backend.create()
     return backend
 
 
-def setup(
-    backend: ReplicasBackend, api_client: client.ApiClient, delay: str
-) -> tuple[TrafficRouter, RouteTarget, FakeClock]:
+@pytest.fixture(params=["played", "controllers"])
+def deployments(request: pytest.FixtureRequest) -> ReplicasBackend:
+    if request.param == "played":
+        backend: ReplicasBackend = request.getfixturevalue("played")
+        return backend
+    plane, api = request.getfixturevalue("workload_cluster")
+    assert plane.audit_log is not None
+    namespace = f"replicas-{os.urandom(4).hex()}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    backend = ReplicasWithControllers(api, namespace, plane.audit_log)
+    backend.create()
+    return backend
+
+
+def setup(backend: ReplicasBackend, delay: str) -> tuple[TrafficRouter, RouteTarget, FakeClock]:
     backend.scale_down_delay = delay
     clock = FakeClock()
     target = RouteTarget(
@@ -41,13 +67,11 @@ def setup(
         incumbent=model(INCUMBENT),
         candidate=model(CANDIDATE),
     )
-    return TrafficRouter(ReplicaRatio(), Objects(api_client), clock), target, clock
+    return TrafficRouter(ReplicaRatio(), Objects(backend.api), clock), target, clock
 
 
-def test_a_step_between_replica_multiples_rounds_the_candidate_down(
-    deployments: ReplicasBackend, api_client: client.ApiClient
-) -> None:
-    router, target, _ = setup(deployments, api_client, "0s")
+def test_a_step_between_replica_multiples_rounds_the_candidate_down(deployments: ReplicasBackend) -> None:
+    router, target, _ = setup(deployments, "0s")
     for _ in range(2):  # the candidate's pods, then the incumbent's scale-down
         router.apply(target, Weights.for_candidate(25))
         deployments.settle()
@@ -56,10 +80,9 @@ def test_a_step_between_replica_multiples_rounds_the_candidate_down(
     assert router.applied(target) == Weights.for_candidate(25)
 
 
-def test_the_incumbent_shrinks_only_once_the_candidates_pods_are_ready(
-    deployments: ReplicasBackend, api_client: client.ApiClient
-) -> None:
-    router, target, _ = setup(deployments, api_client, "0s")
+def test_the_incumbent_shrinks_only_once_the_candidates_pods_are_ready(played: ReplicasBackend) -> None:
+    deployments = played
+    router, target, _ = setup(deployments, "0s")
     reported = router.apply(target, Weights.for_candidate(50))
     # Capacity first: the candidate grows, the incumbent keeps all its pods.
     assert deployments.replicas(CANDIDATE)[0] == 5 and deployments.replicas(INCUMBENT)[0] == 10
@@ -76,10 +99,8 @@ def test_the_incumbent_shrinks_only_once_the_candidates_pods_are_ready(
     assert router.applied(target) == Weights.for_candidate(50)
 
 
-def test_rollback_takes_the_candidates_pods_away_at_once(
-    deployments: ReplicasBackend, api_client: client.ApiClient
-) -> None:
-    router, target, _ = setup(deployments, api_client, "10m")
+def test_rollback_takes_the_candidates_pods_away_at_once(deployments: ReplicasBackend) -> None:
+    router, target, _ = setup(deployments, "10m")
     for _ in range(2):
         router.apply(target, Weights.for_candidate(50))
         deployments.settle()
@@ -90,10 +111,8 @@ def test_rollback_takes_the_candidates_pods_away_at_once(
     assert router.applied(target) == ALL_INCUMBENT
 
 
-def test_the_incumbent_keeps_its_pods_for_the_scale_down_delay_after_promotion(
-    deployments: ReplicasBackend, api_client: client.ApiClient
-) -> None:
-    router, target, clock = setup(deployments, api_client, "2m")
+def test_the_incumbent_keeps_its_pods_for_the_scale_down_delay_after_promotion(deployments: ReplicasBackend) -> None:
+    router, target, clock = setup(deployments, "2m")
     for _ in range(2):
         router.apply(target, Weights.for_candidate(50))
         deployments.settle()
@@ -106,7 +125,7 @@ def test_the_incumbent_keeps_its_pods_for_the_scale_down_delay_after_promotion(
 
     clock.advance(119)
     # A restarted controller (a new router) keeps the same moment: it is on the Deployment.
-    restarted = TrafficRouter(ReplicaRatio(), Objects(api_client), clock)
+    restarted = TrafficRouter(ReplicaRatio(), Objects(deployments.api), clock)
     assert restarted.apply(target, ALL_CANDIDATE) != ALL_CANDIDATE
     assert deployments.replicas(INCUMBENT)[0] == 5
 
@@ -118,10 +137,8 @@ def test_the_incumbent_keeps_its_pods_for_the_scale_down_delay_after_promotion(
     assert restarted.applied(target) == ALL_CANDIDATE
 
 
-def test_a_step_smaller_than_one_replica_is_refused_without_a_write(
-    deployments: ReplicasBackend, api_client: client.ApiClient
-) -> None:
-    router, target, _ = setup(deployments, api_client, "0s")
+def test_a_step_smaller_than_one_replica_is_refused_without_a_write(deployments: ReplicasBackend) -> None:
+    router, target, _ = setup(deployments, "0s")
     before = len(deployments.writes())
     with pytest.raises(RouterProblem) as caught:
         router.apply(target, Weights.for_candidate(5))

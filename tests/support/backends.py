@@ -658,6 +658,25 @@ class ReplicasBackend(Backend):
         self.delete_object(CANDIDATE)
 
 
+class ReplicasWithControllers(ReplicasBackend):
+    """ReplicasBackend on a plane with the workload controllers (tests/support/workload.py): the
+    real deployment controller creates ReplicaSets, the scheduler binds their pods and kwok makes
+    them Ready. Nothing is written by the test in their place: `settle()` only waits until every
+    Deployment has rolled out its spec (all replicas updated, ready and available, no old pod)."""
+
+    name = "replicas-controllers"
+
+    def settle(self, timeout: float = 120.0) -> None:
+        from tests.support.workload import rolled_out, until
+
+        for item in self.apps.list_namespaced_deployment(self.namespace).items:
+            until(
+                f"{item.metadata.name} rolled out",
+                lambda name=item.metadata.name: rolled_out(self.apps, self.namespace, name),
+                timeout=timeout,
+            )
+
+
 def _deployment(name: str, replicas: int) -> dict[str, Any]:
     labels = {"app": "fraud", "version": name}
     return {
