@@ -12,7 +12,7 @@ KWOK_VERSION ?= v0.8.0
 TRAEFIK_VERSION ?= v3.6.12
 export KWOK_VERSION TRAEFIK_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm workload traefik prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
+.PHONY: help deps demo-deps venv envtest helm workload traefik cluster-parts prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
 	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -48,6 +48,10 @@ workload:
 traefik:
 	bash hack/build-cluster.sh traefik >/dev/null
 
+# What the e2e suite and the demo run on (their default data plane): the three parts in parallel.
+cluster-parts:
+	bash hack/build-cluster.sh workload kwok traefik >/dev/null
+
 prometheus:
 	bash hack/install-prometheus.sh >/dev/null
 
@@ -62,9 +66,9 @@ helm:
 
 # Everything make test needs, helm included (after the control plane: it shares no Kubernetes
 # package versions with it, so it is a build of its own, ~1 min on 2 cores).
-deps: venv envtest helm prometheus browser
+deps: venv envtest helm prometheus browser cluster-parts
 # What make demo and make e2e need: no helm.
-demo-deps: venv envtest prometheus $(VENV)/.e2e-installed
+demo-deps: venv envtest prometheus cluster-parts $(VENV)/.e2e-installed
 
 lint: venv
 	$(VENV)/bin/ruff check controller tests e2e bench
