@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,7 +97,7 @@ def chart_label(apps: client.AppsV1Api) -> str:
 
 def ready_with_endpoints(api: client.ApiClient) -> set[str]:
     """Rolled out, every pod on a kwok node with a pod IP, and the metrics Service's endpoints
-    exactly those IPs; returns them."""
+    exactly those IPs; returns the pods' names (kwok may give a new pod a freed pod's IP)."""
     apps, core, disc = client.AppsV1Api(api), client.CoreV1Api(api), client.DiscoveryV1Api(api)
     until(f"{FULLNAME} rolled out", lambda: rolled_out(apps, RELEASE_NS, FULLNAME), timeout=180)
     selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/name=modelrollout"
@@ -110,7 +111,7 @@ def ready_with_endpoints(api: client.ApiClient) -> set[str]:
     assert all(ip and ip_in_pod_network(ip) for ip in ips), ips
     assert {p.spec.node_name for p in pods} == {"kwok-node-0"}
     until("the metrics Service's endpoints", lambda: ready_endpoints(disc, RELEASE_NS, f"{FULLNAME}-metrics") == ips)
-    return ips
+    return {p.metadata.name for p in pods}
 
 
 def ip_in_pod_network(ip: str) -> bool:
@@ -130,7 +131,7 @@ def test_install_upgrade_rollback_uninstall(cluster: tuple[ControlPlane, client.
     run([helm, "install", RELEASE, str(CHART), "-n", RELEASE_NS, "--create-namespace", *values, *WAIT], env=env)
     assert release_status(helm, env)["info"]["status"] == "deployed"
     assert release_status(helm, env)["version"] == 1
-    first_ips = ready_with_endpoints(api)
+    first_pods = ready_with_endpoints(api)
     assert not crd_has_owner(api)
     assert "--log-level=info" in controller_args(apps) and f"--namespace={WATCH_NS}" in controller_args(apps)
     # The ServiceAccount's RBAC is exactly what the controller ran under in test_chart.py.
@@ -153,8 +154,8 @@ def test_install_upgrade_rollback_uninstall(cluster: tuple[ControlPlane, client.
     )
     assert release_status(helm, env)["version"] == 2
     assert "--log-level=debug" in controller_args(apps)
-    second_ips = ready_with_endpoints(api)
-    assert not second_ips & first_ips, (first_ips, second_ips)
+    second_pods = ready_with_endpoints(api)
+    assert not second_pods & first_pods, (first_pods, second_pods)  # all replaced
     sets = apps.list_namespaced_replica_set(RELEASE_NS, label_selector=f"app.kubernetes.io/instance={RELEASE}").items
     assert sorted(rs.spec.replicas for rs in sets) == [0, 2]
 
@@ -166,7 +167,15 @@ def test_install_upgrade_rollback_uninstall(cluster: tuple[ControlPlane, client.
     ready_with_endpoints(api)
     # ...but never a chart's crds/: the field is not there until the documented step.
     assert not crd_has_owner(api)
-    run([*kubectl, "apply", "--server-side", "-f", str(new_chart / "crds")])
+    # Helm created the CRD (this install skipped docs/install.md's `kubectl apply` first), so
+    # it is Helm's field manager that owns spec.versions: a plain server-side apply conflicts...
+    plain = subprocess.run(
+        [*kubectl, "apply", "--server-side", "-f", str(new_chart / "crds")], capture_output=True, text=True
+    )
+    assert plain.returncode != 0 and 'conflict with "helm"' in plain.stderr, plain.stderr
+    assert not crd_has_owner(api)
+    # ...and --force-conflicts, as docs/install.md says, takes the fields over.
+    run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(new_chart / "crds")])
     until("the CRD with spec.owner", lambda: crd_has_owner(api))
     patch = {"spec": {"owner": "team-a"}}
     until(
