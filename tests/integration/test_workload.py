@@ -12,7 +12,7 @@ the controller wrote point at real listeners. All traffic is on loopback or insi
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,35 @@ def test_a_deployment_rolls_out_and_its_service_gets_the_pods_ips(
     assert not {p.metadata.uid for p in new_pods} & {p.metadata.uid for p in pods}
     new_ips = {p.status.pod_ip for p in new_pods}
     until("endpoints = the new pods' IPs", lambda: ready_endpoints(disc, ns, "web") == new_ips)
+
+
+def test_kwok_renews_the_nodes_lease_so_the_node_and_its_pods_stay_ready(
+    cluster: tuple[ControlPlane, Workload, client.ApiClient],
+) -> None:
+    """Without a renewed Lease (kwok's --node-lease-duration-seconds) the node lifecycle
+    controller marks the node NotReady after its grace period and every pod on it not Ready: a
+    Service's endpoints empty out ~40 s into a run (seen in the demo: Traefik "no available
+    server"). Checked by the Lease itself, without waiting out the grace period."""
+    leases = client.CoordinationV1Api(cluster[2])
+
+    def renew_time() -> object:
+        lease = leases.read_namespaced_lease("kwok-node-0", "kube-node-lease")
+        assert lease.spec.lease_duration_seconds == 40, lease.spec  # held by the kwok process
+        return lease.spec.renew_time
+
+    first = until("the node's Lease", lambda: _or_none(renew_time))
+    until("the node's Lease renewed", lambda: renew_time() != first, timeout=60)
+    node = client.CoreV1Api(cluster[2]).read_node("kwok-node-0")
+    assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
+
+
+def _or_none(read: Callable[[], object]) -> object | None:
+    try:
+        return read()
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def test_traefik_routes_by_weight_to_the_pod_ips_the_endpointslice_controller_wrote(

@@ -189,6 +189,11 @@ class Workload:
                 f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
                 f"--cidr={self.pod_cidr}",
                 f"--node-ip={self.node_ip}",
+                # kwok renews each node's Lease only with this set (kwokctl passes 40; kwok's own
+                # default is 0: no Lease). Without it the node lifecycle controller finds no
+                # heartbeat, marks the node NotReady after its grace period (~40 s) and every pod
+                # on it not Ready: EndpointSlices empty, Traefik "no available server".
+                "--node-lease-duration-seconds=40",
             ],
         )
         self._wait_healthy(timeout)
