@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--webhook-workers", type=int, default=4, help="threads calling webhooks (default 4)")
     parser.add_argument("--watch-timeout", type=int, default=60, help="seconds before a watch is re-opened")
+    parser.add_argument(
+        "--resync-period",
+        type=float,
+        default=600.0,
+        help="seconds between two reconciles of every cached rollout, from the cache (0: never; default 600)",
+    )
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="modelrollout-controller")
@@ -72,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.leader_elect
         else None
     )
-    rollouts = Rollouts(api)
+    rollouts, objects = Rollouts(api), Objects(api)
     policy = AddressPolicy.for_api_server(
         _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
     )
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     reconciler = Reconciler(
         rollouts=rollouts,
-        objects=Objects(api),
+        objects=objects,
         events=EventRecorder(api, host=args.identity),
         providers=MetricProviders(
             secrets=Secrets(api),
@@ -103,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             health_port=args.health_port,
             watch_timeout=args.watch_timeout,
+            resync=args.resync_period,
         ),
     )
+    # The routed objects are read from informers too, started on a router's first read.
+    objects.cache(namespaces=args.namespace, watch_timeout=args.watch_timeout, stop=manager.stop)
     reconciler.may_write = manager.may_write
     webhooks.wake = manager.queue.add
     for sig in (signal.SIGTERM, signal.SIGINT):

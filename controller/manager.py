@@ -1,10 +1,15 @@
-"""The operator process around the reconciler: watches, the work queue, workers, the lease.
+"""The operator process around the reconciler: informers, the work queue, workers, the lease.
 
 Concurrency (written down once, as DESIGN.md asks): the kubernetes client is synchronous, so
-we run a bounded pool of worker threads (as client-go does), one watch thread per watched
-namespace (or one for all), and one lease thread. The queue never hands one key to two workers,
-so one rollout is never reconciled twice at once, and thousands of rollouts do not mean
-thousands of threads or connections.
+we run a bounded pool of worker threads (as client-go does), one informer thread (list, then
+watch) per watched namespace (or one for all) and per routed kind in use, one resync thread and
+one lease thread. The queue never hands one key to two workers, so one rollout is never
+reconciled twice at once, and thousands of rollouts do not mean thousands of threads or
+connections.
+
+Resync: every `resync` seconds every cached rollout is queued again, read from the cache. A
+settled rollout (promoted or rolled back, nothing in flight) then costs no request and no query;
+the resync is only a safety net for a wake-up that was lost, so it is rare (10 min by default).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 
 import structlog
 
-from controller.kube.errors import Conflict, Gone, KubeError
+from controller.kube.errors import Conflict, KubeError
+from controller.kube.informer import Informer
 from controller.kube.lease import LeaderElector
 from controller.kube.rollouts import Rollouts
 from controller.reconciler import NotLeader, Reconciler
@@ -36,6 +42,8 @@ class ManagerSettings:
     workers: int = 4
     health_port: int = 8080
     watch_timeout: int = 60
+    # Seconds between two queuings of every cached rollout; 0: never.
+    resync: float = 600.0
 
 
 class Manager:
@@ -74,11 +82,14 @@ class Manager:
             threading.Thread(
                 target=self.elector.keep_renewing, args=(self.stop, self._on_lost), daemon=True, name="lease"
             ).start()
-        watched: list[str | None] = [*self.settings.namespaces] or [None]
-        for namespace in watched:
+        informers = self.rollouts.cache(
+            self.settings.namespaces, watch_timeout=self.settings.watch_timeout, on_event=self._on_event
+        )
+        for informer in informers:
             threading.Thread(
-                target=self._watch, args=(namespace,), daemon=True, name=f"watch-{namespace or 'all'}"
+                target=informer.run, args=(self.stop,), daemon=True, name=f"informer-{informer.namespace or 'all'}"
             ).start()
+        threading.Thread(target=self._resync, args=(informers,), daemon=True, name="resync").start()
         workers = [threading.Thread(target=self._work, name=f"worker-{i}") for i in range(self.settings.workers)]
         for worker in workers:
             worker.start()
@@ -107,33 +118,26 @@ class Manager:
             return False
         return self.elector is None or self.elector.is_leader()
 
-    # -- watching -------------------------------------------------------------------------------
+    # -- informer events and resync ------------------------------------------------------------
 
-    def _watch(self, namespace: str | None) -> None:
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                items, version = self.rollouts.list_all(namespace)
-                for obj in items:
-                    self._relevant("ADDED", obj)
-                    self.queue.add(_key(obj))
-                self.synced.set()
-                backoff = 1.0
-                while not self.stop.is_set():
-                    for kind, obj in self.rollouts.watch(
-                        namespace, version, timeout_seconds=self.settings.watch_timeout
-                    ):
-                        version = obj["metadata"].get("resourceVersion", version)
-                        if kind != "BOOKMARK" and self._relevant(kind, obj):
-                            self.queue.add(_key(obj))
-                        if self.stop.is_set():
-                            return
-            except Gone as exc:
-                log.info("watch expired: re-listing", namespace=namespace, error=str(exc))
-            except KubeError as exc:
-                log.warning("watch failed: retrying", namespace=namespace, error=str(exc), retry_in=backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+    def _on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        if self._relevant(kind, obj):
+            self.queue.add(_key(obj))
+
+    def _resync(self, informers: list[Informer]) -> None:
+        """Mark the manager synced once every informer has listed; then queue every cached rollout
+        each `resync` seconds."""
+        for informer in informers:
+            while not informer.synced.wait(0.5):
+                if self.stop.is_set():
+                    return
+        self.synced.set()
+        period = self.settings.resync
+        while period > 0 and not self.stop.wait(period):
+            keys = [key for informer in informers for key in informer.cached_keys()]
+            for key in keys:
+                self.queue.add(key)
+            log.debug("resync", rollouts=len(keys))
 
     def _relevant(self, kind: str, obj: dict[str, Any]) -> bool:
         """False for an update that changed nothing but status: mostly the echo of our own status
@@ -170,7 +174,7 @@ class Manager:
             finally:
                 self.queue.done(key)
 
-    def _reconcile(self, key: Key) -> None:
+    def _reconcile(self, key: Key, *, fresh: bool = False) -> None:
         namespace, name = key
         try:
             if not self.may_write():
@@ -179,14 +183,22 @@ class Manager:
                 # really lost, the renewer stops this process; a dropped key would never come back.
                 self.queue.add_after(key, NOT_LEADING_RETRY)
                 return
-            after = self.reconciler.reconcile(namespace, name)
+            after = (
+                self.reconciler.reconcile(namespace, name, fresh=True)
+                if fresh
+                else self.reconciler.reconcile(namespace, name)
+            )
         except NotLeader:
             log.warning("not leading at this instant: nothing written, trying again", namespace=namespace, name=name)
             self.queue.add_after(key, NOT_LEADING_RETRY)
             return
         except Conflict:
-            # Someone wrote since we read: re-read and recompute soon, with bounded back-off.
+            # Someone wrote since we read (or the cache was behind): re-read from the API server and
+            # recompute at once; a second conflict in a row backs off.
             self.telemetry.errors.labels("conflict").inc()
+            if not fresh:
+                self._reconcile(key, fresh=True)
+                return
             self.queue.add_rate_limited(key)
             return
         except KubeError as exc:

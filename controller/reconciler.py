@@ -68,10 +68,13 @@ class Reconciler:
 
     # -- entry ----------------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str) -> timedelta | None:
-        """One pass over one rollout; returns when to look again (None: on the next change)."""
+    def reconcile(self, namespace: str, name: str, *, fresh: bool = False) -> timedelta | None:
+        """One pass over one rollout; returns when to look again (None: on the next change).
+
+        Reads come from the watch-fed caches (kube/informer.py), or from the API server when
+        `fresh`: after a write of this rollout was refused with 409 (the cache was behind)."""
         try:
-            obj = self.rollouts.get(namespace, name)
+            obj = self.rollouts.get(namespace, name, fresh=fresh)
         except NotFound:
             self.telemetry.forget_rollout(namespace, name)
             if self.webhooks is not None:
@@ -94,7 +97,7 @@ class Reconciler:
 
         now = self.clock.now()
         spec, status = rollout.spec, rollout.status
-        applied, route_problem = self._read_route(namespace, name, spec, status)
+        applied, route_problem = self._read_route(namespace, name, spec, status, fresh=fresh)
         judgements: dict[str, Judgement] | None = None
         pair = pair_in_flight(status)
         if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
@@ -147,9 +150,9 @@ class Reconciler:
         self._persist(obj, decided, outcome.status.wire())
         if outcome.release:
             self._guard()
-            fresh = self.rollouts.get(namespace, name)
-            finalizers = [f for f in fresh["metadata"].get("finalizers", []) if f != FINALIZER]
-            self.rollouts.set_finalizers(fresh, finalizers)
+            latest = self.rollouts.get(namespace, name)
+            finalizers = [f for f in latest["metadata"].get("finalizers", []) if f != FINALIZER]
+            self.rollouts.set_finalizers(latest, finalizers)
             self.telemetry.api_writes.labels("finalizer").inc()
             self.telemetry.forget_rollout(namespace, name)
             bound.info("released", decision="release")
@@ -168,14 +171,14 @@ class Reconciler:
         )
 
     def _read_route(
-        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
+        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *, fresh: bool
     ) -> tuple[Weights | None, tuple[str, str] | None]:
         pair = pair_in_flight(status)
         if pair is None:
             return None, None
         try:
             router = router_for(spec.traffic, self.objects, self.clock)
-            return router.applied(self._target(namespace, name, spec, *pair)), None
+            return router.applied(self._target(namespace, name, spec, *pair), fresh=fresh), None
         except RouterProblem as problem:
             return None, (problem.reason, problem.message)
 

@@ -119,16 +119,18 @@ class TrafficRouter:
     def __init__(self, plan: RouterPlan, objects: Objects, clock: Clock) -> None:
         self.plan, self._objects, self._clock = plan, objects, clock
 
-    def applied(self, target: RouteTarget) -> Weights:
-        """The weights the data plane has now. Raises RouterProblem, or KubeError for API failures."""
-        return self.plan.weights(target, self._read(self.plan.objects(target)))
+    def applied(self, target: RouteTarget, *, fresh: bool = False) -> Weights:
+        """The weights the data plane has now (`fresh`: read from the API server, not the cache).
+        Raises RouterProblem, or KubeError for API failures."""
+        return self.plan.weights(target, self._read(self.plan.objects(target), fresh=fresh))
 
     def apply(self, target: RouteTarget, weights: Weights) -> Weights:
         """Set the weights (no write when they are already set) and return what was read back.
 
         A 409 or 422 answer means the object changed since our read (a `test` op or the
-        resourceVersion no longer holds): read again and re-plan at once, since the new state is
-        already there to read. If it keeps changing, the error goes to the work queue's back-off.
+        resourceVersion no longer holds): read again from the API server (the cache may not have
+        the change yet) and re-plan at once, since the new state is already there to read. If it
+        keeps changing, the error goes to the work queue's back-off.
         """
         retrying = Retrying(
             stop=stop_after_attempt(PATCH_ATTEMPTS), retry=retry_if_exception_type((Conflict, Invalid)), reraise=True
@@ -136,22 +138,22 @@ class TrafficRouter:
         for attempt in retrying:
             with attempt:
                 refs = self.plan.objects(target)
-                objects = self._read(refs)
+                objects = self._read(refs, fresh=attempt.retry_state.attempt_number > 1)
                 for patch in self.plan.patches(target, objects, weights, self._clock.now()):
                     objects[patch.index] = self._write(refs[patch.index], patch)
                 # What the API server stored, not what we asked for (an admission webhook may differ).
                 return self.plan.weights(target, objects)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _read(self, refs: list[ObjectRef]) -> list[KubeObject]:
+    def _read(self, refs: list[ObjectRef], *, fresh: bool) -> list[KubeObject]:
         objects = []
         for ref in refs:
             if ref.listed:
                 with _problems(ref, "list"):
-                    objects.append(self._objects.list_all(ref.resource, ref.namespace))
+                    objects.append(self._objects.list_all(ref.resource, ref.namespace, fresh=fresh))
             else:
                 with _problems(ref, "get"):
-                    objects.append(self._objects.get(ref.resource, ref.namespace, ref.name))
+                    objects.append(self._objects.get(ref.resource, ref.namespace, ref.name, fresh=fresh))
         return objects
 
     def _write(self, ref: ObjectRef, patch: Patch) -> KubeObject:

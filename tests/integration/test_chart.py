@@ -42,7 +42,7 @@ ALLOWLIST = {
     ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
     ("modelrollouts.modelrollout.dev/status", "", "[update]"),
     ("events", "", "[create get patch]"),
-    ("httproutes.gateway.networking.k8s.io", "", "[get patch]"),
+    ("httproutes.gateway.networking.k8s.io", "", "[get list watch patch]"),
     ("leases.coordination.k8s.io", "", "[get create update]"),
     # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
     ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
@@ -207,13 +207,13 @@ def test_controller_as_the_charts_service_account_promotes_a_rollout(
 
 
 # What `routers.istio`, `routers.kserve`, `routers.replicas` and `routers.llmInferenceService` add: get and patch on each kind of
-# target object, nothing else (no create, delete, list or watch; no Deployment scale subresource), but
-# list of LLMInferenceServices (a third member of the route group with a weight is refused).
+# target object, and list and watch for the controller's cache of them (kube/objects.py); nothing else
+# (no create or delete; no Deployment scale subresource).
 ROUTER_ROWS = {
-    ("virtualservices.networking.istio.io", "", "[get patch]"),
-    ("inferenceservices.serving.kserve.io", "", "[get patch]"),
-    ("llminferenceservices.serving.kserve.io", "", "[get list patch]"),
-    ("deployments.apps", "", "[get patch]"),
+    ("virtualservices.networking.istio.io", "", "[get list watch patch]"),
+    ("inferenceservices.serving.kserve.io", "", "[get list watch patch]"),
+    ("llminferenceservices.serving.kserve.io", "", "[get list watch patch]"),
+    ("deployments.apps", "", "[get list watch patch]"),
 }
 
 
