@@ -19,13 +19,15 @@ read costs a 409 (the caller re-reads from the API server and recomputes), never
   A write answered after the object's deletion was watched (a route deleted right after our
   patch, a rollout whose last finalizer we removed) does not bring it back: the last deletions
   are remembered with their resourceVersion.
-- Objects are stored without `metadata.managedFields` (nothing here reads them; they are often
-  half an object's size) and handed out as copies: a caller may change what it got.
+- Objects are stored as compact JSON text without `metadata.managedFields` (nothing here reads
+  them; they are often half an object's size). Parsed, a rollout with a full status (20 history
+  entries, 4.4 KB of JSON) takes 19 KB of Python dicts and strings: 190 MB for 10,000 of them,
+  against 45 MB as text. Each read parses a new copy, so a caller may change what it got.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -71,14 +73,6 @@ def _version(obj: KubeObject | None) -> int | None:
         return None
 
 
-def newer(candidate: KubeObject, than: KubeObject | None) -> bool:
-    """Whether `candidate` is known to be a later version of the object than `than` (None: absent)."""
-    if than is None:
-        return True
-    mine, theirs = _version(candidate), _version(than)
-    return mine is not None and theirs is not None and mine > theirs
-
-
 def _slim(obj: KubeObject) -> KubeObject:
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "managedFields" in meta:
@@ -86,12 +80,32 @@ def _slim(obj: KubeObject) -> KubeObject:
     return obj
 
 
+class _Entry:
+    """One cached object: its resourceVersion (None when not an integer) and its JSON text."""
+
+    __slots__ = ("text", "version")
+
+    def __init__(self, obj: KubeObject) -> None:
+        self.version = _version(obj)
+        self.text = json.dumps(_slim(obj), separators=(",", ":"))
+
+    def parse(self) -> KubeObject:
+        parsed: KubeObject = json.loads(self.text)
+        return parsed
+
+    def newer_than(self, cached: _Entry | None) -> bool:
+        """Whether this copy is known to be later than `cached` (None: nothing cached)."""
+        if cached is None:
+            return True
+        return self.version is not None and cached.version is not None and self.version > cached.version
+
+
 class Informer:
     """The objects of one kind in one scope, as the API server last told us.
 
     `on_event(kind, obj)` is called (on the informer's thread) for each change: ADDED (every
-    object of a list, the first and each re-list), MODIFIED, DELETED. It gets the cached object
-    itself: it must not change it.
+    object of a list, the first and each re-list), MODIFIED, DELETED, with the object as the API
+    server sent it (a copy of its own).
     """
 
     def __init__(
@@ -109,7 +123,7 @@ class Informer:
         self.synced = threading.Event()
         # Why the last list failed (the kind is not installed, RBAC lacks list/watch), else None.
         self.failure: str | None = None
-        self._store: dict[Key, KubeObject] = {}
+        self._store: dict[Key, _Entry] = {}
         self._deleted: OrderedDict[Key, int | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -118,14 +132,14 @@ class Informer:
     def get(self, namespace: str, name: str) -> KubeObject | None:
         """A copy of the cached object, or None when it is not in the cache."""
         with self._lock:
-            obj = self._store.get((namespace, name))
-        return None if obj is None else copy.deepcopy(obj)
+            entry = self._store.get((namespace, name))
+        return None if entry is None else entry.parse()
 
     def in_namespace(self, namespace: str) -> list[KubeObject]:
         """Copies of the cached objects of one namespace."""
         with self._lock:
-            found = [obj for (ns, _), obj in self._store.items() if ns == namespace]
-        return copy.deepcopy(found)
+            found = [entry for (ns, _), entry in self._store.items() if ns == namespace]
+        return [entry.parse() for entry in found]
 
     def cached_keys(self) -> list[Key]:
         with self._lock:
@@ -139,14 +153,13 @@ class Informer:
 
     def remember(self, obj: KubeObject) -> None:
         """Put an object the API server returned to us in the cache, if it is newer than the cached one."""
-        obj = copy.deepcopy(_slim(obj))
-        key = key_of(obj)
+        key, entry = key_of(obj), _Entry(obj)
         with self._lock:
             # Before the first list, the list brings it (and would take an unknown key for a deleted one).
             if not (key in self._store or self.synced.is_set()) or self._was_deleted(key, obj):
                 return
-            if newer(obj, self._store.get(key)):
-                self._store[key] = obj
+            if entry.newer_than(self._store.get(key)):
+                self._store[key] = entry
 
     def _was_deleted(self, key: Key, obj: KubeObject) -> bool:
         """Whether the watch reported this object deleted at or after this version of it."""
@@ -188,29 +201,31 @@ class Informer:
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _list(self) -> str:
-        items: list[KubeObject] = []
+        # Each page is turned into entries as it comes: only one page is ever held parsed.
+        listed: dict[Key, _Entry] = {}
         cont, version = "", ""
         while True:
             page, version, cont = self.source.list_page(self.namespace, limit=PAGE_SIZE, cont=cont)
-            items.extend(_slim(obj) for obj in page)
+            listed.update((key_of(obj), _Entry(obj)) for obj in page)
             if not cont:
                 break
-        listed = {key_of(obj): obj for obj in items}
         with self._lock:
-            gone = [obj for key, obj in self._store.items() if key not in listed]
+            gone = [(key, entry) for key, entry in self._store.items() if key not in listed]
             # A write of ours answered after the list was served is newer than the listed copy.
-            for key, obj in listed.items():
-                if not newer(self._store.get(key, obj), obj):
-                    self._store[key] = obj
-            for obj in gone:
-                self._store.pop(key_of(obj), None)
+            for key, entry in listed.items():
+                cached = self._store.get(key)
+                if cached is None or not cached.newer_than(entry):
+                    self._store[key] = entry
+            for key, _ in gone:
+                self._store.pop(key, None)
             self._deleted.clear()
         self.failure = None
         self.synced.set()
-        for obj in gone:
-            self._emit("DELETED", obj)
-        for obj in listed.values():
-            self._emit("ADDED", obj)
+        if self.on_event is not None:
+            for _, entry in gone:
+                self._emit("DELETED", entry.parse())
+            for entry in listed.values():
+                self._emit("ADDED", entry.parse())
         log.debug("listed", informer=self.name, namespace=self.namespace, objects=len(listed), version=version)
         return version
 
@@ -221,7 +236,6 @@ class Informer:
             version = str(meta.get("resourceVersion") or version)
             if kind == "BOOKMARK":
                 continue
-            obj = _slim(obj)
             key = key_of(obj)
             with self._lock:
                 if kind == "DELETED":
@@ -229,8 +243,10 @@ class Informer:
                     self._deleted[key] = _version(obj)
                     while len(self._deleted) > TOMBSTONES:
                         self._deleted.popitem(last=False)
-                elif not newer(self._store.get(key, obj), obj):
-                    self._store[key] = obj
+                else:
+                    entry, cached = _Entry(obj), self._store.get(key)
+                    if cached is None or not cached.newer_than(entry):
+                        self._store[key] = entry
             self._emit(kind, obj)
             if stop.is_set():
                 break
