@@ -20,6 +20,7 @@ from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
 from controller.manager import Manager, ManagerSettings
 from controller.metrics.address import AddressPolicy
+from controller.metrics.batch import QueryBatches
 from controller.metrics.registry import MetricProviders
 from controller.reconciler import Reconciler
 from controller.telemetry import Telemetry
@@ -43,6 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="default Prometheus for rollouts that name none",
     )
     parser.add_argument("--metric-timeout", default="10s", help="default per-query timeout")
+    parser.add_argument(
+        "--metric-batch-period",
+        type=float,
+        default=10.0,
+        help="seconds: builtins judged on the analysis window are asked once per period for every "
+        "rollout, evaluated at the period's start (0: each rollout asks its own; default 10)",
+    )
     parser.add_argument(
         "--allow-loopback-metrics",
         "--allow-loopback-addresses",
@@ -94,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             secrets=Secrets(api),
             default=_default_provider(args),
             address_policy=policy,
+            batches=QueryBatches(period=args.metric_batch_period) if args.metric_batch_period > 0 else None,
         ),
         clock=SystemClock(),
         telemetry=telemetry,

@@ -103,8 +103,9 @@ class Reconciler:
         if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
             provider = self.providers.for_rollout(namespace, spec.provider)
             judgements = observe_and_judge(
-                spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now
-            )
+                spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now,
+                batches=self.providers.batches,
+            )  # fmt: skip
         answers, deliveries = self.webhooks.take(namespace, name) if self.webhooks is not None else ((), ())
         outcome = decide(
             RolloutInput(

@@ -92,6 +92,32 @@ PROMQL: Mapping[BuiltinMetric, BuiltinQueries] = {
 }
 
 
+# The builtins of many rollouts in one query each (metrics/batch.py): the same PromQL as above,
+# without the `{model="{{model}}"}` matcher and aggregated `by (model)`, so each model's result is
+# the one its own query would give. A model without a 5xx series gets 0 errors from its requests
+# times 0 (as `or on() vector(0)` above); a model without requests has no series (no data); an
+# idle one 0/0 = NaN (no data): each only for that model. Only the builtins judged on the
+# analysis window are here: counts since the rollout began (sequential rules, label guardrails)
+# differ per rollout in their window, so they keep their own queries.
+_ALL_REQUESTS = "model_requests_total" + _WINDOW
+_ALL_ERRORS = 'model_requests_total{code=~"5.."}' + _WINDOW
+BY_MODEL: Mapping[BuiltinMetric, BuiltinQueries] = {
+    BuiltinMetric.ERROR_RATE: BuiltinQueries(
+        value=f"(sum by (model) (rate({_ALL_ERRORS})) or sum by (model) (rate({_ALL_REQUESTS})) * 0) "
+        f"/ sum by (model) (rate({_ALL_REQUESTS}))",
+        samples=f"sum by (model) (increase({_ALL_REQUESTS}))",
+    ),
+    BuiltinMetric.LATENCY_P99: BuiltinQueries(
+        value=f"histogram_quantile(0.99, sum by (le, model) (rate(model_request_duration_seconds_bucket{_WINDOW})))",
+        samples=f'sum by (model) (increase(model_request_duration_seconds_bucket{{le="+Inf"}}{_WINDOW}))',
+    ),
+    BuiltinMetric.PREDICTION_DISTRIBUTION: BuiltinQueries(
+        distribution=f"sum by (le, model) (increase(model_prediction_bucket{_WINDOW}))",
+        distribution_label="le",
+    ),
+}
+
+
 def by_segment(label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
     """The builtins per value of `label` (a guardrail's segmentBy), one query per variant: every
     aggregation keeps the label (a distribution: by its bucket and the label). A segment without errors has no 5xx series; `or`

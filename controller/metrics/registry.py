@@ -19,6 +19,7 @@ from controller.kube.errors import Forbidden, NotFound
 from controller.kube.secrets import Secrets
 from controller.metrics.address import AddressPolicy
 from controller.metrics.base import MetricProvider
+from controller.metrics.batch import QueryBatches
 from controller.metrics.prometheus import PrometheusProvider
 
 # Keyed by MetricBackend field: (block, its secretRef's token or None) -> provider, or Unavailable.
@@ -35,8 +36,17 @@ class MetricProviders:
     """Each rollout's metric provider; shared by the worker threads. `default` serves rollouts
     without `spec.provider` (`--prometheus-url`): the operator's own, so its address is not checked."""
 
-    def __init__(self, *, secrets: Secrets, default: MetricBackend | None, address_policy: AddressPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        secrets: Secrets,
+        default: MetricBackend | None,
+        address_policy: AddressPolicy,
+        batches: QueryBatches | None = None,
+    ) -> None:
         self.secrets, self.default = secrets, default
+        # Builtin queries shared by every rollout asking in the same period (None: each asks its own).
+        self.batches = batches
         # Each address is checked once (DNS included), not on every reconcile.
         self._refusal = functools.lru_cache(maxsize=4096)(address_policy.refusal)
         self._providers: dict[str, MetricProvider] = {}

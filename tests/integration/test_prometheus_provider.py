@@ -20,7 +20,8 @@ import pytest
 
 from controller.api.models import BuiltinMetric
 from controller.core.observation import ObservationStatus
-from controller.metrics.builtins import PROMQL, by_segment
+from controller.metrics.batch import for_model
+from controller.metrics.builtins import BY_MODEL, PROMQL, by_segment
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.templates import render, variables_for
 from controller.observe import UNLABELLED
@@ -487,3 +488,79 @@ def test_grouped_prediction_buckets_by_region(
     # A series without the bucket label is no data, as for vector().
     plain = provider.grouped(f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now())
     assert plain.status is NO_DATA and "lacks the label 'le'" in plain.message
+
+
+# -- batched builtins (metrics/batch.py) --------------------------------------------------------
+
+
+def test_each_models_batched_builtin_is_what_its_own_query_gives(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """Given three models (10% errors, no error series at all, and idle: counters that stopped
+    moving), when the by-model builtins are asked once at one time and the per-model ones at the
+    same time, then every model's value and samples are the same numbers, and the idle model is
+    no data in both (0/0), without making anyone else's no data."""
+    failing, clean, idle = model + "-failing", model + "-clean", model + "-idle"
+    start_counters(exporter, prometheus, failing, ["200", "500"])
+    start_counters(exporter, prometheus, clean, ["200"])
+    start_counters(exporter, prometheus, idle, ["200"])
+    latency_models = (failing, clean)
+    for m in latency_models:
+        exporter.observe(LATENCY, {"model": m}, 0.07, count=0, bounds=LATENCY_BUCKETS)
+    prometheus.wait_for(
+        f'count_over_time(model_request_duration_seconds_count{{model=~"{failing}|{clean}"}}[{WINDOW}]) >= 2', has(2)
+    )
+    with exporter.atomically():
+        exporter.inc_counter(REQUESTS, requests(failing, "200"), 90)
+        exporter.inc_counter(REQUESTS, requests(failing, "500"), 10)
+        exporter.inc_counter(REQUESTS, requests(clean, "200"), 100)
+        exporter.observe(LATENCY, {"model": failing}, 0.2, count=100, bounds=LATENCY_BUCKETS)
+        exporter.observe(LATENCY, {"model": clean}, 0.07, count=100, bounds=LATENCY_BUCKETS)
+    for m in latency_models:
+        prometheus.wait_for(builtin(BuiltinMetric.LATENCY_P99, m, "samples"), lambda r: bool(r) and values(r)[""] > 0)
+        prometheus.wait_for(builtin(BuiltinMetric.ERROR_RATE, m, "total"), lambda r: bool(r) and values(r)[""] > 0)
+
+    at = now()
+    for metric in (BuiltinMetric.ERROR_RATE, BuiltinMetric.LATENCY_P99):
+        for which in ("value", "samples"):
+            template = getattr(BY_MODEL[metric], which)
+            batched = provider.split(render(template, {"window": WINDOW}), by="model", at=at)
+            assert isinstance(batched, dict), batched
+            for m in (failing, clean, idle):
+                own = provider.scalar(builtin(metric, m, which), at=at)
+                theirs = for_model(batched, m)
+                assert (theirs.status, theirs.value) == (own.status, own.value), (metric, which, m, own, theirs)
+    error_rate = render(BY_MODEL[BuiltinMetric.ERROR_RATE].value or "", {"window": WINDOW})
+    batched = provider.split(error_rate, by="model", at=at)
+    assert isinstance(batched, dict)
+    assert for_model(batched, failing).value == pytest.approx(0.10)
+    assert for_model(batched, clean).value == 0.0  # no 5xx series at all: zero errors, not no data
+    assert for_model(batched, idle).status is NO_DATA  # 0/0
+    assert for_model(batched, model + "-never-seen").status is NO_DATA
+
+
+def test_each_models_batched_prediction_distribution_is_its_own(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    first, second = model + "-1", model + "-2"
+    for m in (first, second):
+        exporter.observe(PREDICTION, {"model": m}, 0.5, count=0)
+    prometheus.wait_for(f'count_over_time(model_prediction_count{{model=~"{first}|{second}"}}[{WINDOW}]) >= 2', has(2))
+    with exporter.atomically():
+        exporter.observe(PREDICTION, {"model": first}, 0.1, count=30)
+        exporter.observe(PREDICTION, {"model": second}, 0.9, count=70)
+    for m in (first, second):
+        raw = f'sum by (le) (model_prediction_bucket{{model="{m}"}})'
+        prometheus.wait_for(raw, lambda r: values(r, "le").get("+Inf", 0) > 0)
+        prometheus.wait_for(builtin(BuiltinMetric.PREDICTION_DISTRIBUTION, m, "distribution"),
+                            lambda r: any(float(s["value"][1]) > 0 for s in r))  # fmt: skip
+
+    at = now()
+    queries = BY_MODEL[BuiltinMetric.PREDICTION_DISTRIBUTION]
+    batched = provider.split(
+        render(queries.distribution or "", {"window": WINDOW}), by="model", at=at, label=queries.distribution_label
+    )
+    assert isinstance(batched, dict), batched
+    for m in (first, second):
+        own = provider.vector(builtin(BuiltinMetric.PREDICTION_DISTRIBUTION, m, "distribution"), label="le", at=at)
+        assert own.ok and for_model(batched, m).vector == own.vector, (m, own, batched.get(m))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.api.models import BuiltinMetric
-from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
+from controller.metrics.builtins import BY_MODEL, PROMQL, BuiltinQueries, by_segment
 from controller.metrics.templates import VARIABLES, TemplateError, render, variables_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -104,6 +104,13 @@ def test_docs_show_the_exact_builtin_queries(metric: BuiltinMetric) -> None:
     docs = DOCS.read_text()
     for template in _templates(PROMQL[metric]):
         assert template in docs, f"docs/metrics.md does not show {metric.value}'s query {template}"
+
+
+@pytest.mark.parametrize("metric", sorted(BY_MODEL))
+def test_docs_show_the_exact_batched_builtin_queries(metric: BuiltinMetric) -> None:
+    docs = DOCS.read_text()
+    for template in _templates(BY_MODEL[metric]):
+        assert template in docs, f"docs/metrics.md does not show {metric.value}'s batched query {template}"
 
 
 @pytest.mark.parametrize("metric", list(by_segment("region")))
