@@ -111,11 +111,14 @@ bench-judge: venv
 	$(PY) -m bench.labels --write
 
 # N rollouts at once on one controller (real plane, Prometheus, controller process), and a soak;
-# prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores). SIZES/SOAK override.
+# prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores before SETTLED; each size's
+# settled phase adds creating them and about 1 min). SIZES/SETTLED/SOAK override.
 SIZES ?= 100 1000
+# Settled (promoted) rollouts created beside each size: what they cost is measured apart (target 0).
+SETTLED ?= 1000
 SOAK ?= 500x20
 bench-scale: venv envtest prometheus
-	$(PY) -m bench.scale $(SIZES) --soak '$(SOAK)'
+	$(PY) -m bench.scale $(SIZES) --settled $(SETTLED) --soak '$(SOAK)'
 
 # How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
 bench-dashboard: venv envtest

@@ -7,6 +7,10 @@ route the same two model Services, so Prometheus answers the same small queries 
 (the controller's costs are per rollout, Prometheus' are not what is measured here).
 
 For each N it reports:
+- settled (with `--settled S`, S rollouts created first, each adopting its model: Promoted with
+  nothing in flight): API requests and Prometheus queries per settled rollout per minute, over a
+  window in which the controller resyncs every cached rollout (`--resync`, 30 s here) at least
+  twice, and again while the N progressing ones run beside them (target: 0 and 0);
 - start: seconds from the first create until every rollout has step 1's weight read back;
 - reconcile lag: a paced stream of spec changes (spec.paused: true, 50 a second); per rollout,
   from our PATCH to the end of the controller's status write that records it, both times from
@@ -21,7 +25,7 @@ For each N it reports:
 after each cycle, growth after warm-up, the longest status.history and the controller's
 per-rollout metric series count.
 
-Usage: python -m bench.scale 100 1000 [--soak 500x20] [--write]
+Usage: python -m bench.scale 100 1000 [--settled 1000] [--soak 500x20] [--json FILE]
 """
 
 from __future__ import annotations
@@ -187,11 +191,14 @@ class Bench:
 
 
 WORKERS = 4  # the controller's default; --workers overrides
+# Seconds between the controller's resyncs of every cached rollout (its default is 600): short
+# here, so that the settled window holds resyncs, and what they cost is measured.
+RESYNC_S = 30
 
 
 def controller(plane: ControlPlane, prom: PrometheusServer) -> tuple[ControllerFactory, ControllerProcess]:
     factory = ControllerFactory(plane, prometheus_url=prom.url)
-    proc = factory.start("scale", "--workers", str(WORKERS), "--log-level", "info")
+    proc = factory.start("scale", "--workers", str(WORKERS), "--log-level", "info", "--resync-period", str(RESYNC_S))
     return factory, proc
 
 
@@ -228,12 +235,18 @@ def reconcile_lags(audit: Audit, since: float) -> list[float]:
 # -- the N-rollouts run ---------------------------------------------------------------------------
 
 
-def run_scale(n: int) -> dict[str, Any]:
+def per_rollout_min(events: list[dict[str, Any]], prefix: str, rollouts: int, seconds: float) -> float:
+    """Requests about objects in the namespaces named `prefix-*`, per rollout per minute."""
+    mine = sum(1 for e in events if e["ns"].startswith(prefix + "-") and e["verb"] != "watch")
+    return mine / max(rollouts, 1) / (seconds / 60)
+
+
+def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
     exporter = Exporter()
     traffic = ModelTraffic(exporter)
     for model in (INCUMBENT, CANDIDATE, THIRD):
         traffic.set(model, ok=20)
-    result: dict[str, Any] = {"n": n}
+    result: dict[str, Any] = {"n": n, "settled": settled, "resync_s": RESYNC_S}
     with running_control_plane(audit=True) as plane, PrometheusServer([exporter.port]) as prom:
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         install_crds(api, REPO / "crds")
@@ -255,6 +268,32 @@ def run_scale(n: int) -> dict[str, Any]:
                     }
                 ],
             }
+            if settled:
+                # Adopted at once (no incumbent): Promoted, nothing in flight, no analysis ever due.
+                adopting = {k: v for k, v in spec.items() if k != "incumbent"}
+                settled_keys = bench.create(settled, adopting, "settled")
+                bench.wait_all(
+                    settled_keys, lambda o: (o.get("status") or {}).get("phase") == "Promoted", timeout=60 + settled
+                )
+                time.sleep(5)
+                r0, q0, t0 = proc.reconciles(), prom_queries(prom), time.time()
+                # At least two resyncs of every settled rollout, counted by the controller itself.
+                while proc.reconciles() < r0 + 2 * settled or time.time() - t0 < 2 * RESYNC_S:
+                    time.sleep(1)
+                r1, q1, t1 = proc.reconciles(), prom_queries(prom), time.time()
+                ctrl = bench.audit.between(t0, t1, "modelrollout-controller/")
+                result["settled_window_s"] = t1 - t0
+                result["settled_reconciles"] = r1 - r0
+                result["settled_api_per_rollout_min"] = per_rollout_min(ctrl, "settled", settled, t1 - t0)
+                result["settled_prom_per_rollout_min"] = (q1 - q0) / settled / ((t1 - t0) / 60)
+                result["rss_settled"] = rss_mib(proc.proc.pid)
+                print(
+                    f"  {settled} settled: {r1 - r0} reconciles in {t1 - t0:.0f}s, "
+                    f"{result['settled_api_per_rollout_min']:.4f} API req and "
+                    f"{result['settled_prom_per_rollout_min']:.4f} queries per rollout per minute, "
+                    f"RSS {result['rss_settled']:.0f} MiB",
+                    flush=True,
+                )
             began = time.monotonic()
             keys = bench.create(n, spec, "scale")
             created = time.monotonic() - began
@@ -271,11 +310,22 @@ def run_scale(n: int) -> dict[str, Any]:
             q1, t1 = prom_queries(prom), time.time()
             ctrl = bench.audit.between(t0, t1, "modelrollout-controller/")
             minutes = (t1 - t0) / 60
-            result["api_per_rollout_min"] = len(ctrl) / n / minutes
+            progressing = [e for e in ctrl if e["ns"].startswith("scale-") and e["verb"] != "watch"]
+            result["api_per_rollout_min"] = len(progressing) / n / minutes
             result["api_writes_per_rollout_min"] = (
-                sum(1 for e in ctrl if e["verb"] not in ("get", "list")) / n / minutes
+                sum(1 for e in progressing if e["verb"] not in ("get", "list")) / n / minutes
             )
+            result["api_reads_per_rollout_min"] = (
+                sum(1 for e in progressing if e["verb"] in ("get", "list")) / n / minutes
+            )
+            # Not about one rollout: the lease, and the watches' re-opens.
+            result["api_other_per_min"] = (
+                sum(1 for e in ctrl if e["verb"] == "watch" or not e["ns"].startswith(("scale-", "settled-"))) / minutes
+            )
+            if settled:
+                result["settled_api_per_rollout_min_beside"] = per_rollout_min(ctrl, "settled", settled, t1 - t0)
             result["prom_per_rollout_interval"] = (q1 - q0) / n / ((t1 - t0) / INTERVAL_S)
+            result["prom_per_rollout_min"] = (q1 - q0) / n / minutes
             result["rss_steady"] = rss_mib(proc.proc.pid)
             print(f"  steady: {result['api_per_rollout_min']:.2f} API req/rollout/min", flush=True)
 
@@ -389,17 +439,27 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
 
 def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
     lines = [
-        "| rollouts | all at step 1 (s) | lag p50 (s) | lag p99 (s) | lag max (s) | API req / rollout / min "
-        "| of which writes | Prometheus queries / rollout / interval | RSS steady (MiB) | RSS max (MiB) "
-        "| writes while nothing changed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| progressing | settled | all at step 1 (s) | lag p50 (s) | lag p99 (s) | lag max (s) "
+        "| API req / progressing rollout / min | of which writes | of which reads "
+        "| Prometheus queries / progressing rollout / min (/ interval) "
+        "| API req / settled rollout / min (alone; beside) | Prometheus queries / settled rollout / min "
+        "| other API req / min (lease, watches) | RSS steady (MiB) | RSS max (MiB) | writes while nothing changed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in scale:
-        rss_max = max(r["rss_started"], r["rss_steady"], r["rss_lag"], r["rss_end"])
+        rss_max = max(r["rss_started"], r["rss_steady"], r["rss_lag"], r["rss_end"], r.get("rss_settled", 0))
+        settled = "-"
+        settled_queries = "-"
+        if r.get("settled"):
+            settled = f"{r['settled_api_per_rollout_min']:.3f}; {r['settled_api_per_rollout_min_beside']:.3f}"
+            settled_queries = f"{r['settled_prom_per_rollout_min']:.3f}"
         lines.append(
-            f"| {r['n']} | {r['start_s']:.1f} | {r['lag_p50']:.3f} | {r['lag_p99']:.3f} | {r['lag_max']:.3f} "
-            f"| {r['api_per_rollout_min']:.2f} | {r['api_writes_per_rollout_min']:.2f} "
-            f"| {r['prom_per_rollout_interval']:.2f} | {r['rss_steady']:.0f} | {rss_max:.0f} | {r['idle_writes']} |"
+            f"| {r['n']} | {r.get('settled', 0)} | {r['start_s']:.1f} | {r['lag_p50']:.3f} | {r['lag_p99']:.3f} "
+            f"| {r['lag_max']:.3f} | {r['api_per_rollout_min']:.2f} | {r['api_writes_per_rollout_min']:.2f} "
+            f"| {r['api_reads_per_rollout_min']:.2f} | {r['prom_per_rollout_min']:.2f} ({r['prom_per_rollout_interval']:.2f}) "
+            f"| {settled} "
+            f"| {settled_queries} | {r['api_other_per_min']:.1f} | {r['rss_steady']:.0f} | {rss_max:.0f} "
+            f"| {r['idle_writes']} |"
         )
     if soak is not None:
         lines += [
@@ -420,17 +480,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", default="500x20", help="MxC: M rollouts through C cycles ('' to skip)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--workers", type=int, default=4, help="the controller's --workers (default 4, its default)")
+    parser.add_argument("--settled", type=int, default=0, help="settled rollouts created first, beside each size")
+    parser.add_argument("--resync", type=int, default=30, help="the controller's --resync-period here (default 30)")
     args = parser.parse_args(argv)
-    global WORKERS
-    WORKERS = args.workers
+    global WORKERS, RESYNC_S
+    WORKERS, RESYNC_S = args.workers, args.resync
     print(
-        f"bench-scale on {os.cpu_count()} cores, {WORKERS} workers: sizes {args.sizes}, soak {args.soak or 'skipped'}",
+        f"bench-scale on {os.cpu_count()} cores, {WORKERS} workers, resync {RESYNC_S}s: sizes {args.sizes}, "
+        f"{args.settled} settled beside each, soak {args.soak or 'skipped'}",
         flush=True,
     )
     scale = []
     for n in args.sizes:
         print(f"N={n}", flush=True)
-        scale.append(run_scale(n))
+        scale.append(run_scale(n, args.settled))
     soak = None
     if args.soak:
         m, c = (int(x) for x in args.soak.split("x"))
