@@ -70,6 +70,20 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def component_cpu(plane: ControlPlane, prom: PrometheusServer, proc: ControllerProcess) -> dict[str, float]:
+    pids = {"controller": proc.proc.pid}
+    for name, child in (("kube-apiserver", plane.apiserver), ("etcd", plane.etcd), ("prometheus", prom.proc)):
+        if child is not None:
+            pids[name] = child.pid
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def prom_queries(prom: PrometheusServer) -> float:
     text = httpx.get(f"{prom.url}/metrics", timeout=10).text
     total = 0.0
@@ -305,9 +319,11 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             # Steady window: every rollout holds at step 1 and is analysed every interval.
             window = max(2 * INTERVAL_S, 60)
             time.sleep(5)
-            q0, t0 = prom_queries(prom), time.time()
+            q0, t0, cpu0 = prom_queries(prom), time.time(), component_cpu(plane, prom, proc)
             time.sleep(window)
-            q1, t1 = prom_queries(prom), time.time()
+            q1, t1, cpu1 = prom_queries(prom), time.time(), component_cpu(plane, prom, proc)
+            # Where the cores went in the steady window: CPU seconds per wall second, by process.
+            result["cpu_share"] = {name: (cpu1[name] - cpu0[name]) / (t1 - t0) for name in cpu0}
             ctrl = bench.audit.between(t0, t1, "modelrollout-controller/")
             minutes = (t1 - t0) / 60
             progressing = [e for e in ctrl if e["ns"].startswith("scale-") and e["verb"] != "watch"]
@@ -327,7 +343,12 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             result["prom_per_rollout_interval"] = (q1 - q0) / n / ((t1 - t0) / INTERVAL_S)
             result["prom_per_rollout_min"] = (q1 - q0) / n / minutes
             result["rss_steady"] = rss_mib(proc.proc.pid)
-            print(f"  steady: {result['api_per_rollout_min']:.2f} API req/rollout/min", flush=True)
+            shares = ", ".join(f"{name} {share:.2f}" for name, share in result["cpu_share"].items())
+            print(
+                f"  steady: {result['api_per_rollout_min']:.2f} API req/rollout/min, "
+                f"{result['prom_per_rollout_interval']:.3f} queries/rollout/interval; cores used: {shares}",
+                flush=True,
+            )
 
             # Reconcile lag under a paced stream of spec changes.
             t_lag = time.time()
@@ -443,11 +464,14 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
         "| API req / progressing rollout / min | of which writes | of which reads "
         "| Prometheus queries / progressing rollout / min (/ interval) "
         "| API req / settled rollout / min (alone; beside) | Prometheus queries / settled rollout / min "
-        "| other API req / min (lease, watches) | RSS steady (MiB) | RSS max (MiB) | writes while nothing changed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| other API req / min (lease, watches) | cores used, steady (controller / kube-apiserver / etcd / "
+        "Prometheus) | RSS steady (MiB) | RSS max (MiB) | writes while nothing changed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in scale:
         rss_max = max(r["rss_started"], r["rss_steady"], r["rss_lag"], r["rss_end"], r.get("rss_settled", 0))
+        share = r.get("cpu_share") or {}
+        cores = " / ".join(f"{share.get(k, 0.0):.2f}" for k in ("controller", "kube-apiserver", "etcd", "prometheus"))
         settled = "-"
         settled_queries = "-"
         if r.get("settled"):
@@ -458,7 +482,9 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
             f"| {r['lag_max']:.3f} | {r['api_per_rollout_min']:.2f} | {r['api_writes_per_rollout_min']:.2f} "
             f"| {r['api_reads_per_rollout_min']:.2f} | {r['prom_per_rollout_min']:.2f} ({r['prom_per_rollout_interval']:.2f}) "
             f"| {settled} "
-            f"| {settled_queries} | {r['api_other_per_min']:.1f} | {r['rss_steady']:.0f} | {rss_max:.0f} "
+            f"| {settled_queries} | {r['api_other_per_min']:.1f} "
+            f"| {cores} "
+            f"| {r['rss_steady']:.0f} | {rss_max:.0f} "
             f"| {r['idle_writes']} |"
         )
     if soak is not None:
