@@ -293,6 +293,8 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
                 r0, q0, t0 = proc.reconciles(), prom_queries(prom), time.time()
                 # At least two resyncs of every settled rollout, counted by the controller itself.
                 while proc.reconciles() < r0 + 2 * settled or time.time() - t0 < 2 * RESYNC_S:
+                    if time.time() - t0 > 10 * RESYNC_S:
+                        raise TimeoutError(f"{proc.reconciles() - r0} reconciles of {settled} settled rollouts")
                     time.sleep(1)
                 r1, q1, t1 = proc.reconciles(), prom_queries(prom), time.time()
                 ctrl = bench.audit.between(t0, t1, "modelrollout-controller/")
