@@ -308,6 +308,9 @@ class BuiltinMetric(StrEnum):
     TRUNCATED_OR_ABORTED_RATE = "TruncatedOrAbortedRate"
     OUTPUT_TOKENS_PER_SECOND = "OutputTokensPerSecond"
     COST_PER_1K_OUTPUT_TOKENS = "CostPer1kOutputTokens"
+    # Shadow phase only: the share of mirrored requests on which the candidate's prediction
+    # disagreed with the incumbent's, from the comparator's counters (docs/shadow.md).
+    SHADOW_DISAGREEMENT = "ShadowDisagreement"
 
 
 # Builtins read from an LLM server's metrics, whose names `metric.llmMetrics` may choose.
@@ -559,6 +562,7 @@ _EVENT_BUILTINS = (
     BuiltinMetric.ERROR_RATE,
     BuiltinMetric.LABELLED_ERROR_RATE,
     BuiltinMetric.TRUNCATED_OR_ABORTED_RATE,
+    BuiltinMetric.SHADOW_DISAGREEMENT,
 )
 # Builtins on ground truth: their guardrails are label guardrails even without labelDelay.
 LABELLED_BUILTINS = (BuiltinMetric.LABELLED_ERROR_RATE, BuiltinMetric.LABELLED_LOSS)
@@ -618,6 +622,16 @@ class Guardrail(ApiModel):
             message="segmentBy must differ from the distribution's label (metric.distributionLabel, default le)",
             check=lambda g: g.segment_by is None or g.drift is None or g.segment_by != (g.metric.distribution_label or "le"),
             field_path=".segmentBy",
+        ),
+        Rule(
+            cel="!has(self.metric.builtin) || self.metric.builtin != 'ShadowDisagreement' || "
+            "has(self.absolute) || has(self.sequential)",
+            message="builtin ShadowDisagreement takes an absolute rule (max disagreement rate) or a sequential "
+            "one (against the incumbent's noise floor)",
+            check=lambda g: (
+                g.metric.builtin != BuiltinMetric.SHADOW_DISAGREEMENT or g.absolute is not None or g.sequential is not None
+            ),
+            field_path=".metric.builtin",
         ),
         Rule(
             cel="!self.critical || self.failureTolerance == 0",
@@ -976,6 +990,148 @@ class Webhook(ApiModel):
         return self.type is WebhookType.NOTIFICATION and (self.events is None or event in self.events)
 
 
+# --------------------------------------------------------------------------------------------
+# Shadow phase (docs/shadow.md)
+# --------------------------------------------------------------------------------------------
+
+# The JSON path subset the comparator reads: $ then .field or [index] steps, e.g. $.predictions[0].label.
+PREDICTION_PATH = r"^\$(\.[A-Za-z_][A-Za-z0-9_-]*|\[[0-9]+\])*$"
+
+
+class ComparatorRef(ApiModel):
+    """The comparator's Service: the router mirrors requests to it (it calls both models itself)."""
+
+    service: DnsLabel = Field(description="Service of the comparator, in the rollout's namespace.")
+    port: Port = Field(8080, description="Its port.")
+
+
+class EqualComparison(ApiModel):
+    """Class labels (or any JSON value): the two predictions must be equal."""
+
+    ignore_case: bool = Field(False, description="Compare strings case-insensitively.")
+
+
+class NumericComparison(ApiModel):
+    """Numbers (or lists of numbers, element by element): equal within either tolerance."""
+
+    rules = (
+        Rule(
+            cel="has(self.absolute) || has(self.relative)",
+            message="set absolute, relative or both",
+            check=lambda n: _has(n.absolute) or _has(n.relative),
+        ),
+    )
+
+    absolute: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="|candidate - incumbent| at most this agrees."
+    )
+    relative: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="|candidate - incumbent| at most this times |incumbent| agrees."
+    )
+
+
+class TopKComparison(ApiModel):
+    """Ranked lists: the candidate's first k items must share enough of the incumbent's first k."""
+
+    k: Annotated[int, Field(ge=1, le=1000)] = Field(description="Items of each list compared.")
+    min_overlap: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        description="Share of the incumbent's top k the candidate's top k must contain to agree."
+    )
+    item_path: Annotated[str, Field(max_length=256, pattern=PREDICTION_PATH)] | None = Field(
+        None, description="Within each list item, the path to its identity (default: the item itself)."
+    )
+
+
+class Comparison(ApiModel):
+    """How the comparator decides that two answers agree. A missing path is a disagreement."""
+
+    rules = (
+        Rule(
+            cel="[has(self.equal), has(self.numeric), has(self.topK)].filter(x, x).size() == 1",
+            message="set exactly one of equal, numeric or topK",
+            check=lambda c: _exactly_one(c.equal, c.numeric, c.top_k),
+        ),
+    )
+
+    prediction_path: Annotated[str, Field(max_length=256, pattern=PREDICTION_PATH)] = Field(
+        "$", description="JSON path to the prediction in each model's answer, e.g. $.predictions[0]."
+    )
+    equal: EqualComparison | None = None
+    numeric: NumericComparison | None = None
+    top_k: TopKComparison | None = Field(None, alias="topK")
+
+
+class NoiseFloor(ApiModel):
+    """For non-deterministic models: the incumbent compared with itself on a sample of the same
+    requests; a sequential ShadowDisagreement judges the candidate against that rate."""
+
+    sample: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        description="Share of the compared requests also sent a second time to the incumbent."
+    )
+
+
+def _is_disagreement(g: Guardrail) -> bool:
+    return g.metric.builtin == BuiltinMetric.SHADOW_DISAGREEMENT
+
+
+_CEL_DISAGREEMENT = "has(g.metric.builtin) && g.metric.builtin == 'ShadowDisagreement'"
+
+
+class Shadow(ApiModel):
+    """Before step 1: mirror a share of live requests to the comparator, which asks both models
+    and compares their predictions; users keep getting the incumbent's answers only."""
+
+    rules = (
+        Rule(
+            cel=f"self.guardrails.exists(g, {_CEL_DISAGREEMENT})",
+            message="shadow.guardrails needs a guardrail with builtin ShadowDisagreement",
+            check=lambda s: any(_is_disagreement(g) for g in s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
+            cel="self.guardrails.all(g, self.guardrails.exists_one(h, h.name == g.name))",
+            message="shadow guardrail names must be unique",
+            check=lambda s: len({g.name for g in s.guardrails}) == len(s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
+            cel=f"has(self.noiseFloor) || !self.guardrails.exists(g, has(g.sequential) && {_CEL_DISAGREEMENT})",
+            message="a sequential ShadowDisagreement is judged against the incumbent's noise floor: set noiseFloor",
+            check=lambda s: s.noise_floor is not None
+            or not any(g.sequential is not None and _is_disagreement(g) for g in s.guardrails),
+            field_path=".noiseFloor",
+        ),
+        Rule(
+            cel=f"duration(self.timeout) <= duration('{MAX_TIMEOUT}')",
+            message=f"timeout must be at most {MAX_TIMEOUT}",
+            check=lambda s: _seconds(s.timeout) <= _seconds(MAX_TIMEOUT),
+            field_path=".timeout",
+        ),
+    )
+
+    percent: Annotated[int, Field(ge=1, le=100)] = Field(description="Share of live requests mirrored, in percent.")
+    duration: Duration = Field(
+        description="Least time in shadow; it ends only once every shadow guardrail passed (or one failed)."
+    )
+    comparator: ComparatorRef
+    comparison: Comparison
+    noise_floor: NoiseFloor | None = None
+    guardrails: Annotated[list[Guardrail], Field(min_length=1, max_length=MAX_GUARDRAILS)] = Field(
+        description="Judged on the mirrored traffic during shadow only (ShadowDisagreement, and any other rule)."
+    )
+    max_incumbent_rps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        20,
+        alias="maxIncumbentRPS",
+        description="Cap on the extra requests per second the comparator sends the incumbent; beyond it a "
+        "mirrored request is dropped (counted), never queued.",
+    )
+    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
+        16, description="Comparisons in flight at once; beyond it a mirrored request is dropped (counted)."
+    )
+    timeout: Duration = Field("2s", description="Per model call; a timeout is that model's error.")
+
+
+
 def _unique_webhook_names(spec: ModelRolloutSpec) -> bool:
     names = [w.name for w in spec.webhooks]
     return len(names) == len(set(names))
@@ -1047,6 +1203,25 @@ class ModelRolloutSpec(ApiModel):
             field_path=".candidate.name",
         ),
         Rule(
+            cel="!has(self.shadow) || has(self.traffic.gatewayAPI) || has(self.traffic.istio)",
+            message="shadow needs a router that can mirror requests: traffic.gatewayAPI or traffic.istio "
+            "(kserve, replicas and llmInferenceService cannot)",
+            check=lambda s: s.shadow is None or s.traffic.gateway_api is not None or s.traffic.istio is not None,
+            field_path=".shadow",
+        ),
+        Rule(
+            cel="!has(self.shadow) || duration(self.shadow.duration) < duration(self.analysis.progressDeadline)",
+            message="shadow.duration must be shorter than analysis.progressDeadline",
+            check=lambda s: s.shadow is None or _seconds(s.shadow.duration) < _seconds(s.analysis.progress_deadline),
+            field_path=".shadow.duration",
+        ),
+        Rule(
+            cel=f"!has(self.guardrails) || !self.guardrails.exists(g, {_CEL_DISAGREEMENT})",
+            message="builtin ShadowDisagreement is judged in the shadow phase only: put it in shadow.guardrails",
+            check=lambda s: not any(_is_disagreement(g) for g in s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
             cel="!has(self.webhooks) || self.webhooks.all(w, self.webhooks.exists_one(h, h.name == w.name))",
             message="webhook names must be unique",
             check=_unique_webhook_names,
@@ -1071,6 +1246,9 @@ class ModelRolloutSpec(ApiModel):
     paused: bool = Field(False, description="Hold the rollout where it is (weights stay put) until set back to false.")
     webhooks: Annotated[list[Webhook], Field(max_length=MAX_WEBHOOKS)] = Field(
         default_factory=list, description="Gates, rollback hooks and notifications (docs/webhooks.md)."
+    )
+    shadow: Shadow | None = Field(
+        None, description="A shadow phase before step 1: mirrored requests, compared prediction by prediction."
     )
 
     def expanded_steps(self) -> list[Step]:
@@ -1312,6 +1490,33 @@ class Notifications(ApiModel):
     dropped: Annotated[int, Field(ge=0)] = Field(0, description="Notices dropped undelivered (outbox full).")
 
 
+
+class ShadowState(StrEnum):
+    MIRRORING = "Mirroring"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+
+
+class ShadowStatus(ApiModel):
+    """The shadow phase of this candidate: where it stands and the agreement it stood on."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
+
+    state: ShadowState
+    started: datetime
+    ended: datetime | None = None
+    mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        None, description="Share of requests the router mirrors to the comparator, as read back."
+    )
+    comparisons: float | None = Field(None, description="Mirrored requests both models answered, compared.")
+    disagreements: float | None = None
+    rate: float | None = Field(None, description="disagreements / comparisons.")
+    noise_floor_rate: float | None = Field(None, description="The incumbent's disagreement with itself.")
+    samples_needed: float | None = Field(None, description="Comparisons still needed for a conclusive verdict.")
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
 class ModelRolloutStatus(ApiModel):
     # The decision core edits a deep copy of the status in place; everything else is frozen.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
@@ -1360,6 +1565,7 @@ class ModelRolloutStatus(ApiModel):
         default_factory=list, description="Gates and rollback hooks being asked, with their last answer."
     )
     notifications: Notifications | None = Field(None, description="Verdicts still to be delivered, per receiver.")
+    shadow: ShadowStatus | None = Field(None, description="This candidate's shadow phase (spec.shadow).")
 
 
 class ObjectMeta(ApiModel):

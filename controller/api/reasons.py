@@ -20,6 +20,8 @@ class Reason(StrEnum):
     TRAFFIC_RESTORED = "TrafficRestored"
     # Forward.
     STEP_ADVANCED = "StepAdvanced"
+    # The shadow phase ended in a pass: the canary's step 1 begins (docs/shadow.md).
+    SHADOW_PASSED = "ShadowPassed"
     PROMOTED = "Promoted"
     PROMOTED_BY_USER = "PromotedByUser"
     RESUMED = "Resumed"
