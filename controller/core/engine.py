@@ -47,13 +47,15 @@ from controller.api.models import (
     Phase,
     SegmentEvidence,
     SegmentsStatus,
+    ShadowState,
+    ShadowStatus,
     Step,
     Verdict,
     WebhookType,
     Weights,
 )
 from controller.api.reasons import INCONCLUSIVE, Reason
-from controller.core import budget, hooks, labels
+from controller.core import budget, hooks, labels, shadow
 from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
 ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
@@ -75,6 +77,8 @@ class SetWeights:
     incumbent: ModelRef
     candidate: ModelRef
     weights: Weights
+    # Percent of requests mirrored to the comparator (spec.shadow); 0 removes our mirror.
+    mirror: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class RolloutInput:
     deleting: bool = False
     # What the router read back for the pair in flight; None when nothing is in flight.
     applied: Weights | None = None
+    # Percent the router mirrors to the comparator, read back with `applied` (0: no mirror of ours).
+    mirrored: int | None = None
     # (reason, message) when the route is missing or malformed: traffic stays put.
     router_problem: tuple[str, str] | None = None
     # The judge's verdicts when an analysis ran in this reconcile (see analysis_due), else None.
@@ -136,9 +142,15 @@ def settling(status: ModelRolloutStatus) -> SetWeights | None:
     """A verdict whose weights the router has not confirmed yet: the write still owed."""
     if status.candidate is None:
         return None
-    if status.phase is Phase.PROMOTED and status.previous_incumbent is not None and status.weights != ALL_CANDIDATE:
+    # A mirror left from the shadow phase is owed too: removed at every verdict.
+    mirror = shadow.mirrored(status) > 0
+    if (
+        status.phase is Phase.PROMOTED
+        and status.previous_incumbent is not None
+        and (status.weights != ALL_CANDIDATE or mirror)
+    ):
         return SetWeights(status.previous_incumbent, status.candidate, ALL_CANDIDATE)
-    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and status.weights != ALL_INCUMBENT:
+    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and (status.weights != ALL_INCUMBENT or mirror):
         return SetWeights(status.incumbent, status.candidate, ALL_INCUMBENT)
     return None
 
@@ -151,14 +163,21 @@ def pair_in_flight(status: ModelRolloutStatus) -> tuple[ModelRef, ModelRef] | No
     return (owed.incumbent, owed.candidate) if owed is not None else None
 
 
-def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, applied: Weights | None, now: datetime) -> bool:
-    """Query the metric providers only when an analysis is due at the weights the step wants."""
-    if status.phase is not Phase.PROGRESSING or spec.paused or status.current_step is None or not spec.guardrails:
-        return False
+def analysis_due(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, applied: Weights | None, now: datetime, mirrored: int | None = 0
+) -> bool:
+    """Query the metric providers only when an analysis is due at the weights (and, in shadow, the
+    mirror) the step wants. `spec` is the rollout's; in shadow the shadow's step and guardrails apply."""
     if status.candidate_hash != candidate_hash(spec.candidate):
+        return False
+    wanted_mirror = shadow.wanted_mirror(spec, status)
+    spec = shadow.phase_spec(spec, status)
+    if status.phase is not Phase.PROGRESSING or spec.paused or status.current_step is None or not spec.guardrails:
         return False
     steps = spec.expanded_steps()
     if status.current_step >= len(steps) or applied != Weights.for_candidate(steps[status.current_step].weight):
+        return False
+    if (mirrored or 0) != wanted_mirror:
         return False
     since = status.last_analysis or status.step_started
     return since is None or now >= since + parse_duration(spec.analysis.interval)
@@ -355,9 +374,13 @@ def decide(inp: RolloutInput) -> Outcome:
     return _Decider(inp).run()
 
 
-def record_weights(status: ModelRolloutStatus, weights: Weights, *, now: datetime, generation: int) -> None:
+def record_weights(
+    status: ModelRolloutStatus, weights: Weights, *, now: datetime, generation: int, mirrored: int | None = None
+) -> None:
     """Record what the router read back after acting; a verdict becomes Ready/Stalled only now."""
     status.weights = weights
+    if status.shadow is not None and mirrored is not None:
+        status.shadow.mirror_percent = mirrored
     set_conditions(status, problem=False, now=now, generation=generation)
 
 
@@ -379,14 +402,20 @@ _REASONS = frozenset(Reason)
 class _Decider:
     def __init__(self, inp: RolloutInput) -> None:
         self.inp = inp
-        self.spec = inp.spec
         self.now = inp.now
         self.st = inp.status.model_copy(deep=True)
         if self.st.phase is Phase.PAUSED and self.st.pause_reason is None and self.st.reason in _REASONS:
             # Paused before status.pauseReason existed: then status.reason said why.
             self.st.pause_reason = Reason(self.st.reason)
         self.out = Outcome(status=self.st)
-        self.steps: list[Step] = inp.spec.expanded_steps()
+        self.spec = inp.spec
+        self.steps: list[Step] = []
+        self._use_phase_spec()
+
+    def _use_phase_spec(self) -> None:
+        """The spec in force: in shadow, its one step and its guardrails (core/shadow.py)."""
+        self.spec = shadow.phase_spec(self.inp.spec, self.st)
+        self.steps = self.spec.expanded_steps()
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -395,6 +424,8 @@ class _Decider:
         self._record_hook_outcomes()
         if self.inp.applied is not None and pair_in_flight(self.st) is not None:
             self.st.weights = self.inp.applied
+            if self.st.shadow is not None and self.inp.mirrored is not None:
+                self.st.shadow.mirror_percent = self.inp.mirrored
         if self.inp.deleting:
             self._release()
         elif self._bootstrap():
@@ -475,15 +506,29 @@ class _Decider:
         self.st.guardrails, self.st.last_analysis, self.st.weights, self.st.previous_incumbent = [], None, None, None
         self.st.paused_since, self.st.pause_reason, self.st.rollout_started = None, None, self.now
         self.st.error_budget, self.st.conditions = None, [c for c in self.st.conditions if c.type != "Feasible"]
+        # The last candidate's shadow: its mirror (if still read back) is removed by this rollout's weights.
+        previous_mirror = shadow.mirrored(self.st)
+        self.st.shadow = None
+        self._use_phase_spec()
         if self.spec.candidate.name == incumbent.name:
             self._set_phase(Phase.PROMOTED, Reason.ALREADY_SERVING, f"{incumbent.name} is already the incumbent")
             return
-        self.st.total_steps = len(self.steps)
-        self._enter_step(0)
         reason = Reason.ROLLOUT_RETRIED if retry else Reason.ROLLOUT_STARTED
         verb = "retrying" if retry else "rolling out"
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
-        self._event("Normal", reason, f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
+        shadow_spec = self.inp.spec.shadow
+        if shadow_spec is not None:
+            self.st.shadow = ShadowStatus(state=ShadowState.MIRRORING, started=self.now, mirror_percent=previous_mirror)
+            self._use_phase_spec()
+        self._enter_step(0)
+        if shadow_spec is not None:
+            first = (
+                f"shadow: {shadow_spec.percent}% of requests mirrored to comparator {shadow_spec.comparator.service}, "
+                f"0 users served by {self.spec.candidate.name}"
+            )
+        else:
+            first = f"step 1/{len(self.steps)} at {self.steps[0].weight}%"
+        self._event("Normal", reason, f"{self.st.message}; {first}")
         self._record("start", reason)
         self.st.gates = []
         if self._gate_open(0):
@@ -511,7 +556,9 @@ class _Decider:
             return
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
-        at_step = self.inp.applied == Weights.for_candidate(self._step().weight)
+        at_step = self.inp.applied == Weights.for_candidate(self._step().weight) and (
+            self.inp.mirrored or 0
+        ) == shadow.wanted_mirror(self.inp.spec, self.st)
         at_gate = self._at_gate()
         if ((at_step or at_gate or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
             self.st.phase is Phase.PAUSED
@@ -524,6 +571,8 @@ class _Decider:
         causes, spending = None, None
         if at_step and self.inp.judgements is not None:
             causes, spending = self._record_analysis(self.inp.judgements)
+            if self.st.shadow is not None and shadow.shadowing(self.st):
+                shadow.summarise(self.inp.spec, self.st.shadow, self.st.guardrails)
         verdict = assess(self.spec, self.st, causes, at_weight=at_step, now=self.now, spending=spending)
         self._warn(causes, verdict)
         if verdict.action == "rollback" and verdict.reason:
@@ -734,6 +783,9 @@ class _Decider:
         self._advance_or_finish(step, manual=False, risk=risk)
 
     def _advance_or_finish(self, step: Step, *, manual: bool, risk: str = "") -> None:
+        if shadow.shadowing(self.st):
+            self._end_shadow(manual=manual)
+            return
         index = self.st.current_step or 0
         if index + 1 < len(self.steps):
             self._enter_step(index + 1)
@@ -757,8 +809,36 @@ class _Decider:
             return
         self._promote(by_user=manual)
 
+    def _end_shadow(self, *, manual: bool) -> None:
+        """Shadow passed (or a human moved past it): the canary's step 1 begins, judged by the
+        canary's guardrails on counts from now on; status.shadow keeps the agreement evidence."""
+        assert self.st.shadow is not None
+        self.st.shadow.state, self.st.shadow.ended = ShadowState.PASSED, self.now
+        why = "on a human's request" if manual else "every shadow guardrail passed"
+        agreement = ""
+        if self.st.shadow.rate is not None and self.st.shadow.comparisons is not None:
+            agreement = f" (disagreement {self.st.shadow.rate:.2%} on {self.st.shadow.comparisons:.0f} comparisons)"
+        self._event("Normal", Reason.SHADOW_PASSED, f"shadow passed {why}{agreement}")
+        self._record("shadow-passed", Reason.SHADOW_PASSED, f"{why}{agreement}")
+        self._use_phase_spec()
+        self.st.guardrails, self.st.error_budget, self.st.rollout_started = [], None, self.now
+        self._enter_step(0)
+        first = self.steps[0]
+        self._set_phase(
+            Phase.PROGRESSING,
+            Reason.SHADOW_PASSED,
+            f"shadow passed; step {self._display()}: {first.weight}% to {self._candidate().name}",
+        )
+        if self._gate_open(0):
+            self._set_weights(Weights.for_candidate(first.weight))
+            self.out.requeue_after = WEIGHT_SETTLE
+
     def _promote(self, *, by_user: bool = False) -> None:
         candidate = self._candidate()
+        if shadow.shadowing(self.st):
+            # A human's full promote straight from shadow: the mirror goes with the same write.
+            assert self.st.shadow is not None
+            self.st.shadow.state, self.st.shadow.ended = ShadowState.PASSED, self.now
         self._set_weights(ALL_CANDIDATE)
         self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate
@@ -775,6 +855,11 @@ class _Decider:
             self._pause(reason, f"advisory mode, not rolling back: {message}")
             return
         candidate = self._candidate()
+        if shadow.shadowing(self.st):
+            assert self.st.shadow is not None
+            state = ShadowState.INCONCLUSIVE if reason in INCONCLUSIVE else ShadowState.FAILED
+            self.st.shadow.state, self.st.shadow.ended = state, self.now
+            message = f"in shadow, having served 0 users: {message}"
         self._set_weights(ALL_INCUMBENT)
         evidence: Evidence | SegmentEvidence | None = gs.evidence if gs else None
         if gs is not None and gs.segments is not None and gs.segments.worst and gs.verdict is Verdict.FAIL:
@@ -809,12 +894,17 @@ class _Decider:
         return self.steps[index]
 
     def _display(self) -> str:
+        if shadow.shadowing(self.st):
+            return "shadow"
         return f"{(self.st.current_step or 0) + 1}/{len(self.steps)}"
 
     def _enter_step(self, index: int) -> None:
         self.st.current_step = index
         self.st.total_steps = len(self.steps)
         self.st.step_display = f"{index + 1}/{len(self.steps)}"
+        if shadow.shadowing(self.st):
+            self.st.total_steps = len(self.inp.spec.expanded_steps())
+            self.st.step_display = "shadow"
         self.st.step_started = self.now
         self.st.last_analysis = None
 
@@ -837,7 +927,7 @@ class _Decider:
     def _set_weights(self, weights: Weights) -> None:
         incumbent, candidate = self.st.incumbent, self.st.candidate
         assert incumbent is not None and candidate is not None
-        self.out.actions.append(SetWeights(incumbent, candidate, weights))
+        self.out.actions.append(SetWeights(incumbent, candidate, weights, shadow.wanted_mirror(self.inp.spec, self.st)))
 
     def _pause(self, reason: Reason, message: str) -> None:
         if self.st.paused_since is None:

@@ -280,8 +280,8 @@ CASES: list[Case] = [
         "sequential on a latency builtin",
         guardrail(metric={"builtin": "TimeToFirstTokenP99"}, sequential={}),
         f"{G}.metric",
-        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate or "
-        "TruncatedOrAbortedRate",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate, "
+        "TruncatedOrAbortedRate or ShadowDisagreement",
     ),
     # -- guardrail rules ------------------------------------------------------------------------
     Case(
@@ -486,8 +486,8 @@ CASES: list[Case] = [
         "sequential on LabelledLoss",
         guardrail(metric={"builtin": "LabelledLoss"}, sequential={}),
         f"{G}.metric",
-        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate or "
-        "TruncatedOrAbortedRate",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate, "
+        "TruncatedOrAbortedRate or ShadowDisagreement",
     ),
     Case(
         "onNoData Pass",

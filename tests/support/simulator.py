@@ -25,6 +25,7 @@ from controller.core.engine import (
     record_weights,
 )
 from controller.core.judge import Cause, Judgement
+from controller.core.shadow import phase_spec
 
 JudgeFn = Callable[[str, "Simulator"], Judgement]
 # A webhook's HTTP code for an ask or a notice (None: no answer), as the adapter would report it.
@@ -51,6 +52,9 @@ class Simulator:
     status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
     # Weights on the data plane, per candidate backend: what a router would read back.
     plane: dict[str, Weights] = field(default_factory=dict)
+    # Percent mirrored to the comparator, per candidate backend (spec.shadow), and every mirror written.
+    mirrors: dict[str, int] = field(default_factory=dict)
+    mirror_writes: list[tuple[str, int]] = field(default_factory=list)
     writes: list[tuple[str, int]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     analyses: int = 0
@@ -71,10 +75,13 @@ class Simulator:
         as a controller killed between its status write and its route write would."""
         pair = pair_in_flight(self.status)
         applied = self.plane.get(pair[1].name, Weights(incumbent=100, candidate=0)) if pair else None
+        mirrored = self.mirrors.get(pair[1].name, 0) if pair else None
         judgements = None
-        if analysis_due(self.spec, self.status, applied, self.clock.now()):
+        if analysis_due(self.spec, self.status, applied, self.clock.now(), mirrored):
             self.analyses += 1
-            judgements = {g.name: self.judge(g.name, self) for g in self.spec.guardrails}
+            # In shadow the shadow's guardrails are judged (core/shadow.py), as the reconciler does.
+            in_force = phase_spec(self.spec, self.status)
+            judgements = {g.name: self.judge(g.name, self) for g in in_force.guardrails}
         out = decide(
             RolloutInput(
                 spec=self.spec,
@@ -83,6 +90,7 @@ class Simulator:
                 generation=self.generation,
                 deleting=deleting,
                 applied=applied,
+                mirrored=mirrored,
                 judgements=judgements,
                 requests=Requests(promote=self.promote_request, abort=self.abort_request, retry=self.retry_request),
                 answers=tuple(o for o in self._outcomes if isinstance(o, hooks.GateAnswer)),
@@ -105,8 +113,13 @@ class Simulator:
         for action in [] if crash_before_acting else out.actions:
             self.plane[action.candidate.name] = action.weights
             self.writes.append((action.candidate.name, action.weights.candidate))
+            if action.mirror != self.mirrors.get(action.candidate.name, 0):
+                self.mirror_writes.append((action.candidate.name, action.mirror))
+            self.mirrors[action.candidate.name] = action.mirror
             if out.status.candidate is not None and action.candidate.name == out.status.candidate.name:
-                record_weights(out.status, action.weights, now=self.clock.now(), generation=self.generation)
+                record_weights(
+                    out.status, action.weights, now=self.clock.now(), generation=self.generation, mirrored=action.mirror
+                )
         self.events.extend(out.events)
         self.released = self.released or out.release
         # Persist as the API server would: JSON in, JSON out.

@@ -1,0 +1,81 @@
+"""The shadow phase before step 1, as the engine sees it: one more step, at 0% and mirrored.
+
+During shadow the candidate serves no user: the router keeps 100% of the weight on the incumbent
+and mirrors `spec.shadow.percent` of the requests to the comparator, which asks both models and
+counts their agreement (docs/shadow.md). Rather than a second state machine, the engine runs the
+shadow as a step of its own through the same code that runs canary steps: `phase_spec` gives the
+spec in force, whose only step is {weight 0, hold shadow.duration} and whose guardrails are the
+shadow's. So holds, the no-data/error policies, the inconclusive limit, the progress deadline,
+pauses, gates and human requests mean in shadow what they mean in a canary step, and a controller
+restarted mid-shadow resumes it from status like any step. What is shadow's own: the mirror (a
+step is "at weight" only once the router reads back the mirror too), the end (a pass enters the
+canary's step 1; a failure rolls back a candidate that answered no user) and `status.shadow`, the
+agreement evidence kept after the canary's guardrails replace the shadow's.
+
+Pure: imports only `api/`.
+"""
+
+from __future__ import annotations
+
+from controller.api.models import (
+    AfterLastStep,
+    BuiltinMetric,
+    Canary,
+    GuardrailStatus,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    Phase,
+    ShadowState,
+    ShadowStatus,
+    Step,
+)
+
+ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+
+
+def shadowing(status: ModelRolloutStatus) -> bool:
+    """The rollout of record is in its shadow phase (mirroring, no user traffic on the candidate)."""
+    return status.shadow is not None and status.shadow.state is ShadowState.MIRRORING and status.phase in ACTIVE
+
+
+def phase_spec(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> ModelRolloutSpec:
+    """The spec in force now: in shadow, one step at 0% held `shadow.duration`, judged by the
+    shadow's guardrails; otherwise `spec` itself."""
+    if spec.shadow is None or not shadowing(status):
+        return spec
+    step = Step(weight=0, hold=spec.shadow.duration)
+    canary = Canary(steps=[step], after_last_step=AfterLastStep.PROMOTE)
+    return spec.model_copy(update={"canary": canary, "guardrails": list(spec.shadow.guardrails)})
+
+
+def wanted_mirror(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> int:
+    """Percent of requests the router should mirror to the comparator now: 0 outside shadow."""
+    return spec.shadow.percent if spec.shadow is not None and shadowing(status) else 0
+
+
+def mirrored(status: ModelRolloutStatus) -> int:
+    """Percent mirrored as last read back (0 when never mirrored)."""
+    return (status.shadow.mirror_percent or 0) if status.shadow is not None else 0
+
+
+def summarise(spec: ModelRolloutSpec, shadow: ShadowStatus, guardrails: list[GuardrailStatus]) -> None:
+    """Copy the ShadowDisagreement guardrail's evidence into `shadow` (the first such guardrail):
+    comparisons, disagreements, their rate, the noise floor and the comparisons still needed."""
+    if spec.shadow is None:
+        return
+    names = [g.name for g in spec.shadow.guardrails if g.metric.builtin is BuiltinMetric.SHADOW_DISAGREEMENT]
+    gs = next((g for g in guardrails if names and g.name == names[0]), None)
+    if gs is None:
+        return
+    e = gs.evidence
+    shadow.comparisons = e.candidate_samples
+    shadow.rate = e.candidate_value
+    shadow.disagreements = (
+        round(e.candidate_value * e.candidate_samples)
+        if e.candidate_value is not None and e.candidate_samples is not None
+        else None
+    )
+    guardrail = next(g for g in spec.shadow.guardrails if g.name == names[0])
+    shadow.noise_floor_rate = e.incumbent_value if guardrail.sequential is not None else None
+    shadow.samples_needed = e.samples_needed
+    shadow.message = gs.message[:1024]

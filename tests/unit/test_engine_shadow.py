@@ -1,0 +1,240 @@
+"""The shadow phase before step 1 (core/shadow.py), driven through whole rollouts with a fake clock.
+
+The data plane of the simulator keeps the weights and the mirror per candidate, as a router reads
+them back: the candidate must get no user traffic during shadow, the mirror must be there while
+shadow is judged and gone after every verdict, and a restart mid-shadow resumes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.api.models import Evidence, ModelRolloutSpec, Phase, ShadowState, Verdict
+from controller.core.judge import Cause, Judgement
+from controller.core.shadow import phase_spec, shadowing
+from tests.support.simulator import Simulator, no_data
+
+SHADOW_GUARDRAILS = ("agreement", "shadow-errors")
+
+
+def spec(**shadow_overrides: Any) -> ModelRolloutSpec:
+    return ModelRolloutSpec.model_validate(
+        {
+            "incumbent": {"name": "fraud-v1"},
+            "candidate": {"name": "fraud-v2"},
+            "traffic": {"gatewayAPI": {"httpRoute": "fraud"}},
+            "canary": {"steps": [{"weight": 10, "hold": "1m"}, {"weight": 50, "hold": "1m"}]},
+            "analysis": {"interval": "30s", "progressDeadline": "10m", "inconclusiveLimit": 3},
+            "guardrails": [{"name": "errors", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.01}}],
+            "shadow": {
+                "percent": 20,
+                "duration": "2m",
+                "comparator": {"service": "fraud-comparator"},
+                "comparison": {"predictionPath": "$.label", "equal": {}},
+                "guardrails": [
+                    {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "absolute": {"max": 0.02}},
+                    {"name": "shadow-errors", "metric": {"builtin": "ErrorRate"}, "absolute": {"max": 0.01}},
+                ],
+                **shadow_overrides,
+            },
+        }
+    )
+
+
+def disagreement(rate: float, comparisons: float = 500) -> Judgement:
+    verdict = Verdict.PASS if rate <= 0.02 else Verdict.FAIL
+    evidence = Evidence(candidate_value=rate, candidate_samples=comparisons, bound="<= 0.02", limit=0.02)
+    return Judgement(verdict, f"disagreement {rate:g}", evidence)
+
+
+def judge_with(shadow_rate: float | None) -> Any:
+    """Shadow guardrails see `shadow_rate` (None: no data); the canary's pass."""
+
+    def judge(name: str, sim: Simulator) -> Judgement:
+        if name == "agreement":
+            return no_data(name, sim) if shadow_rate is None else disagreement(shadow_rate)
+        return Judgement(Verdict.PASS, "ok")
+
+    return judge
+
+
+def test_a_candidate_that_agrees_passes_shadow_then_walks_the_canary() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.005))
+    sim.run(until=lambda s: s.status.phase is not Phase.PROGRESSING or not shadowing(s.status))
+    # During shadow: 0% to the candidate, 20% mirrored; then step 1 at 10% with the mirror removed.
+    assert sim.candidate_weights("fraud-v2")[0] == 0
+    assert sim.mirror_writes[0] == ("fraud-v2", 20)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.candidate_weights("fraud-v2") == [0, 10, 50, 100]
+    assert sim.mirror_writes == [("fraud-v2", 20), ("fraud-v2", 0)]
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
+    assert sim.status.shadow.rate == 0.005 and sim.status.shadow.comparisons == 500
+    assert [e.reason for e in sim.events] == ["RolloutStarted", "ShadowPassed", "StepAdvanced", "Promoted"]
+
+
+def test_shadow_lasts_at_least_its_duration() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.status.shadow is not None and s.status.shadow.state is ShadowState.PASSED)
+    shadow = sim.status.shadow
+    assert shadow is not None and shadow.ended is not None
+    assert (shadow.ended - shadow.started).total_seconds() >= 120
+
+
+def test_a_candidate_that_disagrees_is_rolled_back_in_shadow_having_served_no_user() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.06))
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK
+    assert sim.status.reason == "GuardrailFailed"
+    # The candidate's weight never left 0: it answered no user. The mirror went with the verdict.
+    assert set(sim.candidate_weights("fraud-v2")) == {0}
+    assert sim.mirrors["fraud-v2"] == 0
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.FAILED
+    assert sim.status.shadow.rate == 0.06
+    failed = sim.status.failed_candidates[-1]
+    assert failed.guardrail == "agreement" and failed.observed == 0.06 and failed.verdict is Verdict.FAIL
+    assert "in shadow, having served 0 users" in failed.message
+    assert {c.type: c.status for c in sim.status.conditions}["Stalled"] == "True"
+
+
+def test_no_comparisons_is_never_a_pass() -> None:
+    sim = Simulator(spec(), judge=judge_with(None))
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK
+    assert sim.status.reason in ("InconclusiveLimitExceeded", "ProgressDeadlineExceeded")
+    assert set(sim.candidate_weights("fraud-v2")) == {0}
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.INCONCLUSIVE
+    assert sim.status.failed_candidates[-1].verdict is Verdict.INCONCLUSIVE
+    assert sim.mirrors["fraud-v2"] == 0
+
+
+def test_shadow_is_judged_only_once_the_mirror_is_read_back() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.reconcile()  # start: asks for 0% and the mirror
+    sim.mirrors["fraud-v2"] = 0  # the route lost the mirror (another writer, a failed write)
+    for _ in range(4):
+        sim.advance(30)
+        out = sim.reconcile()
+        # Not at the step's routing: the mirror is asked for again, nothing is judged.
+        if sim.mirrors["fraud-v2"] == 20:
+            break
+    assert sim.analyses == 0
+    assert out.actions and out.actions[-1].mirror == 20
+
+
+def test_only_shadow_guardrails_are_judged_in_shadow_and_only_the_canarys_after() -> None:
+    judged: list[tuple[str, str]] = []
+
+    def judge(name: str, sim: Simulator) -> Judgement:
+        judged.append(("shadow" if shadowing(sim.status) else "canary", name))
+        return disagreement(0.0) if name == "agreement" else Judgement(Verdict.PASS, "ok")
+
+    sim = Simulator(spec(), judge=judge)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert {n for where, n in judged if where == "shadow"} == set(SHADOW_GUARDRAILS)
+    assert {n for where, n in judged if where == "canary"} == {"errors"}
+
+
+def test_a_restart_mid_shadow_resumes_it() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 2)
+    # A controller killed between its status write and its route write: the next one carries on.
+    sim.advance(30)
+    sim.reconcile(crash_before_acting=True)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.candidate_weights("fraud-v2")[0] == 0
+
+
+def test_abort_in_shadow_removes_the_mirror() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.abort_request = "now"
+    sim.reconcile()
+    assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "AbortedByUser"
+    assert sim.mirrors["fraud-v2"] == 0 and set(sim.candidate_weights("fraud-v2")) == {0}
+
+
+def test_deleting_in_shadow_removes_the_mirror() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    out = sim.reconcile(deleting=True)
+    assert out.release and sim.mirrors["fraud-v2"] == 0
+
+
+def test_a_new_candidate_mid_shadow_starts_its_own_shadow() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    first = sim.status.shadow
+    sim.spec = sim.spec.model_copy(update={"candidate": sim.spec.candidate.model_copy(update={"name": "fraud-v3"})})
+    sim.advance(1)
+    sim.reconcile()
+    assert sim.mirrors["fraud-v2"] == 0 and sim.mirrors["fraud-v3"] == 20
+    assert sim.status.shadow is not None and first is not None and sim.status.shadow.started > first.started
+
+
+def test_a_humans_promote_in_shadow_skips_to_step_one_not_to_100() -> None:
+    sim = Simulator(spec(), judge=judge_with(None))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.promote_request = "one"
+    sim.reconcile()
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
+    assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-v2"] == 0
+    assert sim.status.phase is Phase.PROGRESSING and sim.status.current_step == 0
+
+
+def test_a_full_promote_in_shadow_removes_the_mirror() -> None:
+    sim = Simulator(spec(), judge=judge_with(None))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.promote_request = "full-now"
+    sim.reconcile()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.plane["fraud-v2"].candidate == 100 and sim.mirrors["fraud-v2"] == 0
+
+
+def test_status_says_shadow_and_the_phase_spec_is_the_shadows() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.reconcile()
+    assert sim.status.step_display == "shadow"
+    in_force = phase_spec(sim.spec, sim.status)
+    assert [g.name for g in in_force.guardrails] == list(SHADOW_GUARDRAILS)
+    assert [(s.weight, s.hold) for s in in_force.expanded_steps()] == [(0, "2m")]
+    assert sim.status.total_steps == 2
+
+
+def test_a_rollout_without_shadow_never_mirrors() -> None:
+    body = spec().wire()
+    del body["shadow"]
+    sim = Simulator(ModelRolloutSpec.model_validate(body), judge=judge_with(0.0))
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED and sim.mirror_writes == [] and sim.status.shadow is None
+
+
+def test_inconclusive_agreement_pauses_with_policy_pause() -> None:
+    s = spec(
+        guardrails=[
+            {
+                "name": "agreement",
+                "metric": {"builtin": "ShadowDisagreement"},
+                "absolute": {"max": 0.02},
+                "onNoData": "Pause",
+            }
+        ]
+    )
+    sim = Simulator(s, judge=judge_with(None))
+    sim.run(until=lambda x: x.status.phase is Phase.PAUSED)
+    assert sim.status.pause_reason == "GuardrailInconclusive"
+    assert set(sim.candidate_weights("fraud-v2")) == {0} and sim.mirrors["fraud-v2"] == 20
+
+
+def test_insufficient_comparisons_wait_and_never_pass() -> None:
+    def few(name: str, sim: Simulator) -> Judgement:
+        if name == "agreement":
+            return Judgement(Verdict.INCONCLUSIVE, "12 of 100 comparisons", cause=Cause.INSUFFICIENT)
+        return Judgement(Verdict.PASS, "ok")
+
+    sim = Simulator(spec(), judge=few)
+    sim.run()
+    assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "ProgressDeadlineExceeded"
+    assert set(sim.candidate_weights("fraud-v2")) == {0}
