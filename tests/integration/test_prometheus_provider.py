@@ -487,3 +487,53 @@ def test_grouped_prediction_buckets_by_region(
     # A series without the bucket label is no data, as for vector().
     plain = provider.grouped(f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now())
     assert plain.status is NO_DATA and "lacks the label 'le'" in plain.message
+
+
+SHADOW = "modelrollout_shadow_comparisons_total"
+
+
+def test_shadow_disagreement_builtin_reads_the_candidate_and_the_noise_floor_apart(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """The comparator's counter (controller/comparator): variant candidate is the candidate against
+    the incumbent, variant incumbent the incumbent against itself; errors are never comparisons."""
+    incumbent = model + "-incumbent"
+
+    def labels(judged: str, variant: str, outcome: str) -> dict[str, str]:
+        return {
+            "namespace": "default", "rollout": "r", "model": judged, "reference": incumbent, "variant": variant,
+            "outcome": outcome,
+        }  # fmt: skip
+
+    series = [
+        (model, "candidate", "agree"), (model, "candidate", "disagree"), (model, "candidate", "candidate_error"),
+        (incumbent, "incumbent", "agree"),
+    ]  # fmt: skip
+    with exporter.atomically():
+        for s in series:
+            exporter.set_counter(SHADOW, labels(*s), 0)
+    prometheus.wait_for(f'count_over_time({SHADOW}{{reference="{incumbent}"}}[{WINDOW}]) >= 2', has(4), timeout=60)
+    with exporter.atomically():
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "agree"), 90)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "disagree"), 10)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "candidate_error"), 50)
+        exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "agree"), 40)
+    metric = BuiltinMetric.SHADOW_DISAGREEMENT
+    prometheus.wait_for(builtin(metric, model, "value"), lambda r: bool(r) and float(r[0]["value"][1]) > 0)
+    prometheus.wait_for(builtin(metric, incumbent, "total", "incumbent"), lambda r: bool(r) and values(r)[""] > 0)
+
+    at = now()
+    rate = provider.scalar(builtin(metric, model, "value"), at=at)
+    errors = provider.scalar(builtin(metric, model, "errors"), at=at)
+    total = provider.scalar(builtin(metric, model, "total"), at=at)
+    floor_errors = provider.scalar(builtin(metric, incumbent, "errors", "incumbent"), at=at)
+    floor_total = provider.scalar(builtin(metric, incumbent, "total", "incumbent"), at=at)
+    nothing = provider.scalar(builtin(metric, model + "-never-compared", "value"), at=at)
+
+    assert rate.status is OK and rate.value == pytest.approx(0.10)
+    assert errors.value is not None and total.value is not None and errors.value / total.value == pytest.approx(0.10)
+    # The candidate's 50 errors are not comparisons: 100 compared (extrapolated alike), not 150.
+    assert total.value < 150 * 0.9
+    assert floor_errors.status is OK and floor_errors.value == 0.0
+    assert floor_total.value is not None and floor_total.value >= 40 - 1e-9
+    assert nothing.status is NO_DATA
