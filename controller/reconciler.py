@@ -31,6 +31,7 @@ from controller.core.engine import (
     with_problem,
 )
 from controller.core.judge import Judgement
+from controller.core.shadow import phase_spec
 from controller.kube.errors import NotFound
 from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
@@ -94,13 +95,14 @@ class Reconciler:
 
         now = self.clock.now()
         spec, status = rollout.spec, rollout.status
-        applied, route_problem = self._read_route(namespace, name, spec, status)
+        applied, mirrored, route_problem = self._read_route(namespace, name, spec, status)
         judgements: dict[str, Judgement] | None = None
         pair = pair_in_flight(status)
-        if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
+        if pair is not None and route_problem is None and analysis_due(spec, status, applied, now, mirrored):
             provider = self.providers.for_rollout(namespace, spec.provider)
+            # In shadow the shadow's guardrails are judged (core/shadow.py).
             judgements = observe_and_judge(
-                spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now
+                spec=phase_spec(spec, status), status=status, provider=provider, namespace=namespace, pair=pair, now=now
             )
         answers, deliveries = self.webhooks.take(namespace, name) if self.webhooks is not None else ((), ())
         outcome = decide(
@@ -111,6 +113,7 @@ class Reconciler:
                 generation=rollout.metadata.generation,
                 deleting=deleting,
                 applied=applied,
+                mirrored=mirrored,
                 router_problem=route_problem,
                 judgements=judgements,
                 requests=Requests(
@@ -161,23 +164,40 @@ class Reconciler:
     # -- read -----------------------------------------------------------------------------------
 
     def _target(
-        self, namespace: str, name: str, spec: ModelRolloutSpec, incumbent: ModelRef, candidate: ModelRef
+        self,
+        namespace: str,
+        name: str,
+        spec: ModelRolloutSpec,
+        status: ModelRolloutStatus,
+        incumbent: ModelRef,
+        candidate: ModelRef,
     ) -> RouteTarget:
+        # The comparator the shadow of record mirrored to (so its mirror is found and removed even
+        # if spec.shadow changed since), else the spec's.
+        comparator = status.shadow.comparator if status.shadow is not None else None
+        if comparator is None and spec.shadow is not None:
+            comparator = spec.shadow.comparator
         return RouteTarget(
-            namespace=namespace, rollout=name, traffic=spec.traffic, incumbent=incumbent, candidate=candidate
+            namespace=namespace,
+            rollout=name,
+            traffic=spec.traffic,
+            incumbent=incumbent,
+            candidate=candidate,
+            comparator=comparator,
         )
 
     def _read_route(
         self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
-    ) -> tuple[Weights | None, tuple[str, str] | None]:
+    ) -> tuple[Weights | None, int | None, tuple[str, str] | None]:
         pair = pair_in_flight(status)
         if pair is None:
-            return None, None
+            return None, None, None
         try:
             router = router_for(spec.traffic, self.objects, self.clock)
-            return router.applied(self._target(namespace, name, spec, *pair)), None
+            weights, mirrored = router.routing(self._target(namespace, name, spec, status, *pair))
+            return weights, mirrored, None
         except RouterProblem as problem:
-            return None, (problem.reason, problem.message)
+            return None, None, (problem.reason, problem.message)
 
     # -- act and persist ------------------------------------------------------------------------
 
@@ -192,9 +212,10 @@ class Reconciler:
         status = outcome.status
         for action in outcome.actions:
             self._guard()
-            target = self._target(namespace, name, spec, action.incumbent, action.candidate)
+            target = self._target(namespace, name, spec, status, action.incumbent, action.candidate)
             try:
-                read_back = router_for(spec.traffic, self.objects, self.clock).apply(target, action.weights)
+                router = router_for(spec.traffic, self.objects, self.clock)
+                read_back, mirrored = router.apply_routing(target, action.weights, action.mirror)
             except RouterProblem as problem:
                 if outcome.release:
                     bound.warning("could not restore traffic on deletion", reason=problem.reason, error=problem.message)
@@ -209,7 +230,13 @@ class Reconciler:
                 candidate=read_back.candidate,
             )
             if status.candidate is not None and action.candidate.name == status.candidate.name:
-                record_weights(status, read_back, now=self.clock.now(), generation=status.observed_generation or 0)
+                record_weights(
+                    status,
+                    read_back,
+                    now=self.clock.now(),
+                    generation=status.observed_generation or 0,
+                    mirrored=mirrored,
+                )
         return None
 
     def _emit(self, obj: dict[str, Any], events: list[Event], step: str | None, bound: Any) -> None:

@@ -1506,6 +1506,9 @@ class ShadowStatus(ApiModel):
     state: ShadowState
     started: datetime
     ended: datetime | None = None
+    comparator: ComparatorRef | None = Field(
+        None, description="Where the mirror points, kept so it is removed even if spec.shadow changes."
+    )
     mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(
         None, description="Share of requests the router mirrors to the comparator, as read back."
     )

@@ -518,7 +518,12 @@ class _Decider:
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
         shadow_spec = self.inp.spec.shadow
         if shadow_spec is not None:
-            self.st.shadow = ShadowStatus(state=ShadowState.MIRRORING, started=self.now, mirror_percent=previous_mirror)
+            self.st.shadow = ShadowStatus(
+                state=ShadowState.MIRRORING,
+                started=self.now,
+                comparator=shadow_spec.comparator,
+                mirror_percent=previous_mirror,
+            )
             self._use_phase_spec()
         self._enter_step(0)
         if shadow_spec is not None:

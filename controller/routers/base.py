@@ -7,6 +7,12 @@ plans, patches in order, re-reads and re-plans when it lost a race with another 
 the API server's NotFound and Forbidden into the problems a human must fix. So every router
 writes only on change, reports what it read back (the engine records only that), and fails the
 same way.
+
+Mirroring (spec.shadow, docs/shadow.md) is a second, optional part of a plan: a `MirrorPlan` also
+reads and plans the share of requests mirrored to the comparator. It is written in the same
+`apply` as the weights, after them, with the same care (conditional patches, read back, what the
+user wrote left alone). A router without it cannot mirror: asking it to is a RouterProblem, and
+asking it for no mirror is nothing to do.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from controller.api.models import ModelRef, Traffic, Weights
+from controller.api.models import ComparatorRef, ModelRef, Traffic, Weights
 from controller.core.clock import Clock
 from controller.kube.errors import Conflict, Forbidden, Invalid, NotFound
 from controller.kube.objects import Objects, Resource
@@ -39,6 +45,9 @@ class RouteTarget:
     traffic: Traffic
     incumbent: ModelRef
     candidate: ModelRef
+    # Where mirrored requests go (the shadow's comparator), to add or remove our mirror; None:
+    # this rollout never mirrored, so there is no mirror of ours to read or remove.
+    comparator: ComparatorRef | None = None
 
 
 class RouterProblem(Exception):
@@ -113,6 +122,19 @@ class RouterPlan(Protocol):
         ...
 
 
+@runtime_checkable
+class MirrorPlan(Protocol):
+    """What a router that can mirror adds to its RouterPlan: pure functions too."""
+
+    def mirrored(self, target: RouteTarget, objects: list[KubeObject]) -> int:
+        """Percent of requests these objects mirror to `target.comparator` (0: no mirror of ours)."""
+        ...
+
+    def mirror_patches(self, target: RouteTarget, objects: list[KubeObject], percent: int) -> list[Patch]:
+        """The writes that make our mirror `percent` (0: remove it); none when it is there."""
+        ...
+
+
 class TrafficRouter:
     """Any RouterPlan against the API server: the only place a router reads or writes."""
 
@@ -121,15 +143,32 @@ class TrafficRouter:
 
     def applied(self, target: RouteTarget) -> Weights:
         """The weights the data plane has now. Raises RouterProblem, or KubeError for API failures."""
-        return self.plan.weights(target, self._read(self.plan.objects(target)))
+        return self.routing(target)[0]
+
+    def routing(self, target: RouteTarget) -> tuple[Weights, int]:
+        """The weights, and the percent mirrored to the comparator, the data plane has now."""
+        objects = self._read(self.plan.objects(target))
+        return self.plan.weights(target, objects), self._mirrored(target, objects)
 
     def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        """Set the weights (no write when they are already set) and return what was read back.
+        """Set the weights (no write when they are already set) and return what was read back;
+        a mirror of ours is removed with them (see apply_routing)."""
+        return self.apply_routing(target, weights, 0)[0]
+
+    def apply_routing(self, target: RouteTarget, weights: Weights, mirror: int) -> tuple[Weights, int]:
+        """Set the weights, then our mirror to `mirror` percent (0: none); return both as read back.
 
         A 409 or 422 answer means the object changed since our read (a `test` op or the
         resourceVersion no longer holds): read again and re-plan at once, since the new state is
         already there to read. If it keeps changing, the error goes to the work queue's back-off.
         """
+        mirror_plan = self.plan if isinstance(self.plan, MirrorPlan) else None
+        if mirror > 0 and (mirror_plan is None or target.comparator is None):
+            raise RouterProblem(
+                "MirrorNotSupported",
+                f"rollout {target.rollout}: this router cannot mirror requests; spec.shadow needs traffic.gatewayAPI "
+                "or traffic.istio",
+            )
         retrying = Retrying(
             stop=stop_after_attempt(PATCH_ATTEMPTS), retry=retry_if_exception_type((Conflict, Invalid)), reraise=True
         )
@@ -139,9 +178,18 @@ class TrafficRouter:
                 objects = self._read(refs)
                 for patch in self.plan.patches(target, objects, weights, self._clock.now()):
                     objects[patch.index] = self._write(refs[patch.index], patch)
+                if mirror_plan is not None and target.comparator is not None:
+                    # Planned on the objects as the weight writes left them (their test ops hold).
+                    for patch in mirror_plan.mirror_patches(target, objects, mirror):
+                        objects[patch.index] = self._write(refs[patch.index], patch)
                 # What the API server stored, not what we asked for (an admission webhook may differ).
-                return self.plan.weights(target, objects)
+                return self.plan.weights(target, objects), self._mirrored(target, objects)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _mirrored(self, target: RouteTarget, objects: list[KubeObject]) -> int:
+        if target.comparator is None or not isinstance(self.plan, MirrorPlan):
+            return 0
+        return self.plan.mirrored(target, objects)
 
     def _read(self, refs: list[ObjectRef]) -> list[KubeObject]:
         objects = []
