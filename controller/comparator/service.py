@@ -1,0 +1,382 @@
+"""The comparator: turns mirrored requests into agreement counts, and never answers a user.
+
+One comparator serves one rollout (docs/shadow.md). The router mirrors a share of the live
+requests to it; for each, it sends the same request to the incumbent and to the candidate of the
+rollout's shadow of record (read from the rollout with read-only RBAC, `RolloutPairs`), compares
+the two predictions by the rollout's `spec.shadow.comparison` (compare.py), and counts the
+outcome in Prometheus counters per rollout and model pair. On a sample of the requests
+(`spec.shadow.noiseFloor.sample`) it asks the incumbent a second time and counts the incumbent
+against itself (variant `incumbent`): the noise floor a sequential ShadowDisagreement judges the
+candidate against. The mirror sender (the gateway, which discards the answer) gets 204 with no
+body: a model's answer never leaves the comparator.
+
+It protects the incumbent, which serves real users: a token bucket caps the extra requests per
+second sent to it (`maxIncumbentRPS`), at most `maxConcurrency` comparisons are in flight, and a
+model call that takes longer than `timeout` is that model's error. A request beyond either cap
+is dropped at once and counted, never queued: a queue would turn a burst into a late, unbounded
+load on the incumbent. Outside the shadow phase (no pair of record) requests are dropped too.
+
+Every request received is written to the request log, when one is given, with its outcome: the
+end-to-end suite checks the counters against it (nothing lost, nothing counted twice).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from controller.api.duration import parse_duration
+from controller.api.models import Comparison, ModelRef, ModelRollout, ShadowState
+from controller.comparator.compare import compare
+
+# Candidate minus incumbent latency, seconds: both signs matter.
+LATENCY_BUCKETS = (-5.0, -1.0, -0.5, -0.25, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+# Headers passed on to the models: what a prediction can depend on, nothing hop-by-hop.
+FORWARDED = ("content-type", "accept", "authorization")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """What the comparator compares now: the rollout's shadow of record and its settings."""
+
+    namespace: str
+    rollout: str
+    incumbent: ModelRef
+    candidate: ModelRef
+    comparison: Comparison
+    noise_sample: float | None
+    max_incumbent_rps: int
+    max_concurrency: int
+    timeout: float
+
+
+def pair_of(rollout: ModelRollout) -> Pair | None:
+    """The pair to compare, or None outside the shadow phase (nothing to compare: drop)."""
+    spec, status = rollout.spec, rollout.status
+    if (
+        spec.shadow is None
+        or status.shadow is None
+        or status.shadow.state is not ShadowState.MIRRORING
+        or status.incumbent is None
+        or status.candidate is None
+    ):
+        return None
+    shadow = spec.shadow
+    return Pair(
+        namespace=rollout.metadata.namespace,
+        rollout=rollout.metadata.name,
+        incumbent=status.incumbent,
+        candidate=status.candidate,
+        comparison=shadow.comparison,
+        noise_sample=shadow.noise_floor.sample if shadow.noise_floor is not None else None,
+        max_incumbent_rps=shadow.max_incumbent_rps,
+        max_concurrency=shadow.max_concurrency,
+        timeout=parse_duration(shadow.timeout).total_seconds(),
+    )
+
+
+class RolloutPairs:
+    """The pair of the rollout of record, read at most every `refresh` seconds (a cache of the
+    API server's answer; a failed read keeps no pair: never compare a pair that may be over)."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]], *, refresh: float = 2.0) -> None:
+        self._read, self._refresh = read, refresh
+        self._lock = threading.Lock()
+        self._pair: Pair | None = None
+        self._at = -float("inf")
+
+    def __call__(self) -> Pair | None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at >= self._refresh:
+                self._at = now
+                try:
+                    self._pair = pair_of(ModelRollout.model_validate(self._read()))
+                except Exception:  # any failure to read means: no pair known
+                    self._pair = None
+            return self._pair
+
+
+class TokenBucket:
+    """At most `rate` takes per second on average, `rate` at once (a burst of one second)."""
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self._clock = rate, clock
+        self._tokens, self._at = rate, clock()
+        self._lock = threading.Lock()
+
+    def take(self, n: int = 1) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= n:
+                self._tokens -= n
+                return True
+            return False
+
+
+class ModelUrls:
+    """Where each model is served: `overrides` by model name, else `template` filled with the
+    model's Service (backend.service or its name), port (backend.port or `port`) and namespace."""
+
+    def __init__(self, template: str, *, port: int = 8080, overrides: dict[str, str] | None = None) -> None:
+        self.template, self.port, self.overrides = template, port, dict(overrides or {})
+
+    def __call__(self, model: ModelRef, namespace: str) -> str:
+        if model.name in self.overrides:
+            return self.overrides[model.name].rstrip("/")
+        backend = model.backend
+        service = (backend.service if backend is not None else None) or model.name
+        port = (backend.port if backend is not None else None) or self.port
+        return self.template.format(service=service, port=port, namespace=namespace).rstrip("/")
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        pair = ["namespace", "rollout", "model", "reference", "variant"]
+        self.comparisons = Counter(
+            "modelrollout_shadow_comparisons",
+            "Mirrored requests by outcome: agree, disagree, candidate_error, incumbent_error. model is judged "
+            "against reference; variant incumbent is the incumbent against itself (the noise floor).",
+            [*pair, "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "modelrollout_shadow_latency_difference_seconds",
+            "Candidate minus incumbent latency on the same mirrored request, when both answered.",
+            ["namespace", "rollout", "model", "reference"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.received = Counter(
+            "modelrollout_shadow_received", "Mirrored requests received.", ["namespace", "rollout"], registry=registry
+        )
+        self.dropped = Counter(
+            "modelrollout_shadow_dropped",
+            "Mirrored requests not compared: not_shadowing, concurrency, incumbent_rate.",
+            ["namespace", "rollout", "reason"],
+            registry=registry,
+        )
+
+
+class Comparator:
+    """The comparison of one mirrored request at a time, thread-safe; the HTTP server calls `handle`."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        rollout: str,
+        pairs: Callable[[], Pair | None],
+        urls: ModelUrls,
+        registry: CollectorRegistry,
+        request_log: Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.namespace, self.rollout, self.pairs, self.urls = namespace, rollout, pairs, urls
+        self.metrics = Metrics(registry)
+        # Counted before any request, so increase() sees the first ones (a series born with its
+        # first increment hides it from increase()).
+        self.metrics.received.labels(namespace, rollout)
+        for reason in ("not_shadowing", "concurrency", "incumbent_rate"):
+            self.metrics.dropped.labels(namespace, rollout, reason)
+        self._client = httpx.Client(transport=transport, follow_redirects=False)
+        self._calls = ThreadPoolExecutor(max_workers=64, thread_name_prefix="comparator-call")
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._bucket: TokenBucket | None = None
+        self._random = random.Random(seed)
+        self._log_lock = threading.Lock()
+        self._log = request_log.open("a", encoding="utf-8") if request_log is not None else None
+        self._seq = 0
+        self._seen_pairs: set[tuple[str, str]] = set()
+
+    def close(self) -> None:
+        self._calls.shutdown(wait=True)
+        self._client.close()
+        if self._log is not None:
+            self._log.close()
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """Compare one mirrored request; return its log entry (also written to the request log)."""
+        with self._lock:
+            self._seq += 1
+            entry: dict[str, Any] = {"seq": self._seq, "method": method, "path": path}
+        self.metrics.received.labels(self.namespace, self.rollout).inc()
+        pair = self.pairs()
+        if pair is None:
+            return self._drop(entry, "not_shadowing")
+        with self._slot(pair) as admitted:
+            if not admitted:
+                return self._drop(entry, "concurrency")
+            bucket = self._bucket_for(pair)
+            if not bucket.take(1):
+                return self._drop(entry, "incumbent_rate")
+            noise = pair.noise_sample is not None and self._random.random() < pair.noise_sample
+            # The noise floor's second incumbent call is extra load too: only within the cap.
+            noise = noise and bucket.take(1)
+            self._initialise(pair)
+            return self._compare(pair, entry, method, path, headers, body, noise=noise)
+
+    def _compare(
+        self, pair: Pair, entry: dict[str, Any], method: str, path: str, headers: dict[str, str], body: bytes, *, noise: bool
+    ) -> dict[str, Any]:
+        forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
+
+        def call(model: ModelRef) -> Answer:
+            return self._call(model, pair, method, path, forwarded, body)
+
+        candidate = self._calls.submit(call, pair.candidate)
+        again = self._calls.submit(call, pair.incumbent) if noise else None
+        incumbent = call(pair.incumbent)
+        cand = candidate.result()
+        entry["model"], entry["reference"] = pair.candidate.name, pair.incumbent.name
+        entry["outcome"], entry["why"] = self._count(pair, "candidate", pair.candidate, incumbent, cand)
+        if incumbent.error is None and cand.error is None:
+            labels = (pair.namespace, pair.rollout, pair.candidate.name, pair.incumbent.name)
+            self.metrics.latency.labels(*labels).observe(cand.seconds - incumbent.seconds)
+        if again is not None:
+            entry["noise"], entry["noise_why"] = self._count(pair, "incumbent", pair.incumbent, incumbent, again.result())
+        return self._write(entry)
+
+    def _count(self, pair: Pair, variant: str, model: ModelRef, reference: Answer, judged: Answer) -> tuple[str, str]:
+        if reference.error is not None:
+            outcome, why = "incumbent_error", reference.error
+        elif judged.error is not None:
+            outcome, why = ("candidate_error" if variant == "candidate" else "incumbent_error"), judged.error
+        else:
+            agreement = compare(pair.comparison, reference.body, judged.body)
+            outcome, why = ("agree" if agreement.agree else "disagree"), agreement.why
+        self.metrics.comparisons.labels(
+            pair.namespace, pair.rollout, model.name, pair.incumbent.name, variant, outcome
+        ).inc()
+        return outcome, why
+
+    def _call(
+        self, model: ModelRef, pair: Pair, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> Answer:
+        url = self.urls(model, pair.namespace) + path
+        started = time.perf_counter()
+        try:
+            response = self._client.request(method, url, headers=headers, content=body, timeout=pair.timeout)
+        except httpx.TimeoutException:
+            return Answer(error=f"timeout after {pair.timeout:g}s")
+        except httpx.HTTPError as exc:
+            return Answer(error=f"{type(exc).__name__}: {exc}"[:200])
+        seconds = time.perf_counter() - started
+        if not 200 <= response.status_code < 300:
+            return Answer(error=f"HTTP {response.status_code}", seconds=seconds)
+        try:
+            return Answer(body=response.json(), seconds=seconds)
+        except ValueError:
+            return Answer(error="answer is not JSON", seconds=seconds)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _bucket_for(self, pair: Pair) -> TokenBucket:
+        """The incumbent's cap; a new cap (the spec changed) starts a new bucket."""
+        with self._lock:
+            if self._bucket is None or self._bucket.rate != pair.max_incumbent_rps:
+                self._bucket = TokenBucket(pair.max_incumbent_rps)
+            return self._bucket
+
+    def _initialise(self, pair: Pair) -> None:
+        """Every outcome series of a pair at 0 before its first increment (see __init__)."""
+        key = (pair.incumbent.name, pair.candidate.name)
+        if key in self._seen_pairs:
+            return
+        self._seen_pairs.add(key)
+        for model, variant in ((pair.candidate, "candidate"), (pair.incumbent, "incumbent")):
+            for outcome in ("agree", "disagree", "candidate_error", "incumbent_error"):
+                self.metrics.comparisons.labels(
+                    pair.namespace, pair.rollout, model.name, pair.incumbent.name, variant, outcome
+                )
+
+    def _slot(self, pair: Pair) -> _Slot:
+        return _Slot(self, pair.max_concurrency)
+
+    def _drop(self, entry: dict[str, Any], reason: str) -> dict[str, Any]:
+        self.metrics.dropped.labels(self.namespace, self.rollout, reason).inc()
+        entry["outcome"] = f"dropped:{reason}"
+        return self._write(entry)
+
+    def _write(self, entry: dict[str, Any]) -> dict[str, Any]:
+        if self._log is not None:
+            with self._log_lock:
+                self._log.write(json.dumps(entry, sort_keys=True) + "\n")
+                self._log.flush()
+        return entry
+
+
+class _Slot:
+    """One of `limit` comparisons in flight, taken without waiting (admitted False when full)."""
+
+    def __init__(self, comparator: Comparator, limit: int) -> None:
+        self.comparator, self.limit, self.admitted = comparator, limit, False
+
+    def __enter__(self) -> bool:
+        c = self.comparator
+        with c._lock:
+            if c._in_flight < self.limit:
+                c._in_flight += 1
+                self.admitted = True
+        return self.admitted
+
+    def __exit__(self, *_: object) -> None:
+        if self.admitted:
+            with self.comparator._lock:
+                self.comparator._in_flight -= 1
+
+
+def serve(comparator: Comparator, *, host: str, port: int) -> ThreadingHTTPServer:
+    """The HTTP server the mirror is sent to: every method, every path; 204, never a model's answer."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _any(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""
+            comparator.handle(self.command, self.path, dict(self.headers.items()), body)
+            self.send_response(204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def iter_log(path: Path) -> Iterator[dict[str, Any]]:
+    """The request log's entries (tests and the e2e suite read it)."""
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

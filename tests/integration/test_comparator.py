@@ -1,0 +1,315 @@
+"""The comparator (controller/comparator) with real HTTP model servers, the real API server and Prometheus.
+
+Given two model servers on loopback that answer the same requests (the candidate wrong on every
+tenth), a rollout in its shadow phase on the real API server, and the comparator reading that
+rollout, when mirrored requests arrive, then:
+- the mirror sender gets 204 with no body, never a model's answer;
+- its counters equal its own request log, outcome by outcome (nothing lost, nothing twice), and
+  real Prometheus reads the ShadowDisagreement builtin off them;
+- a model that fails or times out is that model's error, never an agreement;
+- past maxConcurrency or the incumbent's cap in requests/s a request is dropped at once and
+  counted, never queued; outside the shadow phase nothing is compared;
+- with a noise floor, the sampled requests also count the incumbent against itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+from prometheus_client import CollectorRegistry, start_http_server
+
+from controller.api.models import BuiltinMetric
+from controller.comparator.service import Comparator, ModelUrls, RolloutPairs, iter_log, serve
+from controller.kube.rollouts import Rollouts
+from controller.metrics.builtins import PROMQL
+from controller.metrics.prometheus import PrometheusProvider
+from controller.metrics.templates import render, variables_for
+from tests.support.controlplane import free_port
+from tests.support.objects import minimal_rollout
+from tests.support.prometheus import PrometheusServer
+
+INCUMBENT, CANDIDATE = "fraud-v1", "fraud-v2"
+
+
+class ModelServer:
+    """A model on loopback: POST {"x": n} answers {"label": ...}; `wrong_every` n disagree; `gate`
+    holds answers until set; `fail` answers 500; every call is logged."""
+
+    def __init__(self, *, wrong_every: int = 0, delay: float = 0.0) -> None:
+        self.wrong_every, self.delay, self.fail = wrong_every, delay, False
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                n = json.loads(self.rfile.read(int(self.headers["content-length"])))["x"]
+                with model.lock:
+                    model.calls.append(n)
+                model.gate.wait(30)
+                if model.delay:
+                    time.sleep(model.delay)
+                if model.fail:
+                    body, code = b"{}", 500
+                else:
+                    wrong = model.wrong_every and n % model.wrong_every == 0
+                    body, code = json.dumps({"predictions": [{"label": "b" if wrong else "a"}]}).encode(), 200
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def shadow_rollout(namespace: str, api_client: client.ApiClient, **shadow: Any) -> Rollouts:
+    body = minimal_rollout(
+        "fraud",
+        shadow={
+            "percent": 100,
+            "duration": "1m",
+            "comparator": {"service": "fraud-comparator"},
+            "comparison": {"predictionPath": "$.predictions[0].label", "equal": {}},
+            "guardrails": [{"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "absolute": {"max": 0.02}}],
+            **shadow,
+        },
+    )
+    created = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        "modelrollout.dev", "v1alpha1", namespace, "modelrollouts", body
+    )
+    rollouts = Rollouts(api_client)
+    set_shadow_state(rollouts, created, "Mirroring")
+    return rollouts
+
+
+def set_shadow_state(rollouts: Rollouts, obj: dict[str, Any], state: str) -> None:
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    status = {
+        "phase": "Progressing",
+        "incumbent": {"name": INCUMBENT},
+        "candidate": {"name": CANDIDATE},
+        "shadow": {"state": state, "started": now, "comparator": {"service": "fraud-comparator", "port": 8080}},
+    }
+    rollouts.replace_status(rollouts.get(obj["metadata"]["namespace"], obj["metadata"]["name"]), status)
+
+
+class World:
+    def __init__(self, namespace: str, rollouts: Rollouts, tmp: Path, incumbent: ModelServer, candidate: ModelServer):
+        self.namespace, self.rollouts, self.incumbent, self.candidate = namespace, rollouts, incumbent, candidate
+        self.registry = CollectorRegistry()
+        self.log = tmp / "requests.jsonl"
+        self.pairs = RolloutPairs(lambda: rollouts.get(namespace, "fraud"), refresh=0.0)
+        self.comparator = Comparator(
+            namespace=namespace,
+            rollout="fraud",
+            pairs=self.pairs,
+            urls=ModelUrls("http://unused", overrides={INCUMBENT: incumbent.url, CANDIDATE: candidate.url}),
+            registry=self.registry,
+            request_log=self.log,
+            seed=7,
+        )
+        self.server = serve(self.comparator, host="127.0.0.1", port=0)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.server.server_address[1]}", timeout=30)
+
+    def mirror(self, n: int) -> httpx.Response:
+        return self.http.post("/v1/models/fraud:predict", json={"x": n})
+
+    def count(self, outcome: str, *, model: str = CANDIDATE, variant: str = "candidate") -> float:
+        labels = {
+            "namespace": self.namespace, "rollout": "fraud", "model": model, "reference": INCUMBENT,
+            "variant": variant, "outcome": outcome,
+        }  # fmt: skip
+        return self.registry.get_sample_value("modelrollout_shadow_comparisons_total", labels) or 0.0
+
+    def dropped(self, reason: str) -> float:
+        labels = {"namespace": self.namespace, "rollout": "fraud", "reason": reason}
+        return self.registry.get_sample_value("modelrollout_shadow_dropped_total", labels) or 0.0
+
+    def logged(self) -> Counter[str]:
+        return Counter(e["outcome"] for e in iter_log(self.log)) if self.log.exists() else Counter()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.comparator.close()
+        self.http.close()
+
+
+@pytest.fixture
+def models() -> Iterator[tuple[ModelServer, ModelServer]]:
+    incumbent, candidate = ModelServer(), ModelServer(wrong_every=10)
+    yield incumbent, candidate
+    incumbent.close()
+    candidate.close()
+
+
+@pytest.fixture
+def world(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path, models: tuple[ModelServer, ModelServer]
+) -> Iterator[World]:
+    w = World(namespace, shadow_rollout(namespace, api_client, maxIncumbentRPS=100_000), tmp_path, *models)
+    yield w
+    w.close()
+
+
+def test_counts_equal_the_request_log_and_prometheus_reads_the_builtin(world: World) -> None:
+    port = free_port()
+    metrics, _ = start_http_server(port, addr="127.0.0.1", registry=world.registry)
+    try:
+        with PrometheusServer(targets=[port]) as prometheus:
+            answers = [world.mirror(n) for n in range(1, 201)]
+            assert {(a.status_code, a.content) for a in answers} == {(204, b"")}
+            logged = world.logged()
+            assert sum(logged.values()) == 200
+            assert logged == {"agree": 180, "disagree": 20}
+            assert world.count("agree") == 180 and world.count("disagree") == 20
+            assert len(world.incumbent.calls) == len(world.candidate.calls) == 200
+
+            def query(which: str) -> str:
+                template = getattr(PROMQL[BuiltinMetric.SHADOW_DISAGREEMENT], which)
+                return render(template, variables_for(CANDIDATE, None, "candidate", world.namespace, "5m"))
+
+            prometheus.wait_for(
+                f'sum(modelrollout_shadow_comparisons_total{{namespace="{world.namespace}"}})',
+                lambda r: bool(r) and float(r[0]["value"][1]) == 200,
+                timeout=60,
+            )
+            with PrometheusProvider(address=prometheus.url, timeout=10, stale_after=300) as provider:
+                at = datetime.now(UTC)
+                rate = provider.scalar(query("value"), at=at)
+            # increase() extrapolates both counts alike: their ratio is the log's.
+            assert rate.value == pytest.approx(0.10, rel=0.05), rate.message
+    finally:
+        metrics.shutdown()
+
+
+def test_model_failures_are_errors_never_agreement(world: World) -> None:
+    world.candidate.fail = True
+    for n in range(1, 11):
+        world.mirror(n)
+    world.candidate.fail, world.incumbent.fail = False, True
+    for n in range(11, 16):
+        world.mirror(n)
+    assert world.logged() == {"candidate_error": 10, "incumbent_error": 5}
+    assert world.count("candidate_error") == 10 and world.count("incumbent_error") == 5
+    assert world.count("agree") == world.count("disagree") == 0
+
+
+def test_a_slow_candidate_times_out_as_its_error(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    incumbent, candidate = ModelServer(), ModelServer(delay=2.0)
+    w = World(namespace, shadow_rollout(namespace, api_client, timeout="200ms"), tmp_path, incumbent, candidate)
+    try:
+        w.mirror(1)
+        (entry,) = list(iter_log(w.log))
+        assert entry["outcome"] == "candidate_error" and "timeout" in entry["why"]
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
+
+
+def test_beyond_max_concurrency_requests_are_dropped_not_queued(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    incumbent, candidate = ModelServer(), ModelServer()
+    candidate.gate.clear()  # every comparison waits on the candidate until released
+    w = World(namespace, shadow_rollout(namespace, api_client, maxConcurrency=2, maxIncumbentRPS=100_000), tmp_path, incumbent, candidate)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as held:
+            waiting = [held.submit(w.mirror, n) for n in (1, 2)]
+            deadline = time.monotonic() + 30
+            while len(candidate.calls) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # Both slots are taken: these answer at once, dropped, while the two are still held.
+            for n in range(3, 8):
+                assert w.mirror(n).status_code == 204
+            assert w.dropped("concurrency") == 5 and not any(f.done() for f in waiting)
+            candidate.gate.set()
+            for f in waiting:
+                f.result()
+        assert w.logged() == {"dropped:concurrency": 5, "agree": 2}
+        assert len(incumbent.calls) == 2
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
+
+
+def test_the_incumbent_load_cap_holds(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> None:
+    incumbent, candidate = ModelServer(), ModelServer()
+    w = World(namespace, shadow_rollout(namespace, api_client, maxIncumbentRPS=5), tmp_path, incumbent, candidate)
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(w.mirror, range(1, 101)))
+        elapsed = time.monotonic() - started
+        # A bucket of 5/s holding at most 5 tokens: never more calls than that, however fast the machine.
+        assert len(incumbent.calls) <= 5 + 5 * elapsed
+        logged = w.logged()
+        assert sum(logged.values()) == 100
+        assert logged["dropped:incumbent_rate"] == w.dropped("incumbent_rate") == 100 - len(incumbent.calls)
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
+
+
+def test_outside_the_shadow_phase_nothing_is_compared(world: World) -> None:
+    set_shadow_state(world.rollouts, world.rollouts.get(world.namespace, "fraud"), "Passed")
+    for n in range(1, 6):
+        assert world.mirror(n).status_code == 204
+    assert world.logged() == {"dropped:not_shadowing": 5}
+    assert world.incumbent.calls == [] and world.candidate.calls == []
+
+
+def test_the_noise_floor_counts_the_incumbent_against_itself(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    incumbent, candidate = ModelServer(), ModelServer(wrong_every=10)
+    rollouts = shadow_rollout(namespace, api_client, noiseFloor={"sample": 1}, maxIncumbentRPS=100_000)
+    w = World(namespace, rollouts, tmp_path, incumbent, candidate)
+    try:
+        for n in range(1, 21):
+            w.mirror(n)
+        assert w.count("agree", model=INCUMBENT, variant="incumbent") == 20
+        assert w.count("disagree", model=CANDIDATE) == 2
+        assert len(incumbent.calls) == 40  # the second call of every sampled request
+        assert Counter(e["noise"] for e in iter_log(w.log)) == {"agree": 20}
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
