@@ -128,7 +128,12 @@ def observe_and_judge(
     previous = {gs.name: gs.segments for gs in status.guardrails}
     for guardrail in spec.guardrails:
         # Labels trickle in long after their predictions: label guardrails count since the rollout began.
-        cumulative = guardrail.sequential is not None or guardrail.labelled
+        # Shadow comparisons are evidence gathered over the whole phase: counted since it began too.
+        cumulative = (
+            guardrail.sequential is not None
+            or guardrail.labelled
+            or guardrail.metric.builtin is BuiltinMetric.SHADOW_DISAGREEMENT
+        )
         window = analysis_window(spec, status, now, cumulative=cumulative)
         compares = guardrail.absolute is None
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]

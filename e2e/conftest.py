@@ -40,6 +40,9 @@ def stack() -> Iterator[Stack]:
     if os.environ.get("E2E_CLUSTER") == "kind" and not (shutil.which("docker") and shutil.which("kind")):
         pytest.skip("E2E_CLUSTER=kind: needs docker and kind on PATH (unset E2E_CLUSTER for the local plane)")
     scenarios = [*demo_scenarios(), *e2e_only_scenarios().values(), *llm_scenarios().values()]
+    # E2E_ONLY=better,shadow runs a world of those scenarios alone (their tests; the others fail).
+    only = {key for key in os.environ.get("E2E_ONLY", "").split(",") if key}
+    scenarios = [s for s in scenarios if not only or s.key in only]
     world = Stack(scenarios, rate=RATE, namespace=f"e2e-{os.urandom(3).hex()}", log=lambda line: None)
     pids: list[int] = []
     began = time.monotonic()

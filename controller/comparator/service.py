@@ -44,6 +44,9 @@ from controller.comparator.compare import compare
 LATENCY_BUCKETS = (-5.0, -1.0, -0.5, -0.25, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 # Headers passed on to the models: what a prediction can depend on, nothing hop-by-hop.
 FORWARDED = ("content-type", "accept", "authorization")
+# Sent with every call the comparator makes: a model server may keep shadow calls out of what it
+# logs as served (its prediction log, business events); the e2e model servers count them apart.
+SHADOW_HEADER = "X-Modelrollout-Shadow"
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ class Comparator:
         self, pair: Pair, entry: dict[str, Any], method: str, path: str, headers: dict[str, str], body: bytes, *, noise: bool
     ) -> dict[str, Any]:
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
+        forwarded[SHADOW_HEADER] = pair.rollout
 
         def call(model: ModelRef) -> Answer:
             return self._call(model, pair, method, path, forwarded, body)
