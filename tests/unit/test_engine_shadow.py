@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.api.models import Evidence, ModelRolloutSpec, Phase, ShadowState, Verdict
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from controller.api.models import Evidence, ModelRolloutSpec, Phase, ShadowState, Verdict, Weights
 from controller.core.judge import Cause, Judgement
 from controller.core.shadow import phase_spec, shadowing
 from tests.support.simulator import Simulator, no_data
@@ -238,3 +242,96 @@ def test_insufficient_comparisons_wait_and_never_pass() -> None:
     sim.run()
     assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "ProgressDeadlineExceeded"
     assert set(sim.candidate_weights("fraud-v2")) == {0}
+
+
+# -- Hypothesis: whatever happens, the shadow's rules hold -------------------------------------
+
+OUTCOMES = {
+    "pass": Judgement(Verdict.PASS, "ok", Evidence(candidate_value=0.0, candidate_samples=500)),
+    "fail": Judgement(Verdict.FAIL, "bad", Evidence(candidate_value=0.2, candidate_samples=500)),
+    "nodata": Judgement(Verdict.INCONCLUSIVE, "no series", cause=Cause.NO_DATA),
+    "error": Judgement(Verdict.INCONCLUSIVE, "comparator metrics unreachable", cause=Cause.ERROR),
+    "few": Judgement(Verdict.INCONCLUSIVE, "10 of 100", cause=Cause.INSUFFICIENT),
+}
+
+
+class ShadowRollouts(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.candidate = "fraud-v2"
+        self.outcome = "pass"
+        self.sim = Simulator(self._spec(), judge=lambda name, _: OUTCOMES[self.outcome])
+        self.crashed = False
+        self.judged_in_shadow: list[str] = []
+
+    def _spec(self) -> ModelRolloutSpec:
+        s = spec()
+        return s.model_copy(update={"candidate": s.candidate.model_copy(update={"name": self.candidate})})
+
+    def _reconcile(self, *, crash: bool = False) -> None:
+        before = self.sim.analyses
+        shadow_before = shadowing(self.sim.status)
+        self.sim.reconcile(crash_before_acting=crash)
+        self.crashed = crash
+        if self.sim.analyses > before and shadow_before:
+            self.judged_in_shadow.append(self.outcome)
+
+    @rule(outcome=st.sampled_from(sorted(OUTCOMES)))
+    def set_outcome(self, outcome: str) -> None:
+        self.outcome = outcome
+
+    @rule(seconds=st.sampled_from([1, 5, 30, 60]))
+    def time_passes_then_reconcile(self, seconds: int) -> None:
+        self.sim.advance(seconds)
+        self._reconcile()
+
+    @rule(seconds=st.sampled_from([1, 30]))
+    def controller_killed_between_status_and_route_writes(self, seconds: int) -> None:
+        self.sim.advance(seconds)
+        self._reconcile(crash=True)
+
+    @rule()
+    def new_candidate(self) -> None:
+        self.candidate = f"fraud-v{int(self.candidate.rsplit('v', 1)[1]) + 1}"
+        self.sim.spec = self._spec()
+        self.judged_in_shadow = []
+        self._reconcile()
+
+    @rule()
+    def abort(self) -> None:
+        self.sim.abort_request = f"abort-{self.sim.clock.now().timestamp()}"
+        self._reconcile()
+
+    @invariant()
+    def the_candidate_answers_no_user_in_shadow(self) -> None:
+        if shadowing(self.sim.status):
+            assert self.sim.plane.get(self.candidate, Weights(incumbent=100, candidate=0)).candidate == 0
+
+    @invariant()
+    def users_meet_the_candidate_only_after_a_passed_shadow(self) -> None:
+        weights = self.sim.plane.get(self.candidate)
+        if weights is not None and weights.candidate > 0:
+            shadow = self.sim.status.shadow
+            assert shadow is not None and shadow.state is ShadowState.PASSED
+
+    @invariant()
+    def shadow_passes_only_on_a_pass(self) -> None:
+        shadow = self.sim.status.shadow
+        if shadow is not None and shadow.state is ShadowState.PASSED:
+            assert self.judged_in_shadow and self.judged_in_shadow[-1] == "pass"
+
+    @invariant()
+    def the_mirror_is_gone_once_a_verdict_is_settled(self) -> None:
+        st_ = self.sim.status
+        if st_.phase in (Phase.PROMOTED, Phase.ROLLED_BACK) and not self.crashed and st_.reason != "AlreadyServing":
+            # The verdict's write carries mirror 0 with its weights; a crash leaves it owed until the next reconcile.
+            assert self.sim.mirrors.get(self.candidate, 0) == 0
+
+    @invariant()
+    def a_mirror_only_while_shadowing(self) -> None:
+        if not self.crashed and not shadowing(self.sim.status):
+            assert self.sim.mirrors.get(self.candidate, 0) == 0
+
+
+TestShadowRollouts = ShadowRollouts.TestCase
+TestShadowRollouts.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
