@@ -684,6 +684,11 @@ class _Decider:
                 progress = labels.progress(updated[-1], previous_labels, first_in_step=first_in_step, now=self.now)
                 updated[-1] = updated[-1].model_copy(update={"labels": progress})
         self.st.guardrails = updated
+        if shadow.shadowing(self.st):
+            # No user is served in shadow: nothing to spend, and the budget's projections (per
+            # step weight of user traffic) say nothing of comparisons arriving at the mirror's rate.
+            self.st.error_budget = None
+            return causes, None
         spending = self._spending()
         if first_in_step:
             self._estimate(spending)

@@ -335,3 +335,26 @@ class ShadowRollouts(RuleBasedStateMachine):
 
 TestShadowRollouts = ShadowRollouts.TestCase
 TestShadowRollouts.settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+
+
+def test_a_sequential_shadow_guardrail_spends_no_budget_and_raises_no_deadline_warning() -> None:
+    """The error budget and the Feasible estimate are about users' traffic per step weight: in shadow
+    (weight 0) they would read "never", whatever the comparisons' own rate."""
+    s = spec(
+        noiseFloor={"sample": 0.2},
+        guardrails=[
+            {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "sequential": {"minAbsoluteEffect": 0.02}}
+        ],
+    )
+
+    def counts(name: str, sim: Simulator) -> Judgement:
+        n = 100.0 * (sim.analyses + 1)
+        evidence = Evidence(candidate_value=0.01, incumbent_value=0.01, candidate_samples=n, incumbent_samples=n / 5)
+        return Judgement(Verdict.INCONCLUSIVE, "not yet conclusive", evidence, cause=Cause.INSUFFICIENT)
+
+    sim = Simulator(s, judge=counts)
+    sim.run(until=lambda x: x.analyses >= 3)
+    assert shadowing(sim.status) and sim.status.error_budget is None
+    assert not [c for c in sim.status.conditions if c.type == "Feasible"]
+    assert "DeadlineTooShort" not in [e.reason for e in sim.events]
+    assert sim.status.shadow is not None and sim.status.shadow.noise_floor_rate == 0.01
