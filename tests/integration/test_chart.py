@@ -73,6 +73,8 @@ ALLOWLIST = {
 VALUES = {
     "default": [],
     "namespaced": ["--set", "namespaced=true", "--set", "watchNamespaces={WATCH}"],
+    # A shadow comparator for rollout "fraud" in the watched namespace (docs/shadow.md).
+    "comparator": ["--set", "comparator.rollouts[0].name=fraud", "--set", "comparator.rollouts[0].namespace=WATCH"],
 }
 
 
@@ -153,6 +155,30 @@ def test_pod_template_is_admitted_under_restricted_pod_security(
         core.create_namespaced_pod(ns, bad, dry_run="All")
     assert refused.value.status == 403 and "violates PodSecurity" in refused.value.body
     assert "allowPrivilegeEscalation" in refused.value.body
+
+
+def test_comparator_pod_is_admitted_under_restricted_pod_security_and_reads_one_rollout_only(
+    helm: str, helm_env: dict[str, str], api_client: client.ApiClient
+) -> None:
+    ns = create_namespace(api_client, unique("mr-shadow"), {"pod-security.kubernetes.io/enforce": "restricted"})
+    rendered = template(helm, helm_env, "mr", ns, *values_args("comparator", ns))
+    mine = [d for d in docs(rendered) if d["metadata"].get("name") == "fraud-comparator"]
+    assert sorted(d["kind"] for d in mine) == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    role = next(d for d in mine if d["kind"] == "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["modelrollout.dev"], "resources": ["modelrollouts"], "resourceNames": ["fraud"], "verbs": ["get"]}
+    ]
+    deployment = next(d for d in mine if d["kind"] == "Deployment")
+    template_ = deployment["spec"]["template"]
+    assert "--rollout=fraud" in template_["spec"]["containers"][0]["args"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "comparator-dry-run", "labels": template_["metadata"]["labels"]},
+        "spec": template_["spec"],
+    }
+    created = client.CoreV1Api(api_client).create_namespaced_pod(ns, pod, dry_run="All")
+    assert created.spec.security_context.run_as_user == 65532
 
 
 def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:
