@@ -559,6 +559,10 @@ class _Decider:
     def _progress(self) -> None:
         if self._paused_by_user():
             return
+        if shadow.shadowing(self.st) and self.inp.spec.shadow is None:
+            # A human took spec.shadow out mid-shadow: as a promote would, on to step 1.
+            self._end_shadow(manual=True, why="spec.shadow removed")
+            return
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
         at_step = self.inp.applied == Weights.for_candidate(self._step().weight) and (
@@ -819,12 +823,12 @@ class _Decider:
             return
         self._promote(by_user=manual)
 
-    def _end_shadow(self, *, manual: bool) -> None:
+    def _end_shadow(self, *, manual: bool, why: str = "") -> None:
         """Shadow passed (or a human moved past it): the canary's step 1 begins, judged by the
         canary's guardrails on counts from now on; status.shadow keeps the agreement evidence."""
         assert self.st.shadow is not None
         self.st.shadow.state, self.st.shadow.ended = ShadowState.PASSED, self.now
-        why = "on a human's request" if manual else "every shadow guardrail passed"
+        why = why or ("on a human's request" if manual else "every shadow guardrail passed")
         agreement = ""
         if self.st.shadow.rate is not None and self.st.shadow.comparisons is not None:
             agreement = f" (disagreement {self.st.shadow.rate:.2%} on {self.st.shadow.comparisons:.0f} comparisons)"

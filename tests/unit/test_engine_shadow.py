@@ -358,3 +358,18 @@ def test_a_sequential_shadow_guardrail_spends_no_budget_and_raises_no_deadline_w
     assert not [c for c in sim.status.conditions if c.type == "Feasible"]
     assert "DeadlineTooShort" not in [e.reason for e in sim.events]
     assert sim.status.shadow is not None and sim.status.shadow.noise_floor_rate == 0.01
+
+
+def test_removing_spec_shadow_mid_shadow_moves_on_to_step_one_without_the_mirror() -> None:
+    sim = Simulator(spec(), judge=judge_with(None))
+    sim.run(until=lambda s: s.analyses >= 1)
+    body = sim.spec.wire()
+    del body["shadow"]
+    sim.spec = ModelRolloutSpec.model_validate(body)
+    sim.advance(1)
+    sim.reconcile()
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
+    assert "spec.shadow removed" in sim.status.history[-1].message or any(
+        "spec.shadow removed" in e.message for e in sim.events
+    )
+    assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-v2"] == 0
