@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import shutil
@@ -135,7 +136,7 @@ class ComparatorProcess:
     def entries(self) -> list[dict[str, Any]]:
         if not self.log.exists():
             return []
-        return [yaml.safe_load(line) for line in self.log.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
     def close(self) -> None:
         stop_process(self.proc)
