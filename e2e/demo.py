@@ -2,9 +2,9 @@
 
 Starts a local Kubernetes control plane (etcd + kube-apiserver), Prometheus, scikit-learn
 model servers, a stand-in gateway per HTTPRoute, a steady load of HTTP requests and the
-controller (and a comparator per shadow rollout); then runs the four rollouts of examples/demo/ one after the other, showing the
-live `kubectl modelrollout status --watch` view of each, and prints a summary. Ctrl-C, or the
-end, stops everything it started.
+controller (and a comparator per shadow rollout); then runs the four rollouts of
+examples/demo/ one after the other, showing the live `kubectl modelrollout status --watch` view
+of each, and prints a summary. Ctrl-C, or the end, stops everything it started.
 
 `--llm` (`make demo-llm`) runs the three LLM rollouts of examples/llm/ instead: stand-in vLLM
 servers (e2e/llm.py: vLLM's metric names and streamed answers, no model) behind InferencePools,

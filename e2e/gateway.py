@@ -195,7 +195,9 @@ class Gateway:
                     return [(name, port) for name, port, percent in mirrors if self._random.uniform(0, 100) < percent]
         return []
 
-    def _send_mirror(self, target: tuple[str, int], method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
+    def _send_mirror(
+        self, target: tuple[str, int], method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> None:
         """One mirrored copy: sent, its answer read and discarded (never the client's)."""
         with self._lock:
             port = self.ports.get(target)

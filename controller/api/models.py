@@ -629,7 +629,9 @@ class Guardrail(ApiModel):
             message="builtin ShadowDisagreement takes an absolute rule (max disagreement rate) or a sequential "
             "one (against the incumbent's noise floor)",
             check=lambda g: (
-                g.metric.builtin != BuiltinMetric.SHADOW_DISAGREEMENT or g.absolute is not None or g.sequential is not None
+                g.metric.builtin != BuiltinMetric.SHADOW_DISAGREEMENT
+                or g.absolute is not None
+                or g.sequential is not None
             ),
             field_path=".metric.builtin",
         ),

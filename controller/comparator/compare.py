@@ -62,7 +62,13 @@ def compare(rule: Comparison, incumbent: Any, candidate: Any) -> Agreement:
     """Compare two parsed answers by `rule`; the reference is the incumbent's."""
     a, b = extract(incumbent, rule.prediction_path), extract(candidate, rule.prediction_path)
     if a is MISSING or b is MISSING:
-        who = "both answers" if a is MISSING and b is MISSING else "the incumbent's" if a is MISSING else "the candidate's"
+        who = (
+            "both answers"
+            if a is MISSING and b is MISSING
+            else "the incumbent's"
+            if a is MISSING
+            else "the candidate's"
+        )
         return Agreement(False, f"{rule.prediction_path} missing in {who}")
     if rule.numeric is not None:
         return _numeric(a, b, rule.numeric.absolute, rule.numeric.relative)

@@ -244,7 +244,15 @@ class Comparator:
             return self._compare(pair, entry, method, path, headers, body, noise=noise)
 
     def _compare(
-        self, pair: Pair, entry: dict[str, Any], method: str, path: str, headers: dict[str, str], body: bytes, *, noise: bool
+        self,
+        pair: Pair,
+        entry: dict[str, Any],
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        noise: bool,
     ) -> dict[str, Any]:
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
         forwarded[SHADOW_HEADER] = pair.rollout
@@ -262,7 +270,9 @@ class Comparator:
             labels = (pair.namespace, pair.rollout, pair.candidate.name, pair.incumbent.name)
             self.metrics.latency.labels(*labels).observe(cand.seconds - incumbent.seconds)
         if again is not None:
-            entry["noise"], entry["noise_why"] = self._count(pair, "incumbent", pair.incumbent, incumbent, again.result())
+            entry["noise"], entry["noise_why"] = self._count(
+                pair, "incumbent", pair.incumbent, incumbent, again.result()
+            )
         return self._write(entry)
 
     def _count(self, pair: Pair, variant: str, model: ModelRef, reference: Answer, judged: Answer) -> tuple[str, str]:

@@ -150,7 +150,11 @@ def settling(status: ModelRolloutStatus) -> SetWeights | None:
         and (status.weights != ALL_CANDIDATE or mirror)
     ):
         return SetWeights(status.previous_incumbent, status.candidate, ALL_CANDIDATE)
-    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and (status.weights != ALL_INCUMBENT or mirror):
+    if (
+        status.phase is Phase.ROLLED_BACK
+        and status.incumbent is not None
+        and (status.weights != ALL_INCUMBENT or mirror)
+    ):
         return SetWeights(status.incumbent, status.candidate, ALL_INCUMBENT)
     return None
 

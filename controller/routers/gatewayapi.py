@@ -224,7 +224,13 @@ def mirror_filter(comparator: ComparatorRef, percent: int) -> dict[str, Any]:
 
 
 def mirror_patch(
-    route: dict[str, Any], backends: RuleBackends, *, label: str, namespace: str, comparator: ComparatorRef, percent: int
+    route: dict[str, Any],
+    backends: RuleBackends,
+    *,
+    label: str,
+    namespace: str,
+    comparator: ComparatorRef,
+    percent: int,
 ) -> list[dict[str, Any]]:
     """RFC 6902 ops that make our mirror filter `percent` (0: remove it), or [] when it already is.
 
@@ -243,10 +249,12 @@ def mirror_patch(
     ops: list[dict[str, Any]] = []
     if backends.rule_name is not None:
         ops.append({"op": "test", "path": f"{rule_path}/name", "value": backends.rule_name})
-    ops.append({"op": "test", "path": f"{rule_path}/backendRefs/{backends.incumbent.index}/name", "value": backends.incumbent.name})
+    incumbent = f"{rule_path}/backendRefs/{backends.incumbent.index}/name"
+    ops.append({"op": "test", "path": incumbent, "value": backends.incumbent.name})
     for index in sorted(set(ours) - set(keep), reverse=True):
-        ops.append({"op": "test", "path": f"{rule_path}/filters/{index}/requestMirror/backendRef/name", "value": comparator.service})
-        ops.append({"op": "remove", "path": f"{rule_path}/filters/{index}"})
+        path = f"{rule_path}/filters/{index}"
+        ops.append({"op": "test", "path": f"{path}/requestMirror/backendRef/name", "value": comparator.service})
+        ops.append({"op": "remove", "path": path})
     if keep:
         path = f"{rule_path}/filters/{keep[0]}"
         ops.append({"op": "test", "path": f"{path}/requestMirror/backendRef/name", "value": comparator.service})

@@ -101,7 +101,9 @@ def shadow_rollout(namespace: str, api_client: client.ApiClient, **shadow: Any) 
             "duration": "1m",
             "comparator": {"service": "fraud-comparator"},
             "comparison": {"predictionPath": "$.predictions[0].label", "equal": {}},
-            "guardrails": [{"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "absolute": {"max": 0.02}}],
+            "guardrails": [
+                {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "absolute": {"max": 0.02}}
+            ],
             **shadow,
         },
     )
@@ -227,9 +229,7 @@ def test_model_failures_are_errors_never_agreement(world: World) -> None:
     assert world.count("agree") == world.count("disagree") == 0
 
 
-def test_a_slow_candidate_times_out_as_its_error(
-    api_client: client.ApiClient, namespace: str, tmp_path: Path
-) -> None:
+def test_a_slow_candidate_times_out_as_its_error(api_client: client.ApiClient, namespace: str, tmp_path: Path) -> None:
     incumbent, candidate = ModelServer(), ModelServer(delay=2.0)
     w = World(namespace, shadow_rollout(namespace, api_client, timeout="200ms"), tmp_path, incumbent, candidate)
     try:
@@ -247,7 +247,13 @@ def test_beyond_max_concurrency_requests_are_dropped_not_queued(
 ) -> None:
     incumbent, candidate = ModelServer(), ModelServer()
     candidate.gate.clear()  # every comparison waits on the candidate until released
-    w = World(namespace, shadow_rollout(namespace, api_client, maxConcurrency=2, maxIncumbentRPS=100_000), tmp_path, incumbent, candidate)
+    w = World(
+        namespace,
+        shadow_rollout(namespace, api_client, maxConcurrency=2, maxIncumbentRPS=100_000),
+        tmp_path,
+        incumbent,
+        candidate,
+    )
     try:
         with ThreadPoolExecutor(max_workers=2) as held:
             waiting = [held.submit(w.mirror, n) for n in (1, 2)]

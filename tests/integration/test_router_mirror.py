@@ -162,7 +162,10 @@ def test_the_users_own_gateway_mirror_is_left_alone(backend: Backend, api_client
     if not isinstance(backend, GatewayApiBackend):
         pytest.skip("Gateway API only: a rule may hold several RequestMirror filters")
     rule = backend.rule
-    users = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "audit-sink", "port": 9000}, "percent": 5}}
+    users = {
+        "type": "RequestMirror",
+        "requestMirror": {"backendRef": {"name": "audit-sink", "port": 9000}, "percent": 5},
+    }
     backend.json_patch("models", [{"op": "add", "path": f"/spec/rules/{rule}/filters", "value": [users]}])
     r, t = router(backend, api_client), target(backend)
     assert r.routing(t) == (ALL_INCUMBENT, 0)
@@ -172,7 +175,9 @@ def test_the_users_own_gateway_mirror_is_left_alone(backend: Backend, api_client
     assert mirrors_on_object(backend) == [{"to": "audit-sink", "percent": 5}]
 
 
-def test_an_istio_route_that_mirrors_elsewhere_stalls_the_shadow(backend: Backend, api_client: client.ApiClient) -> None:
+def test_an_istio_route_that_mirrors_elsewhere_stalls_the_shadow(
+    backend: Backend, api_client: client.ApiClient
+) -> None:
     if not isinstance(backend, IstioBackend):
         pytest.skip("Istio only: one mirror per http route")
     backend.json_patch(

@@ -343,7 +343,11 @@ def test_a_sequential_shadow_guardrail_spends_no_budget_and_raises_no_deadline_w
     s = spec(
         noiseFloor={"sample": 0.2},
         guardrails=[
-            {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "sequential": {"minAbsoluteEffect": 0.02}}
+            {
+                "name": "agreement",
+                "metric": {"builtin": "ShadowDisagreement"},
+                "sequential": {"minAbsoluteEffect": 0.02},
+            }
         ],
     )
 

@@ -118,7 +118,10 @@ def test_gateway_no_write_when_the_mirror_is_there_or_absent_as_asked() -> None:
 
 def test_gateway_a_mirror_to_another_port_or_namespace_is_not_ours() -> None:
     other_port = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "cmp", "port": 9090}}}
-    other_ns = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "cmp", "port": 8080, "namespace": "x"}}}
+    other_ns = {
+        "type": "RequestMirror",
+        "requestMirror": {"backendRef": {"name": "cmp", "port": 8080, "namespace": "x"}},
+    }
     route = httproute([other_port, other_ns])
     assert HttpRouteWeights().mirrored(GW, [route]) == 0
     assert gw_set(route, 0) == route
@@ -153,7 +156,9 @@ def test_gateway_a_reordered_rule_fails_the_test_ops() -> None:
     ],
 )
 def test_gateway_mirror_share(mirror: dict[str, Any], percent: int) -> None:
-    assert mirror_percent({"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "x"}, **mirror}}) == percent
+    assert (
+        mirror_percent({"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "x"}, **mirror}}) == percent
+    )
 
 
 def test_without_a_comparator_there_is_no_mirror_of_ours() -> None:
