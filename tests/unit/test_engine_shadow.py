@@ -7,15 +7,19 @@ shadow is judged and gone after every verdict, and a restart mid-shadow resumes 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from controller.api.models import Evidence, ModelRolloutSpec, Phase, ShadowState, Verdict, Weights
+from controller.api.models import Evidence, ModelRef, ModelRolloutSpec, Phase, ShadowState, Verdict, Weights
 from controller.core.judge import Cause, Judgement
+from controller.core.observation import Observation, ObservationStatus
 from controller.core.shadow import phase_spec, shadowing
+from controller.metrics.builtins import PROMQL
+from controller.observe import observe_and_judge
 from tests.support.simulator import Simulator, no_data
 
 SHADOW_GUARDRAILS = ("agreement", "shadow-errors")
@@ -377,3 +381,39 @@ def test_removing_spec_shadow_mid_shadow_moves_on_to_step_one_without_the_mirror
         "spec.shadow removed" in e.message for e in sim.events
     )
     assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-v2"] == 0
+
+
+class Recorder:
+    """A metric provider that answers every query with 1000 and remembers what it was asked."""
+
+    builtins = PROMQL
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def scalar(self, query: str, *, at: datetime) -> Observation:
+        self.asked.append(query)
+        return Observation(ObservationStatus.OK, value=1000.0, sample_time=at)
+
+
+def test_in_shadow_the_shadows_guardrails_are_asked_disagreement_since_shadow_began() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.reconcile()
+    started = sim.status.rollout_started
+    assert started is not None
+    provider = Recorder()
+    judged = observe_and_judge(
+        spec=phase_spec(sim.spec, sim.status),
+        status=sim.status,
+        provider=provider,  # type: ignore[arg-type]
+        namespace="models",
+        pair=(ModelRef(name="fraud-v1"), ModelRef(name="fraud-v2")),
+        now=started + timedelta(seconds=95),
+    )
+    assert set(judged) == set(SHADOW_GUARDRAILS)
+    comparisons = [q for q in provider.asked if "modelrollout_shadow_comparisons_total" in q]
+    # Counted since shadow began (95s), for the candidate against the incumbent only (absolute rule).
+    assert comparisons and all("[95s]" in q and 'variant="candidate"' in q for q in comparisons)
+    assert all('model="fraud-v2"' in q for q in comparisons)
+    errors = [q for q in provider.asked if "model_requests_total" in q]
+    assert errors and all("[30s]" in q for q in errors)  # the analysis window (interval 30s)
