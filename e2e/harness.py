@@ -244,6 +244,9 @@ def with_labels(*, drift: bool) -> Callable[[dict[str, Any]], None]:
     def mutate(rollout: dict[str, Any]) -> None:
         spec = rollout["spec"]
         spec["canary"]["steps"] = [{"weight": 50, "hold": "5s"}, {"weight": 80, "hold": "5s"}]
+        # A step waits for its labels (LABEL_DELAY after its predictions): about 50 s on an idle
+        # machine, over 90 s (the demo's deadline) on an overloaded one (seen in CI), so 180 s.
+        spec["analysis"]["progressDeadline"] = "180s"
         kept = ("error-rate", "prediction-drift") if drift else ("error-rate",)
         spec["guardrails"] = [g for g in spec["guardrails"] if g["name"] in kept]
         spec["guardrails"].append(
