@@ -123,11 +123,17 @@ def _identity(item: Any, path: str | None) -> str | None:
 def _top_k(a: Any, b: Any, k: int, min_overlap: float, item_path: str | None) -> Agreement:
     if not isinstance(a, list) or not isinstance(b, list):
         return Agreement(False, "not a ranked list")
-    reference = [i for i in (_identity(x, item_path) for x in a[:k]) if i is not None]
-    other = {i for i in (_identity(x, item_path) for x in b[:k]) if i is not None}
+    # An item without its identity (a wrong itemPath, a candidate of another shape) is a
+    # disagreement, never an item that counts for nothing: else a typo in itemPath would leave
+    # both lists empty, and two empty lists agree, so any candidate would pass.
+    for who, items in (("incumbent", a), ("candidate", b)):
+        if any(_identity(x, item_path) is None for x in items[:k]):
+            return Agreement(False, f"an item of the {who}'s top {k} lacks {item_path}")
+    reference = {_identity(x, item_path) for x in a[:k]}
+    other = {_identity(x, item_path) for x in b[:k]}
     if not reference:
         return Agreement(not other, "" if not other else "the incumbent ranked nothing")
-    overlap = len(set(reference) & other) / len(set(reference))
+    overlap = len(reference & other) / len(reference)
     if overlap >= min_overlap:
         return Agreement(True)
     return Agreement(False, f"top-{k} overlap {overlap:.2f} < {min_overlap:g}")

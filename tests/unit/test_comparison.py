@@ -94,8 +94,19 @@ def test_top_k_overlap_with_an_item_path() -> None:
     verdict = compare(top, ranked("a", "b", "c", "d"), ranked("a", "b", "x", "y", "c", "d"))  # c, d beyond k
     assert not verdict.agree and "overlap 0.50" in verdict.why
     assert not compare(top, ranked("a"), {"items": "a"}).agree
-    # Items without the id count for nothing rather than crash.
-    assert not compare(top, ranked("a", "b"), {"items": [{"name": "a"}, {"name": "b"}]}).agree
+    # An item without the id is a disagreement, saying whose, rather than a crash.
+    verdict = compare(top, ranked("a", "b"), {"items": [{"name": "a"}, {"name": "b"}]})
+    assert not verdict.agree and "candidate's top 4 lacks $.id" in verdict.why
+
+
+def test_top_k_with_an_item_path_neither_answer_has_disagrees() -> None:
+    """A typo in itemPath must not leave two empty lists that agree: any candidate would pass."""
+    top = rule(predictionPath="$.items", topK={"k": 3, "minOverlap": 0.5, "itemPath": "$.idd"})
+    incumbent = {"items": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}
+    candidate = {"items": [{"id": "x"}, {"id": "y"}, {"id": "z"}]}
+    verdict = compare(top, incumbent, candidate)
+    assert not verdict.agree and "incumbent's top 3 lacks $.idd" in verdict.why
+    assert not compare(top, incumbent, incumbent).agree
 
 
 def test_top_k_of_plain_values() -> None:
