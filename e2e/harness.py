@@ -113,7 +113,8 @@ class ComparatorProcess:
         argv = [sys.executable, "-m", "controller.comparator", "--kubeconfig", str(plane.kubeconfig)]
         argv += ["--namespace", namespace, "--rollout", scenario.key, "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--metrics-port", str(self.metrics_port), "--refresh", "1"]
-        argv += ["--request-log", str(self.log)]
+        # The models are on loopback here: the local setup's exception, as for the controller.
+        argv += ["--request-log", str(self.log), "--allow-loopback-addresses"]
         for model in scenario.models:
             argv += ["--model", f"{model}=http://127.0.0.1:{servers[model].port}"]
         with self.output.open("wb") as out:

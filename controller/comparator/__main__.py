@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from controller.comparator.service import Comparator, ModelUrls, RolloutPairs, serve
 from controller.kube.config import api_client
 from controller.kube.rollouts import Rollouts
+from controller.metrics.address import AddressPolicy, api_server_urls
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model", action="append", default=[], metavar="NAME=URL", help="a model's base URL by name (repeatable)"
     )
+    p.add_argument(
+        "--allow-loopback-addresses",
+        action="store_true",
+        help="let model URLs be loopback (local development and tests only, as the controller's flag)",
+    )
     p.add_argument("--refresh", type=float, default=2.0, help="seconds between reads of the rollout")
     p.add_argument("--request-log", type=Path, help="append one JSON line per mirrored request received")
     return p.parse_args(argv)
@@ -40,7 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    rollouts = Rollouts(api_client(args.kubeconfig))
+    api = api_client(args.kubeconfig)
+    rollouts = Rollouts(api)
+    # The controller's own policy on addresses a rollout names (docs/operations.md): a model's
+    # Service comes from the rollout, so its address is checked the same way.
+    policy = AddressPolicy.for_api_server(
+        api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_addresses
+    )
     overrides = dict(item.split("=", 1) for item in args.model)
     registry = CollectorRegistry()
     comparator = Comparator(
@@ -48,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         rollout=args.rollout,
         pairs=RolloutPairs(lambda: rollouts.get(args.namespace, args.rollout), refresh=args.refresh),
         urls=ModelUrls(args.model_url_template, port=args.model_port, overrides=overrides),
+        policy=policy,
         registry=registry,
         request_log=args.request_log,
     )

@@ -16,6 +16,13 @@ model call that takes longer than `timeout` is that model's error. A request bey
 is dropped at once and counted, never queued: a queue would turn a burst into a late, unbounded
 load on the incumbent. Outside the shadow phase (no pair of record) requests are dropped too.
 
+The request is a stranger's: its path only ever becomes the path of a URL built on the model's
+base URL (never text appended to it, so `@host` or `\\host` cannot change where the call goes),
+and the model's address goes through the controller's own address policy (metrics/address.py:
+no link-local, no API server, no loopback unless allowed), the call then pinned to the address
+checked. A request refused, or one whose handling fails in any unforeseen way, is dropped with
+its reason: counted, never compared, never an exception out of the server.
+
 Every request received is written to the request log, when one is given, with its outcome: the
 end-to-end suite checks the counters against it (nothing lost, nothing counted twice).
 """
@@ -27,7 +34,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from controller.api.duration import parse_duration
 from controller.api.models import Comparison, ModelRef, ModelRollout, ShadowState
 from controller.comparator.compare import compare
+from controller.metrics.address import AddressPolicy
 
 # Candidate minus incumbent latency, seconds: both signs matter.
 LATENCY_BUCKETS = (-5.0, -1.0, -0.5, -0.25, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -47,6 +55,80 @@ FORWARDED = ("content-type", "accept", "authorization")
 # Sent with every call the comparator makes: a model server may keep shadow calls out of what it
 # logs as served (its prediction log, business events); the e2e model servers count them apart.
 SHADOW_HEADER = "X-Modelrollout-Shadow"
+# Why a mirrored request was not compared (the values of modelrollout_shadow_dropped_total's reason).
+DROP_REASONS = ("not_shadowing", "bad_request", "address_refused", "concurrency", "incumbent_rate", "error")
+# How long a model address, once checked (and resolved), is called without checking it again.
+ADDRESS_TTL = 30.0
+
+
+def path_refusal(path: str) -> str | None:
+    """Why a mirrored request's path (with its query) may not be passed on, or None. It must be an
+    origin-form path ("/..."): nothing that could read as an authority (`//host`, `@host` before the
+    query, a backslash), no fragment, no whitespace or control characters, ASCII only."""
+    if not path.startswith("/") or path.startswith("//"):
+        return "the path does not start with a single '/'"
+    if any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in path):
+        return "the path holds whitespace, control or non-ASCII characters"
+    if "\\" in path or "#" in path or "@" in path.split("?", 1)[0]:
+        return "the path holds '\\', '#' or '@'"
+    return None
+
+
+@dataclass(frozen=True)
+class ModelAddress:
+    """Where to call a model: its base URL with the checked address in place of its host, the Host
+    header (and TLS server name) of the name it was given."""
+
+    url: httpx.URL
+    host: str
+    server_name: str
+
+    def for_path(self, path: str) -> httpx.URL:
+        """The URL of `path` (checked by path_refusal) on this model: the host never changes."""
+        return self.url.copy_with(raw_path=self.url.raw_path.rstrip(b"/") + path.encode("ascii"))
+
+
+class ModelAddresses:
+    """Model base URLs through the address policy, each check kept `ttl` seconds; a refusal says why."""
+
+    def __init__(self, policy: AddressPolicy, *, ttl: float = ADDRESS_TTL, clock: Callable[[], float] = time.monotonic):
+        self.policy, self.ttl, self._clock = policy, ttl, clock
+        self._lock = threading.Lock()
+        self._checked: dict[str, tuple[float, ModelAddress | str]] = {}
+
+    def __call__(self, base: str) -> ModelAddress | str:
+        now = self._clock()
+        with self._lock:
+            cached = self._checked.get(base)
+            if cached is not None and now < cached[0]:
+                return cached[1]
+        found = self._check(base)
+        with self._lock:
+            self._checked[base] = (now + self.ttl, found)
+        return found
+
+    def _check(self, base: str) -> ModelAddress | str:
+        refused, ips = self.policy.check(base, what="model url")
+        if refused:
+            return refused
+        try:
+            url = httpx.URL(base)
+        except httpx.InvalidURL as exc:
+            return f"model url {base!r}: {exc}"
+        if url.scheme not in ("http", "https") or not url.host:
+            return f"model url {base!r}: not an http(s) URL"
+        if not ips:
+            return f"model url {base!r}: the host does not resolve"
+        host = url.netloc.decode("ascii")
+        return ModelAddress(url=url.copy_with(host=ips[0]), host=host, server_name=url.host)
+
+
+class _Dropped(Exception):
+    """A request not compared, for `reason` (one of DROP_REASONS)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
 
 
 @dataclass(frozen=True)
@@ -175,7 +257,7 @@ class Metrics:
         )
         self.dropped = Counter(
             "modelrollout_shadow_dropped",
-            "Mirrored requests not compared: not_shadowing, concurrency, incumbent_rate.",
+            "Mirrored requests not compared, by reason: " + ", ".join(DROP_REASONS) + ".",
             ["namespace", "rollout", "reason"],
             registry=registry,
         )
@@ -191,17 +273,19 @@ class Comparator:
         rollout: str,
         pairs: Callable[[], Pair | None],
         urls: ModelUrls,
+        policy: AddressPolicy,
         registry: CollectorRegistry,
         request_log: Path | None = None,
         transport: httpx.BaseTransport | None = None,
         seed: int | None = None,
     ) -> None:
         self.namespace, self.rollout, self.pairs, self.urls = namespace, rollout, pairs, urls
+        self.addresses = ModelAddresses(policy)
         self.metrics = Metrics(registry)
         # Counted before any request, so increase() sees the first ones (a series born with its
         # first increment hides it from increase()).
         self.metrics.received.labels(namespace, rollout)
-        for reason in ("not_shadowing", "concurrency", "incumbent_rate"):
+        for reason in DROP_REASONS:
             self.metrics.dropped.labels(namespace, rollout, reason)
         self._client = httpx.Client(transport=transport, follow_redirects=False)
         self._calls = ThreadPoolExecutor(max_workers=64, thread_name_prefix="comparator-call")
@@ -223,30 +307,52 @@ class Comparator:
     # -- one request ----------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-        """Compare one mirrored request; return its log entry (also written to the request log)."""
+        """Compare one mirrored request; return its log entry (also written to the request log).
+        Never raises: whatever goes wrong drops the request with its reason."""
         with self._lock:
             self._seq += 1
             entry: dict[str, Any] = {"seq": self._seq, "method": method, "path": path}
         self.metrics.received.labels(self.namespace, self.rollout).inc()
+        try:
+            return self._handle(entry, method, path, headers, body)
+        except _Dropped as dropped:
+            return self._drop(entry, dropped.reason, dropped.message)
+        except Exception as exc:  # a bug or an unforeseen failure: counted, never raised to the server
+            return self._drop(entry, "error", f"{type(exc).__name__}: {exc}")
+
+    def _handle(
+        self, entry: dict[str, Any], method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> dict[str, Any]:
         pair = self.pairs()
         if pair is None:
-            return self._drop(entry, "not_shadowing")
+            raise _Dropped("not_shadowing", "no shadow of record")
+        refused = path_refusal(path)
+        if refused is not None:
+            raise _Dropped("bad_request", refused)
+        incumbent, candidate = self._address(pair.incumbent, pair), self._address(pair.candidate, pair)
         with self._slot(pair) as admitted:
             if not admitted:
-                return self._drop(entry, "concurrency")
+                raise _Dropped("concurrency", f"{pair.max_concurrency} comparisons in flight")
             bucket = self._bucket_for(pair)
             if not bucket.take(1):
-                return self._drop(entry, "incumbent_rate")
+                raise _Dropped("incumbent_rate", f"maxIncumbentRPS {pair.max_incumbent_rps} reached")
             noise = pair.noise_sample is not None and self._random.random() < pair.noise_sample
             # The noise floor's second incumbent call is extra load too: only within the cap.
             noise = noise and bucket.take(1)
             self._initialise(pair)
-            return self._compare(pair, entry, method, path, headers, body, noise=noise)
+            return self._compare(pair, entry, (incumbent, candidate), method, path, headers, body, noise=noise)
+
+    def _address(self, model: ModelRef, pair: Pair) -> ModelAddress:
+        found = self.addresses(self.urls(model, pair.namespace))
+        if isinstance(found, str):
+            raise _Dropped("address_refused", found)
+        return found
 
     def _compare(
         self,
         pair: Pair,
         entry: dict[str, Any],
+        where: tuple[ModelAddress, ModelAddress],
         method: str,
         path: str,
         headers: dict[str, str],
@@ -257,22 +363,26 @@ class Comparator:
         forwarded = {k: v for k, v in headers.items() if k.lower() in FORWARDED}
         forwarded[SHADOW_HEADER] = pair.rollout
 
-        def call(model: ModelRef) -> Answer:
-            return self._call(model, pair, method, path, forwarded, body)
+        def call(address: ModelAddress) -> Answer:
+            return self._call(address, pair, method, path, forwarded, body)
 
-        candidate = self._calls.submit(call, pair.candidate)
-        again = self._calls.submit(call, pair.incumbent) if noise else None
-        incumbent = call(pair.incumbent)
+        incumbent_at, candidate_at = where
+        candidate = self._calls.submit(call, candidate_at)
+        again = self._calls.submit(call, incumbent_at) if noise else None
+        try:
+            incumbent = call(incumbent_at)
+        finally:
+            # Every call ends before the slot is given back, whatever happened to the others.
+            wait([f for f in (candidate, again) if f is not None])
         cand = candidate.result()
+        second = again.result() if again is not None else None
         entry["model"], entry["reference"] = pair.candidate.name, pair.incumbent.name
         entry["outcome"], entry["why"] = self._count(pair, "candidate", pair.candidate, incumbent, cand)
         if incumbent.error is None and cand.error is None:
             labels = (pair.namespace, pair.rollout, pair.candidate.name, pair.incumbent.name)
             self.metrics.latency.labels(*labels).observe(cand.seconds - incumbent.seconds)
-        if again is not None:
-            entry["noise"], entry["noise_why"] = self._count(
-                pair, "incumbent", pair.incumbent, incumbent, again.result()
-            )
+        if second is not None:
+            entry["noise"], entry["noise_why"] = self._count(pair, "incumbent", pair.incumbent, incumbent, second)
         return self._write(entry)
 
     def _count(self, pair: Pair, variant: str, model: ModelRef, reference: Answer, judged: Answer) -> tuple[str, str]:
@@ -289,14 +399,26 @@ class Comparator:
         return outcome, why
 
     def _call(
-        self, model: ModelRef, pair: Pair, method: str, path: str, headers: dict[str, str], body: bytes
+        self, address: ModelAddress, pair: Pair, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> Answer:
-        url = self.urls(model, pair.namespace) + path
+        """One model's answer; a transport failure, a timeout, non-2xx or non-JSON is its error.
+        Anything else raised (a bug, an invalid header) is not the model's: it drops the request."""
+        url = address.for_path(path)
+        extensions = {"sni_hostname": address.server_name} if url.scheme == "https" else None
         started = time.perf_counter()
         try:
-            response = self._client.request(method, url, headers=headers, content=body, timeout=pair.timeout)
+            response = self._client.request(
+                method,
+                url,
+                headers={**headers, "Host": address.host},
+                content=body,
+                timeout=pair.timeout,
+                extensions=extensions,
+            )
         except httpx.TimeoutException:
             return Answer(error=f"timeout after {pair.timeout:g}s")
+        except httpx.LocalProtocolError:
+            raise  # what we would send is invalid (a header a stranger sent): not the model's error
         except httpx.HTTPError as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}"[:200])
         seconds = time.perf_counter() - started
@@ -331,9 +453,9 @@ class Comparator:
     def _slot(self, pair: Pair) -> _Slot:
         return _Slot(self, pair.max_concurrency)
 
-    def _drop(self, entry: dict[str, Any], reason: str) -> dict[str, Any]:
+    def _drop(self, entry: dict[str, Any], reason: str, why: str) -> dict[str, Any]:
         self.metrics.dropped.labels(self.namespace, self.rollout, reason).inc()
-        entry["outcome"] = f"dropped:{reason}"
+        entry["outcome"], entry["why"] = f"dropped:{reason}", why[:200]
         return self._write(entry)
 
     def _write(self, entry: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ rollout, when mirrored requests arrive, then:
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from controller.api.models import BuiltinMetric
 from controller.comparator.service import Comparator, ModelUrls, RolloutPairs, iter_log, serve
 from controller.kube.rollouts import Rollouts
+from controller.metrics.address import AddressPolicy
 from controller.metrics.builtins import PROMQL
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.templates import render, variables_for
@@ -127,7 +129,17 @@ def set_shadow_state(rollouts: Rollouts, obj: dict[str, Any], state: str) -> Non
 
 
 class World:
-    def __init__(self, namespace: str, rollouts: Rollouts, tmp: Path, incumbent: ModelServer, candidate: ModelServer):
+    def __init__(
+        self,
+        namespace: str,
+        rollouts: Rollouts,
+        tmp: Path,
+        incumbent: ModelServer,
+        candidate: ModelServer,
+        *,
+        policy: AddressPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.namespace, self.rollouts, self.incumbent, self.candidate = namespace, rollouts, incumbent, candidate
         self.registry = CollectorRegistry()
         self.log = tmp / "requests.jsonl"
@@ -137,9 +149,12 @@ class World:
             rollout="fraud",
             pairs=self.pairs,
             urls=ModelUrls("http://unused", overrides={INCUMBENT: incumbent.url, CANDIDATE: candidate.url}),
+            # The models are on loopback here: the local setup's exception.
+            policy=policy or AddressPolicy(allow_loopback=True),
             registry=self.registry,
             request_log=self.log,
             seed=7,
+            transport=transport,
         )
         self.server = serve(self.comparator, host="127.0.0.1", port=0)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -154,6 +169,10 @@ class World:
             "variant": variant, "outcome": outcome,
         }  # fmt: skip
         return self.registry.get_sample_value("modelrollout_shadow_comparisons_total", labels) or 0.0
+
+    def received(self) -> float:
+        labels = {"namespace": self.namespace, "rollout": "fraud"}
+        return self.registry.get_sample_value("modelrollout_shadow_received_total", labels) or 0.0
 
     def dropped(self, reason: str) -> float:
         labels = {"namespace": self.namespace, "rollout": "fraud", "reason": reason}
@@ -319,3 +338,79 @@ def test_the_noise_floor_counts_the_incumbent_against_itself(
         w.close()
         incumbent.close()
         candidate.close()
+
+
+def raw_request(port: int, target: str, body: bytes = b'{"x": 1}') -> bytes:
+    """One request with `target` as written, which no HTTP client would send: a stranger's."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = f"POST {target} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        sock.sendall(head.encode() + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_a_path_that_names_another_host_is_dropped_and_nothing_is_called(world: World) -> None:
+    """Review finding 2: base URL + path made `@host/...` a call to that host with the request's
+    Authorization header. Here `host` is a third real server on loopback: it must get nothing."""
+    elsewhere = ModelServer()
+    try:
+        port = world.server.server_address[1]
+        for target in (
+            f"@127.0.0.1:{elsewhere.server.server_address[1]}/steal",
+            f"\\\\127.0.0.1:{elsewhere.server.server_address[1]}/steal",
+            f"/x@127.0.0.1:{elsewhere.server.server_address[1]}/steal",
+        ):
+            assert raw_request(port, target).startswith(b"HTTP/1.1 204")
+        assert elsewhere.calls == [] and world.incumbent.calls == [] and world.candidate.calls == []
+        assert world.dropped("bad_request") == 3 == world.received()
+        assert world.logged() == {"dropped:bad_request": 3}
+    finally:
+        elsewhere.close()
+
+
+def test_a_model_address_the_policy_refuses_is_never_called(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path, models: tuple[ModelServer, ModelServer]
+) -> None:
+    """The models' addresses go through the controller's address policy: loopback is refused
+    unless allowed (the controller's --allow-loopback-addresses)."""
+    rollouts = shadow_rollout(namespace, api_client, maxIncumbentRPS=100_000)
+    w = World(namespace, rollouts, tmp_path, *models, policy=AddressPolicy(allow_loopback=False))
+    try:
+        for n in range(1, 4):
+            assert w.mirror(n).status_code == 204
+        assert w.incumbent.calls == [] and w.candidate.calls == []
+        assert w.dropped("address_refused") == 3 == w.received()
+        (why,) = {e["why"] for e in iter_log(w.log)}
+        assert "loopback" in why and "refused" in why
+    finally:
+        w.close()
+
+
+class Failing(httpx.BaseTransport):
+    """The real transport, but a call to `port` raises what no model call should: a bug's exception."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.real = port, httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.port == self.port:
+            raise RuntimeError("unforeseen")
+        return self.real.handle_request(request)
+
+
+def test_an_unforeseen_exception_in_a_call_drops_the_request_with_its_reason(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path, models: tuple[ModelServer, ModelServer]
+) -> None:
+    candidate = models[1]
+    rollouts = shadow_rollout(namespace, api_client, maxIncumbentRPS=100_000)
+    w = World(namespace, rollouts, tmp_path, *models, transport=Failing(candidate.server.server_address[1]))
+    try:
+        assert w.mirror(1).status_code == 204  # the server still answers: nothing raised out of it
+        assert w.dropped("error") == 1 == w.received()
+        assert sum(w.count(o) for o in ("agree", "disagree", "candidate_error", "incumbent_error")) == 0
+        (entry,) = list(iter_log(w.log))
+        assert entry["outcome"] == "dropped:error" and "RuntimeError: unforeseen" in entry["why"]
+    finally:
+        w.close()

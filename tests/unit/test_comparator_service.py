@@ -6,11 +6,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.api.models import ModelRef, ModelRollout
-from controller.comparator.service import ModelUrls, RolloutPairs, TokenBucket, pair_of
+from controller.comparator.service import (
+    ModelAddress,
+    ModelAddresses,
+    ModelUrls,
+    RolloutPairs,
+    TokenBucket,
+    pair_of,
+    path_refusal,
+)
+from controller.metrics.address import AddressPolicy
 from tests.support.objects import minimal_rollout
 
 SHADOW = {
@@ -107,3 +118,84 @@ def test_token_bucket_never_lets_through_more_than_rate_times_time_plus_a_burst(
         if bucket.take(n):
             taken += n
     assert taken <= rate + rate * clock.now + 1e-6
+
+
+# -- where a mirrored request may go (review finding 2: the path and the model's address) --------
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ("/v1/models/fraud:predict", False),
+        ("/predict?user=a@example.com&x=1", False),  # '@' in the query names no host
+        ("/", False),
+        ("@169.254.169.254/latest/meta-data", True),
+        ("//169.254.169.254/latest", True),
+        ("/x@169.254.169.254/latest", True),
+        ("\\\\169.254.169.254/latest", True),
+        ("/a\\b", True),
+        ("/a#frag", True),
+        ("/a b", True),
+        ("/a\r\nHost: x", True),
+        ("/caf\u00e9", True),
+        ("predict", True),
+        ("", True),
+        ("http://169.254.169.254/latest", True),
+    ],
+)
+def test_path_refusal(path: str, refused: bool) -> None:
+    assert (path_refusal(path) is not None) is refused
+
+
+@given(st.text(max_size=40))
+def test_a_path_let_through_never_changes_the_models_host(path: str) -> None:
+    address = ModelAddress(url=httpx.URL("http://10.0.0.7:8080"), host="fraud-v1.models:8080", server_name="fraud-v1")
+    if path_refusal(path) is None:
+        url = address.for_path(path)
+        assert (url.scheme, url.host, url.port) == ("http", "10.0.0.7", 8080)
+        assert url.raw_path == path.encode("ascii")
+
+
+def resolver(table: dict[str, list[str]]) -> Any:
+    return lambda host: table.get(host, [])
+
+
+def test_model_addresses_are_checked_by_the_controllers_policy_and_pinned() -> None:
+    clock = Clock()
+    names = {
+        "fraud-v1.models.svc.cluster.local": ["10.0.0.7"],
+        "metadata.models.svc.cluster.local": ["169.254.169.254"],
+        "api.models.svc.cluster.local": ["10.96.0.1"],
+        "local.models.svc.cluster.local": ["127.0.0.1"],
+    }
+    policy = AddressPolicy.for_api_server(["https://10.96.0.1:443"], allow_loopback=False, resolver=resolver(names))
+    addresses = ModelAddresses(policy, ttl=30, clock=clock)
+
+    found = addresses("http://fraud-v1.models.svc.cluster.local:8080")
+    assert isinstance(found, ModelAddress)
+    assert (found.url.host, found.url.port, found.host) == ("10.0.0.7", 8080, "fraud-v1.models.svc.cluster.local:8080")
+    assert found.server_name == "fraud-v1.models.svc.cluster.local"
+    for base, why in (
+        ("http://metadata.models.svc.cluster.local:80", "link-local"),
+        ("https://api.models.svc.cluster.local:443", "Kubernetes API server"),
+        ("http://local.models.svc.cluster.local:8080", "loopback"),
+        ("http://169.254.169.254", "link-local"),
+        ("http://kubernetes.default.svc", "Kubernetes API server"),
+        ("http://nowhere.models.svc.cluster.local:8080", "does not resolve"),
+    ):
+        refused = addresses(base)
+        assert isinstance(refused, str) and why in refused, (base, refused)
+    allowed = ModelAddresses(AddressPolicy(allow_loopback=True, resolver=resolver(names)))
+    assert isinstance(allowed("http://local.models.svc.cluster.local:8080"), ModelAddress)
+
+
+def test_a_model_address_is_checked_again_after_its_ttl() -> None:
+    clock, names = Clock(), {"m.models": ["10.0.0.7"]}
+    addresses = ModelAddresses(AddressPolicy(resolver=resolver(names)), ttl=30, clock=clock)
+    assert isinstance(addresses("http://m.models:8080"), ModelAddress)
+    names["m.models"] = ["169.254.169.254"]  # the name now points elsewhere
+    clock.now = 29.0
+    assert isinstance(addresses("http://m.models:8080"), ModelAddress)
+    clock.now = 30.0
+    refused = addresses("http://m.models:8080")
+    assert isinstance(refused, str) and "link-local" in refused
