@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from controller.api.annotations import ABORT, PROMOTE, RETRY
 from controller.api.duration import parse_duration
-from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Weights
+from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus
 from controller.core.clock import Clock
 from controller.core.engine import (
     PROBLEM_RETRY,
@@ -38,7 +38,7 @@ from controller.kube.objects import Objects
 from controller.kube.rollouts import FINALIZER, Rollouts
 from controller.metrics.registry import MetricProviders
 from controller.observe import observe_and_judge
-from controller.routers.base import RouterProblem, RouteTarget
+from controller.routers.base import RouterProblem, RouteTarget, Routing
 from controller.routers.registry import router_for
 from controller.telemetry import Telemetry
 from controller.webhooks.dispatcher import Webhooks
@@ -95,7 +95,9 @@ class Reconciler:
 
         now = self.clock.now()
         spec, status = rollout.spec, rollout.status
-        applied, mirrored, route_problem = self._read_route(namespace, name, spec, status)
+        routing, route_problem = self._read_route(namespace, name, spec, status)
+        applied = routing.weights if routing is not None else None
+        mirrored = routing.mirrored if routing is not None else None
         judgements: dict[str, Judgement] | None = None
         pair = pair_in_flight(status)
         if pair is not None and route_problem is None and analysis_due(spec, status, applied, now, mirrored):
@@ -114,6 +116,7 @@ class Reconciler:
                 deleting=deleting,
                 applied=applied,
                 mirrored=mirrored,
+                stale_mirrors=routing.stale if routing is not None else None,
                 router_problem=route_problem,
                 judgements=judgements,
                 requests=Requests(
@@ -163,41 +166,27 @@ class Reconciler:
 
     # -- read -----------------------------------------------------------------------------------
 
-    def _target(
-        self,
-        namespace: str,
-        name: str,
-        spec: ModelRolloutSpec,
-        status: ModelRolloutStatus,
-        incumbent: ModelRef,
-        candidate: ModelRef,
-    ) -> RouteTarget:
-        # The comparator the shadow of record mirrored to (so its mirror is found and removed even
-        # if spec.shadow changed since), else the spec's.
-        comparator = status.shadow.comparator if status.shadow is not None else None
-        if comparator is None and spec.shadow is not None:
-            comparator = spec.shadow.comparator
-        return RouteTarget(
+    def _read_route(
+        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
+    ) -> tuple[Routing | None, tuple[str, str] | None]:
+        pair = pair_in_flight(status)
+        if pair is None:
+            return None, None
+        # The mirrors of record (status), never the spec's: a mirror is found by the comparator
+        # it was written with, even if spec.shadow changed since.
+        target = RouteTarget(
             namespace=namespace,
             rollout=name,
             traffic=spec.traffic,
-            incumbent=incumbent,
-            candidate=candidate,
-            comparator=comparator,
+            incumbent=pair[0],
+            candidate=pair[1],
+            comparator=status.shadow.comparator if status.shadow is not None else None,
+            stale=tuple(status.pending_mirror_removals),
         )
-
-    def _read_route(
-        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
-    ) -> tuple[Weights | None, int | None, tuple[str, str] | None]:
-        pair = pair_in_flight(status)
-        if pair is None:
-            return None, None, None
         try:
-            router = router_for(spec.traffic, self.objects, self.clock)
-            weights, mirrored = router.routing(self._target(namespace, name, spec, status, *pair))
-            return weights, mirrored, None
+            return router_for(spec.traffic, self.objects, self.clock).routing(target), None
         except RouterProblem as problem:
-            return None, None, (problem.reason, problem.message)
+            return None, (problem.reason, problem.message)
 
     # -- act and persist ------------------------------------------------------------------------
 
@@ -212,10 +201,20 @@ class Reconciler:
         status = outcome.status
         for action in outcome.actions:
             self._guard()
-            target = self._target(namespace, name, spec, status, action.incumbent, action.candidate)
+            # Each write names the mirrors it owns (core.engine.set_weights), as decided.
+            target = RouteTarget(
+                namespace=namespace,
+                rollout=name,
+                traffic=spec.traffic,
+                incumbent=action.incumbent,
+                candidate=action.candidate,
+                comparator=action.comparator,
+                stale=action.stale,
+            )
             try:
                 router = router_for(spec.traffic, self.objects, self.clock)
-                read_back, mirrored = router.apply_routing(target, action.weights, action.mirror)
+                routing = router.apply_routing(target, action.weights, action.mirror)
+                read_back = routing.weights
             except RouterProblem as problem:
                 if outcome.release:
                     bound.warning("could not restore traffic on deletion", reason=problem.reason, error=problem.message)
@@ -235,7 +234,8 @@ class Reconciler:
                     read_back,
                     now=self.clock.now(),
                     generation=status.observed_generation or 0,
-                    mirrored=mirrored,
+                    mirrored=routing.mirrored,
+                    stale=routing.stale,
                 )
         return None
 

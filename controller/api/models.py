@@ -47,6 +47,8 @@ MAX_STEPS = 20
 MAX_GUARDRAILS = 16
 MAX_HISTORY = 20
 MAX_FAILED_CANDIDATES = 10
+# Earlier shadows' comparators whose mirror is still to be removed (one per candidate replaced mid-shadow).
+MAX_PENDING_MIRRORS = 4
 # Segments a guardrail names (plus "other"), and failing segments whose evidence status keeps.
 MAX_SEGMENTS = 20
 DEFAULT_MAX_SEGMENTS = 8
@@ -383,9 +385,7 @@ class ModelPrice(ApiModel):
     model: DnsName = Field(description="The ModelRef name this price is for.")
     per_replica_hour: _PRICE | None = Field(None, description="Price of one serving replica for one hour.")
     per_million_output_tokens: _PRICE | None = Field(None, description="Price of one million output tokens.")
-    per_million_input_tokens: _PRICE | None = Field(
-        None, description="Price of one million prompt tokens (default 0)."
-    )
+    per_million_input_tokens: _PRICE | None = Field(None, description="Price of one million prompt tokens (default 0).")
 
 
 class MetricSource(ApiModel):
@@ -593,9 +593,7 @@ class Guardrail(ApiModel):
             message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin "
             f"{', '.join(_EVENT_BUILTINS[:-1])} or {_EVENT_BUILTINS[-1]}",
             check=lambda g: (
-                g.sequential is None
-                or g.metric.errors_query is not None
-                or g.metric.builtin in _EVENT_BUILTINS
+                g.sequential is None or g.metric.errors_query is not None or g.metric.builtin in _EVENT_BUILTINS
             ),
             field_path=".metric",
         ),
@@ -620,7 +618,9 @@ class Guardrail(ApiModel):
             cel="!has(self.segmentBy) || !has(self.drift) || self.segmentBy != "
             "(has(self.metric.distributionLabel) ? self.metric.distributionLabel : 'le')",
             message="segmentBy must differ from the distribution's label (metric.distributionLabel, default le)",
-            check=lambda g: g.segment_by is None or g.drift is None or g.segment_by != (g.metric.distribution_label or "le"),
+            check=lambda g: (
+                g.segment_by is None or g.drift is None or g.segment_by != (g.metric.distribution_label or "le")
+            ),
             field_path=".segmentBy",
         ),
         Rule(
@@ -695,6 +695,7 @@ class Guardrail(ApiModel):
     @property
     def segment_share(self) -> float:
         return self.min_segment_share if self.min_segment_share is not None else DEFAULT_MIN_SEGMENT_SHARE
+
     label_delay: Duration | None = Field(
         None,
         description="How long after a prediction its label (ground truth) typically arrives (docs/labels.md). "
@@ -952,10 +953,12 @@ class Webhook(ApiModel):
             cel="!has(self.caBundleRef) || has(self.urlSecretRef) || (has(self.url) && self.url.startsWith('https://'))"
             " || (has(self.service) && self.service.scheme == 'https')",
             message="caBundleRef only applies to https",
-            check=lambda w: w.ca_bundle_ref is None
-            or w.url_secret_ref is not None
-            or (w.url or "").startswith("https://")
-            or (w.service is not None and w.service.scheme == "https"),
+            check=lambda w: (
+                w.ca_bundle_ref is None
+                or w.url_secret_ref is not None
+                or (w.url or "").startswith("https://")
+                or (w.service is not None and w.service.scheme == "https")
+            ),
             field_path=".caBundleRef",
         ),
     )
@@ -1099,8 +1102,10 @@ class Shadow(ApiModel):
         Rule(
             cel=f"has(self.noiseFloor) || !self.guardrails.exists(g, has(g.sequential) && {_CEL_DISAGREEMENT})",
             message="a sequential ShadowDisagreement is judged against the incumbent's noise floor: set noiseFloor",
-            check=lambda s: s.noise_floor is not None
-            or not any(g.sequential is not None and _is_disagreement(g) for g in s.guardrails),
+            check=lambda s: (
+                s.noise_floor is not None
+                or not any(g.sequential is not None and _is_disagreement(g) for g in s.guardrails)
+            ),
             field_path=".noiseFloor",
         ),
         Rule(
@@ -1131,7 +1136,6 @@ class Shadow(ApiModel):
         16, description="Comparisons in flight at once; beyond it a mirrored request is dropped (counted)."
     )
     timeout: Duration = Field("2s", description="Per model call; a timeout is that model's error.")
-
 
 
 def _unique_webhook_names(spec: ModelRolloutSpec) -> bool:
@@ -1492,7 +1496,6 @@ class Notifications(ApiModel):
     dropped: Annotated[int, Field(ge=0)] = Field(0, description="Notices dropped undelivered (outbox full).")
 
 
-
 class ShadowState(StrEnum):
     MIRRORING = "Mirroring"
     PASSED = "Passed"
@@ -1571,6 +1574,11 @@ class ModelRolloutStatus(ApiModel):
     )
     notifications: Notifications | None = Field(None, description="Verdicts still to be delivered, per receiver.")
     shadow: ShadowStatus | None = Field(None, description="This candidate's shadow phase (spec.shadow).")
+    pending_mirror_removals: Annotated[list[ComparatorRef], Field(max_length=MAX_PENDING_MIRRORS)] = Field(
+        default_factory=list,
+        description="Comparators an earlier candidate's shadow mirrored to, whose mirror the route may still "
+        "hold: removed with the next route write, and dropped from here once read back gone.",
+    )
 
 
 class ObjectMeta(ApiModel):

@@ -228,7 +228,11 @@ def _segments_view(guardrails: Sequence[Guardrail], latest: Mapping[str, Guardra
     out = ["", "Segments", *out]
     if rows:
         out.append(
-            table(["GUARDRAIL", "SEGMENT", "VERDICT", "CANDIDATE", "INCUMBENT", "SAMPLES C/I", "DETAIL"], rows, indent="  ")
+            table(
+                ["GUARDRAIL", "SEGMENT", "VERDICT", "CANDIDATE", "INCUMBENT", "SAMPLES C/I", "DETAIL"],
+                rows,
+                indent="  ",
+            )
         )
     return out
 

@@ -31,6 +31,7 @@ from controller.api.models import (
     MAX_HISTORY,
     AfterLastStep,
     AnalysisMode,
+    ComparatorRef,
     Condition,
     DataPolicy,
     DeadlinePolicy,
@@ -77,8 +78,21 @@ class SetWeights:
     incumbent: ModelRef
     candidate: ModelRef
     weights: Weights
-    # Percent of requests mirrored to the comparator (spec.shadow); 0 removes our mirror.
+    # Percent of requests mirrored to `comparator` (the shadow of record's); 0 removes our mirror.
     mirror: int = 0
+    comparator: ComparatorRef | None = None
+    # Earlier shadows' comparators: any mirror of ours to them is removed with this write.
+    stale: tuple[ComparatorRef, ...] = ()
+
+
+def set_weights(
+    status: ModelRolloutStatus, incumbent: ModelRef, candidate: ModelRef, weights: Weights, mirror: int = 0
+) -> SetWeights:
+    """The write of `weights` for this pair, with the mirrors the status of record owns: its
+    shadow's (to `mirror` percent) and the stale ones still to remove. Every write names them
+    itself, so a mirror is found by the comparator it was written with, whatever the spec says now."""
+    comparator = status.shadow.comparator if status.shadow is not None else None
+    return SetWeights(incumbent, candidate, weights, mirror, comparator, tuple(status.pending_mirror_removals))
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,8 @@ class RolloutInput:
     applied: Weights | None = None
     # Percent the router mirrors to the comparator, read back with `applied` (0: no mirror of ours).
     mirrored: int | None = None
+    # Of status.pendingMirrorRemovals, those the route still mirrors to (read back with `applied`).
+    stale_mirrors: tuple[ComparatorRef, ...] | None = None
     # (reason, message) when the route is missing or malformed: traffic stays put.
     router_problem: tuple[str, str] | None = None
     # The judge's verdicts when an analysis ran in this reconcile (see analysis_due), else None.
@@ -142,20 +158,20 @@ def settling(status: ModelRolloutStatus) -> SetWeights | None:
     """A verdict whose weights the router has not confirmed yet: the write still owed."""
     if status.candidate is None:
         return None
-    # A mirror left from the shadow phase is owed too: removed at every verdict.
-    mirror = shadow.mirrored(status) > 0
+    # A mirror left from the shadow phase (or an earlier one) is owed too: removed at every verdict.
+    mirror = shadow.mirrored(status) > 0 or bool(status.pending_mirror_removals)
     if (
         status.phase is Phase.PROMOTED
         and status.previous_incumbent is not None
         and (status.weights != ALL_CANDIDATE or mirror)
     ):
-        return SetWeights(status.previous_incumbent, status.candidate, ALL_CANDIDATE)
+        return set_weights(status, status.previous_incumbent, status.candidate, ALL_CANDIDATE)
     if (
         status.phase is Phase.ROLLED_BACK
         and status.incumbent is not None
         and (status.weights != ALL_INCUMBENT or mirror)
     ):
-        return SetWeights(status.incumbent, status.candidate, ALL_INCUMBENT)
+        return set_weights(status, status.incumbent, status.candidate, ALL_INCUMBENT)
     return None
 
 
@@ -295,7 +311,9 @@ def _judged(
         g = by_name[gs.name]
         if gs.verdict is Verdict.FAIL and (g.critical or gs.failures > g.failure_tolerance):
             # A segmented guardrail's message already reads "<name> failed in <label>=<value>: ...".
-            why = gs.message if gs.message.startswith(f"{g.name} failed") else f"guardrail {g.name} failed: {gs.message}"
+            why = (
+                gs.message if gs.message.startswith(f"{g.name} failed") else f"guardrail {g.name} failed: {gs.message}"
+            )
             return Assessment("rollback", Reason.GUARDRAIL_FAILED, why, gs)
     noncritical = sum(gs.failures for gs in latest if not by_name[gs.name].critical)
     if noncritical > spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in latest):
@@ -379,12 +397,21 @@ def decide(inp: RolloutInput) -> Outcome:
 
 
 def record_weights(
-    status: ModelRolloutStatus, weights: Weights, *, now: datetime, generation: int, mirrored: int | None = None
+    status: ModelRolloutStatus,
+    weights: Weights,
+    *,
+    now: datetime,
+    generation: int,
+    mirrored: int | None = None,
+    stale: tuple[ComparatorRef, ...] | None = None,
 ) -> None:
-    """Record what the router read back after acting; a verdict becomes Ready/Stalled only now."""
+    """Record what the router read back after acting (`stale`: the pending mirror removals the
+    route still holds); a verdict becomes Ready/Stalled only now."""
     status.weights = weights
     if status.shadow is not None and mirrored is not None:
         status.shadow.mirror_percent = mirrored
+    if stale is not None:
+        status.pending_mirror_removals = [c for c in status.pending_mirror_removals if c in stale]
     set_conditions(status, problem=False, now=now, generation=generation)
 
 
@@ -430,6 +457,9 @@ class _Decider:
             self.st.weights = self.inp.applied
             if self.st.shadow is not None and self.inp.mirrored is not None:
                 self.st.shadow.mirror_percent = self.inp.mirrored
+            if self.inp.stale_mirrors is not None:
+                stale = self.inp.stale_mirrors
+                self.st.pending_mirror_removals = [c for c in self.st.pending_mirror_removals if c in stale]
         if self.inp.deleting:
             self._release()
         elif self._bootstrap():
@@ -469,7 +499,7 @@ class _Decider:
         if owed is not None and pair is None:
             self.out.actions.append(owed)
         if pair is not None:
-            self.out.actions.append(SetWeights(pair[0], pair[1], ALL_INCUMBENT))
+            self.out.actions.append(set_weights(self.st, pair[0], pair[1], ALL_INCUMBENT))
             self._event("Normal", Reason.TRAFFIC_RESTORED, f"deleted mid-rollout: 100% back to {pair[0].name}")
         self.out.release = True
 
@@ -497,7 +527,8 @@ class _Decider:
         if owed is not None and previous is None:
             self.out.actions.append(owed)  # the last verdict's weights first
         if previous is not None:
-            self.out.actions.append(SetWeights(previous[0], previous[1], ALL_INCUMBENT))
+            # Written with the last shadow's comparator: its mirror goes with the last pair's weights.
+            self.out.actions.append(set_weights(self.st, previous[0], previous[1], ALL_INCUMBENT))
             why = f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}"
             self._event("Normal", Reason.CANDIDATE_REPLACED, why)
         incumbent = self.st.incumbent
@@ -510,8 +541,9 @@ class _Decider:
         self.st.guardrails, self.st.last_analysis, self.st.weights, self.st.previous_incumbent = [], None, None, None
         self.st.paused_since, self.st.pause_reason, self.st.rollout_started = None, None, self.now
         self.st.error_budget, self.st.conditions = None, [c for c in self.st.conditions if c.type != "Feasible"]
-        # The last candidate's shadow: its mirror (if still read back) is removed by this rollout's weights.
-        previous_mirror = shadow.mirrored(self.st)
+        # The last candidate's shadow: unless read back gone, its mirror stays owed (a controller
+        # killed before the write above must not forget it), removed with this rollout's writes.
+        self.st.pending_mirror_removals = shadow.stale_mirrors(self.st, self.inp.spec)
         self.st.shadow = None
         self._use_phase_spec()
         if self.spec.candidate.name == incumbent.name:
@@ -522,11 +554,9 @@ class _Decider:
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
         shadow_spec = self.inp.spec.shadow
         if shadow_spec is not None:
+            # mirrorPercent stays unknown until this shadow's route is read back.
             self.st.shadow = ShadowStatus(
-                state=ShadowState.MIRRORING,
-                started=self.now,
-                comparator=shadow_spec.comparator,
-                mirror_percent=previous_mirror,
+                state=ShadowState.MIRRORING, started=self.now, comparator=shadow_spec.comparator
             )
             self._use_phase_spec()
         self._enter_step(0)
@@ -569,9 +599,11 @@ class _Decider:
             return
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
-        at_step = self.inp.applied == Weights.for_candidate(self._step().weight) and (
-            self.inp.mirrored or 0
-        ) == shadow.wanted_mirror(self.inp.spec, self.st)
+        at_step = (
+            self.inp.applied == Weights.for_candidate(self._step().weight)
+            and (self.inp.mirrored or 0) == shadow.wanted_mirror(self.inp.spec, self.st)
+            and not self.st.pending_mirror_removals
+        )
         at_gate = self._at_gate()
         if ((at_step or at_gate or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
             self.st.phase is Phase.PAUSED
@@ -945,7 +977,9 @@ class _Decider:
     def _set_weights(self, weights: Weights) -> None:
         incumbent, candidate = self.st.incumbent, self.st.candidate
         assert incumbent is not None and candidate is not None
-        self.out.actions.append(SetWeights(incumbent, candidate, weights, shadow.wanted_mirror(self.inp.spec, self.st)))
+        self.out.actions.append(
+            set_weights(self.st, incumbent, candidate, weights, shadow.wanted_mirror(self.inp.spec, self.st))
+        )
 
     def _pause(self, reason: Reason, message: str) -> None:
         if self.st.paused_since is None:

@@ -18,9 +18,11 @@ Pure: imports only `api/`.
 from __future__ import annotations
 
 from controller.api.models import (
+    MAX_PENDING_MIRRORS,
     AfterLastStep,
     BuiltinMetric,
     Canary,
+    ComparatorRef,
     GuardrailStatus,
     ModelRolloutSpec,
     ModelRolloutStatus,
@@ -56,6 +58,19 @@ def wanted_mirror(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> int:
 def mirrored(status: ModelRolloutStatus) -> int:
     """Percent mirrored as last read back (0 when never mirrored)."""
     return (status.shadow.mirror_percent or 0) if status.shadow is not None else 0
+
+
+def stale_mirrors(status: ModelRolloutStatus, spec: ModelRolloutSpec) -> list[ComparatorRef]:
+    """At a new candidate's start: the comparators whose mirror the route may still hold (the last
+    shadow's, unless read back gone, and those already pending), but the one the new shadow
+    will own itself. The newest are kept when there are too many."""
+    pending = list(status.pending_mirror_removals)
+    last = status.shadow
+    if last is not None and last.comparator is not None and last.mirror_percent != 0:
+        pending.append(last.comparator)
+    mine = spec.shadow.comparator if spec.shadow is not None else None
+    unique = [c for i, c in enumerate(pending) if c != mine and c not in pending[:i]]
+    return unique[-MAX_PENDING_MIRRORS:]
 
 
 def summarise(spec: ModelRolloutSpec, shadow: ShadowStatus, guardrails: list[GuardrailStatus]) -> None:

@@ -44,7 +44,9 @@ class Objects:
         with translated():
             listed = cast(
                 dict[str, Any],
-                self._custom.list_namespaced_custom_object(resource.group, resource.version, namespace, resource.plural),
+                self._custom.list_namespaced_custom_object(
+                    resource.group, resource.version, namespace, resource.plural
+                ),
             )
             return listed
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
@@ -48,6 +48,18 @@ class RouteTarget:
     # Where mirrored requests go (the shadow's comparator), to add or remove our mirror; None:
     # this rollout never mirrored, so there is no mirror of ours to read or remove.
     comparator: ComparatorRef | None = None
+    # Comparators an earlier candidate's shadow mirrored to: any mirror of ours to them that the
+    # pair's route still holds is removed with the next write (status.pendingMirrorRemovals).
+    stale: tuple[ComparatorRef, ...] = ()
+
+
+class Routing(NamedTuple):
+    """What the data plane has for a target: its weights, the percent mirrored to its comparator,
+    and the stale comparators the route still mirrors to."""
+
+    weights: Weights
+    mirrored: int = 0
+    stale: tuple[ComparatorRef, ...] = ()
 
 
 class RouterProblem(Exception):
@@ -145,18 +157,19 @@ class TrafficRouter:
         """The weights the data plane has now. Raises RouterProblem, or KubeError for API failures."""
         return self.routing(target)[0]
 
-    def routing(self, target: RouteTarget) -> tuple[Weights, int]:
-        """The weights, and the percent mirrored to the comparator, the data plane has now."""
+    def routing(self, target: RouteTarget) -> Routing:
+        """The weights, and the mirrors of ours, the data plane has now."""
         objects = self._read(self.plan.objects(target))
-        return self.plan.weights(target, objects), self._mirrored(target, objects)
+        return self._routing(target, objects)
 
     def apply(self, target: RouteTarget, weights: Weights) -> Weights:
         """Set the weights (no write when they are already set) and return what was read back;
         a mirror of ours is removed with them (see apply_routing)."""
-        return self.apply_routing(target, weights, 0)[0]
+        return self.apply_routing(target, weights, 0).weights
 
-    def apply_routing(self, target: RouteTarget, weights: Weights, mirror: int) -> tuple[Weights, int]:
-        """Set the weights, then our mirror to `mirror` percent (0: none); return both as read back.
+    def apply_routing(self, target: RouteTarget, weights: Weights, mirror: int) -> Routing:
+        """Set the weights, then remove our stale mirrors and make our mirror `mirror` percent (0:
+        none); return what was read back.
 
         A 409 or 422 answer means the object changed since our read (a `test` op or the
         resourceVersion no longer holds): read again and re-plan at once, since the new state is
@@ -178,18 +191,30 @@ class TrafficRouter:
                 objects = self._read(refs)
                 for patch in self.plan.patches(target, objects, weights, self._clock.now()):
                     objects[patch.index] = self._write(refs[patch.index], patch)
-                if mirror_plan is not None and target.comparator is not None:
-                    # Planned on the objects as the weight writes left them (their test ops hold).
-                    for patch in mirror_plan.mirror_patches(target, objects, mirror):
-                        objects[patch.index] = self._write(refs[patch.index], patch)
+                if mirror_plan is not None:
+                    # Planned on the objects as the weight writes left them (their test ops hold):
+                    # earlier shadows' mirrors first (Istio has room for one), then ours.
+                    wanted = [(replace(target, comparator=c), 0) for c in target.stale if c != target.comparator]
+                    if target.comparator is not None:
+                        wanted.append((target, mirror))
+                    for one, percent in wanted:
+                        for patch in mirror_plan.mirror_patches(one, objects, percent):
+                            objects[patch.index] = self._write(refs[patch.index], patch)
                 # What the API server stored, not what we asked for (an admission webhook may differ).
-                return self.plan.weights(target, objects), self._mirrored(target, objects)
+                return self._routing(target, objects)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _mirrored(self, target: RouteTarget, objects: list[KubeObject]) -> int:
-        if target.comparator is None or not isinstance(self.plan, MirrorPlan):
-            return 0
-        return self.plan.mirrored(target, objects)
+    def _routing(self, target: RouteTarget, objects: list[KubeObject]) -> Routing:
+        weights = self.plan.weights(target, objects)
+        if not isinstance(self.plan, MirrorPlan):
+            return Routing(weights)
+        mirrored = self.plan.mirrored(target, objects) if target.comparator is not None else 0
+        stale = tuple(
+            c
+            for c in target.stale
+            if c != target.comparator and self.plan.mirrored(replace(target, comparator=c), objects) > 0
+        )
+        return Routing(weights, mirrored, stale)
 
     def _read(self, refs: list[ObjectRef]) -> list[KubeObject]:
         objects = []

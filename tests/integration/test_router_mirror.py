@@ -9,6 +9,8 @@ the API server has them (read by the test, never through the router) and the aud
 - the same mirror twice makes no write; removal at promotion or rollback goes with the weights;
 - a mirror the user wrote (to anywhere else) is never read as ours nor touched; on Istio, whose
   http route has one mirror, it stalls the shadow with MirrorInUse and nothing is written;
+- a mirror an earlier shadow left (another comparator, status.pendingMirrorRemovals) is read as
+  stale and removed with the next write, before ours is added (Istio has room for one);
 - the routers that cannot mirror refuse a mirror with MirrorNotSupported, writing nothing, and
   have nothing to do when asked for none.
 """
@@ -16,6 +18,7 @@ the API server has them (read by the test, never through the router) and the aud
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,7 +26,7 @@ from kubernetes import client
 
 from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, ComparatorRef, Weights
 from controller.kube.objects import Objects
-from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
+from controller.routers.base import RouterProblem, RouteTarget, Routing, TrafficRouter
 from controller.routers.registry import router_for
 from tests.support.backends import (
     BACKENDS,
@@ -121,11 +124,11 @@ def test_the_mirror_is_accepted_read_back_and_moves_no_user_traffic(
     backend: Backend, api_client: client.ApiClient
 ) -> None:
     r, t = router(backend, api_client), target(backend)
-    assert r.routing(t) == (ALL_INCUMBENT, 0)
-    assert r.apply_routing(t, ALL_INCUMBENT, 20) == (ALL_INCUMBENT, 20)
+    assert r.routing(t) == Routing(ALL_INCUMBENT, 0)
+    assert r.apply_routing(t, ALL_INCUMBENT, 20) == Routing(ALL_INCUMBENT, 20)
     assert mirrors_on_object(backend) == [{"to": "fraud-comparator", "percent": 20}]
     assert backend.served() == ALL_INCUMBENT
-    assert r.routing(t) == (ALL_INCUMBENT, 20)
+    assert r.routing(t) == Routing(ALL_INCUMBENT, 20)
 
 
 def test_the_same_mirror_twice_writes_nothing_and_a_new_share_replaces_it(
@@ -134,16 +137,16 @@ def test_the_same_mirror_twice_writes_nothing_and_a_new_share_replaces_it(
     r, t = router(backend, api_client), target(backend)
     r.apply_routing(t, ALL_INCUMBENT, 20)
     before = len(backend.writes())
-    assert r.apply_routing(t, ALL_INCUMBENT, 20) == (ALL_INCUMBENT, 20)
+    assert r.apply_routing(t, ALL_INCUMBENT, 20) == Routing(ALL_INCUMBENT, 20)
     assert len(backend.writes()) == before
-    assert r.apply_routing(t, ALL_INCUMBENT, 50) == (ALL_INCUMBENT, 50)
+    assert r.apply_routing(t, ALL_INCUMBENT, 50) == Routing(ALL_INCUMBENT, 50)
     assert mirrors_on_object(backend) == [{"to": "fraud-comparator", "percent": 50}]
 
 
 def test_step_one_removes_the_mirror_with_the_weights(backend: Backend, api_client: client.ApiClient) -> None:
     r, t = router(backend, api_client), target(backend)
     r.apply_routing(t, ALL_INCUMBENT, 20)
-    assert r.apply_routing(t, Weights.for_candidate(10), 0) == (Weights.for_candidate(10), 0)
+    assert r.apply_routing(t, Weights.for_candidate(10), 0) == Routing(Weights.for_candidate(10), 0)
     assert mirrors_on_object(backend) == []
     assert backend.served() == Weights.for_candidate(10)
 
@@ -155,7 +158,24 @@ def test_a_verdict_removes_the_mirror(backend: Backend, api_client: client.ApiCl
     # The engine's verdicts go through plain apply: it removes a mirror of ours too.
     assert r.apply(t, verdict) == verdict
     assert mirrors_on_object(backend) == []
-    assert r.routing(t) == (verdict, 0)
+    assert r.routing(t) == Routing(verdict, 0)
+
+
+def test_an_earlier_shadows_mirror_is_read_as_stale_and_removed_before_ours(
+    backend: Backend, api_client: client.ApiClient
+) -> None:
+    """Review finding 3: a new candidate with another comparator must not orphan the old mirror."""
+    r, old = router(backend, api_client), target(backend)
+    r.apply_routing(old, ALL_INCUMBENT, 20)
+    new = replace(old, comparator=ComparatorRef(service="next-comparator", port=8080), stale=(COMPARATOR,))
+    assert r.routing(new) == Routing(ALL_INCUMBENT, 0, (COMPARATOR,))
+    assert r.apply_routing(new, ALL_INCUMBENT, 30) == Routing(ALL_INCUMBENT, 30, ())
+    assert mirrors_on_object(backend) == [{"to": "next-comparator", "percent": 30}]
+    # No shadow any more (no comparator of its own): the stale one goes all the same.
+    r.apply_routing(new, ALL_INCUMBENT, 30)
+    gone = replace(old, comparator=None, stale=(COMPARATOR, ComparatorRef(service="next-comparator", port=8080)))
+    assert r.apply_routing(gone, Weights.for_candidate(10), 0) == Routing(Weights.for_candidate(10), 0, ())
+    assert mirrors_on_object(backend) == []
 
 
 def test_the_users_own_gateway_mirror_is_left_alone(backend: Backend, api_client: client.ApiClient) -> None:
@@ -168,7 +188,7 @@ def test_the_users_own_gateway_mirror_is_left_alone(backend: Backend, api_client
     }
     backend.json_patch("models", [{"op": "add", "path": f"/spec/rules/{rule}/filters", "value": [users]}])
     r, t = router(backend, api_client), target(backend)
-    assert r.routing(t) == (ALL_INCUMBENT, 0)
+    assert r.routing(t) == Routing(ALL_INCUMBENT, 0)
     r.apply_routing(t, ALL_INCUMBENT, 20)
     assert mirrors_on_object(backend) == [{"to": "audit-sink", "percent": 5}, {"to": "fraud-comparator", "percent": 20}]
     r.apply(t, ALL_INCUMBENT)
@@ -188,7 +208,7 @@ def test_an_istio_route_that_mirrors_elsewhere_stalls_the_shadow(
         ],
     )
     r, t = router(backend, api_client), target(backend)
-    assert r.routing(t) == (ALL_INCUMBENT, 0)
+    assert r.routing(t) == Routing(ALL_INCUMBENT, 0)
     before = len(backend.writes())
     with pytest.raises(RouterProblem) as caught:
         r.apply_routing(t, ALL_INCUMBENT, 20)
@@ -211,6 +231,6 @@ def test_routers_that_cannot_mirror_refuse_a_mirror_and_write_nothing(
     assert "gatewayAPI" in caught.value.message and "istio" in caught.value.message
     assert len(backend.writes()) == before
     # No mirror asked: nothing to do, and nothing mirrored read back.
-    assert r.routing(t) == (ALL_INCUMBENT, 0)
-    assert r.apply_routing(t, ALL_INCUMBENT, 0) == (ALL_INCUMBENT, 0)
+    assert r.routing(t) == Routing(ALL_INCUMBENT, 0)
+    assert r.apply_routing(t, ALL_INCUMBENT, 0) == Routing(ALL_INCUMBENT, 0)
     assert len(backend.writes()) == before

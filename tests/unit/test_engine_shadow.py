@@ -71,11 +71,11 @@ def test_a_candidate_that_agrees_passes_shadow_then_walks_the_canary() -> None:
     sim.run(until=lambda s: s.status.phase is not Phase.PROGRESSING or not shadowing(s.status))
     # During shadow: 0% to the candidate, 20% mirrored; then step 1 at 10% with the mirror removed.
     assert sim.candidate_weights("fraud-v2")[0] == 0
-    assert sim.mirror_writes[0] == ("fraud-v2", 20)
+    assert sim.mirror_writes[0] == ("fraud-comparator", 20)
     sim.run()
     assert sim.status.phase is Phase.PROMOTED
     assert sim.candidate_weights("fraud-v2") == [0, 10, 50, 100]
-    assert sim.mirror_writes == [("fraud-v2", 20), ("fraud-v2", 0)]
+    assert sim.mirror_writes == [("fraud-comparator", 20), ("fraud-comparator", 0)]
     assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
     assert sim.status.shadow.rate == 0.005 and sim.status.shadow.comparisons == 500
     assert [e.reason for e in sim.events] == ["RolloutStarted", "ShadowPassed", "StepAdvanced", "Promoted"]
@@ -96,7 +96,7 @@ def test_a_candidate_that_disagrees_is_rolled_back_in_shadow_having_served_no_us
     assert sim.status.reason == "GuardrailFailed"
     # The candidate's weight never left 0: it answered no user. The mirror went with the verdict.
     assert set(sim.candidate_weights("fraud-v2")) == {0}
-    assert sim.mirrors["fraud-v2"] == 0
+    assert sim.mirrors["fraud-comparator"] == 0
     assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.FAILED
     assert sim.status.shadow.rate == 0.06
     failed = sim.status.failed_candidates[-1]
@@ -113,18 +113,18 @@ def test_no_comparisons_is_never_a_pass() -> None:
     assert set(sim.candidate_weights("fraud-v2")) == {0}
     assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.INCONCLUSIVE
     assert sim.status.failed_candidates[-1].verdict is Verdict.INCONCLUSIVE
-    assert sim.mirrors["fraud-v2"] == 0
+    assert sim.mirrors["fraud-comparator"] == 0
 
 
 def test_shadow_is_judged_only_once_the_mirror_is_read_back() -> None:
     sim = Simulator(spec(), judge=judge_with(0.0))
     sim.reconcile()  # start: asks for 0% and the mirror
-    sim.mirrors["fraud-v2"] = 0  # the route lost the mirror (another writer, a failed write)
+    sim.mirrors["fraud-comparator"] = 0  # the route lost the mirror (another writer, a failed write)
     for _ in range(4):
         sim.advance(30)
         out = sim.reconcile()
         # Not at the step's routing: the mirror is asked for again, nothing is judged.
-        if sim.mirrors["fraud-v2"] == 20:
+        if sim.mirrors["fraud-comparator"] == 20:
             break
     assert sim.analyses == 0
     assert out.actions and out.actions[-1].mirror == 20
@@ -161,14 +161,14 @@ def test_abort_in_shadow_removes_the_mirror() -> None:
     sim.abort_request = "now"
     sim.reconcile()
     assert sim.status.phase is Phase.ROLLED_BACK and sim.status.reason == "AbortedByUser"
-    assert sim.mirrors["fraud-v2"] == 0 and set(sim.candidate_weights("fraud-v2")) == {0}
+    assert sim.mirrors["fraud-comparator"] == 0 and set(sim.candidate_weights("fraud-v2")) == {0}
 
 
 def test_deleting_in_shadow_removes_the_mirror() -> None:
     sim = Simulator(spec(), judge=judge_with(0.0))
     sim.run(until=lambda s: s.analyses >= 1)
     out = sim.reconcile(deleting=True)
-    assert out.release and sim.mirrors["fraud-v2"] == 0
+    assert out.release and sim.mirrors["fraud-comparator"] == 0
 
 
 def test_a_new_candidate_mid_shadow_starts_its_own_shadow() -> None:
@@ -178,8 +178,76 @@ def test_a_new_candidate_mid_shadow_starts_its_own_shadow() -> None:
     sim.spec = sim.spec.model_copy(update={"candidate": sim.spec.candidate.model_copy(update={"name": "fraud-v3"})})
     sim.advance(1)
     sim.reconcile()
-    assert sim.mirrors["fraud-v2"] == 0 and sim.mirrors["fraud-v3"] == 20
+    # The same comparator: the last pair's write removed the mirror, the new shadow's put it back.
+    assert sim.mirror_writes[-2:] == [("fraud-comparator", 0), ("fraud-comparator", 20)]
+    assert sim.mirrors == {"fraud-comparator": 20} and sim.status.pending_mirror_removals == []
     assert sim.status.shadow is not None and first is not None and sim.status.shadow.started > first.started
+
+
+def replaced(sim: Simulator, name: str, **shadow: Any) -> ModelRolloutSpec:
+    """The spec with a new candidate and `shadow` (None: no shadow at all) merged into spec.shadow."""
+    body = sim.spec.wire()
+    body["candidate"] = {"name": name}
+    if shadow.get("shadow", True) is None:
+        del body["shadow"]
+    else:
+        body["shadow"] = {**body["shadow"], **shadow}
+    return ModelRolloutSpec.model_validate(body)
+
+
+def test_a_new_candidate_with_another_comparator_leaves_no_mirror_to_the_old_one() -> None:
+    """Review finding 3: the old mirror was looked up by the new comparator and never removed."""
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.spec = replaced(sim, "fraud-v3", comparator={"service": "other-comparator"})
+    sim.advance(1)
+    sim.reconcile()
+    assert sim.mirrors == {"fraud-comparator": 0, "other-comparator": 20}
+    assert sim.status.pending_mirror_removals == []
+
+
+def test_a_new_candidate_without_shadow_leaves_no_mirror() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.spec = replaced(sim, "fraud-v3", shadow=None)
+    sim.advance(1)
+    sim.reconcile()
+    assert sim.mirrors == {"fraud-comparator": 0} and sim.status.shadow is None
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED and sim.mirrors == {"fraud-comparator": 0}
+
+
+def test_a_controller_killed_before_the_old_mirror_is_removed_still_removes_it() -> None:
+    """The start of a new candidate is recorded before it is carried out: the old comparator must
+    be in status (pendingMirrorRemovals) until the route reads back without its mirror."""
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.spec = replaced(sim, "fraud-v3", shadow=None)
+    sim.advance(1)
+    sim.reconcile(crash_before_acting=True)
+    assert sim.mirrors == {"fraud-comparator": 20}
+    assert [c.service for c in sim.status.pending_mirror_removals] == ["fraud-comparator"]
+    sim.advance(2)
+    sim.reconcile()
+    assert sim.mirrors == {"fraud-comparator": 0}
+    sim.advance(2)
+    sim.reconcile()  # read back without it: no longer owed
+    assert sim.status.pending_mirror_removals == []
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED and sim.mirrors == {"fraud-comparator": 0}
+
+
+def test_a_pending_removal_holds_the_next_step_until_read_back_gone() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.spec = replaced(sim, "fraud-v3", comparator={"service": "other-comparator"})
+    sim.advance(1)
+    sim.reconcile(crash_before_acting=True)
+    sim.mirrors["fraud-comparator"] = 20  # still there (the write never happened)
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+    assert sim.mirrors == {"fraud-comparator": 0, "other-comparator": 0}
+    assert sim.status.pending_mirror_removals == []
 
 
 def test_a_humans_promote_in_shadow_skips_to_step_one_not_to_100() -> None:
@@ -188,7 +256,7 @@ def test_a_humans_promote_in_shadow_skips_to_step_one_not_to_100() -> None:
     sim.promote_request = "one"
     sim.reconcile()
     assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
-    assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-v2"] == 0
+    assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-comparator"] == 0
     assert sim.status.phase is Phase.PROGRESSING and sim.status.current_step == 0
 
 
@@ -198,7 +266,7 @@ def test_a_full_promote_in_shadow_removes_the_mirror() -> None:
     sim.promote_request = "full-now"
     sim.reconcile()
     assert sim.status.phase is Phase.PROMOTED
-    assert sim.plane["fraud-v2"].candidate == 100 and sim.mirrors["fraud-v2"] == 0
+    assert sim.plane["fraud-v2"].candidate == 100 and sim.mirrors["fraud-comparator"] == 0
 
 
 def test_status_says_shadow_and_the_phase_spec_is_the_shadows() -> None:
@@ -233,7 +301,7 @@ def test_inconclusive_agreement_pauses_with_policy_pause() -> None:
     sim = Simulator(s, judge=judge_with(None))
     sim.run(until=lambda x: x.status.phase is Phase.PAUSED)
     assert sim.status.pause_reason == "GuardrailInconclusive"
-    assert set(sim.candidate_weights("fraud-v2")) == {0} and sim.mirrors["fraud-v2"] == 20
+    assert set(sim.candidate_weights("fraud-v2")) == {0} and sim.mirrors["fraud-comparator"] == 20
 
 
 def test_insufficient_comparisons_wait_and_never_pass() -> None:
@@ -263,14 +331,20 @@ class ShadowRollouts(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.candidate = "fraud-v2"
+        self.comparator: str | None = "fraud-comparator"
         self.outcome = "pass"
         self.sim = Simulator(self._spec(), judge=lambda name, _: OUTCOMES[self.outcome])
         self.crashed = False
         self.judged_in_shadow: list[str] = []
 
     def _spec(self) -> ModelRolloutSpec:
-        s = spec()
-        return s.model_copy(update={"candidate": s.candidate.model_copy(update={"name": self.candidate})})
+        body = spec().wire()
+        body["candidate"] = {"name": self.candidate}
+        if self.comparator is None:
+            del body["shadow"]
+        else:
+            body["shadow"]["comparator"] = {"service": self.comparator}
+        return ModelRolloutSpec.model_validate(body)
 
     def _reconcile(self, *, crash: bool = False) -> None:
         before = self.sim.analyses
@@ -294,9 +368,11 @@ class ShadowRollouts(RuleBasedStateMachine):
         self.sim.advance(seconds)
         self._reconcile(crash=True)
 
-    @rule()
-    def new_candidate(self) -> None:
+    @rule(comparator=st.sampled_from(["fraud-comparator", "other-comparator", None]))
+    def new_candidate(self, comparator: str | None) -> None:
+        """A new candidate, shadowed through this comparator (None: no shadow)."""
         self.candidate = f"fraud-v{int(self.candidate.rsplit('v', 1)[1]) + 1}"
+        self.comparator = comparator
         self.sim.spec = self._spec()
         self.judged_in_shadow = []
         self._reconcile()
@@ -314,7 +390,7 @@ class ShadowRollouts(RuleBasedStateMachine):
     @invariant()
     def users_meet_the_candidate_only_after_a_passed_shadow(self) -> None:
         weights = self.sim.plane.get(self.candidate)
-        if weights is not None and weights.candidate > 0:
+        if self.comparator is not None and weights is not None and weights.candidate > 0:
             shadow = self.sim.status.shadow
             assert shadow is not None and shadow.state is ShadowState.PASSED
 
@@ -324,17 +400,26 @@ class ShadowRollouts(RuleBasedStateMachine):
         if shadow is not None and shadow.state is ShadowState.PASSED:
             assert self.judged_in_shadow and self.judged_in_shadow[-1] == "pass"
 
+    def _mirrors(self) -> dict[str, int]:
+        return {service: percent for service, percent in self.sim.mirrors.items() if percent > 0}
+
     @invariant()
     def the_mirror_is_gone_once_a_verdict_is_settled(self) -> None:
         st_ = self.sim.status
         if st_.phase in (Phase.PROMOTED, Phase.ROLLED_BACK) and not self.crashed and st_.reason != "AlreadyServing":
             # The verdict's write carries mirror 0 with its weights; a crash leaves it owed until the next reconcile.
-            assert self.sim.mirrors.get(self.candidate, 0) == 0
+            assert self._mirrors() == {}
 
     @invariant()
-    def a_mirror_only_while_shadowing(self) -> None:
-        if not self.crashed and not shadowing(self.sim.status):
-            assert self.sim.mirrors.get(self.candidate, 0) == 0
+    def a_mirror_only_while_shadowing_and_only_to_the_shadows_comparator(self) -> None:
+        if self.crashed:
+            return  # the decision of record is carried out by the next reconcile
+        if not shadowing(self.sim.status):
+            assert self._mirrors() == {}
+        else:
+            shadow = self.sim.status.shadow
+            assert shadow is not None and shadow.comparator is not None
+            assert set(self._mirrors()) <= {shadow.comparator.service}
 
 
 TestShadowRollouts = ShadowRollouts.TestCase
@@ -380,7 +465,7 @@ def test_removing_spec_shadow_mid_shadow_moves_on_to_step_one_without_the_mirror
     assert "spec.shadow removed" in sim.status.history[-1].message or any(
         "spec.shadow removed" in e.message for e in sim.events
     )
-    assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-v2"] == 0
+    assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-comparator"] == 0
 
 
 class Recorder:
