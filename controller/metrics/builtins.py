@@ -21,7 +21,8 @@ ShadowDisagreement reads the comparator's counter (controller/comparator, docs/s
   `incumbent_error`); `model` is the model whose answer was judged against `reference`'s. For
   variant `candidate` that is the candidate against the incumbent; for variant `incumbent` the
   incumbent against itself (the noise floor), so one template serves both variants and a
-  sequential rule tests the candidate's disagreement against the noise floor.
+  sequential rule tests the candidate's disagreement against the noise floor. A candidate's
+  error (`candidate_error`) is a disagreement; the incumbent's errors are no comparison.
 
 The label builtins (LabelledErrorRate, LabelledLoss) are judged on counts since the rollout
 began, not on the analysis window: labels trickle in long after the predictions (docs/labels.md).
@@ -49,9 +50,13 @@ _WRONG = 'model_feedback_total{model="{{model}}",outcome="incorrect"}' + _WINDOW
 _LOSS_SUM = 'model_feedback_loss_sum{model="{{model}}"}' + _WINDOW
 _LOSS_COUNT = 'model_feedback_loss_count{model="{{model}}"}' + _WINDOW
 _SHADOW = 'modelrollout_shadow_comparisons_total{namespace="{{namespace}}",model="{{model}}",variant="{{variant}}"'
-# Compared: both models answered. A model's error is counted apart (outcome *_error), never as agreement.
-_COMPARED = _SHADOW + ',outcome=~"agree|disagree"}' + _WINDOW
-_DISAGREED = _SHADOW + ',outcome="disagree"}' + _WINDOW
+# Judged: the reference (the incumbent's first answer) answered. A candidate that errs where the
+# incumbent answers did not give the incumbent's answer: a disagreement (else a candidate that
+# times out or answers non-JSON exactly where it would be wrong would pass). Only the reference's
+# own errors (incumbent_error) are no comparison. The noise floor's second incumbent call counts
+# its errors as incumbent_error: left out alike, as the incumbent is not on trial.
+_COMPARED = _SHADOW + ',outcome=~"agree|disagree|candidate_error"}' + _WINDOW
+_DISAGREED = _SHADOW + ',outcome=~"disagree|candidate_error"}' + _WINDOW
 
 # A model that never failed has no 5xx series at all: `or on() vector(0)` counts that as zero
 # errors. A model without requests still gives no result (or NaN from 0/0): no data, never a pass.

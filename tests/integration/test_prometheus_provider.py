@@ -496,7 +496,8 @@ def test_shadow_disagreement_builtin_reads_the_candidate_and_the_noise_floor_apa
     exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
 ) -> None:
     """The comparator's counter (controller/comparator): variant candidate is the candidate against
-    the incumbent, variant incumbent the incumbent against itself; errors are never comparisons."""
+    the incumbent, variant incumbent the incumbent against itself; a candidate's error is a
+    disagreement, the incumbent's errors are no comparison."""
     incumbent = model + "-incumbent"
 
     def labels(judged: str, variant: str, outcome: str) -> dict[str, str]:
@@ -507,17 +508,20 @@ def test_shadow_disagreement_builtin_reads_the_candidate_and_the_noise_floor_apa
 
     series = [
         (model, "candidate", "agree"), (model, "candidate", "disagree"), (model, "candidate", "candidate_error"),
-        (incumbent, "incumbent", "agree"),
+        (model, "candidate", "incumbent_error"), (incumbent, "incumbent", "agree"),
+        (incumbent, "incumbent", "incumbent_error"),
     ]  # fmt: skip
     with exporter.atomically():
         for s in series:
             exporter.set_counter(SHADOW, labels(*s), 0)
-    prometheus.wait_for(f'count_over_time({SHADOW}{{reference="{incumbent}"}}[{WINDOW}]) >= 2', has(4), timeout=60)
+    prometheus.wait_for(f'count_over_time({SHADOW}{{reference="{incumbent}"}}[{WINDOW}]) >= 2', has(6), timeout=60)
     with exporter.atomically():
         exporter.inc_counter(SHADOW, labels(model, "candidate", "agree"), 90)
         exporter.inc_counter(SHADOW, labels(model, "candidate", "disagree"), 10)
         exporter.inc_counter(SHADOW, labels(model, "candidate", "candidate_error"), 50)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "incumbent_error"), 400)
         exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "agree"), 40)
+        exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "incumbent_error"), 400)
     metric = BuiltinMetric.SHADOW_DISAGREEMENT
     prometheus.wait_for(builtin(metric, model, "value"), lambda r: bool(r) and float(r[0]["value"][1]) > 0)
     prometheus.wait_for(builtin(metric, incumbent, "total", "incumbent"), lambda r: bool(r) and values(r)[""] > 0)
@@ -530,10 +534,10 @@ def test_shadow_disagreement_builtin_reads_the_candidate_and_the_noise_floor_apa
     floor_total = provider.scalar(builtin(metric, incumbent, "total", "incumbent"), at=at)
     nothing = provider.scalar(builtin(metric, model + "-never-compared", "value"), at=at)
 
-    assert rate.status is OK and rate.value == pytest.approx(0.10)
-    assert errors.value is not None and total.value is not None and errors.value / total.value == pytest.approx(0.10)
-    # The candidate's 50 errors are not comparisons: 100 compared (extrapolated alike), not 150.
-    assert total.value < 150 * 0.9
+    # 10 disagreements and 50 candidate errors of 150 judged; the 400 incumbent errors are no comparison.
+    assert rate.status is OK and rate.value == pytest.approx(0.40)
+    assert errors.value is not None and total.value is not None and errors.value / total.value == pytest.approx(0.40)
+    assert 150 - 1e-9 <= total.value < 550 * 0.9
     assert floor_errors.status is OK and floor_errors.value == 0.0
-    assert floor_total.value is not None and floor_total.value >= 40 - 1e-9
+    assert floor_total.value is not None and 40 - 1e-9 <= floor_total.value < 440 * 0.9
     assert nothing.status is NO_DATA

@@ -71,6 +71,23 @@ def _templates(queries: BuiltinQueries) -> list[str]:
     return [q for q in (queries.value, queries.samples, queries.errors, queries.total, queries.distribution) if q]
 
 
+def outcomes(query: str) -> list[set[str]]:
+    """The outcomes each selector of the comparator's counter in `query` matches."""
+    found = re.findall(r'outcome(=~?)"([^"]*)"', query)
+    return [set(value.split("|")) if op == "=~" else {value} for op, value in found]
+
+
+def test_shadow_disagreement_counts_a_candidate_error_as_a_disagreement() -> None:
+    """Review finding 4: a candidate that errs (timeout, non-2xx, non-JSON) exactly where it would
+    be wrong must not pass: its errors are disagreements; only the incumbent's are no comparison."""
+    q = PROMQL[BuiltinMetric.SHADOW_DISAGREEMENT]
+    assert q.value and q.errors and q.total and q.samples
+    judged, disagreed = {"agree", "disagree", "candidate_error"}, {"disagree", "candidate_error"}
+    assert outcomes(q.total) == outcomes(q.samples) == [judged]
+    assert outcomes(q.errors) == [disagreed]
+    assert outcomes(q.value) == [disagreed, judged]
+
+
 @pytest.mark.parametrize("metric", sorted(PROMQL))
 def test_every_builtin_renders_with_the_standard_variables(metric: BuiltinMetric) -> None:
     queries = PROMQL[metric]
