@@ -42,12 +42,15 @@ def shadowing(status: ModelRolloutStatus) -> bool:
 
 def phase_spec(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> ModelRolloutSpec:
     """The spec in force now: in shadow, one step at 0% held `shadow.duration`, judged by the
-    shadow's guardrails; otherwise `spec` itself."""
+    shadow's guardrails; otherwise `spec` itself. `analysis.endStepsEarly` is the canary's: the
+    shadow's duration is a minimum (what the comparator sees in the first minutes is not the day's
+    traffic), so shadow never ends before it."""
     if spec.shadow is None or not shadowing(status):
         return spec
     step = Step(weight=0, hold=spec.shadow.duration)
     canary = Canary(steps=[step], after_last_step=AfterLastStep.PROMOTE)
-    return spec.model_copy(update={"canary": canary, "guardrails": list(spec.shadow.guardrails)})
+    analysis = spec.analysis.model_copy(update={"end_steps_early": False})
+    return spec.model_copy(update={"canary": canary, "guardrails": list(spec.shadow.guardrails), "analysis": analysis})
 
 
 def wanted_mirror(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> int:

@@ -89,6 +89,20 @@ def test_shadow_lasts_at_least_its_duration() -> None:
     assert (shadow.ended - shadow.started).total_seconds() >= 120
 
 
+def test_shadow_lasts_its_duration_even_when_canary_steps_end_early() -> None:
+    """Review finding 5: analysis.endStepsEarly is the canary's; shadow.duration is a minimum."""
+    body = spec().wire()
+    body["analysis"]["endStepsEarly"] = True
+    sim = Simulator(ModelRolloutSpec.model_validate(body), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.status.shadow is not None and s.status.shadow.state is ShadowState.PASSED)
+    shadow = sim.status.shadow
+    assert shadow is not None and shadow.ended is not None
+    assert (shadow.ended - shadow.started).total_seconds() >= 120
+    assert phase_spec(sim.spec, sim.status).analysis.end_steps_early  # the canary's steps still may
+    sim.run()
+    assert sim.status.phase is Phase.PROMOTED
+
+
 def test_a_candidate_that_disagrees_is_rolled_back_in_shadow_having_served_no_user() -> None:
     sim = Simulator(spec(), judge=judge_with(0.06))
     sim.run()
