@@ -1,8 +1,9 @@
 """Ask the metric provider for every guardrail's numbers, for both variants, and judge them.
 
 Queries are rendered from the guardrail's templates (or the provider's builtin ones) with each
-variant's variables. Sequential tests and label guardrails get cumulative counts since the
-rollout began; the other rules get the analysis window. The incumbent is queried only by rules that compare with it.
+variant's variables. Sequential tests, label guardrails and ShadowDisagreement get cumulative
+counts since the rollout (or its shadow) began (core.engine.cumulative); the other rules get the
+analysis window. The incumbent is queried only by rules that compare with it.
 Without a provider (or a builtin), every guardrail concerned is inconclusive, saying why.
 LLM builtins are asked of the provider per variant: their names come from `metric.llmMetrics`,
 and the cost builtin's from each variant's own price (`metric.prices`), so the two variants'
@@ -25,7 +26,7 @@ from controller.api.models import (
     ModelRolloutStatus,
     Verdict,
 )
-from controller.core.engine import analysis_window
+from controller.core.engine import analysis_window, cumulative
 from controller.core.judge import Cause, GuardrailData, Judgement, VariantData, judge
 from controller.core.observation import Observation
 from controller.metrics.base import MetricProvider
@@ -127,14 +128,7 @@ def observe_and_judge(
     judgements: dict[str, Judgement] = {}
     previous = {gs.name: gs.segments for gs in status.guardrails}
     for guardrail in spec.guardrails:
-        # Labels trickle in long after their predictions: label guardrails count since the rollout began.
-        # Shadow comparisons are evidence gathered over the whole phase: counted since it began too.
-        cumulative = (
-            guardrail.sequential is not None
-            or guardrail.labelled
-            or guardrail.metric.builtin is BuiltinMetric.SHADOW_DISAGREEMENT
-        )
-        window = analysis_window(spec, status, now, cumulative=cumulative)
+        window = analysis_window(spec, status, now, cumulative=cumulative(guardrail))
         compares = guardrail.absolute is None
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
         plans = [

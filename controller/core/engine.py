@@ -31,6 +31,7 @@ from controller.api.models import (
     MAX_HISTORY,
     AfterLastStep,
     AnalysisMode,
+    BuiltinMetric,
     ComparatorRef,
     Condition,
     DataPolicy,
@@ -201,6 +202,18 @@ def analysis_due(
         return False
     since = status.last_analysis or status.step_started
     return since is None or now >= since + parse_duration(spec.analysis.interval)
+
+
+def cumulative(guardrail: Guardrail) -> bool:
+    """Whether a guardrail is judged on counts since the rollout (or its shadow) began rather than
+    over the analysis window: sequential tests (their guarantee is over all the evidence), label
+    guardrails (labels trickle in long after their predictions) and ShadowDisagreement (the
+    comparisons of the whole phase). Their counts never go back (judge.check_counts)."""
+    return (
+        guardrail.sequential is not None
+        or guardrail.labelled
+        or guardrail.metric.builtin is BuiltinMetric.SHADOW_DISAGREEMENT
+    )
 
 
 def analysis_window(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, cumulative: bool) -> str:
@@ -699,12 +712,17 @@ class _Decider:
             sequential = guardrail.sequential is not None
             if guardrail.labelled and old is not None:
                 j = labels.check_samples(j, old.evidence, sequential=sequential)
-            if sequential and old is not None:
-                # Counts are cumulative: they never go back, and a verdict without them keeps the last.
-                if not guardrail.labelled:
-                    j = check_counts(j, old.evidence)
-                if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
-                    j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
+            if cumulative(guardrail) and old is not None and not guardrail.labelled:
+                # Counts since the start never go back (label guardrails: labels.check_samples).
+                j = check_counts(j, old.evidence)
+            if (
+                sequential
+                and old is not None
+                and budget.Counts.of(j.evidence) is None
+                and budget.Counts.of(old.evidence) is not None
+            ):
+                # A sequential verdict without counts keeps the last.
+                j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
             causes[guardrail.name] = j.cause
             streak = ((old.consecutive_inconclusive if old else 0) + 1) if j.cause in DATA_PROBLEMS else 0
             updated.append(

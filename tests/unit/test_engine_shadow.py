@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from controller.api.models import Evidence, ModelRef, ModelRolloutSpec, Phase, ShadowState, Verdict, Weights
+from controller.core.engine import cumulative
 from controller.core.judge import Cause, Judgement
 from controller.core.observation import Observation, ObservationStatus
 from controller.core.shadow import phase_spec, shadowing
@@ -101,6 +102,28 @@ def test_shadow_lasts_its_duration_even_when_canary_steps_end_early() -> None:
     assert phase_spec(sim.spec, sim.status).analysis.end_steps_early  # the canary's steps still may
     sim.run()
     assert sim.status.phase is Phase.PROMOTED
+
+
+def test_absolute_disagreement_counts_going_backwards_are_a_provider_problem() -> None:
+    """Review finding 6: ShadowDisagreement is counted since shadow began whatever its rule, so
+    fewer comparisons than last time is a provider problem (never a fresh start), as for
+    sequential rules: one predicate, core.engine.cumulative, for the query and for this check."""
+    seen: list[float] = []
+
+    def shrinking(name: str, sim: Simulator) -> Judgement:
+        if name != "agreement":
+            return Judgement(Verdict.PASS, "ok")
+        n = 500.0 if not seen else 300.0
+        seen.append(n)
+        return disagreement(0.01, comparisons=n)
+
+    sim = Simulator(spec(), judge=shrinking)
+    sim.run(until=lambda s: len(seen) >= 2)
+    (agreement,) = [g for g in sim.status.guardrails if g.name == "agreement"]
+    assert agreement.verdict is Verdict.INCONCLUSIVE and "counts went backwards" in agreement.message
+    assert agreement.evidence.candidate_samples == 500  # the recorded (higher) counts stay
+    guardrails = {g.name: g for g in phase_spec(sim.spec, sim.status).guardrails}
+    assert cumulative(guardrails["agreement"]) and not cumulative(guardrails["shadow-errors"])
 
 
 def test_a_candidate_that_disagrees_is_rolled_back_in_shadow_having_served_no_user() -> None:
