@@ -1501,6 +1501,8 @@ class ShadowState(StrEnum):
     PASSED = "Passed"
     FAILED = "Failed"
     INCONCLUSIVE = "Inconclusive"
+    # A human moved past it (promote, or spec.shadow removed): no evidence behind it, never a pass.
+    SKIPPED = "Skipped"
 
 
 class ShadowStatus(ApiModel):

@@ -22,6 +22,8 @@ class Reason(StrEnum):
     STEP_ADVANCED = "StepAdvanced"
     # The shadow phase ended in a pass: the canary's step 1 begins (docs/shadow.md).
     SHADOW_PASSED = "ShadowPassed"
+    # A human moved past the shadow phase (promote, spec.shadow removed): no evidence, not a pass.
+    SHADOW_SKIPPED = "ShadowSkipped"
     PROMOTED = "Promoted"
     PROMOTED_BY_USER = "PromotedByUser"
     RESUMED = "Resumed"

@@ -293,7 +293,7 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
     rows = []
     if spec.shadow is not None:
         state = st.shadow.state.value if st.shadow is not None else ""
-        mark = ">" if shadowing(st) else ("x" if state == "Passed" else " ")
+        mark = ">" if shadowing(st) else ("x" if state in ("Passed", "Skipped") else " ")
         rows.append([mark, "shadow", f"0% ({spec.shadow.percent}% mirrored)", spec.shadow.duration, state])
     for i, step in enumerate(steps):
         done = st.current_step is not None and (i < st.current_step or st.phase is Phase.PROMOTED)

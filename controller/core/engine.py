@@ -878,24 +878,29 @@ class _Decider:
         self._promote(by_user=manual)
 
     def _end_shadow(self, *, manual: bool, why: str = "") -> None:
-        """Shadow passed (or a human moved past it): the canary's step 1 begins, judged by the
-        canary's guardrails on counts from now on; status.shadow keeps the agreement evidence."""
+        """Shadow passed, or a human moved past it (skipped: no evidence behind it, never recorded
+        as a pass): the canary's step 1 begins, judged by the canary's guardrails on counts from
+        now on; status.shadow keeps the agreement evidence."""
         assert self.st.shadow is not None
-        self.st.shadow.state, self.st.shadow.ended = ShadowState.PASSED, self.now
+        state, reason = (
+            (ShadowState.SKIPPED, Reason.SHADOW_SKIPPED) if manual else (ShadowState.PASSED, Reason.SHADOW_PASSED)
+        )
+        self.st.shadow.state, self.st.shadow.ended = state, self.now
         why = why or ("on a human's request" if manual else "every shadow guardrail passed")
         agreement = ""
         if self.st.shadow.rate is not None and self.st.shadow.comparisons is not None:
             agreement = f" (disagreement {self.st.shadow.rate:.2%} on {self.st.shadow.comparisons:.0f} comparisons)"
-        self._event("Normal", Reason.SHADOW_PASSED, f"shadow passed {why}{agreement}")
-        self._record("shadow-passed", Reason.SHADOW_PASSED, f"{why}{agreement}")
+        verb = "skipped" if manual else "passed"
+        self._event("Normal", reason, f"shadow {verb} {why}{agreement}")
+        self._record(f"shadow-{verb}", reason, f"{why}{agreement}")
         self._use_phase_spec()
         self.st.guardrails, self.st.error_budget, self.st.rollout_started = [], None, self.now
         self._enter_step(0)
         first = self.steps[0]
         self._set_phase(
             Phase.PROGRESSING,
-            Reason.SHADOW_PASSED,
-            f"shadow passed; step {self._display()}: {first.weight}% to {self._candidate().name}",
+            reason,
+            f"shadow {verb}; step {self._display()}: {first.weight}% to {self._candidate().name}",
         )
         if self._gate_open(0):
             self._set_weights(Weights.for_candidate(first.weight))
@@ -904,9 +909,11 @@ class _Decider:
     def _promote(self, *, by_user: bool = False) -> None:
         candidate = self._candidate()
         if shadow.shadowing(self.st):
-            # A human's full promote straight from shadow: the mirror goes with the same write.
+            # A human's full promote straight from shadow (skipped, never a pass): the mirror
+            # goes with the same write.
             assert self.st.shadow is not None
-            self.st.shadow.state, self.st.shadow.ended = ShadowState.PASSED, self.now
+            self.st.shadow.state, self.st.shadow.ended = ShadowState.SKIPPED, self.now
+            self._event("Normal", Reason.SHADOW_SKIPPED, "shadow skipped: promoted to 100% on a human's request")
         self._set_weights(ALL_CANDIDATE)
         self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate

@@ -292,7 +292,11 @@ def test_a_humans_promote_in_shadow_skips_to_step_one_not_to_100() -> None:
     sim.run(until=lambda s: s.analyses >= 1)
     sim.promote_request = "one"
     sim.reconcile()
-    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
+    # Review finding 7: no evidence behind it, so never recorded as a pass.
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.SKIPPED
+    assert "ShadowPassed" not in [e.reason for e in sim.events]
+    assert sim.events[-1].reason == "ShadowSkipped" and "human" in sim.events[-1].message
+    assert sim.status.reason == "ShadowSkipped"
     assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-comparator"] == 0
     assert sim.status.phase is Phase.PROGRESSING and sim.status.current_step == 0
 
@@ -303,6 +307,8 @@ def test_a_full_promote_in_shadow_removes_the_mirror() -> None:
     sim.promote_request = "full-now"
     sim.reconcile()
     assert sim.status.phase is Phase.PROMOTED
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.SKIPPED
+    assert "ShadowSkipped" in [e.reason for e in sim.events] and "ShadowPassed" not in [e.reason for e in sim.events]
     assert sim.plane["fraud-v2"].candidate == 100 and sim.mirrors["fraud-comparator"] == 0
 
 
@@ -498,10 +504,10 @@ def test_removing_spec_shadow_mid_shadow_moves_on_to_step_one_without_the_mirror
     sim.spec = ModelRolloutSpec.model_validate(body)
     sim.advance(1)
     sim.reconcile()
-    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED
-    assert "spec.shadow removed" in sim.status.history[-1].message or any(
-        "spec.shadow removed" in e.message for e in sim.events
-    )
+    assert sim.status.shadow is not None and sim.status.shadow.state is ShadowState.SKIPPED
+    assert sim.status.history[-1].reason == "ShadowSkipped"
+    assert "spec.shadow removed" in sim.status.history[-1].message
+    assert "ShadowPassed" not in [e.reason for e in sim.events]
     assert sim.plane["fraud-v2"].candidate == 10 and sim.mirrors["fraud-comparator"] == 0
 
 
