@@ -117,11 +117,12 @@ def observe_and_judge(
     status: ModelRolloutStatus,
     provider: MetricProvider | str,
     namespace: str,
+    rollout: str,
     pair: tuple[ModelRef, ModelRef],
     now: datetime,
 ) -> dict[str, Judgement]:
-    """`pair` is (incumbent, candidate); `provider` a message when the rollout has none: then every
-    guardrail is inconclusive with it."""
+    """`pair` is (incumbent, candidate) of the ModelRollout `rollout`; `provider` a message when
+    the rollout has none: then every guardrail is inconclusive with it."""
     incumbent, candidate = pair
     if isinstance(provider, str):
         return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
@@ -132,7 +133,14 @@ def observe_and_judge(
         compares = guardrail.absolute is None
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
         plans = [
-            _plan(guardrail, provider, model, variables_for(model.name, model.version, variant, namespace, window))
+            _plan(
+                guardrail,
+                provider,
+                model,
+                variables_for(
+                    model.name, model.version, variant, namespace, window, rollout=rollout, incumbent=incumbent.name
+                ),
+            )
             for model, variant in asked
         ]
         problem = next((plan for plan in plans if isinstance(plan, str)), None)

@@ -104,7 +104,13 @@ class Reconciler:
             provider = self.providers.for_rollout(namespace, spec.provider)
             # In shadow the shadow's guardrails are judged (core/shadow.py).
             judgements = observe_and_judge(
-                spec=phase_spec(spec, status), status=status, provider=provider, namespace=namespace, pair=pair, now=now
+                spec=phase_spec(spec, status),
+                status=status,
+                provider=provider,
+                namespace=namespace,
+                rollout=name,
+                pair=pair,
+                now=now,
             )
         answers, deliveries = self.webhooks.take(namespace, name) if self.webhooks is not None else ((), ())
         outcome = decide(

@@ -49,7 +49,12 @@ _FEEDBACK = 'model_feedback_total{model="{{model}}"}' + _WINDOW
 _WRONG = 'model_feedback_total{model="{{model}}",outcome="incorrect"}' + _WINDOW
 _LOSS_SUM = 'model_feedback_loss_sum{model="{{model}}"}' + _WINDOW
 _LOSS_COUNT = 'model_feedback_loss_count{model="{{model}}"}' + _WINDOW
-_SHADOW = 'modelrollout_shadow_comparisons_total{namespace="{{namespace}}",model="{{model}}",variant="{{variant}}"'
+# One rollout's comparisons of this model against its incumbent: two rollouts in one namespace
+# that share a model name (or a model judged against another incumbent) never add up.
+_SHADOW = (
+    'modelrollout_shadow_comparisons_total{namespace="{{namespace}}",rollout="{{rollout}}",model="{{model}}",'
+    'reference="{{incumbent}}",variant="{{variant}}"'
+)
 # Judged: the reference (the incumbent's first answer) answered. A candidate that errs where the
 # incumbent answers did not give the incumbent's answer: a disagreement (else a candidate that
 # times out or answers non-JSON exactly where it would be wrong would pass). Only the reference's

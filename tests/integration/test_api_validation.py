@@ -849,7 +849,12 @@ CASES: list[Case] = [
         f"{S}.guardrails",
         "shadow guardrail names must be unique",
     ),
-    Case("a noise floor sample above 1", shadow(noiseFloor={"sample": 1.5}), f"{S}.noiseFloor.sample", "less than or equal to 1"),
+    Case(
+        "a noise floor sample above 1",
+        shadow(noiseFloor={"sample": 1.5}),
+        f"{S}.noiseFloor.sample",
+        "less than or equal to 1",
+    ),
 ]
 
 
@@ -987,7 +992,10 @@ VALID: list[tuple[str, Mutation]] = [
             metric={"distributionQuery": "d", "distributionLabel": "class_name"}, drift={"maxPSI": 0.2}, segmentBy="le"
         ),
     ),
-    ("segmentBy alone, on a relative rule", guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d")),
+    (
+        "segmentBy alone, on a relative rule",
+        guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d"),
+    ),
     ("labelDelay 720h", guardrail(metric={"builtin": "LabelledErrorRate"}, sequential={}, labelDelay="720h")),
     ("LabelledLoss relative", guardrail(metric={"builtin": "LabelledLoss"}, relative={"maxRatio": 1.05})),
     ("labelDelay on a custom query", guardrail(metric={"query": "q"}, absolute={"min": 0.9}, labelDelay="2h")),
@@ -1020,7 +1028,10 @@ VALID: list[tuple[str, Mutation]] = [
     (
         "TTFT in llm-d's names, for LoRA adapters",
         guardrail(
-            metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"family": "llm-d", "modelLabel": "target_model_name"}},
+            metric={
+                "builtin": "TimeToFirstTokenP99",
+                "llmMetrics": {"family": "llm-d", "modelLabel": "target_model_name"},
+            },
             relative={"maxRatio": 1.5},
         ),
     ),
@@ -1048,7 +1059,11 @@ VALID: list[tuple[str, Mutation]] = [
                 comparison={"predictionPath": "$.ranking", "topK": {"k": 10, "minOverlap": 0.8, "itemPath": "$.id"}},
                 noiseFloor={"sample": 0.1},
                 guardrails=[
-                    {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "sequential": {"minAbsoluteEffect": 0.01}},
+                    {
+                        "name": "agreement",
+                        "metric": {"builtin": "ShadowDisagreement"},
+                        "sequential": {"minAbsoluteEffect": 0.01},
+                    },
                     {"name": "errors", "metric": ERR, "sequential": {}},
                 ],
             ),

@@ -220,7 +220,12 @@ def test_counts_equal_the_request_log_and_prometheus_reads_the_builtin(world: Wo
 
             def query(which: str) -> str:
                 template = getattr(PROMQL[BuiltinMetric.SHADOW_DISAGREEMENT], which)
-                return render(template, variables_for(CANDIDATE, None, "candidate", world.namespace, "5m"))
+                return render(
+                    template,
+                    variables_for(
+                        CANDIDATE, None, "candidate", world.namespace, "5m", rollout="fraud", incumbent=INCUMBENT
+                    ),
+                )
 
             prometheus.wait_for(
                 f'sum(modelrollout_shadow_comparisons_total{{namespace="{world.namespace}"}})',

@@ -323,7 +323,11 @@ def shadow_rollout(**status: Any) -> dict[str, Any]:
         "comparison": {"predictionPath": "$.label", "equal": {}},
         "noiseFloor": {"sample": 0.1},
         "guardrails": [
-            {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "sequential": {"minAbsoluteEffect": 0.01}}
+            {
+                "name": "agreement",
+                "metric": {"builtin": "ShadowDisagreement"},
+                "sequential": {"minAbsoluteEffect": 0.01},
+            }
         ],
     }
     return obj

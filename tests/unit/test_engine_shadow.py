@@ -535,6 +535,7 @@ def test_in_shadow_the_shadows_guardrails_are_asked_disagreement_since_shadow_be
         status=sim.status,
         provider=provider,  # type: ignore[arg-type]
         namespace="models",
+        rollout="fraud",
         pair=(ModelRef(name="fraud-v1"), ModelRef(name="fraud-v2")),
         now=started + timedelta(seconds=95),
     )

@@ -12,7 +12,7 @@ from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
 from controller.metrics.templates import VARIABLES, TemplateError, render, variables_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-CANDIDATE = variables_for("fraud-v8", "8.0.1", "candidate", "payments", "5m")
+CANDIDATE = variables_for("fraud-v8", "8.0.1", "candidate", "payments", "5m", rollout="r", incumbent="inc")
 
 
 @pytest.mark.parametrize(
@@ -49,17 +49,19 @@ def test_malformed_placeholder_is_an_error(template: str) -> None:
 
 
 def test_values_are_not_templates_themselves() -> None:
-    variables = variables_for("m", "{{window}}", "candidate", "ns", "1m")
+    variables = variables_for("m", "{{window}}", "candidate", "ns", "1m", rollout="r", incumbent="inc")
     assert render('x{version="{{version}}"}', variables) == 'x{version="{{window}}"}'
 
 
 def test_variables_for_a_variant() -> None:
-    assert variables_for("fraud-v7", None, "incumbent", "payments", "10m") == {
+    assert variables_for("fraud-v7", None, "incumbent", "payments", "10m", rollout="r", incumbent="inc") == {
         "model": "fraud-v7",
         "version": "",
         "variant": "incumbent",
         "namespace": "payments",
         "window": "10m",
+        "rollout": "r",
+        "incumbent": "inc",
     }
     assert set(CANDIDATE) == set(VARIABLES)
 
@@ -86,6 +88,18 @@ def test_shadow_disagreement_counts_a_candidate_error_as_a_disagreement() -> Non
     assert outcomes(q.total) == outcomes(q.samples) == [judged]
     assert outcomes(q.errors) == [disagreed]
     assert outcomes(q.value) == [disagreed, judged]
+
+
+def test_shadow_disagreement_is_one_rollouts_against_its_incumbent() -> None:
+    """Review finding 10: two rollouts of a namespace sharing a model name must not add up."""
+    for variant, model in (("candidate", "fraud-v2"), ("incumbent", "fraud-v1")):
+        variables = variables_for(model, None, variant, "payments", "5m", rollout="fraud", incumbent="fraud-v1")
+        for template in _templates(PROMQL[BuiltinMetric.SHADOW_DISAGREEMENT]):
+            query = render(template, variables)
+            selectors = re.findall(r"modelrollout_shadow_comparisons_total\{([^}]*)\}", query)
+            assert selectors and all(
+                f'rollout="fraud",model="{model}",reference="fraud-v1",variant="{variant}"' in s for s in selectors
+            )
 
 
 @pytest.mark.parametrize("metric", sorted(PROMQL))
