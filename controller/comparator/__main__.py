@@ -70,6 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, name="comparator-http", daemon=True).start()
+
+    def refresh() -> None:
+        # Reads the rollout even when nothing is mirrored yet: its series start at 0 in time.
+        while not stop.wait(args.refresh):
+            comparator.refresh()
+
+    comparator.refresh()
+    threading.Thread(target=refresh, name="comparator-refresh", daemon=True).start()
     print(f"comparator for {args.namespace}/{args.rollout} on port {server.server_address[1]}", flush=True)
     stop.wait()
     server.shutdown()

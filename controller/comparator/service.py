@@ -175,15 +175,17 @@ class RolloutPairs:
     """The pair of the rollout of record, read at most every `refresh` seconds (a cache of the
     API server's answer; a failed read keeps no pair: never compare a pair that may be over)."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]], *, refresh: float = 2.0) -> None:
-        self._read, self._refresh = read, refresh
+    def __init__(
+        self, read: Callable[[], dict[str, Any]], *, refresh: float = 2.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._read, self._refresh, self._clock = read, refresh, clock
         self._lock = threading.Lock()
         self._pair: Pair | None = None
         self._at = -float("inf")
 
     def __call__(self) -> Pair | None:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._at >= self._refresh:
                 self._at = now
                 try:
@@ -297,6 +299,15 @@ class Comparator:
         self._log = request_log.open("a", encoding="utf-8") if request_log is not None else None
         self._seq = 0
         self._seen_pairs: set[tuple[str, str]] = set()
+
+    def refresh(self) -> Pair | None:
+        """Read the pair of record now (as often as the pairs' cache allows) and start its series
+        at 0: called every --refresh seconds, so they exist (and are scraped at 0) once the rollout
+        is in shadow, before its first mirrored request, whose count increase() would else miss."""
+        pair = self.pairs()
+        if pair is not None:
+            self._initialise(pair)
+        return pair
 
     def close(self) -> None:
         self._calls.shutdown(wait=True)
@@ -441,9 +452,10 @@ class Comparator:
     def _initialise(self, pair: Pair) -> None:
         """Every outcome series of a pair at 0 before its first increment (see __init__)."""
         key = (pair.incumbent.name, pair.candidate.name)
-        if key in self._seen_pairs:
-            return
-        self._seen_pairs.add(key)
+        with self._lock:
+            if key in self._seen_pairs:
+                return
+            self._seen_pairs.add(key)
         for model, variant in ((pair.candidate, "candidate"), (pair.incumbent, "incumbent")):
             for outcome in ("agree", "disagree", "candidate_error", "incumbent_error"):
                 self.metrics.comparisons.labels(

@@ -10,9 +10,11 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from controller.api.models import ModelRef, ModelRollout
 from controller.comparator.service import (
+    Comparator,
     ModelAddress,
     ModelAddresses,
     ModelUrls,
@@ -61,6 +63,14 @@ def test_no_pair_outside_shadow() -> None:
     assert pair_of(ModelRollout.model_validate(obj(shadow=False))) is None
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_rollout_pairs_reads_at_most_every_refresh_and_a_failed_read_is_no_pair() -> None:
     reads: list[int] = []
     answers: list[Any] = [obj(), RuntimeError("API server down"), obj("Passed")]
@@ -72,11 +82,15 @@ def test_rollout_pairs_reads_at_most_every_refresh_and_a_failed_read_is_no_pair(
             raise answer
         return dict(answer)
 
-    cached = RolloutPairs(read, refresh=3600)
-    assert cached() is not None and cached() is not None and len(reads) == 1
-    every_time = RolloutPairs(read, refresh=0)
-    assert every_time() is None  # the read failed: no pair known, nothing compared
-    assert every_time() is None  # shadow passed: nothing to compare
+    clock = Clock()
+    cached = RolloutPairs(read, refresh=2, clock=clock)
+    assert cached() is not None and len(reads) == 1
+    clock.now = 1.999
+    assert cached() is not None and len(reads) == 1  # within refresh: the cached answer
+    clock.now = 2.0
+    assert cached() is None and len(reads) == 2  # the read failed: no pair known, nothing compared
+    clock.now = 4.0
+    assert cached() is None and len(reads) == 3  # shadow passed: nothing to compare
 
 
 def test_model_urls() -> None:
@@ -85,14 +99,6 @@ def test_model_urls() -> None:
     backend = ModelRef.model_validate({"name": "a", "backend": {"service": "svc-a", "port": 9000}})
     assert urls(backend, "models") == "http://svc-a.models.svc.cluster.local:9000"
     assert urls(ModelRef(name="b"), "models") == "http://x:1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_token_bucket_bursts_one_second_then_holds_its_rate() -> None:
@@ -199,3 +205,29 @@ def test_a_model_address_is_checked_again_after_its_ttl() -> None:
     clock.now = 30.0
     refused = addresses("http://m.models:8080")
     assert isinstance(refused, str) and "link-local" in refused
+
+
+def test_a_pairs_series_start_at_zero_when_it_is_read_before_any_request() -> None:
+    """Review finding 12: series born with their first increment hide it from increase(); the
+    comparator's refresh (every --refresh seconds) creates them when the pair is first read."""
+    registry = CollectorRegistry()
+    pair = pair_of(ModelRollout.model_validate(obj()))
+    comparator = Comparator(
+        namespace="models",
+        rollout="fraud",
+        pairs=lambda: pair,
+        urls=ModelUrls("http://{service}:{port}"),
+        policy=AddressPolicy(),
+        registry=registry,
+    )
+    try:
+        assert comparator.refresh() == pair
+        for model, variant in (("fraud-v2", "candidate"), ("fraud-v1", "incumbent")):
+            for outcome in ("agree", "disagree", "candidate_error", "incumbent_error"):
+                labels = {
+                    "namespace": "models", "rollout": "fraud", "model": model, "reference": "fraud-v1",
+                    "variant": variant, "outcome": outcome,
+                }  # fmt: skip
+                assert registry.get_sample_value("modelrollout_shadow_comparisons_total", labels) == 0.0
+    finally:
+        comparator.close()
