@@ -636,6 +636,13 @@ class Guardrail(ApiModel):
             field_path=".metric.builtin",
         ),
         Rule(
+            cel="!has(self.segmentBy) || !has(self.metric.builtin) || self.metric.builtin != 'ShadowDisagreement'",
+            message="builtin ShadowDisagreement cannot be segmented: the comparator counts per model pair, not per "
+            "segment",
+            check=lambda g: g.segment_by is None or g.metric.builtin != BuiltinMetric.SHADOW_DISAGREEMENT,
+            field_path=".segmentBy",
+        ),
+        Rule(
             cel="!self.critical || self.failureTolerance == 0",
             message="a critical guardrail rolls back on its first failure: failureTolerance must be 0",
             check=lambda g: not g.critical or g.failure_tolerance == 0,
@@ -1100,6 +1107,14 @@ class Shadow(ApiModel):
             field_path=".guardrails",
         ),
         Rule(
+            cel="!self.guardrails.exists(g, has(g.labelDelay) || (has(g.metric.builtin) && "
+            "(g.metric.builtin == 'LabelledErrorRate' || g.metric.builtin == 'LabelledLoss')))",
+            message="shadow.guardrails cannot hold a label guardrail (labelDelay, LabelledErrorRate, LabelledLoss): "
+            "the candidate's mirrored answers are never labelled",
+            check=lambda s: not any(g.labelled for g in s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
             cel=f"has(self.noiseFloor) || !self.guardrails.exists(g, has(g.sequential) && {_CEL_DISAGREEMENT})",
             message="a sequential ShadowDisagreement is judged against the incumbent's noise floor: set noiseFloor",
             check=lambda s: (
@@ -1214,6 +1229,28 @@ class ModelRolloutSpec(ApiModel):
             "(kserve, replicas and llmInferenceService cannot)",
             check=lambda s: s.shadow is None or s.traffic.gateway_api is not None or s.traffic.istio is not None,
             field_path=".shadow",
+        ),
+        Rule(
+            cel="!has(self.shadow) || !has(self.candidate.backend) || !has(self.candidate.backend.inferencePool)",
+            message="shadow compares models the comparator calls through their Services: candidate.backend."
+            "inferencePool cannot be shadowed",
+            check=lambda s: (
+                s.shadow is None or s.candidate.backend is None or s.candidate.backend.inference_pool is None
+            ),
+            field_path=".candidate.backend.inferencePool",
+        ),
+        Rule(
+            cel="!has(self.shadow) || !has(self.incumbent) || !has(self.incumbent.backend) || "
+            "!has(self.incumbent.backend.inferencePool)",
+            message="shadow compares models the comparator calls through their Services: incumbent.backend."
+            "inferencePool cannot be shadowed",
+            check=lambda s: (
+                s.shadow is None
+                or s.incumbent is None
+                or s.incumbent.backend is None
+                or s.incumbent.backend.inference_pool is None
+            ),
+            field_path=".incumbent.backend.inferencePool",
         ),
         Rule(
             cel="!has(self.shadow) || duration(self.shadow.duration) < duration(self.analysis.progressDeadline)",

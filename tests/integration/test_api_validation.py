@@ -855,6 +855,42 @@ CASES: list[Case] = [
         f"{S}.noiseFloor.sample",
         "less than or equal to 1",
     ),
+    # Review finding 13: rules that could never be conclusive in shadow are refused at once.
+    Case(
+        "a label guardrail in shadow",
+        shadow(
+            guardrails=[
+                DISAGREEMENT,
+                {"name": "l", "metric": {"builtin": "LabelledErrorRate"}, "absolute": {"max": 0.1}},
+            ]
+        ),
+        f"{S}.guardrails",
+        "shadow.guardrails cannot hold a label guardrail",
+    ),
+    Case(
+        "a labelDelay in shadow",
+        shadow(guardrails=[DISAGREEMENT, {"name": "l", "metric": ERR, "absolute": {"max": 0.1}, "labelDelay": "1h"}]),
+        f"{S}.guardrails",
+        "shadow.guardrails cannot hold a label guardrail",
+    ),
+    Case(
+        "a segmented ShadowDisagreement",
+        shadow(guardrails=[{**DISAGREEMENT, "segmentBy": "region"}]),
+        f"{S}.guardrails[0].segmentBy",
+        "builtin ShadowDisagreement cannot be segmented",
+    ),
+    Case(
+        "shadow of a candidate served by an InferencePool",
+        both(shadow(), setter("candidate.backend", {"inferencePool": "fraud-pool"})),
+        "spec.candidate.backend.inferencePool",
+        "candidate.backend.inferencePool cannot be shadowed",
+    ),
+    Case(
+        "shadow against an incumbent served by an InferencePool",
+        both(shadow(), setter("incumbent.backend", {"inferencePool": "fraud-pool"})),
+        "spec.incumbent.backend.inferencePool",
+        "incumbent.backend.inferencePool cannot be shadowed",
+    ),
 ]
 
 
