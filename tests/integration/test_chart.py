@@ -189,6 +189,21 @@ def test_comparator_pod_is_admitted_under_restricted_pod_security_and_reads_one_
     deployment = next(d for d in mine if d["kind"] == "Deployment")
     template_ = deployment["spec"]["template"]
     assert "--rollout=fraud" in template_["spec"]["containers"][0]["args"]
+    # Its counters are what ShadowDisagreement reads: scraped by annotation, or by a ServiceMonitor
+    # that keeps their own namespace/rollout/model labels (review finding 13).
+    assert template_["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"
+    }  # fmt: skip
+    monitored = template(
+        helm, helm_env, "mr", ns, *values_args("comparator", ns), "--set", "serviceMonitor.enabled=true"
+    )
+    (monitor,) = [
+        d for d in docs(monitored) if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "fraud-comparator"
+    ]
+    assert monitor["metadata"]["namespace"] == ns and monitor["spec"]["namespaceSelector"] == {"matchNames": [ns]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
+    ]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
