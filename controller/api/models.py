@@ -1553,6 +1553,11 @@ class ShadowStatus(ApiModel):
     comparator: ComparatorRef | None = Field(
         None, description="Where the mirror points, kept so it is removed even if spec.shadow changes."
     )
+    definition: Annotated[str, Field(max_length=64)] | None = Field(
+        None,
+        description="Digest of what a comparison means (comparator, comparison, noiseFloor, timeout) when shadow "
+        "began: the comparator compares only under it, and a change restarts shadow (counts since then).",
+    )
     mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(
         None, description="Share of requests the router mirrors to the comparator, as read back."
     )

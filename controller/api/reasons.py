@@ -24,6 +24,8 @@ class Reason(StrEnum):
     SHADOW_PASSED = "ShadowPassed"
     # A human moved past the shadow phase (promote, spec.shadow removed): no evidence, not a pass.
     SHADOW_SKIPPED = "ShadowSkipped"
+    # spec.shadow changed what a comparison means mid-shadow: it starts again, counting from now.
+    SHADOW_RESTARTED = "ShadowRestarted"
     PROMOTED = "Promoted"
     PROMOTED_BY_USER = "PromotedByUser"
     RESUMED = "Resumed"

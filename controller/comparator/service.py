@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from controller.api.duration import parse_duration
 from controller.api.models import Comparison, ModelRef, ModelRollout, ShadowState
 from controller.comparator.compare import compare
+from controller.core.shadow import definition
 from controller.metrics.address import AddressPolicy
 
 # Candidate minus incumbent latency, seconds: both signs matter.
@@ -156,6 +157,10 @@ def pair_of(rollout: ModelRollout) -> Pair | None:
         or status.incumbent is None
         or status.candidate is None
     ):
+        return None
+    if status.shadow.definition is not None and status.shadow.definition != definition(spec.shadow):
+        # spec.shadow now defines comparisons otherwise: the controller restarts shadow under the
+        # new definition; until then nothing is compared (no count mixes the two).
         return None
     shadow = spec.shadow
     return Pair(

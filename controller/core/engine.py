@@ -569,7 +569,10 @@ class _Decider:
         if shadow_spec is not None:
             # mirrorPercent stays unknown until this shadow's route is read back.
             self.st.shadow = ShadowStatus(
-                state=ShadowState.MIRRORING, started=self.now, comparator=shadow_spec.comparator
+                state=ShadowState.MIRRORING,
+                started=self.now,
+                comparator=shadow_spec.comparator,
+                definition=shadow.definition(shadow_spec),
             )
             self._use_phase_spec()
         self._enter_step(0)
@@ -609,6 +612,9 @@ class _Decider:
         if shadow.shadowing(self.st) and self.inp.spec.shadow is None:
             # A human took spec.shadow out mid-shadow: as a promote would, on to step 1.
             self._end_shadow(manual=True, why="spec.shadow removed")
+            return
+        if shadow.redefined(self.inp.spec, self.st):
+            self._restart_shadow()
             return
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
@@ -905,6 +911,29 @@ class _Decider:
         if self._gate_open(0):
             self._set_weights(Weights.for_candidate(first.weight))
             self.out.requeue_after = WEIGHT_SETTLE
+
+    def _restart_shadow(self) -> None:
+        """spec.shadow now defines comparisons otherwise (comparator, rule, noise floor, timeout):
+        the counts since shadow began would mix two definitions, so shadow starts again, judged on
+        counts from now (the comparator compares only under the new definition of record)."""
+        spec = self.inp.spec.shadow
+        assert spec is not None and self.st.shadow is not None
+        self.st.pending_mirror_removals = shadow.stale_mirrors(self.st, self.inp.spec)
+        self.st.shadow = ShadowStatus(
+            state=ShadowState.MIRRORING,
+            started=self.now,
+            comparator=spec.comparator,
+            definition=shadow.definition(spec),
+        )
+        self.st.guardrails, self.st.error_budget, self.st.rollout_started = [], None, self.now
+        self.st.paused_since, self.st.pause_reason = None, None
+        self._enter_step(0)
+        why = "spec.shadow changed what a comparison means: shadow restarted, comparisons count from now"
+        self._set_phase(Phase.PROGRESSING, Reason.SHADOW_RESTARTED, why)
+        self._event("Normal", Reason.SHADOW_RESTARTED, why)
+        self._record("shadow-restarted", Reason.SHADOW_RESTARTED, why)
+        self._set_weights(Weights.for_candidate(0))
+        self.out.requeue_after = WEIGHT_SETTLE
 
     def _promote(self, *, by_user: bool = False) -> None:
         candidate = self._candidate()

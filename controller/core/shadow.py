@@ -17,6 +17,9 @@ Pure: imports only `api/`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from controller.api.models import (
     MAX_PENDING_MIRRORS,
     AfterLastStep,
@@ -27,6 +30,7 @@ from controller.api.models import (
     ModelRolloutSpec,
     ModelRolloutStatus,
     Phase,
+    Shadow,
     ShadowState,
     ShadowStatus,
     Step,
@@ -63,10 +67,34 @@ def mirrored(status: ModelRolloutStatus) -> int:
     return (status.shadow.mirror_percent or 0) if status.shadow is not None else 0
 
 
+def definition(spec: Shadow) -> str:
+    """Digest of what a comparison means: where requests are mirrored, the comparison rule, the
+    noise floor and the model call timeout (a timeout is a candidate's error, a disagreement). The
+    counts of a shadow are judged since it began, so they must all mean the same: the comparator
+    compares only under the definition of record, and a change restarts shadow. The share mirrored,
+    the duration, the guardrails and the caps change nothing a count means (the caps only drop)."""
+    meaning = {
+        "comparator": spec.comparator.wire(),
+        "comparison": spec.comparison.wire(),
+        "noiseFloor": spec.noise_floor.wire() if spec.noise_floor is not None else None,
+        "timeout": spec.timeout,
+    }
+    return hashlib.sha256(json.dumps(meaning, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def redefined(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """In shadow, spec.shadow now means other comparisons than the shadow of record (a status
+    without a definition, written before it existed, takes the spec's as its own)."""
+    recorded = status.shadow.definition if status.shadow is not None else None
+    return (
+        spec.shadow is not None and shadowing(status) and recorded is not None and recorded != definition(spec.shadow)
+    )
+
+
 def stale_mirrors(status: ModelRolloutStatus, spec: ModelRolloutSpec) -> list[ComparatorRef]:
-    """At a new candidate's start: the comparators whose mirror the route may still hold (the last
-    shadow's, unless read back gone, and those already pending), but the one the new shadow
-    will own itself. The newest are kept when there are too many."""
+    """At a new candidate's (or a restarted shadow's) start: the comparators whose mirror the
+    route may still hold (the last shadow's, unless read back gone, and those already pending), but
+    the one the new shadow will own itself. The newest are kept when there are too many."""
     pending = list(status.pending_mirror_removals)
     last = status.shadow
     if last is not None and last.comparator is not None and last.mirror_percent != 0:

@@ -23,6 +23,7 @@ from controller.comparator.service import (
     pair_of,
     path_refusal,
 )
+from controller.core.shadow import definition
 from controller.metrics.address import AddressPolicy
 from tests.support.objects import minimal_rollout
 
@@ -55,6 +56,21 @@ def test_the_pair_of_a_rollout_in_shadow() -> None:
         "models", "fraud", "fraud-v1", "fraud-v2"
     )  # fmt: skip
     assert (pair.noise_sample, pair.max_incumbent_rps, pair.max_concurrency, pair.timeout) == (0.25, 7, 3, 1.5)
+
+
+def test_no_pair_while_spec_shadow_defines_comparisons_otherwise_than_the_shadow_of_record() -> None:
+    """Review finding 9: counts since shadow began must not mix two comparison rules."""
+    body = obj()
+    recorded = ModelRollout.model_validate(body).spec.shadow
+    assert recorded is not None
+    body["status"]["shadow"]["definition"] = definition(recorded)
+    assert pair_of(ModelRollout.model_validate(body)) is not None
+    body["spec"]["shadow"]["comparison"] = {"predictionPath": "$.label", "numeric": {"absolute": 0.1}}
+    assert pair_of(ModelRollout.model_validate(body)) is None
+    body["spec"]["shadow"]["comparison"] = SHADOW["comparison"]
+    body["spec"]["shadow"]["maxIncumbentRPS"] = 1  # a cap is no part of what a comparison means
+    pair = pair_of(ModelRollout.model_validate(body))
+    assert pair is not None and pair.max_incumbent_rps == 1
 
 
 def test_no_pair_outside_shadow() -> None:

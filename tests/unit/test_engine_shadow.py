@@ -287,6 +287,53 @@ def test_a_pending_removal_holds_the_next_step_until_read_back_gone() -> None:
     assert sim.status.pending_mirror_removals == []
 
 
+def edited(sim: Simulator, **shadow: Any) -> ModelRolloutSpec:
+    body = sim.spec.wire()
+    body["shadow"] = {**body["shadow"], **shadow}
+    return ModelRolloutSpec.model_validate(body)
+
+
+def test_a_new_comparison_mid_shadow_restarts_shadow_counting_from_then() -> None:
+    """Review finding 9: counts since shadow began must all mean the same comparison."""
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 2)
+    before = sim.status.shadow
+    assert before is not None and before.definition is not None
+    sim.spec = edited(sim, comparison={"predictionPath": "$.label", "equal": {"ignoreCase": True}})
+    sim.advance(5)
+    sim.reconcile()
+    after = sim.status.shadow
+    assert after is not None and after.state is ShadowState.MIRRORING
+    assert after.started == sim.clock.now() and after.definition not in (None, before.definition)
+    assert sim.status.rollout_started == sim.clock.now() and sim.status.guardrails == []
+    assert sim.events[-1].reason == "ShadowRestarted"
+    assert sim.mirrors == {"fraud-comparator": 20} and set(sim.candidate_weights("fraud-v2")) == {0}
+    sim.run(until=lambda s: s.status.shadow is not None and s.status.shadow.state is ShadowState.PASSED)
+    ended = sim.status.shadow
+    assert ended is not None and ended.ended is not None and (ended.ended - after.started).total_seconds() >= 120
+
+
+def test_a_new_comparator_mid_shadow_moves_the_mirror() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 1)
+    sim.spec = edited(sim, comparator={"service": "other-comparator"})
+    sim.advance(5)
+    sim.reconcile()
+    assert sim.mirrors == {"fraud-comparator": 0, "other-comparator": 20}
+    assert sim.status.shadow is not None and sim.status.shadow.comparator is not None
+    assert sim.status.shadow.comparator.service == "other-comparator"
+
+
+def test_caps_and_the_share_mirrored_change_no_comparison_and_restart_nothing() -> None:
+    sim = Simulator(spec(), judge=judge_with(0.0))
+    sim.run(until=lambda s: s.analyses >= 2)
+    started = sim.status.shadow.started if sim.status.shadow else None
+    sim.spec = edited(sim, maxIncumbentRPS=3, maxConcurrency=2, percent=50, duration="3m")
+    sim.run(until=lambda s: s.status.shadow is not None and s.status.shadow.state is ShadowState.PASSED)
+    assert sim.status.shadow is not None and sim.status.shadow.started == started
+    assert "ShadowRestarted" not in [e.reason for e in sim.events]
+
+
 def test_a_humans_promote_in_shadow_skips_to_step_one_not_to_100() -> None:
     sim = Simulator(spec(), judge=judge_with(None))
     sim.run(until=lambda s: s.analyses >= 1)
