@@ -47,6 +47,8 @@ MAX_STEPS = 20
 MAX_GUARDRAILS = 16
 MAX_HISTORY = 20
 MAX_FAILED_CANDIDATES = 10
+# Comparisons a comparator may have in flight (spec.shadow.maxConcurrency): its threads are sized by it.
+MAX_SHADOW_CONCURRENCY = 1000
 # Earlier shadows' comparators whose mirror is still to be removed (one per candidate replaced mid-shadow).
 MAX_PENDING_MIRRORS = 4
 # Segments a guardrail names (plus "other"), and failing segments whose evidence status keeps.
@@ -1147,7 +1149,7 @@ class Shadow(ApiModel):
         description="Cap on the extra requests per second the comparator sends the incumbent; beyond it a "
         "mirrored request is dropped (counted), never queued.",
     )
-    max_concurrency: Annotated[int, Field(ge=1, le=1000)] = Field(
+    max_concurrency: Annotated[int, Field(ge=1, le=MAX_SHADOW_CONCURRENCY)] = Field(
         16, description="Comparisons in flight at once; beyond it a mirrored request is dropped (counted)."
     )
     timeout: Duration = Field("2s", description="Per model call; a timeout is that model's error.")

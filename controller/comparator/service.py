@@ -44,7 +44,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from controller.api.duration import parse_duration
-from controller.api.models import Comparison, ModelRef, ModelRollout, ShadowState
+from controller.api.models import MAX_SHADOW_CONCURRENCY, Comparison, ModelRef, ModelRollout, ShadowState
 from controller.comparator.compare import compare
 from controller.core.shadow import definition
 from controller.metrics.address import AddressPolicy
@@ -60,6 +60,10 @@ SHADOW_HEADER = "X-Modelrollout-Shadow"
 DROP_REASONS = ("not_shadowing", "bad_request", "address_refused", "concurrency", "incumbent_rate", "error")
 # How long a model address, once checked (and resolved), is called without checking it again.
 ADDRESS_TTL = 30.0
+# A mirrored request's body, and a model's answer, beyond which nothing is read: a mirrored
+# request over it is refused (413), an answer over it is that model's error.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 
 
 def path_refusal(path: str) -> str | None:
@@ -294,8 +298,17 @@ class Comparator:
         self.metrics.received.labels(namespace, rollout)
         for reason in DROP_REASONS:
             self.metrics.dropped.labels(namespace, rollout, reason)
-        self._client = httpx.Client(transport=transport, follow_redirects=False)
-        self._calls = ThreadPoolExecutor(max_workers=64, thread_name_prefix="comparator-call")
+        # Calls in flight are bounded by maxConcurrency (each comparison: the incumbent on the
+        # server's thread, the candidate and the noise floor's second call on these), so neither
+        # the pool's threads nor the client's connections may be the tighter bound: a call waiting
+        # for either would time out as the model's error. Threads start only when needed.
+        self._client = httpx.Client(
+            transport=transport,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        )
+        self._calls = ThreadPoolExecutor(max_workers=2 * MAX_SHADOW_CONCURRENCY, thread_name_prefix="comparator-call")
         self._in_flight = 0
         self._lock = threading.Lock()
         self._bucket: TokenBucket | None = None
@@ -335,6 +348,14 @@ class Comparator:
             return self._drop(entry, dropped.reason, dropped.message)
         except Exception as exc:  # a bug or an unforeseen failure: counted, never raised to the server
             return self._drop(entry, "error", f"{type(exc).__name__}: {exc}")
+
+    def refuse(self, method: str, path: str, why: str) -> dict[str, Any]:
+        """A mirrored request the server would not read (its body): received, dropped as bad_request."""
+        with self._lock:
+            self._seq += 1
+            entry: dict[str, Any] = {"seq": self._seq, "method": method, "path": path}
+        self.metrics.received.labels(self.namespace, self.rollout).inc()
+        return self._drop(entry, "bad_request", why)
 
     def _handle(
         self, entry: dict[str, Any], method: str, path: str, headers: dict[str, str], body: bytes
@@ -417,31 +438,45 @@ class Comparator:
     def _call(
         self, address: ModelAddress, pair: Pair, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> Answer:
-        """One model's answer; a transport failure, a timeout, non-2xx or non-JSON is its error.
-        Anything else raised (a bug, an invalid header) is not the model's: it drops the request."""
+        """One model's answer; a transport failure, non-2xx, non-JSON, an answer over
+        MAX_ANSWER_BYTES or past `timeout` is its error. `timeout` bounds the whole call: httpx's
+        bounds each phase (connect, each read), so a model trickling its answer is cut off at the
+        first chunk past the deadline (it waits at most one more read timeout for it). Anything
+        else raised (a bug, an invalid header) is not the model's: it drops the request."""
         url = address.for_path(path)
         extensions = {"sni_hostname": address.server_name} if url.scheme == "https" else None
         started = time.perf_counter()
+        late = f"timeout after {pair.timeout:g}s"
         try:
-            response = self._client.request(
+            with self._client.stream(
                 method,
                 url,
                 headers={**headers, "Host": address.host},
                 content=body,
                 timeout=pair.timeout,
                 extensions=extensions,
-            )
+            ) as response:
+                if not 200 <= response.status_code < 300:
+                    return Answer(error=f"HTTP {response.status_code}", seconds=time.perf_counter() - started)
+                content, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        return Answer(error=f"answer over {MAX_ANSWER_BYTES} bytes")
+                    if time.perf_counter() - started > pair.timeout:
+                        return Answer(error=f"{late} (the answer still arriving)")
+                    content.append(chunk)
         except httpx.TimeoutException:
-            return Answer(error=f"timeout after {pair.timeout:g}s")
+            return Answer(error=late)
         except httpx.LocalProtocolError:
             raise  # what we would send is invalid (a header a stranger sent): not the model's error
         except httpx.HTTPError as exc:
             return Answer(error=f"{type(exc).__name__}: {exc}"[:200])
         seconds = time.perf_counter() - started
-        if not 200 <= response.status_code < 300:
-            return Answer(error=f"HTTP {response.status_code}", seconds=seconds)
+        if seconds > pair.timeout:
+            return Answer(error=late, seconds=seconds)
         try:
-            return Answer(body=response.json(), seconds=seconds)
+            return Answer(body=json.loads(b"".join(content)), seconds=seconds)
         except ValueError:
             return Answer(error="answer is not JSON", seconds=seconds)
 
@@ -510,12 +545,39 @@ def serve(comparator: Comparator, *, host: str, port: int) -> ThreadingHTTPServe
         protocol_version = "HTTP/1.1"
 
         def _any(self) -> None:
+            refused = self._refusal()
+            if refused is not None:
+                # Counted and logged like any dropped request; the body is never read, so the
+                # connection cannot be reused.
+                code, why = refused
+                comparator.refuse(self.command, self.path, why)
+                self.send_response(code)
+                self.send_header("content-length", "0")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+                return
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             comparator.handle(self.command, self.path, dict(self.headers.items()), body)
             self.send_response(204)
             self.send_header("content-length", "0")
             self.end_headers()
+
+        def _refusal(self) -> tuple[int, str] | None:
+            """A body this server will not read: chunked (411: a mirror of a request with a body
+            comes with its Content-Length), a length that is no number, or over MAX_REQUEST_BYTES."""
+            if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                return 411, "chunked body: a Content-Length is needed"
+            try:
+                length = int(self.headers.get("content-length") or 0)
+            except ValueError:
+                return 400, "Content-Length is not a number"
+            if length < 0:
+                return 400, "Content-Length is negative"
+            if length > MAX_REQUEST_BYTES:
+                return 413, f"body of {length} bytes, over {MAX_REQUEST_BYTES}"
+            return None
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 

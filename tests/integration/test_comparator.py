@@ -32,7 +32,15 @@ from kubernetes import client
 from prometheus_client import CollectorRegistry, start_http_server
 
 from controller.api.models import BuiltinMetric
-from controller.comparator.service import Comparator, ModelUrls, RolloutPairs, iter_log, serve
+from controller.comparator.service import (
+    MAX_ANSWER_BYTES,
+    MAX_REQUEST_BYTES,
+    Comparator,
+    ModelUrls,
+    RolloutPairs,
+    iter_log,
+    serve,
+)
 from controller.kube.rollouts import Rollouts
 from controller.metrics.address import AddressPolicy
 from controller.metrics.builtins import PROMQL
@@ -47,10 +55,13 @@ INCUMBENT, CANDIDATE = "fraud-v1", "fraud-v2"
 
 class ModelServer:
     """A model on loopback: POST {"x": n} answers {"label": ...}; `wrong_every` n disagree; `gate`
-    holds answers until set; `fail` answers 500; every call is logged."""
+    holds answers until set; `fail` answers 500; `trickle` sends the answer a byte at a time, that
+    many seconds apart; `pad` adds that many bytes to the answer; every call is logged."""
 
-    def __init__(self, *, wrong_every: int = 0, delay: float = 0.0) -> None:
+    def __init__(self, *, wrong_every: int = 0, delay: float = 0.0, trickle: float = 0.0, pad: int = 0) -> None:
         self.wrong_every, self.delay, self.fail = wrong_every, delay, False
+        self.trickle, self.pad = trickle, pad
+        self.trickled_all = threading.Event()
         self.gate = threading.Event()
         self.gate.set()
         self.calls: list[int] = []
@@ -71,12 +82,25 @@ class ModelServer:
                     body, code = b"{}", 500
                 else:
                     wrong = model.wrong_every and n % model.wrong_every == 0
-                    body, code = json.dumps({"predictions": [{"label": "b" if wrong else "a"}]}).encode(), 200
+                    answer: dict[str, Any] = {"predictions": [{"label": "b" if wrong else "a"}]}
+                    if model.pad:
+                        answer["pad"] = "x" * model.pad
+                    body, code = json.dumps(answer).encode(), 200
                 self.send_response(code)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not model.trickle:
+                    self.wfile.write(body)
+                    return
+                try:
+                    for byte in body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(model.trickle)
+                    model.trickled_all.set()
+                except OSError:
+                    return  # the comparator gave up on it
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -419,3 +443,88 @@ def test_an_unforeseen_exception_in_a_call_drops_the_request_with_its_reason(
         assert entry["outcome"] == "dropped:error" and "RuntimeError: unforeseen" in entry["why"]
     finally:
         w.close()
+
+
+# -- sized for its limits, bounded in time and bytes (review finding 11) --------------------------
+
+
+def test_max_concurrency_beyond_the_old_pool_is_all_called_at_once(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """maxConcurrency comparisons in flight means that many candidate calls in flight: a thread
+    pool or a connection pool smaller than it would hold calls back (and time them out as the
+    model's error). 80 > the 64 threads and, with the incumbent's, 160 > the 100 connections of old."""
+    incumbent, candidate = ModelServer(), ModelServer()
+    candidate.gate.clear()
+    rollouts = shadow_rollout(namespace, api_client, maxConcurrency=80, maxIncumbentRPS=100_000, timeout="60s")
+    w = World(namespace, rollouts, tmp_path, incumbent, candidate)
+    try:
+        with ThreadPoolExecutor(max_workers=80) as senders:
+            waiting = [senders.submit(w.mirror, n) for n in range(1, 81)]
+            deadline = time.monotonic() + 60
+            while len(candidate.calls) < 80 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(candidate.calls) == 80  # every one in flight at once, none held back
+            candidate.gate.set()
+            for f in waiting:
+                assert f.result().status_code == 204
+        assert w.logged() == {"agree": 80}
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
+
+
+def test_a_model_trickling_its_answer_times_out_as_its_error(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """httpx's timeout bounds each read: a byte every 0.1 s never trips a 1 s read timeout, so the
+    whole call must be bounded by the comparator itself."""
+    incumbent, candidate = ModelServer(), ModelServer(trickle=0.1, pad=200)  # ~25 s to send
+    w = World(namespace, shadow_rollout(namespace, api_client, timeout="1s"), tmp_path, incumbent, candidate)
+    try:
+        w.mirror(1)
+        (entry,) = list(iter_log(w.log))
+        assert entry["outcome"] == "candidate_error" and "timeout after 1s" in entry["why"], entry
+        assert not candidate.trickled_all.is_set()  # given up on before its answer was complete
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
+
+
+def test_an_answer_over_the_size_cap_is_the_models_error(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    incumbent, candidate = ModelServer(), ModelServer(pad=MAX_ANSWER_BYTES)
+    w = World(namespace, shadow_rollout(namespace, api_client, timeout="30s"), tmp_path, incumbent, candidate)
+    try:
+        w.mirror(1)
+        (entry,) = list(iter_log(w.log))
+        assert entry["outcome"] == "candidate_error" and f"over {MAX_ANSWER_BYTES} bytes" in entry["why"], entry
+    finally:
+        w.close()
+        incumbent.close()
+        candidate.close()
+
+
+def raw(port: int, head: str, body: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_a_body_the_comparator_will_not_read_is_refused_and_counted(world: World) -> None:
+    """A chunked body (411: the mirror of a request with a body comes with its length; it used to
+    be read as empty and compared) or one over MAX_REQUEST_BYTES (413): dropped, nothing called."""
+    port = world.server.server_address[1]
+    chunked = "POST /p HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    assert raw(port, chunked, b'8\r\n{"x": 1}\r\n0\r\n\r\n').startswith(b"HTTP/1.1 411")
+    huge = f"POST /p HTTP/1.1\r\nHost: g\r\nContent-Length: {MAX_REQUEST_BYTES + 1}\r\nConnection: close\r\n\r\n"
+    assert raw(port, huge, b"{}").startswith(b"HTTP/1.1 413")
+    assert world.dropped("bad_request") == 2 == world.received()
+    assert world.incumbent.calls == [] and world.candidate.calls == []
+    assert {e["why"].split(":")[0].split(" of")[0] for e in iter_log(world.log)} == {"chunked body", "body"}
