@@ -1320,6 +1320,9 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
+# A rollout in flight: its candidate is being judged (and its traffic is the engine's to move).
+ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 

@@ -238,16 +238,20 @@ def _segments_view(guardrails: Sequence[Guardrail], latest: Mapping[str, Guardra
 
 
 def _shadow_view(spec: ModelRolloutSpec, st: ModelRolloutStatus) -> list[str]:
-    """The shadow phase: where it stands, its agreement evidence and what it waits for."""
-    if spec.shadow is None:
-        return []
+    """The shadow phase: where it stands, its agreement evidence and what it waits for. The
+    comparator shown is the one of record (where the mirror points), not the spec's."""
     sh = st.shadow
-    target = f"comparator {spec.shadow.comparator.service}:{spec.shadow.comparator.port}"
     if sh is None:
+        if spec.shadow is None:
+            return []
+        target = f"comparator {spec.shadow.comparator.service}:{spec.shadow.comparator.port}"
         return [f"Shadow:     {spec.shadow.percent}% of requests to be mirrored to {target} before step 1"]
+    comparator = sh.comparator or (spec.shadow.comparator if spec.shadow is not None else None)
+    target = f"comparator {comparator.service}:{comparator.port}" if comparator is not None else "the comparator"
     read = "-" if sh.mirror_percent is None else f"{sh.mirror_percent}%"
     users = " (the candidate answers no user)" if shadowing(st) else ""
-    lines = [f"Shadow:     {sh.state.value}: {spec.shadow.percent}% mirrored to {target} (read back {read}){users}"]
+    asked = f"{spec.shadow.percent}% mirrored" if spec.shadow is not None else "mirrored"
+    lines = [f"Shadow:     {sh.state.value}: {asked} to {target} (read back {read}){users}"]
     if sh.comparisons is not None:
         rate = "-" if sh.rate is None else f"{sh.rate:.2%}"
         disagreed = "-" if sh.disagreements is None else f"{sh.disagreements:.0f}"

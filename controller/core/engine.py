@@ -24,6 +24,7 @@ from typing import Literal
 
 from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
+    ACTIVE,
     ALL_CANDIDATE,
     ALL_INCUMBENT,
     GATE_TYPES,
@@ -60,7 +61,6 @@ from controller.api.reasons import INCONCLUSIVE, Reason
 from controller.core import budget, hooks, labels, shadow
 from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
-ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
 # A route we asked to change is re-read soon; a problem a human must fix is retried slowly.
 WEIGHT_SETTLE = timedelta(seconds=2)

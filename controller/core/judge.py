@@ -360,8 +360,8 @@ def check_counts(
         for who, what, new, old, slack in (
             ("candidate", "requests", now.candidate_samples, then.candidate_samples, samples_slack),
             ("incumbent", "requests", now.incumbent_samples, then.incumbent_samples, samples_slack),
-            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate"), errors_slack),
-            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent"), errors_slack),
+            ("candidate", "errors", events(now, "candidate"), events(then, "candidate"), errors_slack),
+            ("incumbent", "errors", events(now, "incumbent"), events(then, "incumbent"), errors_slack),
         )
         if new is not None and old is not None and new < floor(old, slack)
     ]
@@ -373,8 +373,9 @@ def check_counts(
     return Judgement(Verdict.INCONCLUSIVE, message, recorded, Cause.COUNTS_WENT_BACKWARDS)
 
 
-def _events(evidence: Evidence, who: str) -> float | None:
-    """Errors behind a sequential verdict: its rate times its requests (both recorded in status)."""
+def events(evidence: Evidence, who: str) -> float | None:
+    """Events (errors, disagreements) behind a verdict on a rate: the rate times its samples (both
+    recorded in status), or None without either."""
     rate, total = (
         (evidence.candidate_value, evidence.candidate_samples)
         if who == "candidate"

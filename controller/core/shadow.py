@@ -12,7 +12,7 @@ step is "at weight" only once the router reads back the mirror too), the end (a 
 canary's step 1; a failure rolls back a candidate that answered no user) and `status.shadow`, the
 agreement evidence kept after the canary's guardrails replace the shadow's.
 
-Pure: imports only `api/`.
+Pure: imports only `api/` and the judge's arithmetic.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import hashlib
 import json
 
 from controller.api.models import (
+    ACTIVE,
     MAX_PENDING_MIRRORS,
     AfterLastStep,
     BuiltinMetric,
@@ -29,14 +30,12 @@ from controller.api.models import (
     GuardrailStatus,
     ModelRolloutSpec,
     ModelRolloutStatus,
-    Phase,
     Shadow,
     ShadowState,
     ShadowStatus,
     Step,
 )
-
-ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
+from controller.core.judge import events
 
 
 def shadowing(status: ModelRolloutStatus) -> bool:
@@ -116,11 +115,7 @@ def summarise(spec: ModelRolloutSpec, shadow: ShadowStatus, guardrails: list[Gua
     e = gs.evidence
     shadow.comparisons = e.candidate_samples
     shadow.rate = e.candidate_value
-    shadow.disagreements = (
-        round(e.candidate_value * e.candidate_samples)
-        if e.candidate_value is not None and e.candidate_samples is not None
-        else None
-    )
+    shadow.disagreements = events(e, "candidate")
     guardrail = next(g for g in spec.shadow.guardrails if g.name == names[0])
     shadow.noise_floor_rate = e.incumbent_value if guardrail.sequential is not None else None
     shadow.samples_needed = e.samples_needed

@@ -389,3 +389,15 @@ def test_status_after_a_failed_shadow_keeps_its_evidence() -> None:
     text = status_view(shadow_rollout(**failed), [], NOW)
     assert "Shadow:     Failed: 10% mirrored to comparator fraud-comparator:8080 (read back 0%)" in text
     assert "92 disagree (15.00%)" in text and "the candidate answers no user" not in text
+
+
+def test_status_names_the_comparator_of_record_not_the_specs() -> None:
+    """Review finding 16: the mirror points where status says, whatever spec.shadow says now."""
+    moved = {**IN_SHADOW, "shadow": {**IN_SHADOW["shadow"], "comparator": {"service": "old-comparator", "port": 9000}}}
+    text = status_view(shadow_rollout(**moved), [], NOW)
+    assert "mirrored to comparator old-comparator:9000 (read back 10%)" in text
+    skipped = {**moved, "shadow": {**moved["shadow"], "state": "Skipped"}}
+    obj = shadow_rollout(**skipped)
+    del obj["spec"]["shadow"]  # taken out mid-shadow: the shadow of record is still shown
+    text = status_view(obj, [], NOW)
+    assert "Shadow:     Skipped: mirrored to comparator old-comparator:9000" in text
