@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="requests/s through each gateway (default 25)")
     parser.add_argument("--no-watch", action="store_true", help="do not show the status --watch view")
     parser.add_argument("--only", action="append", help="run only these scenarios (better, errors, drift)")
-    parser.add_argument("--llm", action="store_true", help="the LLM rollouts of examples/llm/ (ttft, truncation, cheaper)")
+    parser.add_argument(
+        "--llm", action="store_true", help="the LLM rollouts of examples/llm/ (ttft, truncation, cheaper)"
+    )
     args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
         signal.signal(sig, _terminate)

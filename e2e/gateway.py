@@ -18,7 +18,8 @@ small proxy plays its part for the demo and the end-to-end suite, and only that 
   EndpointSlice controller on the local plane, and EndpointSlices may not point at loopback.
   A backendRef whose Service or port does not exist answers 500, as the Gateway API says;
 - it records when it applied which weights (`timeline`), so tests can compare the requests each
-  model server saw with the split that was in force;
+  model server saw with the split that was in force, and how many requests it sent each backend
+  under each of those weights (`generations()`: no clock involved);
 - it passes the request's `X-Region` header (its segment) on to the model server;
 - it honours a rule's `RequestMirror` filters (the shadow phase, docs/shadow.md): a copy of a
   matching request goes, with the filter's `percent` (or `fraction`) as its chance, to the
@@ -63,6 +64,8 @@ class Gateway:
         self.timeline: list[tuple[float, dict[str, int]]] = []  # (time.monotonic(), weights of the first rule)
         self.mirror_timeline: list[tuple[float, dict[str, float]]] = []  # ... and its mirrors' percent
         self.forwarded: dict[str, int] = {}
+        # Requests sent to each backend under each entry of `timeline` (same index).
+        self._forwarded_by_generation: list[dict[str, int]] = []
         self.mirrored: dict[str, int] = {}
         self._mirrors = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"gateway-mirror-{route}")
         self._stop = threading.Event()
@@ -130,6 +133,7 @@ class Gateway:
             first = {name: weight for name, _, weight in rules[0][1]} if rules else {}
             if not self.timeline or self.timeline[-1][1] != first:
                 self.timeline.append((time.monotonic(), first))
+                self._forwarded_by_generation.append({})
             mirrors = {name: percent for name, _, percent in rules[0][2]} if rules else {}
             if not self.mirror_timeline or self.mirror_timeline[-1][1] != mirrors:
                 self.mirror_timeline.append((time.monotonic(), mirrors))
@@ -139,7 +143,9 @@ class Gateway:
         """Where (Service, port) sends requests: the port's targetPort on loopback, if it exists."""
         if service in self.pools:
             try:
-                pool = self.custom.get_namespaced_custom_object(POOL_GROUP, "v1", self.namespace, "inferencepools", service)
+                pool = self.custom.get_namespaced_custom_object(
+                    POOL_GROUP, "v1", self.namespace, "inferencepools", service
+                )
             except client.ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -215,9 +221,17 @@ class Gateway:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def _pick(self, path: str) -> tuple[str, int] | None:
-        """(Service, port) of the backendRef this request goes to, by weight; None: no backend."""
+    def generations(self) -> list[tuple[dict[str, int], dict[str, int]]]:
+        """Each set of weights the gateway applied, in order, with the requests it sent each
+        backend while they were in force."""
         with self._lock:
+            return [(w, dict(sent)) for (_, w), sent in zip(self.timeline, self._forwarded_by_generation, strict=True)]
+
+    def _pick(self, path: str) -> tuple[str, int, int] | None:
+        """(Service, port) of the backendRef this request goes to, by weight, and the generation of
+        the weights it was picked by; None: no backend."""
+        with self._lock:
+            generation = len(self.timeline) - 1
             for prefixes, refs, _ in self._rules:
                 if any(path == p or path.startswith(p.rstrip("/") + "/") or p == "/" for p in prefixes):
                     total = sum(w for _, _, w in refs)
@@ -227,8 +241,8 @@ class Gateway:
                     for name, port, weight in refs:
                         point -= weight
                         if point < 0 and weight > 0:
-                            return name, port
-                    return next((name, port) for name, port, weight in reversed(refs) if weight > 0)
+                            return name, port, generation
+                    return next((name, port, generation) for name, port, weight in reversed(refs) if weight > 0)
         return None
 
     def forward(
@@ -242,10 +256,11 @@ class Gateway:
             for target in copies:
                 with contextlib.suppress(RuntimeError):  # closing: no new copies
                     self._mirrors.submit(self._send_mirror, target, method, path, body, mirrored)
-        picked = self._pick(path)
-        if picked is None:
+        chosen = self._pick(path)
+        if chosen is None:
             return 500, {"Content-Type": "text/plain"}, b"no backend with a weight above 0\n"
-        backend = picked[0]
+        backend, generation = chosen[0], chosen[2]
+        picked = (chosen[0], chosen[1])
         with self._lock:
             port = self.ports.get(picked)
         if port is None:  # a Service created after the route: look again
@@ -256,6 +271,8 @@ class Gateway:
         with self._lock:
             if port is not None:
                 self.forwarded[backend] = self.forwarded.get(backend, 0) + 1
+                sent = self._forwarded_by_generation[generation]
+                sent[backend] = sent.get(backend, 0) + 1
         if port is None:  # a backendRef to a Service (or port) that does not exist: the Gateway API says 500
             return 500, {"Content-Type": "text/plain"}, f"backend {backend} not found\n".encode()
         conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})

@@ -212,15 +212,17 @@ class TokenBucket:
         self._tokens, self._at = rate, clock()
         self._lock = threading.Lock()
 
-    def take(self, n: int = 1) -> bool:
+    def take(self, n: int = 1) -> float | None:
+        """Take `n` tokens: the clock's time of the take, or None when there are not enough (the
+        request log records that time, so a test can check the cap on the log alone)."""
         with self._lock:
             now = self._clock()
             self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
             self._at = now
             if self._tokens >= n:
                 self._tokens -= n
-                return True
-            return False
+                return now
+            return None
 
 
 class ModelUrls:
@@ -371,11 +373,18 @@ class Comparator:
             if not admitted:
                 raise _Dropped("concurrency", f"{pair.max_concurrency} comparisons in flight")
             bucket = self._bucket_for(pair)
-            if not bucket.take(1):
+            taken = bucket.take(1)
+            if taken is None:
                 raise _Dropped("incumbent_rate", f"maxIncumbentRPS {pair.max_incumbent_rps} reached")
             noise = pair.noise_sample is not None and self._random.random() < pair.noise_sample
+            # When the incumbent's calls were let through (the bucket's clock, tokens): the log
+            # alone shows the cap held (tests/support/comparator_log.py).
+            entry["takes"] = [[taken, 1]]
             # The noise floor's second incumbent call is extra load too: only within the cap.
-            noise = noise and bucket.take(1)
+            again = bucket.take(1) if noise else None
+            noise = again is not None
+            if again is not None:
+                entry["takes"].append([again, 1])
             self._initialise(pair)
             return self._compare(pair, entry, (incumbent, candidate), method, path, headers, body, noise=noise)
 

@@ -120,12 +120,12 @@ def test_model_urls() -> None:
 def test_token_bucket_bursts_one_second_then_holds_its_rate() -> None:
     clock = Clock()
     bucket = TokenBucket(5, clock=clock)
-    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    assert [bucket.take() for _ in range(5)] == [0.0] * 5 and bucket.take() is None
     clock.now = 0.2
-    assert bucket.take() and not bucket.take()
-    assert not bucket.take(2)  # the noise floor's two calls need two tokens
+    assert bucket.take() == 0.2 and bucket.take() is None
+    assert bucket.take(2) is None  # the noise floor's two calls need two tokens
     clock.now = 100.0
-    assert bucket.take(5) and not bucket.take()  # never more than a second's worth saved up
+    assert bucket.take(5) == 100.0 and bucket.take() is None  # never more than a second's worth saved up
 
 
 @given(st.lists(st.tuples(st.floats(0, 2), st.integers(1, 2)), max_size=200), st.integers(1, 50))
@@ -137,7 +137,7 @@ def test_token_bucket_never_lets_through_more_than_rate_times_time_plus_a_burst(
     taken = 0
     for dt, n in steps:
         clock.now += dt
-        if bucket.take(n):
+        if bucket.take(n) is not None:
             taken += n
     assert taken <= rate + rate * clock.now + 1e-6
 
