@@ -629,6 +629,10 @@ class _Decider:
         ):
             return
         if not at_step and not self._gate_open(self.st.current_step or 0):
+            if self.inp.applied is not None and (self.inp.mirrored or 0) > shadow.wanted_mirror(self.inp.spec, self.st):
+                # Held at a gate with a mirror no longer wanted (shadow ended, a controller killed
+                # before its write): the weights stay, the mirror goes.
+                self._set_weights(self.inp.applied)
             return
         if at_step and self._rollback_requested():
             return
@@ -901,6 +905,9 @@ class _Decider:
         self._record(f"shadow-{verb}", reason, f"{why}{agreement}")
         self._use_phase_spec()
         self.st.guardrails, self.st.error_budget, self.st.rollout_started = [], None, self.now
+        # The BeforeTraffic gates opened the mirror; users are another matter: asked again (a
+        # load test or a ticket answered before shadow, maybe hours ago, says nothing of now).
+        self.st.gates = []
         self._enter_step(0)
         first = self.steps[0]
         self._set_phase(
@@ -911,6 +918,8 @@ class _Decider:
         if self._gate_open(0):
             self._set_weights(Weights.for_candidate(first.weight))
             self.out.requeue_after = WEIGHT_SETTLE
+        else:
+            self._set_weights(ALL_INCUMBENT)  # users wait for the gate; the mirror goes now
 
     def _restart_shadow(self) -> None:
         """spec.shadow now defines comparisons otherwise (comparator, rule, noise floor, timeout):

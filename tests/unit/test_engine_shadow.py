@@ -334,6 +334,50 @@ def test_caps_and_the_share_mirrored_change_no_comparison_and_restart_nothing() 
     assert "ShadowRestarted" not in [e.reason for e in sim.events]
 
 
+def test_before_traffic_gates_are_asked_before_the_mirror_and_again_before_users() -> None:
+    """Review finding 14: the gate's answer before shadow (maybe an hour ago) is not reused for users."""
+    body = spec().wire()
+    body["webhooks"] = [{"name": "load-test", "type": "BeforeTraffic", "url": "https://lt.example.com/run"}]
+    answer = {"code": 503}
+    sim = Simulator(ModelRolloutSpec.model_validate(body), judge=judge_with(0.0), gate=lambda *_: answer["code"])
+    sim.run(until=lambda s: s.status.reason == "GateWaiting")
+    assert sim.mirrors.get("fraud-comparator", 0) == 0  # no mirror before the gate
+    answer["code"] = 200
+    sim.run(until=lambda s: s.mirrors.get("fraud-comparator", 0) == 20)
+    asked_before_shadow = len(sim.asks)
+    answer["code"] = 503  # the load test now fails
+    sim.run(until=lambda s: s.status.shadow is not None and s.status.shadow.state is ShadowState.PASSED)
+    for _ in range(4):  # held at 0% for users until the gate answers 2xx again
+        sim.advance(30)
+        sim.reconcile()
+    assert len(sim.asks) > asked_before_shadow and sim.status.reason == "GateWaiting"
+    # Users still wait; the mirror went with the shadow's end all the same.
+    assert set(sim.candidate_weights("fraud-v2")) == {0} and sim.mirrors["fraud-comparator"] == 0
+    answer["code"] = 200
+    sim.run()
+    weights = sim.candidate_weights("fraud-v2")
+    assert sim.status.phase is Phase.PROMOTED and weights[-3:] == [10, 50, 100] and set(weights[:-3]) == {0}
+
+
+def test_a_mirror_left_by_a_controller_killed_at_the_shadows_end_goes_while_a_gate_holds() -> None:
+    body = spec().wire()
+    body["webhooks"] = [{"name": "load-test", "type": "BeforeTraffic", "url": "https://lt.example.com/run"}]
+    answer = {"code": 200}
+    sim = Simulator(ModelRolloutSpec.model_validate(body), judge=judge_with(0.0), gate=lambda *_: answer["code"])
+    sim.run(until=lambda s: s.analyses >= 3)
+    answer["code"] = 503
+    for _ in range(40):
+        sim.advance(30)
+        sim.reconcile(crash_before_acting=True)  # the shadow's end recorded, never carried out
+        if sim.status.shadow is not None and sim.status.shadow.state is ShadowState.PASSED:
+            break
+    assert sim.mirrors["fraud-comparator"] == 20
+    sim.advance(30)
+    sim.reconcile()
+    assert sim.mirrors["fraud-comparator"] == 0 and sim.status.reason == "GateWaiting"
+    assert set(sim.candidate_weights("fraud-v2")) == {0}
+
+
 def test_a_humans_promote_in_shadow_skips_to_step_one_not_to_100() -> None:
     sim = Simulator(spec(), judge=judge_with(None))
     sim.run(until=lambda s: s.analyses >= 1)
