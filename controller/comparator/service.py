@@ -205,24 +205,38 @@ class RolloutPairs:
 
 
 class TokenBucket:
-    """At most `rate` takes per second on average, `rate` at once (a burst of one second)."""
+    """At most `rate` takes per second on average, and a burst of one second's worth (at least
+    two, the most one request takes)."""
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self._clock = rate, clock
-        self._tokens, self._at = rate, clock()
+        self.burst = max(rate, 2.0)
+        self._tokens, self._at = self.burst, clock()
         self._lock = threading.Lock()
 
-    def take(self, n: int = 1) -> float | None:
-        """Take `n` tokens: the clock's time of the take, or None when there are not enough (the
-        request log records that time, so a test can check the cap on the log alone)."""
+    def take(self, n: int = 1, *, need: int | None = None) -> float | None:
+        """Take `n` tokens if `need` (default n) are there: the clock's time of the take, or None
+        (the request log records that time, so a test can check the cap on the log alone)."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
             self._at = now
-            if self._tokens >= n:
+            if self._tokens >= max(n, need or n):
                 self._tokens -= n
                 return now
             return None
+
+
+def admit(bucket: TokenBucket, draw: random.Random, noise_sample: float | None) -> tuple[float, bool] | None:
+    """Whether a request is compared, when (the bucket's time), and whether on the noise floor's
+    sample too (a second incumbent call). The sample is drawn first and every request is admitted
+    alike, only if the bucket could pay for the second call (whether or not it is drawn): so the
+    noise floor's share of the compared requests is its sample at any load, as the sequential test
+    (statistics.rate_ratio_test, with the share as its allocation) needs. A request the bucket
+    cannot pay for is dropped, never queued."""
+    noise = noise_sample is not None and draw.random() < noise_sample
+    taken = bucket.take(2 if noise else 1, need=2 if noise_sample is not None else 1)
+    return None if taken is None else (taken, noise)
 
 
 class ModelUrls:
@@ -372,19 +386,13 @@ class Comparator:
         with self._slot(pair) as admitted:
             if not admitted:
                 raise _Dropped("concurrency", f"{pair.max_concurrency} comparisons in flight")
-            bucket = self._bucket_for(pair)
-            taken = bucket.take(1)
-            if taken is None:
+            admitted_at = admit(self._bucket_for(pair), self._random, pair.noise_sample)
+            if admitted_at is None:
                 raise _Dropped("incumbent_rate", f"maxIncumbentRPS {pair.max_incumbent_rps} reached")
-            noise = pair.noise_sample is not None and self._random.random() < pair.noise_sample
+            taken, noise = admitted_at
             # When the incumbent's calls were let through (the bucket's clock, tokens): the log
             # alone shows the cap held (tests/support/comparator_log.py).
-            entry["takes"] = [[taken, 1]]
-            # The noise floor's second incumbent call is extra load too: only within the cap.
-            again = bucket.take(1) if noise else None
-            noise = again is not None
-            if again is not None:
-                entry["takes"].append([again, 1])
+            entry["takes"] = [[taken, 2 if noise else 1]]
             self._initialise(pair)
             return self._compare(pair, entry, (incumbent, candidate), method, path, headers, body, noise=noise)
 

@@ -4,6 +4,8 @@ tests/integration/test_comparator.py."""
 
 from __future__ import annotations
 
+import math
+import random
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from controller.comparator.service import (
     ModelUrls,
     RolloutPairs,
     TokenBucket,
+    admit,
     pair_of,
     path_refusal,
 )
@@ -139,7 +142,7 @@ def test_token_bucket_never_lets_through_more_than_rate_times_time_plus_a_burst(
         clock.now += dt
         if bucket.take(n) is not None:
             taken += n
-    assert taken <= rate + rate * clock.now + 1e-6
+    assert taken <= bucket.burst + rate * clock.now + 1e-6 and bucket.burst == max(rate, 2)
 
 
 # -- where a mirrored request may go (review finding 2: the path and the model's address) --------
@@ -247,3 +250,32 @@ def test_a_pairs_series_start_at_zero_when_it_is_read_before_any_request() -> No
                 assert registry.get_sample_value("modelrollout_shadow_comparisons_total", labels) == 0.0
     finally:
         comparator.close()
+
+
+def test_a_request_needs_the_noise_floors_token_whether_or_not_it_is_drawn() -> None:
+    clock = Clock()
+    bucket = TokenBucket(1, clock=clock)  # a burst of 2: a noise-floor request can ever be paid
+    assert bucket.take(2) == 0.0 and bucket.take(1, need=2) is None
+    clock.now = 1.0
+    assert bucket.take(1, need=2) is None  # one token there, but two needed
+    clock.now = 2.0
+    assert bucket.take(1, need=2) == 2.0 and bucket.take(1) == 2.0 and bucket.take(1) is None
+
+
+def test_the_noise_floors_share_of_compared_requests_is_its_sample_at_any_load() -> None:
+    """Review finding 8: drawn after admission and only when a second token was left, the noise
+    floor's share fell with load; the sequential test treats it as the allocation, a constant."""
+    for rate, every in ((100.0, 0.001), (5.0, 0.01), (1.0, 0.05)):  # from idle to 20x over the cap
+        clock, draw = Clock(), random.Random(8)
+        bucket, compared, sampled = TokenBucket(rate, clock=clock), 0, 0
+        for _ in range(40_000):
+            clock.now += every
+            admitted = admit(bucket, draw, 0.25)
+            if admitted is not None:
+                compared, sampled = compared + 1, sampled + admitted[1]
+        # Binomial(compared, 0.25): 5 standard deviations either way.
+        assert compared > 100 and abs(sampled - 0.25 * compared) <= 5 * math.sqrt(compared * 0.25 * 0.75), (
+            rate,
+            compared,
+            sampled,
+        )
