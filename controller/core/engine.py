@@ -629,9 +629,10 @@ class _Decider:
         ):
             return
         if not at_step and not self._gate_open(self.st.current_step or 0):
-            if self.inp.applied is not None and (self.inp.mirrored or 0) > shadow.wanted_mirror(self.inp.spec, self.st):
+            unwanted = (self.inp.mirrored or 0) > shadow.wanted_mirror(self.inp.spec, self.st)
+            if self.inp.applied is not None and (unwanted or self.st.pending_mirror_removals):
                 # Held at a gate with a mirror no longer wanted (shadow ended, a controller killed
-                # before its write): the weights stay, the mirror goes.
+                # before its write, an earlier shadow's): the weights stay, the mirror goes.
                 self._set_weights(self.inp.applied)
             return
         if at_step and self._rollback_requested():

@@ -511,6 +511,20 @@ class ShadowRollouts(RuleBasedStateMachine):
         self.judged_in_shadow = []
         self._reconcile()
 
+    @rule(comparator=st.sampled_from(["fraud-comparator", "other-comparator"]), ignore_case=st.booleans())
+    def edit_the_shadow(self, comparator: str, ignore_case: bool) -> None:
+        """The same candidate, spec.shadow edited: another comparator or comparison restarts shadow."""
+        if self.comparator is None:
+            return
+        self.comparator = comparator
+        spec_ = self._spec()
+        body = spec_.wire()
+        body["shadow"]["comparison"]["equal"] = {"ignoreCase": ignore_case}
+        self.sim.spec = ModelRolloutSpec.model_validate(body)
+        if shadowing(self.sim.status):
+            self.judged_in_shadow = []  # a restarted shadow is judged anew
+        self._reconcile()
+
     @rule()
     def abort(self) -> None:
         self.sim.abort_request = f"abort-{self.sim.clock.now().timestamp()}"
