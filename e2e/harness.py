@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,15 @@ def _load_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+def stable_seed(name: str) -> int:
+    """The random seed of a model server, gateway or load generator, from its name alone: a
+    scenario draws the same requests and answers whichever other scenarios run beside it (all of
+    e2e, `E2E_ONLY`, `make demo`). Seeds from positions in the list changed when a scenario was
+    added: the cheaper LLM then drew 7 truncations in its first 50 answers (5% in the long run)
+    and was rolled back by its 12% guardrail, in a full run only."""
+    return zlib.crc32(name.encode())
+
+
 def demo_scenarios() -> list[Scenario]:
     """The three scenarios of examples/demo/, as `make demo` runs them."""
     return [
@@ -263,6 +273,15 @@ def with_labels(*, drift: bool) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def without_drift(rollout: dict[str, Any]) -> None:
+    """The demo's guardrails but prediction drift: the drift rule's significance is per look (about
+    0.2% false failures per look between the incumbent and the better model, PSI 0.01 over the
+    dataset, at 90 candidate samples), and a scenario that is about something else looks ten
+    times and more: with seeds from names (stable_seed), the latency scenario's draws failed on
+    drift at PSI 0.31 on 88 samples. The drift scenario and the demo keep the rule."""
+    rollout["spec"]["guardrails"] = [g for g in rollout["spec"]["guardrails"] if g["name"] != "prediction-drift"]
+
+
 def e2e_only_scenarios() -> dict[str, Scenario]:
     """What the suite adds to the demo: per-region guardrails, latency, a manual gate, the CI flow, and labels."""
 
@@ -330,7 +349,7 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             "latency",
             "a slower candidate is rolled back by the p99 comparison with the incumbent",
             {"latency-v1": "incumbent", "latency-v2": "slow"},
-            derived("latency"),
+            derived("latency", without_drift),
             "RolledBack",
             "p99-latency",
         ),
@@ -468,11 +487,9 @@ class Stack:
         with contextlib.suppress(client.ApiException):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace)))
         self.log("CRDs: modelrollout.dev and the Gateway API (standard channel)")
-        for number, (name, variant) in enumerate(
-            (item for scenario in self.scenarios.values() for item in scenario.models.items()), 1
-        ):
+        for name, variant in (item for scenario in self.scenarios.values() for item in scenario.models.items()):
             kind = LlmServer if variant in LLM_VARIANTS else ModelServer
-            server = self.servers[name] = kind(name, variant, seed=number, log_dir=self.plane.workdir)
+            server = self.servers[name] = kind(name, variant, seed=stable_seed(name), log_dir=self.plane.workdir)
             self._exit.callback(server.close)
         for server in self.servers.values():
             server.wait_ready()
@@ -557,7 +574,7 @@ class Stack:
             port = scenario.comparator.port if scenario.comparator is not None else free_port()
             self.apply(service(scenario.shadow["comparator"]["service"], port))
         self.apply(scenario.doc("HTTPRoute"))
-        seed = sorted(self.scenarios).index(scenario.key)
+        seed = stable_seed(scenario.key)
         scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
         self._exit.callback(scenario.gateway.close)
         # Streamed answers take 100-300 ms: more threads keep the same rate.
