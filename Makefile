@@ -12,7 +12,7 @@ export HELM_VERSION
 .PHONY: help deps demo-deps venv envtest helm prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
-	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
+	@echo "make demo     four rollouts end to end: real models, real traffic, the controller's verdicts"
 	@echo "              (the first run builds the control plane: about 7 min on 2 cores)"
 	@echo "make demo-llm three LLM rollouts: TTFT, finish reasons, cost per 1,000 tokens (stand-in vLLM servers)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
@@ -86,7 +86,7 @@ $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev,e2e]'
 	touch $@
 
-# Real models, real traffic, real verdicts: three rollouts end to end (docs/demo.md).
+# Real models, real traffic, real verdicts: four rollouts end to end (docs/demo.md).
 # The first run builds the control plane: about 7 min in all on 2 cores (README.md).
 demo: demo-deps
 	$(PY) -m e2e.demo

@@ -19,7 +19,7 @@ from controller.kube.objects import Objects
 from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
 from controller.manager import Manager, ManagerSettings
-from controller.metrics.address import AddressPolicy
+from controller.metrics.address import AddressPolicy, api_server_urls
 from controller.metrics.batch import QueryBatches
 from controller.metrics.registry import MetricProviders
 from controller.reconciler import Reconciler
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rollouts, objects = Rollouts(api), Objects(api)
     policy = AddressPolicy.for_api_server(
-        _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
+        api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
     )
     webhooks = Webhooks(
         sender=Sender(policy), secrets=Secrets(api), clock=SystemClock(), telemetry=telemetry,
@@ -138,16 +138,3 @@ def _default_provider(args: argparse.Namespace) -> MetricBackend | None:
     """For rollouts without spec.provider: the operator's own setting, so built unchecked."""
     url, timeout = args.prometheus_url, args.metric_timeout
     return MetricBackend(prometheus=PrometheusSource.model_construct(address=url, timeout=timeout)) if url else None
-
-
-def _api_server_urls(host: str) -> list[str]:
-    """Where the API server listens, as this controller reaches it and as pods do."""
-    urls = [host]
-    service_host, service_port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if service_host:
-        urls.append(
-            f"https://[{service_host}]:{service_port or 443}"
-            if ":" in service_host
-            else f"https://{service_host}:{service_port or 443}"
-        )
-    return urls

@@ -1,8 +1,9 @@
 """Ask the metric provider for every guardrail's numbers, for both variants, and judge them.
 
 Queries are rendered from the guardrail's templates (or the provider's builtin ones) with each
-variant's variables. Sequential tests and label guardrails get cumulative counts since the
-rollout began; the other rules get the analysis window. The incumbent is queried only by rules that compare with it.
+variant's variables. Sequential tests, label guardrails and ShadowDisagreement get cumulative
+counts since the rollout (or its shadow) began (core.engine.cumulative); the other rules get the
+analysis window. The incumbent is queried only by rules that compare with it.
 Without a provider (or a builtin), every guardrail concerned is inconclusive, saying why.
 LLM builtins are asked of the provider per variant: their names come from `metric.llmMetrics`,
 and the cost builtin's from each variant's own price (`metric.prices`), so the two variants'
@@ -28,7 +29,7 @@ from controller.api.models import (
     ModelRolloutStatus,
     Verdict,
 )
-from controller.core.engine import analysis_window
+from controller.core.engine import analysis_window, cumulative
 from controller.core.judge import Cause, GuardrailData, Judgement, VariantData, judge
 from controller.core.observation import Observation
 from controller.metrics.base import MetricProvider
@@ -146,23 +147,23 @@ def observe_and_judge(
     status: ModelRolloutStatus,
     provider: MetricProvider | str,
     namespace: str,
+    rollout: str,
     pair: tuple[ModelRef, ModelRef],
     now: datetime,
     batches: QueryBatches | None = None,
 ) -> dict[str, Judgement]:
-    """`pair` is (incumbent, candidate); `provider` a message when the rollout has none: then every
-    guardrail is inconclusive with it."""
+    """`pair` is (incumbent, candidate) of the ModelRollout `rollout`; `provider` a message when
+    the rollout has none: then every guardrail is inconclusive with it."""
     incumbent, candidate = pair
     if isinstance(provider, str):
         return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
     judgements: dict[str, Judgement] = {}
     previous = {gs.name: gs.segments for gs in status.guardrails}
     for guardrail in spec.guardrails:
-        # Labels trickle in long after their predictions: label guardrails count since the rollout began.
-        cumulative = guardrail.sequential is not None or guardrail.labelled
-        window = analysis_window(spec, status, now, cumulative=cumulative)
+        since_start = cumulative(guardrail)
+        window = analysis_window(spec, status, now, cumulative=since_start)
         compares = guardrail.absolute is None
-        batched = None if batches is None else _batchable(guardrail, provider, cumulative=cumulative)
+        batched = None if batches is None else _batchable(guardrail, provider, cumulative=since_start)
         if batches is not None and batched is not None:
             at = batches.evaluation_time(now, parse_duration(spec.analysis.interval).total_seconds())
             cand = _batched_variant(batches, provider, batched, guardrail, candidate.name, window, at)
@@ -177,7 +178,14 @@ def observe_and_judge(
             continue
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
         plans = [
-            _plan(guardrail, provider, model, variables_for(model.name, model.version, variant, namespace, window))
+            _plan(
+                guardrail,
+                provider,
+                model,
+                variables_for(
+                    model.name, model.version, variant, namespace, window, rollout=rollout, incumbent=incumbent.name
+                ),
+            )
             for model, variant in asked
         ]
         problem = next((plan for plan in plans if isinstance(plan, str)), None)

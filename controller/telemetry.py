@@ -62,9 +62,14 @@ class Telemetry:
         self.leader = Gauge("modelrollout_leader", "1 while this replica holds the lease", registry=r)
         rollout, guardrail = ["namespace", "name"], ["namespace", "name", "guardrail"]
         # Where a rollout stands, for alerts (charts/modelrollout/templates/prometheusrule.yaml).
-        self.phase = Gauge("modelrollout_rollout_phase", "1 for the rollout's current phase", [*rollout, "phase"], registry=r)
+        self.phase = Gauge(
+            "modelrollout_rollout_phase", "1 for the rollout's current phase", [*rollout, "phase"], registry=r
+        )
         self.condition = Gauge(
-            "modelrollout_rollout_condition", "1 while the kstatus condition is True", [*rollout, "condition"], registry=r
+            "modelrollout_rollout_condition",
+            "1 while the kstatus condition is True",
+            [*rollout, "condition"],
+            registry=r,
         )
         self.paused_since = Gauge(
             "modelrollout_rollout_paused_since_seconds",
@@ -79,17 +84,26 @@ class Telemetry:
             registry=r,
         )
         self.interval = Gauge(
-            "modelrollout_rollout_analysis_interval_seconds", "While Progressing: spec.analysis.interval", rollout, registry=r
+            "modelrollout_rollout_analysis_interval_seconds",
+            "While Progressing: spec.analysis.interval",
+            rollout,
+            registry=r,
         )
         # The evidence behind each verdict, while in flight (the dashboard's charts).
         self.observed = Gauge(
             "modelrollout_guardrail_observed", "Latest value per variant", [*guardrail, "variant"], registry=r
         )
         self.samples = Gauge(
-            "modelrollout_guardrail_samples", "Samples behind the value, per variant", [*guardrail, "variant"], registry=r
+            "modelrollout_guardrail_samples",
+            "Samples behind the value, per variant",
+            [*guardrail, "variant"],
+            registry=r,
         )
         self.samples_needed = Gauge(
-            "modelrollout_guardrail_samples_needed", "Samples still missing for a conclusive verdict", guardrail, registry=r
+            "modelrollout_guardrail_samples_needed",
+            "Samples still missing for a conclusive verdict",
+            guardrail,
+            registry=r,
         )
         self.limit = Gauge(
             "modelrollout_guardrail_limit", "The bound in the candidate value's units", guardrail, registry=r
@@ -101,7 +115,10 @@ class Telemetry:
             registry=r,
         )
         self.evidence_threshold = Gauge(
-            "modelrollout_guardrail_evidence_threshold", "Sequential rule: the level per test", [*guardrail, "test"], registry=r
+            "modelrollout_guardrail_evidence_threshold",
+            "Sequential rule: the level per test",
+            [*guardrail, "test"],
+            registry=r,
         )
         self.inconclusive_streak = Gauge(
             "modelrollout_guardrail_inconclusive_streak",
@@ -148,9 +165,7 @@ class Telemetry:
                 self._remove(self.guardrail_value, namespace, name, g)
                 self._remove(self.guardrail_passing, namespace, name, g)
 
-    def _observe_standing(
-        self, key: tuple[str, str], status: ModelRolloutStatus, interval: float | None
-    ) -> None:
+    def _observe_standing(self, key: tuple[str, str], status: ModelRolloutStatus, interval: float | None) -> None:
         """The alerting and evidence series of one rollout; whatever it no longer has is removed."""
         phase = status.phase or Phase.PENDING
         values: dict[tuple[Gauge, tuple[str, ...]], float] = {(self.phase, (*key, phase.value)): 1}

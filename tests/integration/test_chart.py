@@ -73,7 +73,12 @@ ALLOWLIST = {
 VALUES = {
     "default": [],
     "namespaced": ["--set", "namespaced=true", "--set", "watchNamespaces={WATCH}"],
-}
+    # A shadow comparator for rollout "fraud" in the watched namespace (docs/shadow.md).
+    "comparator": [
+        "--set", "comparator.rollouts[0].name=fraud", "--set", "comparator.rollouts[0].namespace=WATCH",
+        "--set-json", 'comparator.networkPolicy.mirrorFrom=[{"namespaceSelector": {"matchLabels": {"gw": "yes"}}}]',
+    ],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +158,68 @@ def test_pod_template_is_admitted_under_restricted_pod_security(
         core.create_namespaced_pod(ns, bad, dry_run="All")
     assert refused.value.status == 403 and "violates PodSecurity" in refused.value.body
     assert "allowPrivilegeEscalation" in refused.value.body
+
+
+def test_comparator_pod_is_admitted_under_restricted_pod_security_and_reads_one_rollout_only(
+    helm: str, helm_env: dict[str, str], api_client: client.ApiClient
+) -> None:
+    ns = create_namespace(api_client, unique("mr-shadow"), {"pod-security.kubernetes.io/enforce": "restricted"})
+    rendered = template(helm, helm_env, "mr", ns, *values_args("comparator", ns))
+    mine = [d for d in docs(rendered) if d["metadata"].get("name") == "fraud-comparator"]
+    assert sorted(d["kind"] for d in mine) == [
+        "Deployment", "NetworkPolicy", "Role", "RoleBinding", "Service", "ServiceAccount"
+    ]  # fmt: skip
+    # Mirrored requests only from the gateway's pods: anyone else could forge the counts.
+    policy = next(d for d in mine if d["kind"] == "NetworkPolicy")
+    mirror, metrics = policy["spec"]["ingress"]
+    assert mirror == {
+        "ports": [{"port": "mirror", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"gw": "yes"}}}],
+    }
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    role = next(d for d in mine if d["kind"] == "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["modelrollout.dev"],
+            "resources": ["modelrollouts"],
+            "resourceNames": ["fraud"],
+            "verbs": ["get"],
+        }
+    ]
+    deployment = next(d for d in mine if d["kind"] == "Deployment")
+    template_ = deployment["spec"]["template"]
+    assert "--rollout=fraud" in template_["spec"]["containers"][0]["args"]
+    # Its counters are what ShadowDisagreement reads: scraped by annotation, or by a ServiceMonitor
+    # that keeps their own namespace/rollout/model labels (review finding 13).
+    assert template_["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"
+    }  # fmt: skip
+    monitored = template(
+        helm, helm_env, "mr", ns, *values_args("comparator", ns), "--set", "serviceMonitor.enabled=true"
+    )
+    (monitor,) = [
+        d for d in docs(monitored) if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "fraud-comparator"
+    ]
+    assert monitor["metadata"]["namespace"] == ns and monitor["spec"]["namespaceSelector"] == {"matchNames": [ns]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "comparator-dry-run", "labels": template_["metadata"]["labels"]},
+        "spec": template_["spec"],
+    }
+    created = client.CoreV1Api(api_client).create_namespaced_pod(ns, pod, dry_run="All")
+    assert created.spec.security_context.run_as_user == 65532
+
+
+def test_a_comparator_without_mirror_peers_is_refused(helm: str, helm_env: dict[str, str]) -> None:
+    args = ["--set", "comparator.rollouts[0].name=fraud", "--set", "comparator.rollouts[0].namespace=models"]
+    failed = subprocess.run(
+        [helm, "template", "mr", str(CHART), *args], env=helm_env, capture_output=True, text=True, check=False
+    )
+    assert failed.returncode != 0 and "set mirrorFrom" in failed.stderr
 
 
 def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:

@@ -238,7 +238,10 @@ def test_the_label_builtins_read_feedback_counters_through_the_real_prometheus(
         exporter.inc_counter("model_feedback_loss_count", {"model": model}, 200)
 
     def query(metric: BuiltinMetric, which: str) -> str:
-        return render(getattr(PROMQL[metric], which), variables_for(model, None, "candidate", "d", "1m"))
+        return render(
+            getattr(PROMQL[metric], which),
+            variables_for(model, None, "candidate", "d", "1m", rollout="r", incumbent="inc"),
+        )
 
     def ask(metric: BuiltinMetric, which: str) -> float | None:
         with PrometheusProvider(address=prometheus.url, timeout=10, stale_after=300) as provider:

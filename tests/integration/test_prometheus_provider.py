@@ -77,10 +77,20 @@ def has(n: int) -> Any:
     return lambda result: len(result) == n
 
 
-def builtin(metric: BuiltinMetric, model: str, which: str, variant: str = "candidate") -> str:
+def builtin(
+    metric: BuiltinMetric,
+    model: str,
+    which: str,
+    variant: str = "candidate",
+    *,
+    incumbent: str = "inc",
+    rollout: str = "r",
+) -> str:
     template = getattr(PROMQL[metric], which)
     assert template is not None
-    return render(template, variables_for(model, None, variant, "default", WINDOW))
+    return render(
+        template, variables_for(model, None, variant, "default", WINDOW, rollout=rollout, incumbent=incumbent)
+    )
 
 
 def requests(model: str, code: str) -> dict[str, str]:
@@ -433,7 +443,9 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
     def segmented(which: str) -> str:
         template = getattr(queries, which)
         assert template is not None
-        return render(template, variables_for(model, None, "candidate", "default", WINDOW))
+        return render(
+            template, variables_for(model, None, "candidate", "default", WINDOW, rollout="r", incumbent="inc")
+        )
 
     prometheus.wait_for(segmented("value"), has(3))
     prometheus.wait_for(segmented("total"), lambda r: has(4)(r) and sorted(values(r, "region").values())[1] > 0)
@@ -472,10 +484,11 @@ def test_grouped_prediction_buckets_by_region(
             exporter.observe(PREDICTION, {"model": model, "region": region}, 0.9, count=high)
     template = by_segment("region")[BuiltinMetric.PREDICTION_DISTRIBUTION].distribution
     assert template is not None
-    query = render(template, variables_for(model, None, "candidate", "default", WINDOW))
+    query = render(template, variables_for(model, None, "candidate", "default", WINDOW, rollout="r", incumbent="inc"))
     prometheus.wait_for(query, lambda r: sum(float(s["value"][1]) for s in r if s["metric"]["le"] == "+Inf") > 0)
     prometheus.wait_for(
-        f'sum by (region) (model_prediction_count{{model="{model}"}})', lambda r: sum(values(r, "region").values()) == 80
+        f'sum by (region) (model_prediction_count{{model="{model}"}})',
+        lambda r: sum(values(r, "region").values()) == 80,
     )
 
     observed = provider.grouped(query, label="le", by="region", at=now(), unlabelled=UNLABELLED)
@@ -486,7 +499,9 @@ def test_grouped_prediction_buckets_by_region(
     # Shapes exact (increase() scales every bucket of a series alike): eu 1/4 low, us all low.
     assert eu["0.25"] / eu["+Inf"] == pytest.approx(0.25) and us["0.25"] / us["+Inf"] == pytest.approx(1.0)
     # A series without the bucket label is no data, as for vector().
-    plain = provider.grouped(f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now())
+    plain = provider.grouped(
+        f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now()
+    )
     assert plain.status is NO_DATA and "lacks the label 'le'" in plain.message
 
 
@@ -564,3 +579,73 @@ def test_each_models_batched_prediction_distribution_is_its_own(
     for m in (first, second):
         own = provider.vector(builtin(BuiltinMetric.PREDICTION_DISTRIBUTION, m, "distribution"), label="le", at=at)
         assert own.ok and for_model(batched, m).vector == own.vector, (m, own, batched.get(m))
+
+
+SHADOW = "modelrollout_shadow_comparisons_total"
+
+
+def test_shadow_disagreement_builtin_reads_the_candidate_and_the_noise_floor_apart(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """The comparator's counter (controller/comparator): variant candidate is the candidate against
+    the incumbent, variant incumbent the incumbent against itself; a candidate's error is a
+    disagreement, the incumbent's errors are no comparison. Another rollout of the namespace with
+    the same model, or the model against another incumbent, never adds up (review finding 10)."""
+    incumbent = model + "-incumbent"
+
+    def labels(
+        judged: str, variant: str, outcome: str, *, rollout: str = "r", reference: str = incumbent
+    ) -> dict[str, str]:
+        return {
+            "namespace": "default", "rollout": rollout, "model": judged, "reference": reference, "variant": variant,
+            "outcome": outcome,
+        }  # fmt: skip
+
+    others = [
+        labels(model, "candidate", "disagree", rollout="other"),
+        labels(model, "candidate", "disagree", reference="x"),
+    ]
+
+    series = [
+        (model, "candidate", "agree"), (model, "candidate", "disagree"), (model, "candidate", "candidate_error"),
+        (model, "candidate", "incumbent_error"), (incumbent, "incumbent", "agree"),
+        (incumbent, "incumbent", "incumbent_error"),
+    ]  # fmt: skip
+    with exporter.atomically():
+        for s in series:
+            exporter.set_counter(SHADOW, labels(*s), 0)
+        for other in others:
+            exporter.set_counter(SHADOW, other, 0)
+    prometheus.wait_for(f'count_over_time({SHADOW}{{model=~"{model}.*"}}[{WINDOW}]) >= 2', has(8), timeout=60)
+    with exporter.atomically():
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "agree"), 90)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "disagree"), 10)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "candidate_error"), 50)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "incumbent_error"), 400)
+        exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "agree"), 40)
+        exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "incumbent_error"), 400)
+        for other in others:
+            exporter.inc_counter(SHADOW, other, 1000)
+    metric = BuiltinMetric.SHADOW_DISAGREEMENT
+    prometheus.wait_for(
+        builtin(metric, model, "value", incumbent=incumbent), lambda r: bool(r) and float(r[0]["value"][1]) > 0
+    )
+    prometheus.wait_for(
+        builtin(metric, incumbent, "total", "incumbent", incumbent=incumbent), lambda r: bool(r) and values(r)[""] > 0
+    )
+
+    at = now()
+    rate = provider.scalar(builtin(metric, model, "value", incumbent=incumbent), at=at)
+    errors = provider.scalar(builtin(metric, model, "errors", incumbent=incumbent), at=at)
+    total = provider.scalar(builtin(metric, model, "total", incumbent=incumbent), at=at)
+    floor_errors = provider.scalar(builtin(metric, incumbent, "errors", "incumbent", incumbent=incumbent), at=at)
+    floor_total = provider.scalar(builtin(metric, incumbent, "total", "incumbent", incumbent=incumbent), at=at)
+    nothing = provider.scalar(builtin(metric, model + "-never-compared", "value", incumbent=incumbent), at=at)
+
+    # 10 disagreements and 50 candidate errors of 150 judged; the 400 incumbent errors are no comparison.
+    assert rate.status is OK and rate.value == pytest.approx(0.40)
+    assert errors.value is not None and total.value is not None and errors.value / total.value == pytest.approx(0.40)
+    assert 150 - 1e-9 <= total.value < 550 * 0.9
+    assert floor_errors.status is OK and floor_errors.value == 0.0
+    assert floor_total.value is not None and 40 - 1e-9 <= floor_total.value < 440 * 0.9
+    assert nothing.status is NO_DATA

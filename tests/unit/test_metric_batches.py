@@ -79,6 +79,7 @@ def judge_pair(
         status=ModelRolloutStatus(rollout_started=NOW - timedelta(minutes=5)),
         provider=provider,  # type: ignore[arg-type]
         namespace="ns",
+        rollout="r",
         pair=(ModelRef(name=incumbent), ModelRef(name=candidate)),
         now=NOW,
         batches=batches,

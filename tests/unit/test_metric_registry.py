@@ -125,6 +125,7 @@ def test_builtins_belong_to_the_provider_and_a_missing_one_is_inconclusive() -> 
         "spec": spec,
         "status": ModelRolloutStatus(),
         "namespace": "ns",
+        "rollout": "r",
         "pair": (ModelRef(name="m1"), ModelRef(name="m2")),
         "now": datetime(2025, 1, 1, tzinfo=UTC),
     }
@@ -152,7 +153,11 @@ class ByRegion:
         self.asked.append((query, label, unlabelled))
         candidate = 'model="m2"' in query
         errors = 'code=~"5.."' in query
-        table = {"us": (20.0, 4000.0), "eu": (62.0, 2000.0)} if candidate else {"us": (400.0, 36000.0), "eu": (200.0, 18000.0)}
+        table = (
+            {"us": (20.0, 4000.0), "eu": (62.0, 2000.0)}
+            if candidate
+            else {"us": (400.0, 36000.0), "eu": (200.0, 18000.0)}
+        )
         return Observation(
             ObservationStatus.OK, vector={region: e if errors else t for region, (e, t) in table.items()}
         )
@@ -182,6 +187,7 @@ def test_a_segmented_guardrail_is_observed_by_its_label_and_judged_with_the_segm
         status=status,
         provider=provider,
         namespace="ns",
+        rollout="r",
         pair=(ModelRef(name="m1"), ModelRef(name="m2")),
         now=datetime(2025, 1, 1, tzinfo=UTC),
     )["errors"]

@@ -123,7 +123,11 @@ def test_a_finished_rollout_keeps_only_its_phase_and_conditions_and_a_deleted_on
     t.observe_rollout("ns", "r", status(Phase.PROGRESSING, guardrails=MAX_GUARDRAILS), interval=30)
     stalled = Condition(type="Stalled", status="True", reason="GuardrailFailed", last_transition_time=NOW)
     t.observe_rollout("ns", "r", status(Phase.ROLLED_BACK, conditions=[stalled]))
-    assert [n for n in per_rollout(t) if n.startswith("modelrollout_guardrail_") and "passing" not in n and n != "modelrollout_guardrail_value"] == []
+    assert [
+        n
+        for n in per_rollout(t)
+        if n.startswith("modelrollout_guardrail_") and "passing" not in n and n != "modelrollout_guardrail_value"
+    ] == []
     assert of(t, "modelrollout_rollout_condition", namespace="ns", name="r", condition="Stalled") == 1
     assert of(t, "modelrollout_rollout_last_analysis_seconds", namespace="ns", name="r") is None
     t.forget_rollout("ns", "r")
@@ -148,7 +152,9 @@ def test_the_status_at_its_fullest_stays_within_its_budget() -> None:
         message=longest,
         incumbent=model,
         candidate=model,
-        history=[Decision(time=NOW, step=i, action="a" * 64, reason="r" * 128, message=longest) for i in range(MAX_HISTORY)],
+        history=[
+            Decision(time=NOW, step=i, action="a" * 64, reason="r" * 128, message=longest) for i in range(MAX_HISTORY)
+        ],
         failed_candidates=[
             FailedCandidate(model=model, time=NOW, reason="r" * 128, message=longest, threshold="t" * 256)
             for _ in range(MAX_FAILED_CANDIDATES)
