@@ -46,6 +46,9 @@ STEPS = {
         {"weight": 80, "hold": "3s"},
     ]
 }
+# For the resharding: a second gate, opened once the new set alone runs, so that every rollout
+# ends under it whatever the machine's speed.
+TWO_GATES = {"steps": [{**step, "manualGate": i in (0, 2)} for i, step in enumerate(STEPS["steps"])]}
 AGENT = re.compile(r"^modelrollout-controller/(\S+)")
 
 
@@ -61,7 +64,11 @@ def _at_gate(obj: dict[str, Any]) -> bool:
     return status.get("phase") == "Paused" and status.get("reason") == "AwaitingPromotion"
 
 
-def create_rollouts(world: World) -> dict[str, str]:
+def _at_second_gate(obj: dict[str, Any]) -> bool:
+    return _at_gate(obj) and ((obj.get("status") or {}).get("weights") or {}).get("candidate") == 60
+
+
+def create_rollouts(world: World, steps: dict[str, Any] = STEPS) -> dict[str, str]:
     """ROLLOUTS rollouts r-<i> on routes models-<i>; returns name -> uid."""
     uids = {}
     for i in range(ROLLOUTS):
@@ -69,7 +76,7 @@ def create_rollouts(world: World) -> dict[str, str]:
         world.custom.create_namespaced_custom_object(
             "gateway.networking.k8s.io", "v1", world.namespace, "httproutes", route
         )
-        body = rollout_body(f"r-{i}", world.incumbent, world.candidate, canary=STEPS, analysis=ANALYSIS)
+        body = rollout_body(f"r-{i}", world.incumbent, world.candidate, canary=steps, analysis=ANALYSIS)
         body["spec"]["traffic"] = {"gatewayAPI": {"httpRoute": f"models-{i}"}}
         world.apply(body)
         uids[f"r-{i}"] = world.get(f"r-{i}")["metadata"]["uid"]
@@ -82,9 +89,9 @@ def wait_all(world: World, names: list[str], predicate: Any, timeout: float = 60
         world.wait(predicate, name=name, timeout=max(1.0, deadline - time.monotonic()))
 
 
-def open_gates(world: World, names: list[str]) -> None:
+def open_gates(world: World, names: list[str], request: str = "shards-test") -> None:
     for name in names:
-        world.annotate({"modelrollout.dev/promote": "shards-test"}, name=name)
+        world.annotate({"modelrollout.dev/promote": request}, name=name)
 
 
 def controller_writes(world: World) -> dict[str, list[tuple[datetime, str]]]:
@@ -175,7 +182,7 @@ def test_three_shards_write_only_their_own_rollouts_and_a_killed_leaders_standby
 def test_resharding_from_two_to_three_never_lets_both_counts_write_and_ends_with_three(
     world: World, controllers: ControllerFactory
 ) -> None:
-    uids = create_rollouts(world)
+    uids = create_rollouts(world, TWO_GATES)
     names = sorted(uids)
     prefix = unique("shards")
     old = start_shard_set(controllers, world, prefix, "two", shards=2, replicas=2)
@@ -185,6 +192,8 @@ def test_resharding_from_two_to_three_never_lets_both_counts_write_and_ends_with
     open_gates(world, names)
     new = start_shard_set_beside(controllers, world, prefix, shards=3)
     codes = {k: old[k][0].proc.wait(timeout=120) for k in range(2)}
+    wait_all(world, names, _at_second_gate)
+    open_gates(world, names, "shards-test-second-gate")
     wait_all(world, names, phase("Promoted"))
     standbys = {p.identity: p.proc.poll() for k in range(2) for p in old[k][1:]}
 
