@@ -45,7 +45,9 @@ class Rollouts:
         source = KindSource(self._custom, ROLLOUT)
         scopes: list[str | None] = [*namespaces] or [None]
         self._informers = {
-            scope: Informer(source, name=PLURAL, namespace=scope, watch_timeout=watch_timeout, on_event=on_event, keep=keep)
+            scope: Informer(
+                source, name=PLURAL, namespace=scope, watch_timeout=watch_timeout, on_event=on_event, keep=keep
+            )
             for scope in scopes
         }
         return list(self._informers.values())
