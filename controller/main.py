@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--shard must be in [0, --shards) and --shards at least 1; got --shard {args.shard} --shards {args.shards}"
         )
+    if args.shards > 1 and not args.leader_elect:
+        # Without Leases nothing keeps two shard counts from writing the same rollout.
+        parser.error("--shards above 1 needs --leader-elect")
     return args
 
 
