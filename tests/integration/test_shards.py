@@ -204,6 +204,7 @@ def test_resharding_from_two_to_three_never_lets_both_counts_write_and_ends_with
         f"\n2-shard writes {len(old_times)}, 3-shard writes {len(new_times)}; old leaders exited {codes}; "
         f"old standbys {standbys}; last old write {max(old_times)}, first new write {min(new_times)}"
     )
+    print_lease_timeline([p for k in range(2) for p in old[k]] + list(new.values()))
     assert codes == {0: 1, 1: 1}, "an old leader that steps down exits 1"
     assert old_times and new_times
     assert max(old_times) < min(new_times), "both shard counts wrote at overlapping times"
@@ -217,6 +218,19 @@ def test_resharding_from_two_to_three_never_lets_both_counts_write_and_ends_with
         assert last.startswith("three-"), f"{name}: last written by {last}"
     for k in range(3):
         assert owned_gauge(new[k]) == {str(k): sum(1 for uid in uids.values() if shard_of(uid, 3) == k)}
+
+
+def print_lease_timeline(procs: list[ControllerProcess]) -> None:
+    """What each process logged of its Lease and its shard guard, in time order (for the reader)."""
+    marks = ("became leader", "shard guard", "stepping down", "stopping", "synced")
+    lines = sorted(
+        (line.get("timestamp", ""), proc.identity, line.get("event"), line.get("verdict", ""))
+        for proc in procs
+        for line in proc.logs()
+        if any(str(line.get("event", "")).startswith(mark) or mark in str(line.get("event", "")) for mark in marks)
+    )
+    for stamp, who, event, verdict in lines:
+        print(f"  {stamp} {who:12} {event} {verdict}")
 
 
 def start_shard_set_beside(
