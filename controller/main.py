@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import socket
+from datetime import UTC, datetime
 
 import structlog
 
@@ -14,7 +15,7 @@ from controller.api.models import MetricBackend, PrometheusSource
 from controller.core.clock import SystemClock
 from controller.kube.config import api_client
 from controller.kube.events import EventRecorder
-from controller.kube.lease import LeaderElector, LeaseConfig
+from controller.kube.lease import LeaderElector, LeaseConfig, ShardGuard
 from controller.kube.objects import Objects
 from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
@@ -23,6 +24,7 @@ from controller.metrics.address import AddressPolicy, api_server_urls
 from controller.metrics.batch import QueryBatches
 from controller.metrics.registry import MetricProviders
 from controller.reconciler import Reconciler
+from controller.sharding import Holder, lease_name
 from controller.telemetry import Telemetry
 from controller.webhooks.dispatcher import Webhooks
 from controller.webhooks.sender import Sender
@@ -70,8 +72,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="modelrollout-controller")
+    parser.add_argument(
+        "--shards", type=int, default=1, help="controller shards: each owns the rollouts hashed to it (default 1)"
+    )
+    parser.add_argument("--shard", type=int, default=0, help="this process's shard, 0-based, below --shards")
     parser.add_argument("--identity", default=env("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.shards < 1 or not 0 <= args.shard < args.shards:
+        parser.error(
+            f"--shard must be in [0, --shards) and --shards at least 1; got --shard {args.shard} --shards {args.shards}"
+        )
+    if args.shards > 1 and not args.leader_elect:
+        # Without Leases nothing keeps two shard counts from writing the same rollout.
+        parser.error("--shards above 1 needs --leader-elect")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,11 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     # The audit log then tells which replica wrote what.
     api.user_agent = f"modelrollout-controller/{args.identity}"
     telemetry = Telemetry()
-    elector = (
-        LeaderElector(api, LeaseConfig(namespace=args.lease_namespace, name=args.lease_name), args.identity)
-        if args.leader_elect
-        else None
-    )
+    elector, guard = None, None
+    if args.leader_elect:
+        lease = LeaseConfig(namespace=args.lease_namespace, name=lease_name(args.lease_name, args.shards, args.shard))
+        me = Holder(
+            shards=args.shards, started=datetime.now(UTC).isoformat(timespec="microseconds"), identity=args.identity
+        )
+        guard = ShardGuard(api, lease, args.lease_name, me)
+        elector = LeaderElector(api, lease, args.identity, annotations=guard.annotations())
     rollouts, objects = Rollouts(api), Objects(api)
     policy = AddressPolicy.for_api_server(
         api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
@@ -113,12 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         reconciler=reconciler,
         telemetry=telemetry,
         elector=elector,
+        guard=guard,
         settings=ManagerSettings(
             namespaces=args.namespace,
             workers=args.workers,
             health_port=args.health_port,
             watch_timeout=args.watch_timeout,
             resync=args.resync_period,
+            shards=args.shards,
+            shard=args.shard,
         ),
     )
     # The routed objects are read from informers too, started on a router's first read.
@@ -127,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     webhooks.wake = manager.queue.add
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: manager.stop.set())
-    log.info("starting", identity=args.identity, namespaces=args.namespace or "all", leader_elect=args.leader_elect)
+    log.info(
+        f"starting: shard {args.shard} of {args.shards}",
+        identity=args.identity,
+        namespaces=args.namespace or "all",
+        leader_elect=args.leader_elect,
+        shard=args.shard,
+        shards=args.shards,
+        lease=elector.config.name if elector is not None else None,
+    )
     code = manager.run()
     webhooks.close()
     log.info("stopped", exit_code=code)

@@ -7,6 +7,10 @@ one lease thread. The queue never hands one key to two workers, so one rollout i
 reconciled twice at once, and thousands of rollouts do not mean thousands of threads or
 connections.
 
+Shards (controller/sharding.py): with `shards` > 1 the informers keep only this shard's rollouts,
+so only they are queued, cached and reconciled; a ShardGuard thread checks the other Leases of the
+set each retry period, and the manager writes only while its last verdict allowed it.
+
 Resync: every `resync` seconds every cached rollout is queued again, read from the cache. A
 settled rollout (promoted or rolled back, nothing in flight) then costs no request and no query;
 the resync is only a safety net for a wake-up that was lost, so it is rare (10 min by default).
@@ -24,9 +28,10 @@ import structlog
 
 from controller.kube.errors import Conflict, KubeError
 from controller.kube.informer import Informer
-from controller.kube.lease import LeaderElector
+from controller.kube.lease import LeaderElector, ShardGuard
 from controller.kube.rollouts import Rollouts
 from controller.reconciler import NotLeader, Reconciler
+from controller.sharding import Verdict, owns
 from controller.telemetry import Telemetry
 from controller.workqueue import Key, WorkQueue
 
@@ -44,6 +49,9 @@ class ManagerSettings:
     watch_timeout: int = 60
     # Seconds between two queuings of every cached rollout; 0: never.
     resync: float = 600.0
+    # This process owns the rollouts of shard `shard` of `shards` (controller/sharding.py).
+    shards: int = 1
+    shard: int = 0
 
 
 class Manager:
@@ -55,12 +63,16 @@ class Manager:
         telemetry: Telemetry,
         settings: ManagerSettings,
         elector: LeaderElector | None,
+        guard: ShardGuard | None = None,
     ) -> None:
         self.rollouts = rollouts
         self.reconciler = reconciler
         self.telemetry = telemetry
         self.settings = settings
         self.elector = elector
+        self.guard = guard
+        # Set when a leader of another shard count made this one step down (exit 1, Lease released).
+        self.stepped_down = threading.Event()
         self.queue = WorkQueue()
         self.stop = threading.Event()
         self.lost_lease = threading.Event()
@@ -82,9 +94,15 @@ class Manager:
             threading.Thread(
                 target=self.elector.keep_renewing, args=(self.stop, self._on_lost), daemon=True, name="lease"
             ).start()
+            if self.guard is not None:
+                threading.Thread(target=self._guard, args=(self.guard,), daemon=True, name="shard-guard").start()
         informers = self.rollouts.cache(
-            self.settings.namespaces, watch_timeout=self.settings.watch_timeout, on_event=self._on_event
+            self.settings.namespaces,
+            watch_timeout=self.settings.watch_timeout,
+            on_event=self._on_event,
+            keep=self._owned if self.settings.shards > 1 else None,
         )
+        self.telemetry.owned_source = lambda: (self.settings.shard, sum(len(i) for i in informers))
         for informer in informers:
             threading.Thread(
                 target=informer.run, args=(self.stop,), daemon=True, name=f"informer-{informer.namespace or 'all'}"
@@ -96,13 +114,36 @@ class Manager:
         self.stop.wait()
         return self._shutdown(workers)
 
+    def _owned(self, obj: dict[str, Any]) -> bool:
+        uid = (obj.get("metadata") or {}).get("uid")
+        return isinstance(uid, str) and owns(uid, self.settings.shards, self.settings.shard)
+
+    def _guard(self, guard: ShardGuard) -> None:
+        """Check the set's Leases each retry period; step down when a later leader of another
+        shard count is live (controller/sharding.py)."""
+        assert self.elector is not None
+        last: Verdict | None = None
+        while not self.stop.is_set():
+            result = guard.check()
+            if result is not last and result is not None:
+                log.info("shard guard", verdict=result.value, shard=self.settings.shard, shards=self.settings.shards)
+                last = result
+            if result is Verdict.STEP_DOWN:
+                log.error(
+                    "a later leader of another shard count is live: stepping down", identity=self.elector.identity
+                )
+                self.stepped_down.set()
+                self.stop.set()
+                return
+            self.stop.wait(self.elector.config.retry_period)
+
     def _on_lost(self) -> None:
         self.telemetry.leader.set(0)
         self.lost_lease.set()
         self.stop.set()
 
     def _shutdown(self, workers: list[threading.Thread]) -> int:
-        log.info("stopping", lost_lease=self.lost_lease.is_set())
+        log.info("stopping", lost_lease=self.lost_lease.is_set(), stepped_down=self.stepped_down.is_set())
         self.queue.shutdown()
         for worker in workers:
             # A worker finishes its in-flight reconcile (bounded by its request timeouts).
@@ -111,10 +152,12 @@ class Manager:
             self.elector.release()
         if self._server is not None:
             self._server.shutdown()
-        return 1 if self.lost_lease.is_set() else 0
+        return 1 if self.lost_lease.is_set() or self.stepped_down.is_set() else 0
 
     def may_write(self) -> bool:
-        if self.stop.is_set() and self.lost_lease.is_set():
+        if self.stop.is_set() and (self.lost_lease.is_set() or self.stepped_down.is_set()):
+            return False
+        if self.guard is not None and not self.guard.clear():
             return False
         return self.elector is None or self.elector.is_leader()
 
@@ -132,6 +175,8 @@ class Manager:
                 if self.stop.is_set():
                     return
         self.synced.set()
+        owned = sum(len(informer) for informer in informers)
+        log.info("synced", shard=self.settings.shard, shards=self.settings.shards, rollouts=owned)
         period = self.settings.resync
         while period > 0 and not self.stop.wait(period):
             keys = [key for informer in informers for key in informer.cached_keys()]

@@ -60,6 +60,12 @@ class Telemetry:
             registry=r,
         )
         self.leader = Gauge("modelrollout_leader", "1 while this replica holds the lease", registry=r)
+        self.shard_rollouts = Gauge(
+            "modelrollout_shard_rollouts",
+            "Rollouts this replica's shard owns and caches (all watched rollouts with one shard)",
+            ["shard"],
+            registry=r,
+        )
         rollout, guardrail = ["namespace", "name"], ["namespace", "name", "guardrail"]
         # Where a rollout stands, for alerts (charts/modelrollout/templates/prometheusrule.yaml).
         self.phase = Gauge(
@@ -131,6 +137,8 @@ class Telemetry:
         self._guardrails: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
         self.depth_source: Callable[[], int] | None = None
+        # (shard index, rollouts it holds), read when /metrics is scraped.
+        self.owned_source: Callable[[], tuple[int, int]] | None = None
 
     def observe_rollout(
         self, namespace: str, name: str, status: ModelRolloutStatus, *, interval: float | None = None
@@ -223,4 +231,7 @@ class Telemetry:
     def render(self) -> bytes:
         if self.depth_source is not None:
             self.queue_depth.set(self.depth_source())
+        if self.owned_source is not None:
+            shard, owned = self.owned_source()
+            self.shard_rollouts.labels(str(shard)).set(owned)
         return generate_latest(self.registry)

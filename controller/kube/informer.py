@@ -105,7 +105,9 @@ class Informer:
 
     `on_event(kind, obj)` is called (on the informer's thread) for each change: ADDED (every
     object of a list, the first and each re-list), MODIFIED, DELETED, with the object as the API
-    server sent it (a copy of its own).
+    server sent it (a copy of its own). With `keep`, only the objects it accepts are stored and
+    reported; the others are dropped as they arrive (a page of a list at a time), so what the cache
+    holds falls with the share kept.
     """
 
     def __init__(
@@ -116,10 +118,13 @@ class Informer:
         namespace: str | None,
         watch_timeout: int = 60,
         on_event: Callable[[str, KubeObject], None] | None = None,
+        keep: Callable[[KubeObject], bool] | None = None,
     ) -> None:
         self.source, self.name, self.namespace = source, name, namespace
         self.watch_timeout = watch_timeout
         self.on_event = on_event
+        # Objects it is not given are neither stored nor reported (a shard's: only its own rollouts).
+        self.keep = keep
         self.synced = threading.Event()
         # Why the last list failed (the kind is not installed, RBAC lacks list/watch), else None.
         self.failure: str | None = None
@@ -153,6 +158,8 @@ class Informer:
 
     def remember(self, obj: KubeObject) -> None:
         """Put an object the API server returned to us in the cache, if it is newer than the cached one."""
+        if self.keep is not None and not self.keep(obj):
+            return
         key, entry = key_of(obj), _Entry(obj)
         with self._lock:
             # Before the first list, the list brings it (and would take an unknown key for a deleted one).
@@ -206,7 +213,7 @@ class Informer:
         cont, version = "", ""
         while True:
             page, version, cont = self.source.list_page(self.namespace, limit=PAGE_SIZE, cont=cont)
-            listed.update((key_of(obj), _Entry(obj)) for obj in page)
+            listed.update((key_of(obj), _Entry(obj)) for obj in page if self.keep is None or self.keep(obj))
             if not cont:
                 break
         with self._lock:
@@ -234,7 +241,9 @@ class Informer:
         for kind, obj in self.source.watch(self.namespace, version, timeout_seconds=self.watch_timeout):
             meta = obj.get("metadata") or {}
             version = str(meta.get("resourceVersion") or version)
-            if kind == "BOOKMARK":
+            if kind == "BOOKMARK" or (self.keep is not None and not self.keep(obj)):
+                if stop.is_set():
+                    break
                 continue
             key = key_of(obj)
             with self._lock:

@@ -32,14 +32,22 @@ class Rollouts:
     # -- the cache ------------------------------------------------------------------------------
 
     def cache(
-        self, namespaces: list[str], *, watch_timeout: int, on_event: Callable[[str, KubeObject], None]
+        self,
+        namespaces: list[str],
+        *,
+        watch_timeout: int,
+        on_event: Callable[[str, KubeObject], None],
+        keep: Callable[[KubeObject], bool] | None = None,
     ) -> list[Informer]:
         """The informers (each of `namespaces`, or all) that reads are served from once they have
-        listed. The caller runs them (Informer.run) and gets their events."""
+        listed. The caller runs them (Informer.run) and gets their events. With `keep` (a shard's
+        ownership), they hold only the rollouts it accepts: any other is NotFound to this process."""
         source = KindSource(self._custom, ROLLOUT)
         scopes: list[str | None] = [*namespaces] or [None]
         self._informers = {
-            scope: Informer(source, name=PLURAL, namespace=scope, watch_timeout=watch_timeout, on_event=on_event)
+            scope: Informer(
+                source, name=PLURAL, namespace=scope, watch_timeout=watch_timeout, on_event=on_event, keep=keep
+            )
             for scope in scopes
         }
         return list(self._informers.values())

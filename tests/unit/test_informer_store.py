@@ -123,3 +123,25 @@ def test_a_kind_we_may_not_list_is_not_read_from_the_cache() -> None:
     stop.set()
     thread.join(5)
     assert informer.failure == "403: forbidden" and not informer.synced.is_set()
+
+
+def test_objects_it_is_not_given_are_neither_stored_nor_reported() -> None:
+    mine = {"a", "c"}
+    script = Script(
+        [[obj("a", 10), obj("b", 10)]],
+        [[("ADDED", obj("c", 11)), ("MODIFIED", obj("b", 12)), ("DELETED", obj("b", 13)), ("MODIFIED", obj("a", 14))]],
+    )
+    seen: list[tuple[str, str]] = []
+    informer = Informer(
+        script,
+        name="t",
+        namespace="ns",
+        on_event=lambda k, o: seen.append((k, o["metadata"]["name"])),
+        keep=lambda o: o["metadata"]["name"] in mine,
+    )
+    informer.run(script.stop)
+    assert sorted(name for _, name in informer.cached_keys()) == ["a", "c"]
+    assert seen == [("ADDED", "a"), ("ADDED", "c"), ("MODIFIED", "a")]
+    assert script.watched_from[1] == "14"  # the skipped events still move the watch on
+    informer.remember(obj("b", 20))  # a write's answer of another shard's object (a fresh read)
+    assert informer.get("ns", "b") is None

@@ -80,6 +80,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{- define "modelrollout.validate" -}}
+{{- if lt (int .Values.shards) 1 -}}
+{{- fail "shards must be a whole number, at least 1" -}}
+{{- end -}}
 {{- if and .Values.namespaced (not .Values.watchNamespaces) -}}
 {{- fail "namespaced=true needs watchNamespaces: the namespaces whose ModelRollouts the controller may act on" -}}
 {{- end -}}
