@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from controller.comparator.service import (
     Comparator,
     ModelUrls,
     RolloutPairs,
+    Server,
     iter_log,
     serve,
 )
@@ -106,8 +107,7 @@ class ModelServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = Server(("127.0.0.1", 0), Handler)  # a backlog for maxConcurrency's burst
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
