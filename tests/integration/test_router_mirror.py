@@ -75,6 +75,26 @@ def backend(
     yield _backend(request.param, api_client, control_plane, namespace)
 
 
+@pytest.fixture(params=("gatewayAPI", "gatewayAPI-inferencePool"))
+def gateway_backend(
+    request: pytest.FixtureRequest,
+    backend_crds: list[str],
+    api_client: client.ApiClient,
+    control_plane: ControlPlane,
+    namespace: str,
+) -> Iterator[Backend]:
+    """The mirroring backends whose rule may hold several RequestMirror filters."""
+    yield _backend(request.param, api_client, control_plane, namespace)
+
+
+@pytest.fixture
+def istio_backend(
+    backend_crds: list[str], api_client: client.ApiClient, control_plane: ControlPlane, namespace: str
+) -> Iterator[Backend]:
+    """Istio: one mirror per http route."""
+    yield _backend("istio", api_client, control_plane, namespace)
+
+
 @pytest.fixture(params=sorted(set(BACKENDS) - set(MIRRORING)))
 def no_mirror_backend(
     request: pytest.FixtureRequest,
@@ -178,9 +198,9 @@ def test_an_earlier_shadows_mirror_is_read_as_stale_and_removed_before_ours(
     assert mirrors_on_object(backend) == []
 
 
-def test_the_users_own_gateway_mirror_is_left_alone(backend: Backend, api_client: client.ApiClient) -> None:
-    if not isinstance(backend, GatewayApiBackend):
-        pytest.skip("Gateway API only: a rule may hold several RequestMirror filters")
+def test_the_users_own_gateway_mirror_is_left_alone(gateway_backend: Backend, api_client: client.ApiClient) -> None:
+    backend = gateway_backend
+    assert isinstance(backend, GatewayApiBackend)
     rule = backend.rule
     users = {
         "type": "RequestMirror",
@@ -196,10 +216,10 @@ def test_the_users_own_gateway_mirror_is_left_alone(backend: Backend, api_client
 
 
 def test_an_istio_route_that_mirrors_elsewhere_stalls_the_shadow(
-    backend: Backend, api_client: client.ApiClient
+    istio_backend: Backend, api_client: client.ApiClient
 ) -> None:
-    if not isinstance(backend, IstioBackend):
-        pytest.skip("Istio only: one mirror per http route")
+    backend = istio_backend
+    assert isinstance(backend, IstioBackend)
     backend.json_patch(
         "fraud",
         [
