@@ -496,11 +496,16 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             crashed = [line for proc in procs for line in proc.logs() if line.get("event") == "reconcile crashed"]
             result["crashes"] = len(crashed)
             # Over the whole run (settled ones included): rollouts written by more than one shard.
-            result["multi_shard_rollouts"] = sum(
-                1 for who in writers(bench.audit, ("scale", "settled")).values() if len(who) > 1
-            )
+            # Of how many written at all: a 0 out of none would prove nothing.
+            wrote = writers(bench.audit, ("scale", "settled"))
+            result["written_rollouts"] = len(wrote)
+            result["multi_shard_rollouts"] = sum(1 for who in wrote.values() if len(who) > 1)
             if SHARDS > 1:
-                print(f"  rollouts written by more than one shard: {result['multi_shard_rollouts']}", flush=True)
+                print(
+                    f"  rollouts written by more than one shard: {result['multi_shard_rollouts']} "
+                    f"of {result['written_rollouts']} written",
+                    flush=True,
+                )
         finally:
             factory.stop_all()
             bench.pool.shutdown(wait=False, cancel_futures=True)
