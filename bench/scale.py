@@ -67,6 +67,10 @@ from tests.support.prometheus import Exporter, ModelTraffic, PrometheusServer
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 UA = "bench-scale"
+# kube-apiserver rotates its audit log at 100 MB unless told otherwise (lumberjack's default);
+# the reader follows one file, so a rotation left every later request uncounted: at 10,000
+# rollouts every count after the settled phase read 0 (API requests, lag, even the Lease).
+AUDIT_NO_ROTATION = ["--audit-log-maxsize=1000000"]
 PER_NAMESPACE = 250
 INTERVAL_S = 30
 INCUMBENT, CANDIDATE, THIRD = "model-a", "model-b", "model-c"
@@ -122,6 +126,8 @@ class Audit:
         self.events: list[dict[str, Any]] = []
 
     def read(self) -> list[dict[str, Any]]:
+        if self.path.stat().st_size < self.offset:
+            raise RuntimeError(f"{self.path} shrank under the reader (rotated?): the counts would miss requests")
         with open(self.path, "rb") as handle:
             handle.seek(self.offset)
             data = handle.read()
@@ -358,7 +364,10 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
     for model in (INCUMBENT, CANDIDATE, THIRD):
         traffic.set(model, ok=20)
     result: dict[str, Any] = {"n": n, "settled": settled, "resync_s": RESYNC_S, "shards": SHARDS}
-    with running_control_plane(audit=True) as plane, PrometheusServer([exporter.port]) as prom:
+    with (
+        running_control_plane(audit=True, apiserver_args=AUDIT_NO_ROTATION) as plane,
+        PrometheusServer([exporter.port]) as prom,
+    ):
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         install_crds(api, REPO / "crds")
         install_gateway_api_crds(api)
@@ -533,7 +542,10 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
     for model in (INCUMBENT, CANDIDATE, THIRD):
         traffic.set(model, ok=20)
     result: dict[str, Any] = {"n": n, "cycles": cycles, "shards": SHARDS, "rss": [], "rss_shards": []}
-    with running_control_plane(audit=True) as plane, PrometheusServer([exporter.port]) as prom:
+    with (
+        running_control_plane(audit=True, apiserver_args=AUDIT_NO_ROTATION) as plane,
+        PrometheusServer([exporter.port]) as prom,
+    ):
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         install_crds(api, REPO / "crds")
         install_gateway_api_crds(api)
