@@ -348,6 +348,16 @@ def reconcile_lags(audit: Audit, since: float) -> list[tuple[float, str]]:
 # -- the N-rollouts run ---------------------------------------------------------------------------
 
 
+def queue_depth(procs: list[ControllerProcess]) -> list[int]:
+    """Keys waiting in each process's work queue (modelrollout_queue_depth)."""
+    return [
+        int(float(line.rsplit(" ", 1)[1]))
+        for proc in procs
+        for line in proc.metrics().splitlines()
+        if line.startswith("modelrollout_queue_depth")
+    ]
+
+
 def reconciles(procs: list[ControllerProcess]) -> int:
     return sum(proc.reconciles() for proc in procs)
 
@@ -465,9 +475,12 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             )
 
             # Reconcile lag under a paced stream of spec changes.
+            print(f"  queue depth before the patches: {queue_depth(procs)}", flush=True)
             t_lag = time.time()
             bench.patch_paced(keys, {"spec": {"paused": True}}, rate=50)
+            print(f"  queue depth after the patches: {queue_depth(procs)}", flush=True)
             bench.wait_all(keys, lambda o: (o.get("status") or {}).get("phase") == "Paused", timeout=120 + n / 10)
+            print(f"  queue depth once all were paused: {queue_depth(procs)}", flush=True)
             time.sleep(2)
             written = reconcile_lags(bench.audit, t_lag)
             lags = [lag for lag, _ in written]
