@@ -112,13 +112,15 @@ bench-judge: venv
 
 # N rollouts at once on one controller (real plane, Prometheus, controller process), and a soak;
 # prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores before SETTLED; each size's
-# settled phase adds creating them and about 1 min). SIZES/SETTLED/SOAK override.
+# settled phase adds creating them and about 1 min). SIZES/SETTLED/SOAK/SHARDS override.
 SIZES ?= 100 1000
 # Settled (promoted) rollouts created beside each size: what they cost is measured apart (target 0).
 SETTLED ?= 1000
 SOAK ?= 500x20
+# Controller shards, one leader process each (docs/operations.md "Sharding"); 1: one controller.
+SHARDS ?= 1
 bench-scale: venv envtest prometheus
-	$(PY) -m bench.scale $(SIZES) --settled $(SETTLED) --soak '$(SOAK)'
+	$(PY) -m bench.scale $(SIZES) --shards $(SHARDS) --settled $(SETTLED) --soak '$(SOAK)'
 
 # How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
 bench-dashboard: venv envtest
