@@ -282,6 +282,15 @@ def without_drift(rollout: dict[str, Any]) -> None:
     rollout["spec"]["guardrails"] = [g for g in rollout["spec"]["guardrails"] if g["name"] != "prediction-drift"]
 
 
+def only_error_rate(rollout: dict[str, Any]) -> None:
+    """The demo's error-rate guardrail alone, for the CI flow: what it shows is `set-candidate`
+    and `wait`'s exit codes, and its error-prone candidate fails error-rate. Its good candidates
+    are judged three minutes and more against an equal incumbent, and on a loaded 2-core machine
+    the p99 ratio of two equal models on 1 s windows crosses 2 now and then (seen in CI beside a
+    benchmark: 0.1165 s vs 0.0546 s), as does the per-look drift test (without_drift)."""
+    rollout["spec"]["guardrails"] = [g for g in rollout["spec"]["guardrails"] if g["name"] == "error-rate"]
+
+
 def e2e_only_scenarios() -> dict[str, Scenario]:
     """What the suite adds to the demo: per-region guardrails, latency, a manual gate, the CI flow, and labels."""
 
@@ -372,7 +381,7 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             "ci",
             "CI: set-candidate, then wait exits 0 (promoted) or 1 (rolled back)",
             {"ci-v1": "incumbent", "ci-v2": "better", "ci-v3": "error-prone", "ci-v4": "better"},
-            derived("ci", extra=2),
+            derived("ci", only_error_rate, extra=2),
             "Promoted",
         ),
     }
