@@ -41,6 +41,7 @@ Per controller, with the ratio Argo / ours:
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -53,7 +54,7 @@ from typing import Any
 import httpx
 from kubernetes import client, config
 
-from bench.scale import AUDIT_NO_ROTATION, PER_NAMESPACE, REPO, Bench, adopting_spec, cpu_seconds, rss_mib
+from bench.scale import AUDIT_NO_ROTATION, PER_NAMESPACE, REPO, Bench, adopting_spec, cpu_seconds, rss_mib, stamp
 from controller.api import GROUP, PLURAL, VERSION
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane, free_port, running_control_plane, stop_process
@@ -72,6 +73,11 @@ omitStages: ["RequestReceived"]
 rules:
   - level: None
     verbs: ["watch"]
+  # Events with their body: what each controller reported (reasons), not only how often.
+  - level: Request
+    resources:
+      - group: ""
+        resources: ["events"]
   - level: Metadata
 """
 POLL_S = 10  # how often the window reads the controller's reconcile counter after 2 R
@@ -134,6 +140,35 @@ class Sampler:
         return statistics.median(inside) if inside else float("nan")
 
 
+def event_reasons(path: Path, start: float, end: float, agents: tuple[str, ...]) -> dict[str, int]:
+    """The reasons of the Events these agents created in [start, end), from the audit log's bodies,
+    and how many objects they were about ("(objects)")."""
+    reasons: Counter[str] = Counter()
+    objects: set[str] = set()
+    with open(path, "rb") as handle:
+        for line in handle:
+            if b'"events"' not in line or b'"create"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if (
+                event.get("stage") == "ResponseComplete"
+                and event.get("verb") == "create"
+                and (event.get("objectRef") or {}).get("resource") == "events"
+                and event.get("userAgent", "").startswith(agents)
+                and start <= stamp(event["requestReceivedTimestamp"]) < end
+            ):
+                body = event.get("requestObject") or {}
+                reasons[f"{body.get('type', '')} {body.get('reason', '')}"] += 1
+                objects.add(str((body.get("involvedObject") or {}).get("name")))
+    out = dict(reasons.most_common(8))
+    if out:
+        out["(objects)"] = len(objects)
+    return out
+
+
 def by_agent(bench: Bench, start: float, end: float, agents: tuple[str, ...]) -> list[dict[str, Any]]:
     """Requests (not watches: the policy drops them) received in [start, end) from these agents."""
     return [e for e in bench.audit.read() if start <= e["received"] < end and e["ua"].startswith(agents)]
@@ -163,7 +198,27 @@ class Side:
     def reconciles(self) -> int:
         raise NotImplementedError
 
+    def describe(self, obj: dict[str, Any]) -> str:
+        """What the controller wrote, in a word or two (counted over all objects)."""
+        return str((obj.get("status") or {}).get("phase"))
+
     def stop(self) -> None:
+        raise NotImplementedError
+
+    def log_summary(self) -> dict[str, int]:
+        """Its log lines so far by level and message, the most common first."""
+        counts: Counter[str] = Counter()
+        for line in self.log_lines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                counts[line[:80]] += 1
+                continue
+            message = str(entry.get("msg") or entry.get("event") or "")[:80]
+            counts[f"{entry.get('level', '')}: {message}"] += 1
+        return dict(counts.most_common(5))
+
+    def log_lines(self) -> list[str]:
         raise NotImplementedError
 
 
@@ -195,6 +250,9 @@ class Ours(Side):
 
     def stop(self) -> None:
         self.factory.stop_all()
+
+    def log_lines(self) -> list[str]:
+        return self.proc.log_path.read_text(errors="replace").splitlines()
 
 
 def argo_rollout(name: str) -> dict[str, Any]:
@@ -243,7 +301,7 @@ class Argo(Side):
             str(self.binary),
             *("--kubeconfig", str(self.plane.kubeconfig)),
             "--leader-elect=false",
-            *("--loglevel", "warn"),
+            *("--loglevel", "warn", "--logformat", "json"),
             *("--rollout-resync", str(self.resync)),
             *("--metricsPort", str(self.metrics_port), "--healthzPort", str(self.healthz_port)),
         ]
@@ -282,6 +340,11 @@ class Argo(Side):
             obj["metadata"].get("generation")
         )
 
+    def describe(self, obj: dict[str, Any]) -> str:
+        status = obj.get("status") or {}
+        completed = [c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Completed"]
+        return f"{status.get('phase')}, Completed={completed[0] if completed else '-'}"
+
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).text
 
@@ -295,6 +358,9 @@ class Argo(Side):
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
 
 
 # -- one phase --------------------------------------------------------------------------------
@@ -314,7 +380,7 @@ def wait_settled(bench: Bench, side: Side, keys: list[tuple[str, str]], timeout:
     began = time.monotonic()
     while True:
         objs = list_objects(bench, side, keys)
-        phases = Counter(str((o.get("status") or {}).get("phase")) for o in objs.values())
+        phases = Counter(side.describe(o) for o in objs.values())
         done = sum(1 for k in keys if k in objs and side.settled(objs[k]))
         if done == len(keys):
             return dict(phases)
@@ -370,6 +436,11 @@ def measure(bench: Bench, side: Side, n: int, resync: int) -> dict[str, Any]:
         r["window_requests"] = dict(
             Counter(f"{e['verb']} {e['resource']}{'/' + e['sub'] if e['sub'] else ''}" for e in window)
         )
+        assert bench.plane.audit_log is not None
+        r["window_events"] = event_reasons(bench.plane.audit_log, t2, t3, side.agents)
+        r["settle_events"] = event_reasons(bench.plane.audit_log, t0, t1, side.agents)
+        r["log"] = side.log_summary()
+        r["phases_after"] = dict(Counter(side.describe(o) for o in list_objects(bench, side, keys).values()))
         r["cpu_s_per_min"] = (cpu3 - cpu2) / minutes
         r["rss_steady"] = sampler.median(t2, t3)
         r["rss_max"] = sampler.max()
@@ -387,6 +458,12 @@ def measure(bench: Bench, side: Side, n: int, resync: int) -> dict[str, Any]:
             f"{r['api_per_object_min']:.4f} API req/object/min {r['window_requests']}, "
             f"{r['cpu_s_per_min']:.2f} CPU s/min, RSS {r['rss_steady']:.0f} steady / {r['rss_max']:.0f} max MiB; "
             f"agents in the phase {r['agents']}",
+            flush=True,
+        )
+        print(
+            f"    after the window {r['phases_after']}; "
+            f"Events created while settling {r['settle_events']}, in the window {r['window_events']}; "
+            f"its log: {r['log']}",
             flush=True,
         )
     finally:
