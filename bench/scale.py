@@ -36,7 +36,10 @@ For each N it reports:
 after each cycle, growth after warm-up, the longest status.history and the controller's
 per-rollout metric series count.
 
-Usage: python -m bench.scale 100 1000 [--shards 2] [--settled 1000] [--soak 500x20] [--json FILE]
+`--argo N[,N...]`: side by side with Argo Rollouts, N settled objects on each controller, one
+plane, one run (bench/argo.py; without sizes, only that).
+
+Usage: python -m bench.scale 100 1000 [--shards 2] [--settled 1000] [--soak 500x20] [--argo 1000] [--json FILE]
 """
 
 from __future__ import annotations
