@@ -11,9 +11,10 @@ Shards (controller/sharding.py): with `shards` > 1 the informers keep only this 
 so only they are queued, cached and reconciled; a ShardGuard thread checks the other Leases of the
 set each retry period, and the manager writes only while its last verdict allowed it.
 
-Resync: every `resync` seconds every cached rollout is queued again, read from the cache. A
-settled rollout (promoted or rolled back, nothing in flight) then costs no request and no query;
-the resync is only a safety net for a wake-up that was lost, so it is rare (10 min by default).
+Resync: every `resync` seconds every cached rollout is queued again, read from the cache, in the
+work queue's background lane: a change never waits behind a resync key (workqueue.py). A settled
+rollout (promoted or rolled back, nothing in flight) then costs no request and no query; the
+resync is only a safety net for a wake-up that was lost, so it is rare (10 min by default).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -39,6 +40,8 @@ log = structlog.get_logger("manager")
 
 # Seconds before a key is looked at again when this replica may not write at that instant.
 NOT_LEADING_RETRY = 1.0
+# Where a key is queued (workqueue.py): changes first, the resync behind them.
+Lane = Literal["foreground", "background"]
 
 
 @dataclass
@@ -164,8 +167,9 @@ class Manager:
     # -- informer events and resync ------------------------------------------------------------
 
     def _on_event(self, kind: str, obj: dict[str, Any]) -> None:
-        if self._relevant(kind, obj):
-            self.queue.add(_key(obj))
+        lane = self._lane(kind, obj)
+        if lane is not None:
+            self.queue.add(_key(obj), background=lane == "background")
 
     def _resync(self, informers: list[Informer]) -> None:
         """Mark the manager synced once every informer has listed; then queue every cached rollout
@@ -181,17 +185,18 @@ class Manager:
         while period > 0 and not self.stop.wait(period):
             keys = [key for informer in informers for key in informer.cached_keys()]
             for key in keys:
-                self.queue.add(key)
+                self.queue.add(key, background=True)  # behind every change (workqueue.py)
             log.debug("resync", rollouts=len(keys))
 
-    def _relevant(self, kind: str, obj: dict[str, Any]) -> bool:
-        """False for an update that changed nothing but status: mostly the echo of our own status
+    def _lane(self, kind: str, obj: dict[str, Any]) -> Lane | None:
+        """None for an update that changed nothing but status: mostly the echo of our own status
         write, which would cost a reconcile (two reads) each. Spec (generation), annotations (the
-        CLI's requests), finalizers and deletion always count; so do adds, deletes and re-lists."""
+        CLI's requests), finalizers and deletion are changes, served first; so are adds and deletes.
+        A re-list's ADDED of an object seen as it is now is a resync: in the background lane."""
         key = _key(obj)
         if kind == "DELETED":
             self._seen.pop(key, None)
-            return True
+            return "foreground"
         meta = obj.get("metadata") or {}
         annotations = json.dumps(meta.get("annotations") or {}, sort_keys=True)
         fingerprint = hash(
@@ -205,7 +210,9 @@ class Manager:
         )
         previous = self._seen.get(key)
         self._seen[key] = fingerprint
-        return kind != "MODIFIED" or previous != fingerprint
+        if previous != fingerprint:
+            return "foreground"
+        return "background" if kind == "ADDED" else None
 
     # -- working --------------------------------------------------------------------------------
 
