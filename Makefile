@@ -119,8 +119,11 @@ SETTLED ?= 1000
 SOAK ?= 500x20
 # Controller shards, one leader process each (docs/operations.md "Sharding"); 1: one controller.
 SHARDS ?= 1
+# Side by side with Argo Rollouts (bench/argo.py): ARGO=1000,10000 settled objects on each controller;
+# with SIZES= SOAK= it runs alone (the first time it builds Argo Rollouts: about 6 min on one core).
+ARGO ?=
 bench-scale: venv envtest prometheus
-	$(PY) -m bench.scale $(SIZES) --shards $(SHARDS) --settled $(SETTLED) --soak '$(SOAK)'
+	$(PY) -m bench.scale $(SIZES) --shards $(SHARDS) --settled $(SETTLED) --soak '$(SOAK)' --argo '$(ARGO)'
 
 # How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
 bench-dashboard: venv envtest

@@ -36,7 +36,10 @@ For each N it reports:
 after each cycle, growth after warm-up, the longest status.history and the controller's
 per-rollout metric series count.
 
-Usage: python -m bench.scale 100 1000 [--shards 2] [--settled 1000] [--soak 500x20] [--json FILE]
+`--argo N[,N...]`: side by side with Argo Rollouts, N settled objects on each controller, one
+plane, one run (bench/argo.py; without sizes, only that).
+
+Usage: python -m bench.scale 100 1000 [--shards 2] [--settled 1000] [--soak 500x20] [--argo 1000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, plane: ControlPlane, prom: PrometheusServer) -> None:
+    def __init__(self, plane: ControlPlane, prom: PrometheusServer | None = None) -> None:
         self.plane, self.prom = plane, prom
         self.api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         self.api.user_agent = UA
@@ -368,6 +371,30 @@ def per_rollout_min(events: list[dict[str, Any]], prefix: str, rollouts: int, se
     return mine / max(rollouts, 1) / (seconds / 60)
 
 
+def rollout_spec() -> dict[str, Any]:
+    """A progressing rollout's spec (without its route): holds at step 1 (10%), analysed every 30 s."""
+    return {
+        "incumbent": {"name": INCUMBENT},
+        "candidate": {"name": CANDIDATE},
+        "canary": {"steps": [{"weight": 10, "hold": "20m"}, {"weight": 50, "hold": "20m"}]},
+        "analysis": {"interval": f"{INTERVAL_S}s", "window": "1m", "progressDeadline": "1h"},
+        "guardrails": [
+            {
+                "name": "error-rate",
+                "metric": {"builtin": "ErrorRate"},
+                "absolute": {"max": 0.05},
+                "minSamples": 5,
+            }
+        ],
+    }
+
+
+def adopting_spec() -> dict[str, Any]:
+    """A settled rollout's spec: adopted at once (no incumbent), Promoted, nothing in flight, no
+    analysis ever due."""
+    return {k: v for k, v in rollout_spec().items() if k != "incumbent"}
+
+
 def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
     exporter = Exporter()
     traffic = ModelTraffic(exporter)
@@ -384,24 +411,9 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
         bench = Bench(plane, prom)
         factory, procs = controllers(plane, prom)
         try:
-            spec = {
-                "incumbent": {"name": INCUMBENT},
-                "candidate": {"name": CANDIDATE},
-                "canary": {"steps": [{"weight": 10, "hold": "20m"}, {"weight": 50, "hold": "20m"}]},
-                "analysis": {"interval": f"{INTERVAL_S}s", "window": "1m", "progressDeadline": "1h"},
-                "guardrails": [
-                    {
-                        "name": "error-rate",
-                        "metric": {"builtin": "ErrorRate"},
-                        "absolute": {"max": 0.05},
-                        "minSamples": 5,
-                    }
-                ],
-            }
+            spec = rollout_spec()
             if settled:
-                # Adopted at once (no incumbent): Promoted, nothing in flight, no analysis ever due.
-                adopting = {k: v for k, v in spec.items() if k != "incumbent"}
-                settled_keys = bench.create(settled, adopting, "settled")
+                settled_keys = bench.create(settled, adopting_spec(), "settled")
                 bench.wait_all(
                     settled_keys, lambda o: (o.get("status") or {}).get("phase") == "Promoted", timeout=60 + settled
                 )
@@ -680,7 +692,9 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.scale")
-    parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000])
+    parser.add_argument(
+        "sizes", nargs="*", type=int, help="progressing rollouts, one run each (default 100 1000; none with --argo)"
+    )
     parser.add_argument("--soak", default="500x20", help="MxC: M rollouts through C cycles ('' to skip)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--workers", type=int, default=4, help="the controller's --workers (default 4, its default)")
@@ -689,7 +703,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--shards", type=int, default=1, help="controller shards, one leader process each (default 1: one controller)"
     )
+    parser.add_argument(
+        "--argo",
+        default="",
+        help="N[,N...]: side by side with Argo Rollouts, N settled objects on each controller (bench/argo.py)",
+    )
     args = parser.parse_args(argv)
+    argo_sizes = [int(x) for x in args.argo.replace(",", " ").split()]
+    if not args.sizes and not argo_sizes:
+        args.sizes = [100, 1000]
     if args.shards < 1:
         parser.error("--shards must be at least 1")
     global WORKERS, RESYNC_S, SHARDS
@@ -705,15 +727,26 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.sizes:
         print(f"N={n}", flush=True)
         scale.append(run_scale(n, args.settled))
+    side = []
+    if argo_sizes:
+        from bench.argo import ARGO_VERSION, run_side_by_side
+        from bench.argo import table as argo_table
+
+        print(f"side by side with Argo Rollouts {ARGO_VERSION}: {argo_sizes} settled objects each", flush=True)
+        for n in argo_sizes:
+            print(f"N={n} side by side", flush=True)
+            side.append(run_side_by_side(n, RESYNC_S))
     soak = None
     if args.soak:
         m, c = (int(x) for x in args.soak.split("x"))
         print(f"soak {m}x{c}", flush=True)
         soak = run_soak(m, c)
-    report = table(scale, soak)
+    report = table(scale, soak) if scale or soak else ""
+    if side:
+        report += ("\n\n" if report else "") + argo_table(side)
     print(report)
     if args.json:
-        args.json.write_text(json.dumps({"scale": scale, "soak": soak}, indent=2, default=str))
+        args.json.write_text(json.dumps({"scale": scale, "soak": soak, "argo": side}, indent=2, default=str))
     return 0
 
 

@@ -136,6 +136,8 @@ class ControlPlane:
     start_seconds: float = 0.0
     # Extra kube-apiserver flags (e.g. --watch-cache=false for the watch-compaction test).
     apiserver_args: list[str] = field(default_factory=list)
+    # The audit policy (with audit_log): the tests' by default; a bench may log more (bench/argo.py).
+    audit_policy: str = AUDIT_POLICY
 
     @property
     def url(self) -> str:
@@ -243,7 +245,7 @@ class ControlPlane:
         ]
         if self.audit_log is not None:
             policy = self.workdir / "audit-policy.yaml"
-            policy.write_text(AUDIT_POLICY)
+            policy.write_text(self.audit_policy)
             argv += [
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
@@ -296,12 +298,19 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def running_control_plane(
-    *, audit: bool = False, keep: bool = False, apiserver_args: list[str] | None = None
+    *,
+    audit: bool = False,
+    keep: bool = False,
+    apiserver_args: list[str] | None = None,
+    audit_policy: str = AUDIT_POLICY,
 ) -> Iterator[ControlPlane]:
     """Start a plane in a fresh temporary directory; stop it and remove the directory after."""
     workdir = Path(tempfile.mkdtemp(prefix="modelrollout-plane-"))
     plane = ControlPlane(
-        workdir=workdir, audit_log=workdir / "audit.log" if audit else None, apiserver_args=apiserver_args or []
+        workdir=workdir,
+        audit_log=workdir / "audit.log" if audit else None,
+        apiserver_args=apiserver_args or [],
+        audit_policy=audit_policy,
     )
     try:
         plane.start()
