@@ -7,8 +7,8 @@
   `add_rate_limited` backs a failing key off exponentially, under an overall token-bucket limit.
 - Two lanes. Changes (watch events), waits that came due and retries go in the foreground lane;
   the periodic resync's keys go in the background lane, served only when the foreground one is
-  empty. client-go's one FIFO puts a change behind a whole resync: at 10,000 rollouts a spec
-  change waited ~70 s behind 7,890 resync keys (docs/benchmarks.md). A key waiting in the
+  empty. client-go's one FIFO puts a change behind a whole resync (at 10,000 rollouts, 7,890
+  keys were waiting when a spec change came: docs/benchmarks.md "Scale"). A key waiting in the
   background moves to the foreground when added there; a resync of a key being processed adds
   nothing (it is being looked at now).
 """
