@@ -15,7 +15,7 @@ export KWOK_VERSION TRAEFIK_VERSION
 .PHONY: help deps demo-deps venv envtest helm workload traefik cluster-parts prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
 
 help:
-	@echo "make demo     three rollouts end to end: real models, real traffic, the controller's verdicts"
+	@echo "make demo     four rollouts end to end: real models, real traffic, the controller's verdicts"
 	@echo "              (the first run builds the control plane: about 7 min on 2 cores)"
 	@echo "make demo-llm three LLM rollouts: TTFT, finish reasons, cost per 1,000 tokens (stand-in vLLM servers)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
@@ -104,7 +104,7 @@ $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev,e2e]'
 	touch $@
 
-# Real models, real traffic, real verdicts: three rollouts end to end (docs/demo.md).
+# Real models, real traffic, real verdicts: four rollouts end to end (docs/demo.md).
 # The first run builds the control plane: about 7 min in all on 2 cores (README.md).
 demo: demo-deps
 	$(PY) -m e2e.demo
@@ -130,11 +130,19 @@ bench-judge: venv
 	$(PY) -m bench.labels --write
 
 # N rollouts at once on one controller (real plane, Prometheus, controller process), and a soak;
-# prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores). SIZES/SOAK override.
+# prints the table for docs/benchmarks.md "Scale" (~25 min on 2 cores before SETTLED; each size's
+# settled phase adds creating them and about 1 min). SIZES/SETTLED/SOAK/SHARDS override.
 SIZES ?= 100 1000
+# Settled (promoted) rollouts created beside each size: what they cost is measured apart (target 0).
+SETTLED ?= 1000
 SOAK ?= 500x20
+# Controller shards, one leader process each (docs/operations.md "Sharding"); 1: one controller.
+SHARDS ?= 1
+# Side by side with Argo Rollouts (bench/argo.py): ARGO=1000,10000 settled objects on each controller;
+# with SIZES= SOAK= it runs alone (the first time it builds Argo Rollouts: about 6 min on one core).
+ARGO ?=
 bench-scale: venv envtest prometheus
-	$(PY) -m bench.scale $(SIZES) --soak '$(SOAK)'
+	$(PY) -m bench.scale $(SIZES) --shards $(SHARDS) --settled $(SETTLED) --soak '$(SOAK)' --argo '$(ARGO)'
 
 # How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
 bench-dashboard: venv envtest

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import socket
+from datetime import UTC, datetime
 
 import structlog
 
@@ -14,14 +15,16 @@ from controller.api.models import MetricBackend, PrometheusSource
 from controller.core.clock import SystemClock
 from controller.kube.config import api_client
 from controller.kube.events import EventRecorder
-from controller.kube.lease import LeaderElector, LeaseConfig
+from controller.kube.lease import LeaderElector, LeaseConfig, ShardGuard
 from controller.kube.objects import Objects
 from controller.kube.rollouts import Rollouts
 from controller.kube.secrets import Secrets
 from controller.manager import Manager, ManagerSettings
-from controller.metrics.address import AddressPolicy
+from controller.metrics.address import AddressPolicy, api_server_urls
+from controller.metrics.batch import QueryBatches
 from controller.metrics.registry import MetricProviders
 from controller.reconciler import Reconciler
+from controller.sharding import Holder, lease_name
 from controller.telemetry import Telemetry
 from controller.webhooks.dispatcher import Webhooks
 from controller.webhooks.sender import Sender
@@ -44,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--metric-timeout", default="10s", help="default per-query timeout")
     parser.add_argument(
+        "--metric-batch-period",
+        type=float,
+        default=10.0,
+        help="seconds: builtins judged on the analysis window are asked once per period for every "
+        "rollout, evaluated at the period's start (0: each rollout asks its own; default 10)",
+    )
+    parser.add_argument(
         "--allow-loopback-metrics",
         "--allow-loopback-addresses",
         dest="allow_loopback_metrics",
@@ -53,11 +63,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--webhook-workers", type=int, default=4, help="threads calling webhooks (default 4)")
     parser.add_argument("--watch-timeout", type=int, default=60, help="seconds before a watch is re-opened")
+    parser.add_argument(
+        "--resync-period",
+        type=float,
+        default=600.0,
+        help="seconds between two reconciles of every cached rollout, from the cache (0: never; default 600)",
+    )
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="modelrollout-controller")
+    parser.add_argument(
+        "--shards", type=int, default=1, help="controller shards: each owns the rollouts hashed to it (default 1)"
+    )
+    parser.add_argument("--shard", type=int, default=0, help="this process's shard, 0-based, below --shards")
     parser.add_argument("--identity", default=env("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.shards < 1 or not 0 <= args.shard < args.shards:
+        parser.error(
+            f"--shard must be in [0, --shards) and --shards at least 1; got --shard {args.shard} --shards {args.shards}"
+        )
+    if args.shards > 1 and not args.leader_elect:
+        # Without Leases nothing keeps two shard counts from writing the same rollout.
+        parser.error("--shards above 1 needs --leader-elect")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     # The audit log then tells which replica wrote what.
     api.user_agent = f"modelrollout-controller/{args.identity}"
     telemetry = Telemetry()
-    elector = (
-        LeaderElector(api, LeaseConfig(namespace=args.lease_namespace, name=args.lease_name), args.identity)
-        if args.leader_elect
-        else None
-    )
-    rollouts = Rollouts(api)
+    elector, guard = None, None
+    if args.leader_elect:
+        lease = LeaseConfig(namespace=args.lease_namespace, name=lease_name(args.lease_name, args.shards, args.shard))
+        me = Holder(
+            shards=args.shards, started=datetime.now(UTC).isoformat(timespec="microseconds"), identity=args.identity
+        )
+        guard = ShardGuard(api, lease, args.lease_name, me)
+        elector = LeaderElector(api, lease, args.identity, annotations=guard.annotations())
+    rollouts, objects = Rollouts(api), Objects(api)
     policy = AddressPolicy.for_api_server(
-        _api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
+        api_server_urls(api.configuration.host), allow_loopback=args.allow_loopback_metrics
     )
     webhooks = Webhooks(
         sender=Sender(policy), secrets=Secrets(api), clock=SystemClock(), telemetry=telemetry,
@@ -82,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     reconciler = Reconciler(
         rollouts=rollouts,
-        objects=Objects(api),
+        objects=objects,
         events=EventRecorder(api, host=args.identity),
         providers=MetricProviders(
             secrets=Secrets(api),
             default=_default_provider(args),
             address_policy=policy,
+            batches=QueryBatches(period=args.metric_batch_period) if args.metric_batch_period > 0 else None,
         ),
         clock=SystemClock(),
         telemetry=telemetry,
@@ -98,18 +130,32 @@ def main(argv: list[str] | None = None) -> int:
         reconciler=reconciler,
         telemetry=telemetry,
         elector=elector,
+        guard=guard,
         settings=ManagerSettings(
             namespaces=args.namespace,
             workers=args.workers,
             health_port=args.health_port,
             watch_timeout=args.watch_timeout,
+            resync=args.resync_period,
+            shards=args.shards,
+            shard=args.shard,
         ),
     )
+    # The routed objects are read from informers too, started on a router's first read.
+    objects.cache(namespaces=args.namespace, watch_timeout=args.watch_timeout, stop=manager.stop)
     reconciler.may_write = manager.may_write
     webhooks.wake = manager.queue.add
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: manager.stop.set())
-    log.info("starting", identity=args.identity, namespaces=args.namespace or "all", leader_elect=args.leader_elect)
+    log.info(
+        f"starting: shard {args.shard} of {args.shards}",
+        identity=args.identity,
+        namespaces=args.namespace or "all",
+        leader_elect=args.leader_elect,
+        shard=args.shard,
+        shards=args.shards,
+        lease=elector.config.name if elector is not None else None,
+    )
     code = manager.run()
     webhooks.close()
     log.info("stopped", exit_code=code)
@@ -120,16 +166,3 @@ def _default_provider(args: argparse.Namespace) -> MetricBackend | None:
     """For rollouts without spec.provider: the operator's own setting, so built unchecked."""
     url, timeout = args.prometheus_url, args.metric_timeout
     return MetricBackend(prometheus=PrometheusSource.model_construct(address=url, timeout=timeout)) if url else None
-
-
-def _api_server_urls(host: str) -> list[str]:
-    """Where the API server listens, as this controller reaches it and as pods do."""
-    urls = [host]
-    service_host, service_port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if service_host:
-        urls.append(
-            f"https://[{service_host}]:{service_port or 443}"
-            if ":" in service_host
-            else f"https://{service_host}:{service_port or 443}"
-        )
-    return urls

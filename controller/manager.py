@@ -1,10 +1,20 @@
-"""The operator process around the reconciler: watches, the work queue, workers, the lease.
+"""The operator process around the reconciler: informers, the work queue, workers, the lease.
 
 Concurrency (written down once, as DESIGN.md asks): the kubernetes client is synchronous, so
-we run a bounded pool of worker threads (as client-go does), one watch thread per watched
-namespace (or one for all), and one lease thread. The queue never hands one key to two workers,
-so one rollout is never reconciled twice at once, and thousands of rollouts do not mean
-thousands of threads or connections.
+we run a bounded pool of worker threads (as client-go does), one informer thread (list, then
+watch) per watched namespace (or one for all) and per routed kind in use, one resync thread and
+one lease thread. The queue never hands one key to two workers, so one rollout is never
+reconciled twice at once, and thousands of rollouts do not mean thousands of threads or
+connections.
+
+Shards (controller/sharding.py): with `shards` > 1 the informers keep only this shard's rollouts,
+so only they are queued, cached and reconciled; a ShardGuard thread checks the other Leases of the
+set each retry period, and the manager writes only while its last verdict allowed it.
+
+Resync: every `resync` seconds every cached rollout is queued again, read from the cache, in the
+work queue's background lane: a change never waits behind a resync key (workqueue.py). A settled
+rollout (promoted or rolled back, nothing in flight) then costs no request and no query; the
+resync is only a safety net for a wake-up that was lost, so it is rare (10 min by default).
 """
 
 from __future__ import annotations
@@ -13,14 +23,16 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
-from controller.kube.errors import Conflict, Gone, KubeError
-from controller.kube.lease import LeaderElector
+from controller.kube.errors import Conflict, KubeError
+from controller.kube.informer import Informer
+from controller.kube.lease import LeaderElector, ShardGuard
 from controller.kube.rollouts import Rollouts
 from controller.reconciler import NotLeader, Reconciler
+from controller.sharding import Verdict, owns
 from controller.telemetry import Telemetry
 from controller.workqueue import Key, WorkQueue
 
@@ -28,6 +40,8 @@ log = structlog.get_logger("manager")
 
 # Seconds before a key is looked at again when this replica may not write at that instant.
 NOT_LEADING_RETRY = 1.0
+# Where a key is queued (workqueue.py): changes first, the resync behind them.
+Lane = Literal["foreground", "background"]
 
 
 @dataclass
@@ -36,6 +50,11 @@ class ManagerSettings:
     workers: int = 4
     health_port: int = 8080
     watch_timeout: int = 60
+    # Seconds between two queuings of every cached rollout; 0: never.
+    resync: float = 600.0
+    # This process owns the rollouts of shard `shard` of `shards` (controller/sharding.py).
+    shards: int = 1
+    shard: int = 0
 
 
 class Manager:
@@ -47,12 +66,16 @@ class Manager:
         telemetry: Telemetry,
         settings: ManagerSettings,
         elector: LeaderElector | None,
+        guard: ShardGuard | None = None,
     ) -> None:
         self.rollouts = rollouts
         self.reconciler = reconciler
         self.telemetry = telemetry
         self.settings = settings
         self.elector = elector
+        self.guard = guard
+        # Set when a leader of another shard count made this one step down (exit 1, Lease released).
+        self.stepped_down = threading.Event()
         self.queue = WorkQueue()
         self.stop = threading.Event()
         self.lost_lease = threading.Event()
@@ -74,16 +97,48 @@ class Manager:
             threading.Thread(
                 target=self.elector.keep_renewing, args=(self.stop, self._on_lost), daemon=True, name="lease"
             ).start()
-        watched: list[str | None] = [*self.settings.namespaces] or [None]
-        for namespace in watched:
+            if self.guard is not None:
+                threading.Thread(target=self._guard, args=(self.guard,), daemon=True, name="shard-guard").start()
+        informers = self.rollouts.cache(
+            self.settings.namespaces,
+            watch_timeout=self.settings.watch_timeout,
+            on_event=self._on_event,
+            keep=self._owned if self.settings.shards > 1 else None,
+        )
+        self.telemetry.owned_source = lambda: (self.settings.shard, sum(len(i) for i in informers))
+        for informer in informers:
             threading.Thread(
-                target=self._watch, args=(namespace,), daemon=True, name=f"watch-{namespace or 'all'}"
+                target=informer.run, args=(self.stop,), daemon=True, name=f"informer-{informer.namespace or 'all'}"
             ).start()
+        threading.Thread(target=self._resync, args=(informers,), daemon=True, name="resync").start()
         workers = [threading.Thread(target=self._work, name=f"worker-{i}") for i in range(self.settings.workers)]
         for worker in workers:
             worker.start()
         self.stop.wait()
         return self._shutdown(workers)
+
+    def _owned(self, obj: dict[str, Any]) -> bool:
+        uid = (obj.get("metadata") or {}).get("uid")
+        return isinstance(uid, str) and owns(uid, self.settings.shards, self.settings.shard)
+
+    def _guard(self, guard: ShardGuard) -> None:
+        """Check the set's Leases each retry period; step down when a later leader of another
+        shard count is live (controller/sharding.py)."""
+        assert self.elector is not None
+        last: Verdict | None = None
+        while not self.stop.is_set():
+            result = guard.check()
+            if result is not last and result is not None:
+                log.info("shard guard", verdict=result.value, shard=self.settings.shard, shards=self.settings.shards)
+                last = result
+            if result is Verdict.STEP_DOWN:
+                log.error(
+                    "a later leader of another shard count is live: stepping down", identity=self.elector.identity
+                )
+                self.stepped_down.set()
+                self.stop.set()
+                return
+            self.stop.wait(self.elector.config.retry_period)
 
     def _on_lost(self) -> None:
         self.telemetry.leader.set(0)
@@ -91,7 +146,7 @@ class Manager:
         self.stop.set()
 
     def _shutdown(self, workers: list[threading.Thread]) -> int:
-        log.info("stopping", lost_lease=self.lost_lease.is_set())
+        log.info("stopping", lost_lease=self.lost_lease.is_set(), stepped_down=self.stepped_down.is_set())
         self.queue.shutdown()
         for worker in workers:
             # A worker finishes its in-flight reconcile (bounded by its request timeouts).
@@ -100,49 +155,48 @@ class Manager:
             self.elector.release()
         if self._server is not None:
             self._server.shutdown()
-        return 1 if self.lost_lease.is_set() else 0
+        return 1 if self.lost_lease.is_set() or self.stepped_down.is_set() else 0
 
     def may_write(self) -> bool:
-        if self.stop.is_set() and self.lost_lease.is_set():
+        if self.stop.is_set() and (self.lost_lease.is_set() or self.stepped_down.is_set()):
+            return False
+        if self.guard is not None and not self.guard.clear():
             return False
         return self.elector is None or self.elector.is_leader()
 
-    # -- watching -------------------------------------------------------------------------------
+    # -- informer events and resync ------------------------------------------------------------
 
-    def _watch(self, namespace: str | None) -> None:
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                items, version = self.rollouts.list_all(namespace)
-                for obj in items:
-                    self._relevant("ADDED", obj)
-                    self.queue.add(_key(obj))
-                self.synced.set()
-                backoff = 1.0
-                while not self.stop.is_set():
-                    for kind, obj in self.rollouts.watch(
-                        namespace, version, timeout_seconds=self.settings.watch_timeout
-                    ):
-                        version = obj["metadata"].get("resourceVersion", version)
-                        if kind != "BOOKMARK" and self._relevant(kind, obj):
-                            self.queue.add(_key(obj))
-                        if self.stop.is_set():
-                            return
-            except Gone as exc:
-                log.info("watch expired: re-listing", namespace=namespace, error=str(exc))
-            except KubeError as exc:
-                log.warning("watch failed: retrying", namespace=namespace, error=str(exc), retry_in=backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+    def _on_event(self, kind: str, obj: dict[str, Any]) -> None:
+        lane = self._lane(kind, obj)
+        if lane is not None:
+            self.queue.add(_key(obj), background=lane == "background")
 
-    def _relevant(self, kind: str, obj: dict[str, Any]) -> bool:
-        """False for an update that changed nothing but status: mostly the echo of our own status
+    def _resync(self, informers: list[Informer]) -> None:
+        """Mark the manager synced once every informer has listed; then queue every cached rollout
+        each `resync` seconds."""
+        for informer in informers:
+            while not informer.synced.wait(0.5):
+                if self.stop.is_set():
+                    return
+        self.synced.set()
+        owned = sum(len(informer) for informer in informers)
+        log.info("synced", shard=self.settings.shard, shards=self.settings.shards, rollouts=owned)
+        period = self.settings.resync
+        while period > 0 and not self.stop.wait(period):
+            keys = [key for informer in informers for key in informer.cached_keys()]
+            for key in keys:
+                self.queue.add(key, background=True)  # behind every change (workqueue.py)
+            log.debug("resync", rollouts=len(keys))
+
+    def _lane(self, kind: str, obj: dict[str, Any]) -> Lane | None:
+        """None for an update that changed nothing but status: mostly the echo of our own status
         write, which would cost a reconcile (two reads) each. Spec (generation), annotations (the
-        CLI's requests), finalizers and deletion always count; so do adds, deletes and re-lists."""
+        CLI's requests), finalizers and deletion are changes, served first; so are adds and deletes.
+        A re-list's ADDED of an object seen as it is now is a resync: in the background lane."""
         key = _key(obj)
         if kind == "DELETED":
             self._seen.pop(key, None)
-            return True
+            return "foreground"
         meta = obj.get("metadata") or {}
         annotations = json.dumps(meta.get("annotations") or {}, sort_keys=True)
         fingerprint = hash(
@@ -156,7 +210,9 @@ class Manager:
         )
         previous = self._seen.get(key)
         self._seen[key] = fingerprint
-        return kind != "MODIFIED" or previous != fingerprint
+        if previous != fingerprint:
+            return "foreground"
+        return "background" if kind == "ADDED" else None
 
     # -- working --------------------------------------------------------------------------------
 
@@ -170,7 +226,7 @@ class Manager:
             finally:
                 self.queue.done(key)
 
-    def _reconcile(self, key: Key) -> None:
+    def _reconcile(self, key: Key, *, fresh: bool = False) -> None:
         namespace, name = key
         try:
             if not self.may_write():
@@ -179,14 +235,22 @@ class Manager:
                 # really lost, the renewer stops this process; a dropped key would never come back.
                 self.queue.add_after(key, NOT_LEADING_RETRY)
                 return
-            after = self.reconciler.reconcile(namespace, name)
+            after = (
+                self.reconciler.reconcile(namespace, name, fresh=True)
+                if fresh
+                else self.reconciler.reconcile(namespace, name)
+            )
         except NotLeader:
             log.warning("not leading at this instant: nothing written, trying again", namespace=namespace, name=name)
             self.queue.add_after(key, NOT_LEADING_RETRY)
             return
         except Conflict:
-            # Someone wrote since we read: re-read and recompute soon, with bounded back-off.
+            # Someone wrote since we read (or the cache was behind): re-read from the API server and
+            # recompute at once; a second conflict in a row backs off.
             self.telemetry.errors.labels("conflict").inc()
+            if not fresh:
+                self._reconcile(key, fresh=True)
+                return
             self.queue.add_rate_limited(key)
             return
         except KubeError as exc:

@@ -1,12 +1,15 @@
 """Ask the metric provider for every guardrail's numbers, for both variants, and judge them.
 
 Queries are rendered from the guardrail's templates (or the provider's builtin ones) with each
-variant's variables. Sequential tests and label guardrails get cumulative counts since the
-rollout began; the other rules get the analysis window. The incumbent is queried only by rules that compare with it.
+variant's variables. Sequential tests, label guardrails and ShadowDisagreement get cumulative
+counts since the rollout (or its shadow) began (core.engine.cumulative); the other rules get the
+analysis window. The incumbent is queried only by rules that compare with it.
 Without a provider (or a builtin), every guardrail concerned is inconclusive, saying why.
 LLM builtins are asked of the provider per variant: their names come from `metric.llmMetrics`,
 and the cost builtin's from each variant's own price (`metric.prices`), so the two variants'
 queries may differ (one priced per token, the other per replica-hour).
+Builtins judged on the analysis window are asked once for every model and rollout at once when
+the controller batches (`batches`; metrics/batch.py says what that changes and what it does not).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
+from controller.api.duration import parse_duration
 from controller.api.models import (
     LLM_BUILTINS,
     BuiltinMetric,
@@ -25,10 +29,11 @@ from controller.api.models import (
     ModelRolloutStatus,
     Verdict,
 )
-from controller.core.engine import analysis_window
+from controller.core.engine import analysis_window, cumulative
 from controller.core.judge import Cause, GuardrailData, Judgement, VariantData, judge
 from controller.core.observation import Observation
 from controller.metrics.base import MetricProvider
+from controller.metrics.batch import QueryBatches, for_model
 from controller.metrics.builtins import BuiltinQueries
 from controller.metrics.llm import price_variables
 from controller.metrics.templates import TemplateError, render, variables_for
@@ -110,30 +115,77 @@ def _variant(
     return VariantData(value=ask(queries.value, scalar), samples=ask(queries.samples, scalar))
 
 
+def _batchable(guardrail: Guardrail, provider: MetricProvider, *, cumulative: bool) -> BuiltinQueries | None:
+    """The guardrail's by-model queries when one query can serve every rollout (metrics/batch.py)."""
+    builtin = guardrail.metric.builtin
+    if builtin is None or builtin in LLM_BUILTINS or guardrail.segment_by is not None or cumulative:
+        return None
+    return provider.builtins_by_model.get(builtin)
+
+
+def _batched_variant(
+    batches: QueryBatches, provider: MetricProvider, queries: BuiltinQueries, guardrail: Guardrail, model: str,
+    window: str, at: datetime,
+) -> VariantData:  # fmt: skip
+    def ask(template: str | None, label: str | None = None) -> Observation | None:
+        if template is None:
+            return None
+        try:
+            query = render(template, {"window": window})
+        except TemplateError as exc:
+            return Observation.error(f"query template: {exc}")
+        return for_model(batches.ask(provider, query, at=at, label=label), model)
+
+    if guardrail.drift is not None:
+        return VariantData(distribution=ask(queries.distribution, queries.distribution_label or "le"))
+    return VariantData(value=ask(queries.value), samples=ask(queries.samples))
+
+
 def observe_and_judge(
     *,
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     provider: MetricProvider | str,
     namespace: str,
+    rollout: str,
     pair: tuple[ModelRef, ModelRef],
     now: datetime,
+    batches: QueryBatches | None = None,
 ) -> dict[str, Judgement]:
-    """`pair` is (incumbent, candidate); `provider` a message when the rollout has none: then every
-    guardrail is inconclusive with it."""
+    """`pair` is (incumbent, candidate) of the ModelRollout `rollout`; `provider` a message when
+    the rollout has none: then every guardrail is inconclusive with it."""
     incumbent, candidate = pair
     if isinstance(provider, str):
         return {g.name: Judgement(Verdict.INCONCLUSIVE, provider, cause=Cause.ERROR) for g in spec.guardrails}
     judgements: dict[str, Judgement] = {}
     previous = {gs.name: gs.segments for gs in status.guardrails}
     for guardrail in spec.guardrails:
-        # Labels trickle in long after their predictions: label guardrails count since the rollout began.
-        cumulative = guardrail.sequential is not None or guardrail.labelled
-        window = analysis_window(spec, status, now, cumulative=cumulative)
+        since_start = cumulative(guardrail)
+        window = analysis_window(spec, status, now, cumulative=since_start)
         compares = guardrail.absolute is None
+        batched = None if batches is None else _batchable(guardrail, provider, cumulative=since_start)
+        if batches is not None and batched is not None:
+            at = batches.evaluation_time(now, parse_duration(spec.analysis.interval).total_seconds())
+            cand = _batched_variant(batches, provider, batched, guardrail, candidate.name, window, at)
+            inc = (
+                _batched_variant(batches, provider, batched, guardrail, incumbent.name, window, at)
+                if compares
+                else VariantData()
+            )
+            judgements[guardrail.name] = judge(
+                guardrail, GuardrailData(candidate=cand, incumbent=inc), previous.get(guardrail.name)
+            )
+            continue
         asked = [(candidate, "candidate"), *([(incumbent, "incumbent")] if compares else [])]
         plans = [
-            _plan(guardrail, provider, model, variables_for(model.name, model.version, variant, namespace, window))
+            _plan(
+                guardrail,
+                provider,
+                model,
+                variables_for(
+                    model.name, model.version, variant, namespace, window, rollout=rollout, incumbent=incumbent.name
+                ),
+            )
             for model, variant in asked
         ]
         problem = next((plan for plan in plans if isinstance(plan, str)), None)

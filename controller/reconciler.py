@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from controller.api.annotations import ABORT, PROMOTE, RETRY
 from controller.api.duration import parse_duration
-from controller.api.models import ModelRef, ModelRollout, ModelRolloutSpec, ModelRolloutStatus, Weights
+from controller.api.models import ModelRollout, ModelRolloutSpec, ModelRolloutStatus
 from controller.core.clock import Clock
 from controller.core.engine import (
     PROBLEM_RETRY,
@@ -31,13 +31,14 @@ from controller.core.engine import (
     with_problem,
 )
 from controller.core.judge import Judgement
+from controller.core.shadow import phase_spec
 from controller.kube.errors import NotFound
 from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
 from controller.kube.rollouts import FINALIZER, Rollouts
 from controller.metrics.registry import MetricProviders
 from controller.observe import observe_and_judge
-from controller.routers.base import RouterProblem, RouteTarget
+from controller.routers.base import RouterProblem, RouteTarget, Routing
 from controller.routers.registry import router_for
 from controller.telemetry import Telemetry
 from controller.webhooks.dispatcher import Webhooks
@@ -68,10 +69,13 @@ class Reconciler:
 
     # -- entry ----------------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str) -> timedelta | None:
-        """One pass over one rollout; returns when to look again (None: on the next change)."""
+    def reconcile(self, namespace: str, name: str, *, fresh: bool = False) -> timedelta | None:
+        """One pass over one rollout; returns when to look again (None: on the next change).
+
+        Reads come from the watch-fed caches (kube/informer.py), or from the API server when
+        `fresh`: after a write of this rollout was refused with 409 (the cache was behind)."""
         try:
-            obj = self.rollouts.get(namespace, name)
+            obj = self.rollouts.get(namespace, name, fresh=fresh)
         except NotFound:
             self.telemetry.forget_rollout(namespace, name)
             if self.webhooks is not None:
@@ -94,13 +98,23 @@ class Reconciler:
 
         now = self.clock.now()
         spec, status = rollout.spec, rollout.status
-        applied, route_problem = self._read_route(namespace, name, spec, status)
+        routing, route_problem = self._read_route(namespace, name, spec, status, fresh=fresh)
+        applied = routing.weights if routing is not None else None
+        mirrored = routing.mirrored if routing is not None else None
         judgements: dict[str, Judgement] | None = None
         pair = pair_in_flight(status)
-        if pair is not None and route_problem is None and analysis_due(spec, status, applied, now):
+        if pair is not None and route_problem is None and analysis_due(spec, status, applied, now, mirrored):
             provider = self.providers.for_rollout(namespace, spec.provider)
+            # In shadow the shadow's guardrails are judged (core/shadow.py).
             judgements = observe_and_judge(
-                spec=spec, status=status, provider=provider, namespace=namespace, pair=pair, now=now
+                spec=phase_spec(spec, status),
+                status=status,
+                provider=provider,
+                namespace=namespace,
+                rollout=name,
+                pair=pair,
+                now=now,
+                batches=self.providers.batches,
             )
         answers, deliveries = self.webhooks.take(namespace, name) if self.webhooks is not None else ((), ())
         outcome = decide(
@@ -111,6 +125,8 @@ class Reconciler:
                 generation=rollout.metadata.generation,
                 deleting=deleting,
                 applied=applied,
+                mirrored=mirrored,
+                stale_mirrors=routing.stale if routing is not None else None,
                 router_problem=route_problem,
                 judgements=judgements,
                 requests=Requests(
@@ -147,9 +163,9 @@ class Reconciler:
         self._persist(obj, decided, outcome.status.wire())
         if outcome.release:
             self._guard()
-            fresh = self.rollouts.get(namespace, name)
-            finalizers = [f for f in fresh["metadata"].get("finalizers", []) if f != FINALIZER]
-            self.rollouts.set_finalizers(fresh, finalizers)
+            latest = self.rollouts.get(namespace, name)
+            finalizers = [f for f in latest["metadata"].get("finalizers", []) if f != FINALIZER]
+            self.rollouts.set_finalizers(latest, finalizers)
             self.telemetry.api_writes.labels("finalizer").inc()
             self.telemetry.forget_rollout(namespace, name)
             bound.info("released", decision="release")
@@ -160,22 +176,25 @@ class Reconciler:
 
     # -- read -----------------------------------------------------------------------------------
 
-    def _target(
-        self, namespace: str, name: str, spec: ModelRolloutSpec, incumbent: ModelRef, candidate: ModelRef
-    ) -> RouteTarget:
-        return RouteTarget(
-            namespace=namespace, rollout=name, traffic=spec.traffic, incumbent=incumbent, candidate=candidate
-        )
-
     def _read_route(
-        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
-    ) -> tuple[Weights | None, tuple[str, str] | None]:
+        self, namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, *, fresh: bool
+    ) -> tuple[Routing | None, tuple[str, str] | None]:
         pair = pair_in_flight(status)
         if pair is None:
             return None, None
+        # The mirrors of record (status), never the spec's: a mirror is found by the comparator
+        # it was written with, even if spec.shadow changed since.
+        target = RouteTarget(
+            namespace=namespace,
+            rollout=name,
+            traffic=spec.traffic,
+            incumbent=pair[0],
+            candidate=pair[1],
+            comparator=status.shadow.comparator if status.shadow is not None else None,
+            stale=tuple(status.pending_mirror_removals),
+        )
         try:
-            router = router_for(spec.traffic, self.objects, self.clock)
-            return router.applied(self._target(namespace, name, spec, *pair)), None
+            return router_for(spec.traffic, self.objects, self.clock).routing(target, fresh=fresh), None
         except RouterProblem as problem:
             return None, (problem.reason, problem.message)
 
@@ -192,9 +211,20 @@ class Reconciler:
         status = outcome.status
         for action in outcome.actions:
             self._guard()
-            target = self._target(namespace, name, spec, action.incumbent, action.candidate)
+            # Each write names the mirrors it owns (core.engine.set_weights), as decided.
+            target = RouteTarget(
+                namespace=namespace,
+                rollout=name,
+                traffic=spec.traffic,
+                incumbent=action.incumbent,
+                candidate=action.candidate,
+                comparator=action.comparator,
+                stale=action.stale,
+            )
             try:
-                read_back = router_for(spec.traffic, self.objects, self.clock).apply(target, action.weights)
+                router = router_for(spec.traffic, self.objects, self.clock)
+                routing = router.apply_routing(target, action.weights, action.mirror)
+                read_back = routing.weights
             except RouterProblem as problem:
                 if outcome.release:
                     bound.warning("could not restore traffic on deletion", reason=problem.reason, error=problem.message)
@@ -209,7 +239,14 @@ class Reconciler:
                 candidate=read_back.candidate,
             )
             if status.candidate is not None and action.candidate.name == status.candidate.name:
-                record_weights(status, read_back, now=self.clock.now(), generation=status.observed_generation or 0)
+                record_weights(
+                    status,
+                    read_back,
+                    now=self.clock.now(),
+                    generation=status.observed_generation or 0,
+                    mirrored=routing.mirrored,
+                    stale=routing.stale,
+                )
         return None
 
     def _emit(self, obj: dict[str, Any], events: list[Event], step: str | None, bound: Any) -> None:

@@ -40,6 +40,9 @@ def stack() -> Iterator[Stack]:
     if os.environ.get("E2E_CLUSTER") == "kind" and not (shutil.which("docker") and shutil.which("kind")):
         pytest.skip("E2E_CLUSTER=kind: needs docker and kind on PATH (unset E2E_CLUSTER for the local plane)")
     scenarios = [*demo_scenarios(), *e2e_only_scenarios().values(), *llm_scenarios().values()]
+    # E2E_ONLY=better,shadow runs a world of those scenarios alone (their tests; the others fail).
+    only = {key for key in os.environ.get("E2E_ONLY", "").split(",") if key}
+    scenarios = [s for s in scenarios if not only or s.key in only]
     world = Stack(scenarios, rate=RATE, namespace=f"e2e-{os.urandom(3).hex()}", log=lambda line: None)
     pids: list[int] = []
     began = time.monotonic()
@@ -80,10 +83,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write("")
     write("e2e scenarios (time from applying the ModelRollout to its verdict):")
     for r in _results:
-        guard = f" by {r['guardrail']} ({r['observed']:.3g} vs {r['threshold']})" if r.get("guardrail") else ""
+        # An inconclusive rollback names its guardrail but has no observed value.
+        observed = "no value" if r.get("observed") is None else f"{r['observed']:.3g}"
+        guard = f" by {r['guardrail']} ({observed} vs {r['threshold']})" if r.get("guardrail") else ""
+        shadow = f", {r['candidate_shadow_requests']} comparator calls" if r.get("candidate_shadow_requests") else ""
         write(
-            f"  {r['scenario']:8} {r['verdict']}{guard} after {r['seconds']:.1f}s; "
-            f"the candidate served {r['candidate_requests']} requests ({r['candidate_errors']} errors)"
+            f"  {r['scenario']:8} {r['verdict']} ({r['reason']}){guard} after {r['seconds']:.1f}s; "
+            f"the candidate served {r['candidate_requests']} requests ({r['candidate_errors']} errors){shadow}"
         )
     for note in _notes:
         write(f"  {note}")

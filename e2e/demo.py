@@ -3,9 +3,9 @@
 Starts a local Kubernetes control plane (etcd + kube-apiserver), Prometheus, scikit-learn
 model servers, the data plane (Traefik with the workload controllers by default, or the
 stand-in gateway with E2E_DATA_PLANE=standin: e2e/harness.py), a steady load of HTTP requests
-and the controller; then runs the three rollouts of examples/demo/ one after the other, showing the
-live `kubectl modelrollout status --watch` view of each, and prints a summary. Ctrl-C, or the
-end, stops everything it started.
+and the controller (and a comparator per shadow rollout); then runs the four rollouts of
+examples/demo/ one after the other, showing the live `kubectl modelrollout status --watch` view
+of each, and prints a summary. Ctrl-C, or the end, stops everything it started.
 
 `--llm` (`make demo-llm`) runs the three LLM rollouts of examples/llm/ instead: stand-in vLLM
 servers (e2e/llm.py: vLLM's metric names and streamed answers, no model) behind InferencePools,
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=25.0, help="requests/s through each gateway (default 25)")
     parser.add_argument("--no-watch", action="store_true", help="do not show the status --watch view")
     parser.add_argument("--only", action="append", help="run only these scenarios (better, errors, drift)")
-    parser.add_argument("--llm", action="store_true", help="the LLM rollouts of examples/llm/ (ttft, truncation, cheaper)")
+    parser.add_argument(
+        "--llm", action="store_true", help="the LLM rollouts of examples/llm/ (ttft, truncation, cheaper)"
+    )
     args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell may start us with it ignored
         signal.signal(sig, _terminate)

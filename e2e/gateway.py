@@ -18,8 +18,15 @@ small proxy plays its part for the demo and the end-to-end suite, and only that 
   EndpointSlice controller on the local plane, and EndpointSlices may not point at loopback.
   A backendRef whose Service or port does not exist answers 500, as the Gateway API says;
 - it records when it applied which weights (`timeline`), so tests can compare the requests each
-  model server saw with the split that was in force;
-- it passes the request's `X-Region` header (its segment) on to the model server.
+  model server saw with the split that was in force, and how many requests it sent each backend
+  under each of those weights (`generations()`: no clock involved);
+- it passes the request's `X-Region` header (its segment) on to the model server;
+- it honours a rule's `RequestMirror` filters (the shadow phase, docs/shadow.md): a copy of a
+  matching request goes, with the filter's `percent` (or `fraction`) as its chance, to the
+  filter's backendRef (a Service, resolved like the others: the comparator), in the background,
+  and its answer is discarded, as the Gateway API says; `mirrored` counts the copies sent and
+  `mirror_timeline` records when it applied which mirrors. Only the primary backend's answer
+  ever reaches the client.
 
 It lives in e2e/, outside the product package `controller/`.
 """
@@ -31,6 +38,7 @@ import http.client
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -51,9 +59,15 @@ class Gateway:
         self.pools: set[str] = set()  # backendRefs naming an InferencePool, not a Service
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._rules: list[tuple[list[str], list[tuple[str, int, int]]]] = []  # (prefixes, [(service, port, weight)])
+        # (prefixes, [(service, port, weight)], [(mirror service, port, percent)])
+        self._rules: list[tuple[list[str], list[tuple[str, int, int]], list[tuple[str, int, float]]]] = []
         self.timeline: list[tuple[float, dict[str, int]]] = []  # (time.monotonic(), weights of the first rule)
+        self.mirror_timeline: list[tuple[float, dict[str, float]]] = []  # ... and its mirrors' percent
         self.forwarded: dict[str, int] = {}
+        # Requests sent to each backend under each entry of `timeline` (same index).
+        self._forwarded_by_generation: list[dict[str, int]] = []
+        self.mirrored: dict[str, int] = {}
+        self._mirrors = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"gateway-mirror-{route}")
         self._stop = threading.Event()
         self._loaded = threading.Event()
         self._local = threading.local()
@@ -96,7 +110,7 @@ class Gateway:
     # -- the route ----------------------------------------------------------------------------
 
     def _apply(self, route: dict[str, Any]) -> None:
-        rules: list[tuple[list[str], list[tuple[str, int, int]]]] = []
+        rules: list[tuple[list[str], list[tuple[str, int, int]], list[tuple[str, int, float]]]] = []
         for rule in route.get("spec", {}).get("rules", []):
             prefixes = [
                 m["path"]["value"]
@@ -106,7 +120,10 @@ class Gateway:
             refs = [
                 (ref["name"], int(ref.get("port", 0)), int(ref.get("weight", 1))) for ref in rule.get("backendRefs", [])
             ]
-            rules.append((prefixes, refs))
+            mirrors = [_mirror(f) for f in rule.get("filters") or [] if f.get("type") == "RequestMirror"]
+            rules.append((prefixes, refs, mirrors))
+            for service, port, _ in mirrors:
+                self._resolve(service, port)
             for ref in rule.get("backendRefs", []):
                 if ref.get("kind") == POOL_KIND and ref.get("group") == POOL_GROUP:
                     self.pools.add(ref["name"])
@@ -116,13 +133,19 @@ class Gateway:
             first = {name: weight for name, _, weight in rules[0][1]} if rules else {}
             if not self.timeline or self.timeline[-1][1] != first:
                 self.timeline.append((time.monotonic(), first))
+                self._forwarded_by_generation.append({})
+            mirrors = {name: percent for name, _, percent in rules[0][2]} if rules else {}
+            if not self.mirror_timeline or self.mirror_timeline[-1][1] != mirrors:
+                self.mirror_timeline.append((time.monotonic(), mirrors))
         self._loaded.set()
 
     def _resolve(self, service: str, port: int) -> None:
         """Where (Service, port) sends requests: the port's targetPort on loopback, if it exists."""
         if service in self.pools:
             try:
-                pool = self.custom.get_namespaced_custom_object(POOL_GROUP, "v1", self.namespace, "inferencepools", service)
+                pool = self.custom.get_namespaced_custom_object(
+                    POOL_GROUP, "v1", self.namespace, "inferencepools", service
+                )
             except client.ApiException as exc:
                 if exc.status != 404:
                     raise
@@ -170,12 +193,46 @@ class Gateway:
         with self._lock:
             return {name: weight for name, _, weight in self._rules[0][1]} if self._rules else {}
 
+    def _mirror_copies(self, path: str) -> list[tuple[str, int]]:
+        """The mirrors of the rule this request matches that it is copied to (each by its chance)."""
+        with self._lock:
+            for prefixes, _, mirrors in self._rules:
+                if any(path == p or path.startswith(p.rstrip("/") + "/") or p == "/" for p in prefixes):
+                    return [(name, port) for name, port, percent in mirrors if self._random.uniform(0, 100) < percent]
+        return []
+
+    def _send_mirror(
+        self, target: tuple[str, int], method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> None:
+        """One mirrored copy: sent, its answer read and discarded (never the client's)."""
+        with self._lock:
+            port = self.ports.get(target)
+            self.mirrored[target[0]] = self.mirrored.get(target[0], 0) + 1
+        if port is None:
+            return
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            pass  # the mirror's backend down: nothing for the client to see
+        finally:
+            conn.close()
+
     # -- requests -----------------------------------------------------------------------------
 
-    def _pick(self, path: str) -> tuple[str, int] | None:
-        """(Service, port) of the backendRef this request goes to, by weight; None: no backend."""
+    def generations(self) -> list[tuple[dict[str, int], dict[str, int]]]:
+        """Each set of weights the gateway applied, in order, with the requests it sent each
+        backend while they were in force."""
         with self._lock:
-            for prefixes, refs in self._rules:
+            return [(w, dict(sent)) for (_, w), sent in zip(self.timeline, self._forwarded_by_generation, strict=True)]
+
+    def _pick(self, path: str) -> tuple[str, int, int] | None:
+        """(Service, port) of the backendRef this request goes to, by weight, and the generation of
+        the weights it was picked by; None: no backend."""
+        with self._lock:
+            generation = len(self.timeline) - 1
+            for prefixes, refs, _ in self._rules:
                 if any(path == p or path.startswith(p.rstrip("/") + "/") or p == "/" for p in prefixes):
                     total = sum(w for _, _, w in refs)
                     if total <= 0:
@@ -184,17 +241,26 @@ class Gateway:
                     for name, port, weight in refs:
                         point -= weight
                         if point < 0 and weight > 0:
-                            return name, port
-                    return next((name, port) for name, port, weight in reversed(refs) if weight > 0)
+                            return name, port, generation
+                    return next((name, port, generation) for name, port, weight in reversed(refs) if weight > 0)
         return None
 
     def forward(
         self, method: str, path: str, body: bytes, content_type: str | None, segment: str | None = None
     ) -> tuple[int, dict[str, str], bytes]:
-        picked = self._pick(path)
-        if picked is None:
+        copies = self._mirror_copies(path)
+        if copies:
+            mirrored = {"Content-Type": content_type or "application/json"}
+            if segment is not None:
+                mirrored[SEGMENT_HEADER] = segment
+            for target in copies:
+                with contextlib.suppress(RuntimeError):  # closing: no new copies
+                    self._mirrors.submit(self._send_mirror, target, method, path, body, mirrored)
+        chosen = self._pick(path)
+        if chosen is None:
             return 500, {"Content-Type": "text/plain"}, b"no backend with a weight above 0\n"
-        backend = picked[0]
+        backend, generation = chosen[0], chosen[2]
+        picked = (chosen[0], chosen[1])
         with self._lock:
             port = self.ports.get(picked)
         if port is None:  # a Service created after the route: look again
@@ -205,6 +271,8 @@ class Gateway:
         with self._lock:
             if port is not None:
                 self.forwarded[backend] = self.forwarded.get(backend, 0) + 1
+                sent = self._forwarded_by_generation[generation]
+                sent[backend] = sent.get(backend, 0) + 1
         if port is None:  # a backendRef to a Service (or port) that does not exist: the Gateway API says 500
             return 500, {"Content-Type": "text/plain"}, f"backend {backend} not found\n".encode()
         conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
@@ -231,8 +299,22 @@ class Gateway:
         self._stop.set()
         self.server.shutdown()
         self.server.server_close()
+        self._mirrors.shutdown(wait=True)
         for thread in self._threads:
             thread.join(timeout=10)
         with contextlib.suppress(Exception):
             for conn in self._local.__dict__.get("conns", {}).values():
                 conn.close()
+
+
+def _mirror(f: dict[str, Any]) -> tuple[str, int, float]:
+    """A RequestMirror filter's (Service, port, percent): `percent`, else `fraction`, else 100."""
+    mirror = f.get("requestMirror") or {}
+    ref = mirror.get("backendRef") or {}
+    percent: float = 100.0
+    if isinstance(mirror.get("percent"), int):
+        percent = float(mirror["percent"])
+    elif isinstance(mirror.get("fraction"), dict):
+        fraction = mirror["fraction"]
+        percent = 100.0 * int(fraction.get("numerator", 0)) / int(fraction.get("denominator", 100) or 100)
+    return str(ref.get("name", "")), int(ref.get("port", 0)), percent

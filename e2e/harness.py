@@ -4,7 +4,10 @@
 tests/support/controlplane.py by default, or a kind cluster with `E2E_CLUSTER=kind`), the CRDs
 (ours, the official Gateway API ones and the InferencePool), one model server per model of every
 scenario (a stand-in LLM server, e2e/llm.py, for the LLM scenarios), a
-real Prometheus scraping them every second, and the real controller process. Each `Scenario`
+real Prometheus scraping them every second, and the real controller process. A scenario whose
+ModelRollout has `spec.shadow` also gets its comparator (`python -m controller.comparator`, its
+own process, scraped by the same Prometheus) behind a Service named in `shadow.comparator`, and
+the API server keeps an audit log (the mirror filter's writes). Each `Scenario`
 then gets its HTTPRoute, a gateway routing by it, a steady load through that gateway, and
 finally its ModelRollout (applied with the real kubectl). `Stack.close()` stops all of it;
 the processes it started (etcd, kube-apiserver, prometheus, the controller) are stopped by pid.
@@ -22,13 +25,16 @@ The data plane (`data_plane`, or `E2E_DATA_PLANE`):
 - `standin`: e2e/gateway.py, a stand-in that is NOT a Gateway API implementation (the fallback,
   and with `E2E_CLUSTER=kind`); model servers on 127.0.0.1.
 The LLM scenarios always use the stand-in: their backendRefs are InferencePools, which Traefik
-v3.6 does not implement (docs/development.md).
+v3.6 does not implement (docs/development.md). So do the shadow scenarios: Traefik v3.6's
+Gateway API provider has no RequestMirror filter (its HTTPRoute filters are RequestRedirect,
+RequestHeaderModifier, ResponseHeaderModifier, URLRewrite and ExtensionRef).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import shutil
@@ -37,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +61,7 @@ from e2e.load import Load
 from e2e.models import POD_PORT, VARIANTS, ModelServer, accuracy
 from tests.support.backends import inference_pool, install_inference_pool_crds
 from tests.support.controller import ControllerFactory, ControllerProcess
-from tests.support.controlplane import REPO, ControlPlane, bin_dir, running_control_plane
+from tests.support.controlplane import REPO, ControlPlane, bin_dir, free_port, running_control_plane, stop_process
 from tests.support.gatewayapi import install_gateway_api_crds
 from tests.support.kube import install_crds
 from tests.support.netns import NetNS, network_namespace
@@ -91,6 +98,8 @@ class Scenario:
     rate: float | None = None  # requests/s through its gateway (default: the stack's)
     labelled: bool = False  # its model servers get labels from the labelling process (e2e/labeller.py)
     llm: bool = False  # stand-in LLM servers behind InferencePools, streamed chat completions
+    comparator_down: bool = False  # spec.shadow's comparator Service exists, no comparator answers it
+    comparator: ComparatorProcess | None = None
     gateway: Gateway | TraefikRoute | None = None
     load: Load | None = None
     applied_at: float = 0.0
@@ -112,9 +121,67 @@ class Scenario:
     def doc(self, kind: str) -> dict[str, Any]:
         return next(d for d in self.docs if d["kind"] == kind)
 
+    @property
+    def shadow(self) -> dict[str, Any] | None:
+        shadow: dict[str, Any] | None = self.doc("ModelRollout")["spec"].get("shadow")
+        return shadow
+
+
+class ComparatorProcess:
+    """One rollout's comparator, `python -m controller.comparator`, as its own process on loopback.
+
+    Its models are the scenario's servers (`--model name=url`: the Services' loopback ports); it
+    reads the rollout from the API server like the chart's comparator does, writes its request log
+    to `log`, and exports its counters on `metrics_port` for Prometheus."""
+
+    def __init__(self, scenario: Scenario, plane: ControlPlane, namespace: str, servers: dict[str, Any]) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.log = plane.workdir / f"comparator-{scenario.key}.jsonl"
+        self.output = plane.workdir / f"comparator-{scenario.key}.log"
+        argv = [sys.executable, "-m", "controller.comparator", "--kubeconfig", str(plane.kubeconfig)]
+        argv += ["--namespace", namespace, "--rollout", scenario.key, "--host", "127.0.0.1"]
+        argv += ["--port", str(self.port), "--metrics-port", str(self.metrics_port), "--refresh", "1"]
+        # The models are on loopback here: the local setup's exception, as for the controller.
+        argv += ["--request-log", str(self.log), "--allow-loopback-addresses"]
+        for model in scenario.models:
+            argv += ["--model", f"{model}=http://127.0.0.1:{servers[model].port}"]
+        with self.output.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"comparator exited: {self.output.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError("comparator not ready")
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def close(self) -> None:
+        stop_process(self.proc)
+
 
 def _load_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def stable_seed(name: str) -> int:
+    """The random seed of a model server, gateway or load generator, from its name alone: a
+    scenario draws the same requests and answers whichever other scenarios run beside it (all of
+    e2e, `E2E_ONLY`, `make demo`). Seeds from positions in the list changed when a scenario was
+    added: the cheaper LLM then drew 7 truncations in its first 50 answers (5% in the long run)
+    and was rolled back by its 12% guardrail, in a full run only."""
+    return zlib.crc32(name.encode())
 
 
 def demo_scenarios() -> list[Scenario]:
@@ -146,6 +213,16 @@ def demo_scenarios() -> list[Scenario]:
             "prediction-drift",
             source="examples/demo/03-broken-feature-pipeline.yaml",
         ),
+        Scenario(
+            "shadow",
+            "a candidate that answers 200, as fast, with the same score distribution but disagrees with the "
+            "incumbent on 15% of requests is rolled back in shadow, having answered no user",
+            {"shadow-v1": "incumbent", "shadow-v2": "mislabelled"},
+            _load_docs(DEMO / "04-shadow-disagrees.yaml"),
+            "RolledBack",
+            "agreement",
+            source="examples/demo/04-shadow-disagrees.yaml",
+        ),
     ]
 
 
@@ -167,9 +244,24 @@ def derived(
     rollout["spec"]["incumbent"] = {"name": f"{key}-v1"}
     rollout["spec"]["candidate"] = {"name": f"{key}-v2"}
     rollout["spec"]["traffic"]["gatewayAPI"]["httpRoute"] = key
+    # Scenario 1's shadow phase is its own (and needs its comparator): a derived rollout starts at step 1.
+    rollout["spec"].pop("shadow", None)
     if mutate is not None:
         mutate(rollout)
     return docs
+
+
+def renamed(key: str, path: Path = DEMO / "04-shadow-disagrees.yaml") -> list[dict[str, Any]]:
+    """A demo manifest with a shadow phase, renamed to `key`: its route, rollout, models and comparator."""
+    route, rollout = copy.deepcopy(_load_docs(path))
+    route["metadata"]["name"] = rollout["metadata"]["name"] = key
+    for i, ref in enumerate(route["spec"]["rules"][0]["backendRefs"]):
+        ref["name"] = f"{key}-v{i + 1}"
+    spec = rollout["spec"]
+    spec["incumbent"], spec["candidate"] = {"name": f"{key}-v1"}, {"name": f"{key}-v2"}
+    spec["traffic"]["gatewayAPI"]["httpRoute"] = key
+    spec["shadow"]["comparator"]["service"] = f"{key}-comparator"
+    return [route, rollout]
 
 
 # Seconds from a prediction to its label in the label scenarios (e2e timing: minutes to weeks in production).
@@ -190,6 +282,9 @@ def with_labels(*, drift: bool) -> Callable[[dict[str, Any]], None]:
     def mutate(rollout: dict[str, Any]) -> None:
         spec = rollout["spec"]
         spec["canary"]["steps"] = [{"weight": 50, "hold": "5s"}, {"weight": 80, "hold": "5s"}]
+        # A step waits for its labels (LABEL_DELAY after its predictions): about 50 s on an idle
+        # machine, over 90 s (the demo's deadline) on an overloaded one (seen in CI), so 180 s.
+        spec["analysis"]["progressDeadline"] = "180s"
         kept = ("error-rate", "prediction-drift") if drift else ("error-rate",)
         spec["guardrails"] = [g for g in spec["guardrails"] if g["name"] in kept]
         spec["guardrails"].append(
@@ -203,6 +298,24 @@ def with_labels(*, drift: bool) -> Callable[[dict[str, Any]], None]:
         )
 
     return mutate
+
+
+def without_drift(rollout: dict[str, Any]) -> None:
+    """The demo's guardrails but prediction drift: the drift rule's significance is per look (about
+    0.2% false failures per look between the incumbent and the better model, PSI 0.01 over the
+    dataset, at 90 candidate samples), and a scenario that is about something else looks ten
+    times and more: with seeds from names (stable_seed), the latency scenario's draws failed on
+    drift at PSI 0.31 on 88 samples. The drift scenario and the demo keep the rule."""
+    rollout["spec"]["guardrails"] = [g for g in rollout["spec"]["guardrails"] if g["name"] != "prediction-drift"]
+
+
+def only_error_rate(rollout: dict[str, Any]) -> None:
+    """The demo's error-rate guardrail alone, for the CI flow: what it shows is `set-candidate`
+    and `wait`'s exit codes, and its error-prone candidate fails error-rate. Its good candidates
+    are judged three minutes and more against an equal incumbent, and on a loaded 2-core machine
+    the p99 ratio of two equal models on 1 s windows crosses 2 now and then (seen in CI beside a
+    benchmark: 0.1165 s vs 0.0546 s), as does the per-look drift test (without_drift)."""
+    rollout["spec"]["guardrails"] = [g for g in rollout["spec"]["guardrails"] if g["name"] == "error-rate"]
 
 
 def e2e_only_scenarios() -> dict[str, Scenario]:
@@ -272,7 +385,7 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             "latency",
             "a slower candidate is rolled back by the p99 comparison with the incumbent",
             {"latency-v1": "incumbent", "latency-v2": "slow"},
-            derived("latency"),
+            derived("latency", without_drift),
             "RolledBack",
             "p99-latency",
         ),
@@ -283,11 +396,19 @@ def e2e_only_scenarios() -> dict[str, Scenario]:
             derived("gate", gate),
             "Promoted",
         ),
+        "shadow-down": Scenario(
+            "shadow-down",
+            "the comparator is down: shadow has no comparisons, inconclusive, never a pass",
+            {"shadow-down-v1": "incumbent", "shadow-down-v2": "better"},
+            renamed("shadow-down"),
+            "RolledBack",
+            comparator_down=True,
+        ),
         "ci": Scenario(
             "ci",
             "CI: set-candidate, then wait exits 0 (promoted) or 1 (rolled back)",
             {"ci-v1": "incumbent", "ci-v2": "better", "ci-v3": "error-prone", "ci-v4": "better"},
-            derived("ci", extra=2),
+            derived("ci", only_error_rate, extra=2),
             "Promoted",
         ),
     }
@@ -429,7 +550,8 @@ class Stack:
             self._exit.callback(shutil.rmtree, self.plane.workdir, ignore_errors=True)
             self.log("Kubernetes: the kind cluster (E2E_CLUSTER=kind)")
         else:
-            self.plane = self._exit.enter_context(running_control_plane())
+            shadows = any(s.shadow is not None for s in self.scenarios.values())
+            self.plane = self._exit.enter_context(running_control_plane(audit=shadows))
             self.log(f"Kubernetes: local etcd + kube-apiserver at {self.plane.url} ({self.plane.start_seconds:.1f}s)")
         self.api = config.new_client_from_config(config_file=str(self.plane.kubeconfig))
         install_crds(self.api, REPO / "crds")
@@ -441,17 +563,16 @@ class Stack:
         self.log("CRDs: modelrollout.dev and the Gateway API (standard channel)")
         if self.data_plane == "traefik":
             self._start_pods()
-        for number, (name, variant) in enumerate(
-            (item for scenario in self.scenarios.values() for item in scenario.models.items()), 1
-        ):
+        for name, variant in (item for scenario in self.scenarios.values() for item in scenario.models.items()):
+            seed = stable_seed(name)
             if variant in LLM_VARIANTS:
-                server: ModelServer = LlmServer(name, variant, seed=number, log_dir=self.plane.workdir)
+                server: ModelServer = LlmServer(name, variant, seed=seed, log_dir=self.plane.workdir)
             elif name in self.pod_ips:
                 server = ModelServer(
-                    name, variant, seed=number, log_dir=self.plane.workdir, netns=self.netns, address=self.pod_ips[name]
+                    name, variant, seed=seed, log_dir=self.plane.workdir, netns=self.netns, address=self.pod_ips[name]
                 )
             else:
-                server = ModelServer(name, variant, seed=number, log_dir=self.plane.workdir)
+                server = ModelServer(name, variant, seed=seed, log_dir=self.plane.workdir)
             self.servers[name] = server
             self._exit.callback(server.close)
         for server in self.servers.values():
@@ -471,7 +592,17 @@ class Stack:
             self._exit.callback(labeller.close)
             self.labeller = labeller
             self.log(f"labelling process: the ground truth of each prediction, {LABEL_DELAY}s later")
-        self.prometheus = PrometheusServer([s.port for s in self.servers.values()])
+        for scenario in self.scenarios.values():
+            if scenario.shadow is not None and not scenario.comparator_down:
+                comparator = scenario.comparator = ComparatorProcess(scenario, self.plane, self.namespace, self.servers)
+                self._exit.callback(comparator.close)
+        for scenario in self.scenarios.values():
+            if scenario.comparator is not None:
+                scenario.comparator.wait_ready()
+        comparators = [s.comparator.metrics_port for s in self.scenarios.values() if s.comparator is not None]
+        if comparators:
+            self.log(f"comparators: {len(comparators)}, one process per shadow rollout, on 127.0.0.1")
+        self.prometheus = PrometheusServer([*(s.port for s in self.servers.values()), *comparators])
         self._exit.callback(self.prometheus.close)
         self.prometheus.start()
         self.log(f"Prometheus: {self.prometheus.url}, scraping every model server each second")
@@ -491,7 +622,10 @@ class Stack:
     # -- the traefik data plane ---------------------------------------------------------------
 
     def _traefik_scenarios(self) -> list[Scenario]:
-        return [s for s in self.scenarios.values() if not s.llm]
+        """The scenarios Traefik routes: not the LLMs' (InferencePool backends, which Traefik v3.6
+        has no support for) nor the shadows' (Traefik v3.6's Gateway provider has no RequestMirror
+        filter): those keep the stand-in gateway."""
+        return [s for s in self.scenarios.values() if not s.llm and s.shadow is None]
 
     def _start_pods(self) -> None:
         """The workload controllers, the network namespace, and per model (but the LLMs) a
@@ -558,6 +692,7 @@ class Stack:
             pids.append(self.controller.proc.pid)
         if hasattr(self, "labeller"):
             pids.append(self.labeller.proc.pid)
+        pids += [s.comparator.proc.pid for s in self.scenarios.values() if s.comparator is not None]
         return pids
 
     @property
@@ -584,8 +719,7 @@ class Stack:
 
     def serve(self, scenario: Scenario, *, wait: bool = True) -> None:
         """The scenario's Services and HTTPRoute, its gateway and a steady load; waits until Prometheus sees the incumbent."""
-        seed = sorted(self.scenarios).index(scenario.key)
-        if self.traefik is not None and not scenario.llm:
+        if self.traefik is not None and scenario.key in {s.key for s in self._traefik_scenarios()}:
             # The Services exist (with the Deployments); the route names its own listener.
             route = copy.deepcopy(scenario.doc("HTTPRoute"))
             route["spec"]["parentRefs"] = [{"name": GATEWAY, "sectionName": scenario.key}]
@@ -597,8 +731,12 @@ class Stack:
                 # An LLM's backend is an InferencePool whose target port is its server's loopback port.
                 port = self.servers[name].port
                 self.apply(inference_pool(name, port) if scenario.llm else service(name, port))
+            if scenario.shadow is not None:
+                # The comparator's Service; with the comparator down, its port has no listener.
+                port = scenario.comparator.port if scenario.comparator is not None else free_port()
+                self.apply(service(scenario.shadow["comparator"]["service"], port))
             self.apply(scenario.doc("HTTPRoute"))
-            scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=seed)
+            scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=stable_seed(scenario.key))
         self._exit.callback(scenario.gateway.close)
         # Streamed answers take 100-300 ms: more threads keep the same rate.
         threads = 8 if scenario.llm else 4
@@ -682,6 +820,9 @@ class Stack:
             "threshold": failed.get("threshold"),
             "seconds": scenario.verdict_at - scenario.applied_at,
             "candidate_requests": self.servers[scenario.candidate].served(),
+            "candidate_shadow_requests": self.servers[scenario.candidate].shadow_served()
+            if isinstance(self.servers[scenario.candidate], ModelServer) and not scenario.llm
+            else 0,
             "candidate_errors": self.servers[scenario.candidate].codes.get(500, 0),
             "incumbent_requests": self.servers[scenario.incumbent].served(),
             "candidate_variant": scenario.models[scenario.candidate],

@@ -53,6 +53,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from controller.comparator.service import SHADOW_HEADER
 from tests.support.controlplane import stop_process
 from tests.support.netns import NetNS, Relay
 
@@ -185,7 +186,8 @@ class Server:
         self.model = trained(self.variant.training)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self.arrivals: list[float] = []  # time.monotonic() of every /predict received
+        self.arrivals: list[float] = []  # time.monotonic() of every /predict received for a user
+        self.shadow_arrivals: list[float] = []  # ... and of every one the shadow comparator made
         self.codes: dict[int, int] = {}
         registry = CollectorRegistry()
         self._requests = Counter(
@@ -247,7 +249,8 @@ class Server:
                 if path == "/feedback":
                     code, answer = server.feedback(body)
                 elif path == "/predict":
-                    code, answer = server.predict(body, self.headers.get(SEGMENT_HEADER) or "")
+                    shadow = self.headers.get(SHADOW_HEADER) is not None
+                    code, answer = server.predict(body, self.headers.get(SEGMENT_HEADER) or "", shadow=shadow)
                 else:
                     self._send(404, b"not found\n", "text/plain")
                     return
@@ -266,11 +269,13 @@ class Server:
         self.http = ThreadingHTTPServer((host, port), Handler)
         self.http.daemon_threads = True
 
-    def predict(self, body: bytes, region: str = "") -> tuple[int, dict[str, Any]]:
+    def predict(self, body: bytes, region: str = "", *, shadow: bool = False) -> tuple[int, dict[str, Any]]:
+        """One prediction; `shadow`: asked by the comparator (docs/shadow.md), not for a user: counted
+        in `shadow_arrivals`, not `arrivals`, and kept out of the prediction log labels are for."""
         began = time.perf_counter()
         region = region if region in REGIONS else ""
         with self._lock:
-            self.arrivals.append(time.monotonic())
+            (self.shadow_arrivals if shadow else self.arrivals).append(time.monotonic())
             think = self._random.uniform(*BASE_LATENCY) + self.variant.extra_latency
             fail = self._random.random() < self.variant.errors_in(region)
         try:
@@ -289,7 +294,7 @@ class Server:
         if _in_slice(features, self.variant.wrong_slice):
             score = 1.0 - score
         self._prediction.labels(model=self.name).observe(score)
-        if request_id:
+        if request_id and not shadow:
             self._log(request_id, 0 if score >= 0.5 else 1)
         return self._answer(200, {"model": self.name, "score": score, "id": request_id}, began, region)
 
@@ -334,7 +339,11 @@ class Server:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"arrivals": list(self.arrivals), "codes": {str(k): v for k, v in self.codes.items()}}
+            return {
+                "arrivals": list(self.arrivals),
+                "shadow_arrivals": list(self.shadow_arrivals),
+                "codes": {str(k): v for k, v in self.codes.items()},
+            }
 
 
 class ModelServer:
@@ -422,8 +431,12 @@ class ModelServer:
         return {int(k): v for k, v in self.snapshot()["codes"].items()}
 
     def served(self) -> int:
-        """Requests received on /predict so far."""
+        """Users' requests received on /predict so far (the comparator's calls are not users')."""
         return len(self.snapshot()["arrivals"])
+
+    def shadow_served(self) -> int:
+        """The shadow comparator's calls on /predict so far."""
+        return len(self.snapshot().get("shadow_arrivals", []))
 
     def arrivals_between(self, start: float, end: float, arrivals: list[float] | None = None) -> int:
         times = arrivals if arrivals is not None else self.snapshot()["arrivals"]

@@ -47,6 +47,10 @@ MAX_STEPS = 20
 MAX_GUARDRAILS = 16
 MAX_HISTORY = 20
 MAX_FAILED_CANDIDATES = 10
+# Comparisons a comparator may have in flight (spec.shadow.maxConcurrency): its threads are sized by it.
+MAX_SHADOW_CONCURRENCY = 1000
+# Earlier shadows' comparators whose mirror is still to be removed (one per candidate replaced mid-shadow).
+MAX_PENDING_MIRRORS = 4
 # Segments a guardrail names (plus "other"), and failing segments whose evidence status keeps.
 MAX_SEGMENTS = 20
 DEFAULT_MAX_SEGMENTS = 8
@@ -308,6 +312,9 @@ class BuiltinMetric(StrEnum):
     TRUNCATED_OR_ABORTED_RATE = "TruncatedOrAbortedRate"
     OUTPUT_TOKENS_PER_SECOND = "OutputTokensPerSecond"
     COST_PER_1K_OUTPUT_TOKENS = "CostPer1kOutputTokens"
+    # Shadow phase only: the share of mirrored requests on which the candidate's prediction
+    # disagreed with the incumbent's, from the comparator's counters (docs/shadow.md).
+    SHADOW_DISAGREEMENT = "ShadowDisagreement"
 
 
 # Builtins read from an LLM server's metrics, whose names `metric.llmMetrics` may choose.
@@ -380,9 +387,7 @@ class ModelPrice(ApiModel):
     model: DnsName = Field(description="The ModelRef name this price is for.")
     per_replica_hour: _PRICE | None = Field(None, description="Price of one serving replica for one hour.")
     per_million_output_tokens: _PRICE | None = Field(None, description="Price of one million output tokens.")
-    per_million_input_tokens: _PRICE | None = Field(
-        None, description="Price of one million prompt tokens (default 0)."
-    )
+    per_million_input_tokens: _PRICE | None = Field(None, description="Price of one million prompt tokens (default 0).")
 
 
 class MetricSource(ApiModel):
@@ -559,6 +564,7 @@ _EVENT_BUILTINS = (
     BuiltinMetric.ERROR_RATE,
     BuiltinMetric.LABELLED_ERROR_RATE,
     BuiltinMetric.TRUNCATED_OR_ABORTED_RATE,
+    BuiltinMetric.SHADOW_DISAGREEMENT,
 )
 # Builtins on ground truth: their guardrails are label guardrails even without labelDelay.
 LABELLED_BUILTINS = (BuiltinMetric.LABELLED_ERROR_RATE, BuiltinMetric.LABELLED_LOSS)
@@ -589,9 +595,7 @@ class Guardrail(ApiModel):
             message="the sequential rule needs metric.errorsQuery and totalQuery, or builtin "
             f"{', '.join(_EVENT_BUILTINS[:-1])} or {_EVENT_BUILTINS[-1]}",
             check=lambda g: (
-                g.sequential is None
-                or g.metric.errors_query is not None
-                or g.metric.builtin in _EVENT_BUILTINS
+                g.sequential is None or g.metric.errors_query is not None or g.metric.builtin in _EVENT_BUILTINS
             ),
             field_path=".metric",
         ),
@@ -616,7 +620,28 @@ class Guardrail(ApiModel):
             cel="!has(self.segmentBy) || !has(self.drift) || self.segmentBy != "
             "(has(self.metric.distributionLabel) ? self.metric.distributionLabel : 'le')",
             message="segmentBy must differ from the distribution's label (metric.distributionLabel, default le)",
-            check=lambda g: g.segment_by is None or g.drift is None or g.segment_by != (g.metric.distribution_label or "le"),
+            check=lambda g: (
+                g.segment_by is None or g.drift is None or g.segment_by != (g.metric.distribution_label or "le")
+            ),
+            field_path=".segmentBy",
+        ),
+        Rule(
+            cel="!has(self.metric.builtin) || self.metric.builtin != 'ShadowDisagreement' || "
+            "has(self.absolute) || has(self.sequential)",
+            message="builtin ShadowDisagreement takes an absolute rule (max disagreement rate) or a sequential "
+            "one (against the incumbent's noise floor)",
+            check=lambda g: (
+                g.metric.builtin != BuiltinMetric.SHADOW_DISAGREEMENT
+                or g.absolute is not None
+                or g.sequential is not None
+            ),
+            field_path=".metric.builtin",
+        ),
+        Rule(
+            cel="!has(self.segmentBy) || !has(self.metric.builtin) || self.metric.builtin != 'ShadowDisagreement'",
+            message="builtin ShadowDisagreement cannot be segmented: the comparator counts per model pair, not per "
+            "segment",
+            check=lambda g: g.segment_by is None or g.metric.builtin != BuiltinMetric.SHADOW_DISAGREEMENT,
             field_path=".segmentBy",
         ),
         Rule(
@@ -679,6 +704,7 @@ class Guardrail(ApiModel):
     @property
     def segment_share(self) -> float:
         return self.min_segment_share if self.min_segment_share is not None else DEFAULT_MIN_SEGMENT_SHARE
+
     label_delay: Duration | None = Field(
         None,
         description="How long after a prediction its label (ground truth) typically arrives (docs/labels.md). "
@@ -936,10 +962,12 @@ class Webhook(ApiModel):
             cel="!has(self.caBundleRef) || has(self.urlSecretRef) || (has(self.url) && self.url.startsWith('https://'))"
             " || (has(self.service) && self.service.scheme == 'https')",
             message="caBundleRef only applies to https",
-            check=lambda w: w.ca_bundle_ref is None
-            or w.url_secret_ref is not None
-            or (w.url or "").startswith("https://")
-            or (w.service is not None and w.service.scheme == "https"),
+            check=lambda w: (
+                w.ca_bundle_ref is None
+                or w.url_secret_ref is not None
+                or (w.url or "").startswith("https://")
+                or (w.service is not None and w.service.scheme == "https")
+            ),
             field_path=".caBundleRef",
         ),
     )
@@ -974,6 +1002,157 @@ class Webhook(ApiModel):
 
     def wants(self, event: WebhookEvent) -> bool:
         return self.type is WebhookType.NOTIFICATION and (self.events is None or event in self.events)
+
+
+# --------------------------------------------------------------------------------------------
+# Shadow phase (docs/shadow.md)
+# --------------------------------------------------------------------------------------------
+
+# The JSON path subset the comparator reads: $ then .field or [index] steps, e.g. $.predictions[0].label.
+PREDICTION_PATH = r"^\$(\.[A-Za-z_][A-Za-z0-9_-]*|\[[0-9]+\])*$"
+
+
+class ComparatorRef(ApiModel):
+    """The comparator's Service: the router mirrors requests to it (it calls both models itself)."""
+
+    service: DnsLabel = Field(description="Service of the comparator, in the rollout's namespace.")
+    port: Port = Field(8080, description="Its port.")
+
+
+class EqualComparison(ApiModel):
+    """Class labels (or any JSON value): the two predictions must be equal."""
+
+    ignore_case: bool = Field(False, description="Compare strings case-insensitively.")
+
+
+class NumericComparison(ApiModel):
+    """Numbers (or lists of numbers, element by element): equal within either tolerance."""
+
+    rules = (
+        Rule(
+            cel="has(self.absolute) || has(self.relative)",
+            message="set absolute, relative or both",
+            check=lambda n: _has(n.absolute) or _has(n.relative),
+        ),
+    )
+
+    absolute: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="|candidate - incumbent| at most this agrees."
+    )
+    relative: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="|candidate - incumbent| at most this times |incumbent| agrees."
+    )
+
+
+class TopKComparison(ApiModel):
+    """Ranked lists: the candidate's first k items must share enough of the incumbent's first k."""
+
+    k: Annotated[int, Field(ge=1, le=1000)] = Field(description="Items of each list compared.")
+    min_overlap: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        description="Share of the incumbent's top k the candidate's top k must contain to agree."
+    )
+    item_path: Annotated[str, Field(max_length=256, pattern=PREDICTION_PATH)] | None = Field(
+        None, description="Within each list item, the path to its identity (default: the item itself)."
+    )
+
+
+class Comparison(ApiModel):
+    """How the comparator decides that two answers agree. A missing path is a disagreement."""
+
+    rules = (
+        Rule(
+            cel="[has(self.equal), has(self.numeric), has(self.topK)].filter(x, x).size() == 1",
+            message="set exactly one of equal, numeric or topK",
+            check=lambda c: _exactly_one(c.equal, c.numeric, c.top_k),
+        ),
+    )
+
+    prediction_path: Annotated[str, Field(max_length=256, pattern=PREDICTION_PATH)] = Field(
+        "$", description="JSON path to the prediction in each model's answer, e.g. $.predictions[0]."
+    )
+    equal: EqualComparison | None = None
+    numeric: NumericComparison | None = None
+    top_k: TopKComparison | None = Field(None, alias="topK")
+
+
+class NoiseFloor(ApiModel):
+    """For non-deterministic models: the incumbent compared with itself on a sample of the same
+    requests; a sequential ShadowDisagreement judges the candidate against that rate."""
+
+    sample: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        description="Share of the compared requests also sent a second time to the incumbent."
+    )
+
+
+def _is_disagreement(g: Guardrail) -> bool:
+    return g.metric.builtin == BuiltinMetric.SHADOW_DISAGREEMENT
+
+
+_CEL_DISAGREEMENT = "has(g.metric.builtin) && g.metric.builtin == 'ShadowDisagreement'"
+
+
+class Shadow(ApiModel):
+    """Before step 1: mirror a share of live requests to the comparator, which asks both models
+    and compares their predictions; users keep getting the incumbent's answers only."""
+
+    rules = (
+        Rule(
+            cel=f"self.guardrails.exists(g, {_CEL_DISAGREEMENT})",
+            message="shadow.guardrails needs a guardrail with builtin ShadowDisagreement",
+            check=lambda s: any(_is_disagreement(g) for g in s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
+            cel="self.guardrails.all(g, self.guardrails.exists_one(h, h.name == g.name))",
+            message="shadow guardrail names must be unique",
+            check=lambda s: len({g.name for g in s.guardrails}) == len(s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
+            cel="!self.guardrails.exists(g, has(g.labelDelay) || (has(g.metric.builtin) && "
+            "(g.metric.builtin == 'LabelledErrorRate' || g.metric.builtin == 'LabelledLoss')))",
+            message="shadow.guardrails cannot hold a label guardrail (labelDelay, LabelledErrorRate, LabelledLoss): "
+            "the candidate's mirrored answers are never labelled",
+            check=lambda s: not any(g.labelled for g in s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
+            cel=f"has(self.noiseFloor) || !self.guardrails.exists(g, has(g.sequential) && {_CEL_DISAGREEMENT})",
+            message="a sequential ShadowDisagreement is judged against the incumbent's noise floor: set noiseFloor",
+            check=lambda s: (
+                s.noise_floor is not None
+                or not any(g.sequential is not None and _is_disagreement(g) for g in s.guardrails)
+            ),
+            field_path=".noiseFloor",
+        ),
+        Rule(
+            cel=f"duration(self.timeout) <= duration('{MAX_TIMEOUT}')",
+            message=f"timeout must be at most {MAX_TIMEOUT}",
+            check=lambda s: _seconds(s.timeout) <= _seconds(MAX_TIMEOUT),
+            field_path=".timeout",
+        ),
+    )
+
+    percent: Annotated[int, Field(ge=1, le=100)] = Field(description="Share of live requests mirrored, in percent.")
+    duration: Duration = Field(
+        description="Least time in shadow; it ends only once every shadow guardrail passed (or one failed)."
+    )
+    comparator: ComparatorRef
+    comparison: Comparison
+    noise_floor: NoiseFloor | None = None
+    guardrails: Annotated[list[Guardrail], Field(min_length=1, max_length=MAX_GUARDRAILS)] = Field(
+        description="Judged on the mirrored traffic during shadow only (ShadowDisagreement, and any other rule)."
+    )
+    max_incumbent_rps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        20,
+        alias="maxIncumbentRPS",
+        description="Cap on the extra requests per second the comparator sends the incumbent; beyond it a "
+        "mirrored request is dropped (counted), never queued.",
+    )
+    max_concurrency: Annotated[int, Field(ge=1, le=MAX_SHADOW_CONCURRENCY)] = Field(
+        16, description="Comparisons in flight at once; beyond it a mirrored request is dropped (counted)."
+    )
+    timeout: Duration = Field("2s", description="Per model call; a timeout is that model's error.")
 
 
 def _unique_webhook_names(spec: ModelRolloutSpec) -> bool:
@@ -1047,6 +1226,47 @@ class ModelRolloutSpec(ApiModel):
             field_path=".candidate.name",
         ),
         Rule(
+            cel="!has(self.shadow) || has(self.traffic.gatewayAPI) || has(self.traffic.istio)",
+            message="shadow needs a router that can mirror requests: traffic.gatewayAPI or traffic.istio "
+            "(kserve, replicas and llmInferenceService cannot)",
+            check=lambda s: s.shadow is None or s.traffic.gateway_api is not None or s.traffic.istio is not None,
+            field_path=".shadow",
+        ),
+        Rule(
+            cel="!has(self.shadow) || !has(self.candidate.backend) || !has(self.candidate.backend.inferencePool)",
+            message="shadow compares models the comparator calls through their Services: candidate.backend."
+            "inferencePool cannot be shadowed",
+            check=lambda s: (
+                s.shadow is None or s.candidate.backend is None or s.candidate.backend.inference_pool is None
+            ),
+            field_path=".candidate.backend.inferencePool",
+        ),
+        Rule(
+            cel="!has(self.shadow) || !has(self.incumbent) || !has(self.incumbent.backend) || "
+            "!has(self.incumbent.backend.inferencePool)",
+            message="shadow compares models the comparator calls through their Services: incumbent.backend."
+            "inferencePool cannot be shadowed",
+            check=lambda s: (
+                s.shadow is None
+                or s.incumbent is None
+                or s.incumbent.backend is None
+                or s.incumbent.backend.inference_pool is None
+            ),
+            field_path=".incumbent.backend.inferencePool",
+        ),
+        Rule(
+            cel="!has(self.shadow) || duration(self.shadow.duration) < duration(self.analysis.progressDeadline)",
+            message="shadow.duration must be shorter than analysis.progressDeadline",
+            check=lambda s: s.shadow is None or _seconds(s.shadow.duration) < _seconds(s.analysis.progress_deadline),
+            field_path=".shadow.duration",
+        ),
+        Rule(
+            cel=f"!has(self.guardrails) || !self.guardrails.exists(g, {_CEL_DISAGREEMENT})",
+            message="builtin ShadowDisagreement is judged in the shadow phase only: put it in shadow.guardrails",
+            check=lambda s: not any(_is_disagreement(g) for g in s.guardrails),
+            field_path=".guardrails",
+        ),
+        Rule(
             cel="!has(self.webhooks) || self.webhooks.all(w, self.webhooks.exists_one(h, h.name == w.name))",
             message="webhook names must be unique",
             check=_unique_webhook_names,
@@ -1072,6 +1292,9 @@ class ModelRolloutSpec(ApiModel):
     webhooks: Annotated[list[Webhook], Field(max_length=MAX_WEBHOOKS)] = Field(
         default_factory=list, description="Gates, rollback hooks and notifications (docs/webhooks.md)."
     )
+    shadow: Shadow | None = Field(
+        None, description="A shadow phase before step 1: mirrored requests, compared prediction by prediction."
+    )
 
     def expanded_steps(self) -> list[Step]:
         """The explicit step list, with the linear shorthand expanded."""
@@ -1096,6 +1319,9 @@ class Phase(StrEnum):
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
 
+
+# A rollout in flight: its candidate is being judged (and its traffic is the engine's to move).
+ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -1312,6 +1538,42 @@ class Notifications(ApiModel):
     dropped: Annotated[int, Field(ge=0)] = Field(0, description="Notices dropped undelivered (outbox full).")
 
 
+class ShadowState(StrEnum):
+    MIRRORING = "Mirroring"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    # A human moved past it (promote, or spec.shadow removed): no evidence behind it, never a pass.
+    SKIPPED = "Skipped"
+
+
+class ShadowStatus(ApiModel):
+    """The shadow phase of this candidate: where it stands and the agreement it stood on."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
+
+    state: ShadowState
+    started: datetime
+    ended: datetime | None = None
+    comparator: ComparatorRef | None = Field(
+        None, description="Where the mirror points, kept so it is removed even if spec.shadow changes."
+    )
+    definition: Annotated[str, Field(max_length=64)] | None = Field(
+        None,
+        description="Digest of what a comparison means (comparator, comparison, noiseFloor, timeout) when shadow "
+        "began: the comparator compares only under it, and a change restarts shadow (counts since then).",
+    )
+    mirror_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        None, description="Share of requests the router mirrors to the comparator, as read back."
+    )
+    comparisons: float | None = Field(None, description="Mirrored requests both models answered, compared.")
+    disagreements: float | None = None
+    rate: float | None = Field(None, description="disagreements / comparisons.")
+    noise_floor_rate: float | None = Field(None, description="The incumbent's disagreement with itself.")
+    samples_needed: float | None = Field(None, description="Comparisons still needed for a conclusive verdict.")
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
 class ModelRolloutStatus(ApiModel):
     # The decision core edits a deep copy of the status in place; everything else is frozen.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False)
@@ -1360,6 +1622,12 @@ class ModelRolloutStatus(ApiModel):
         default_factory=list, description="Gates and rollback hooks being asked, with their last answer."
     )
     notifications: Notifications | None = Field(None, description="Verdicts still to be delivered, per receiver.")
+    shadow: ShadowStatus | None = Field(None, description="This candidate's shadow phase (spec.shadow).")
+    pending_mirror_removals: Annotated[list[ComparatorRef], Field(max_length=MAX_PENDING_MIRRORS)] = Field(
+        default_factory=list,
+        description="Comparators an earlier candidate's shadow mirrored to, whose mirror the route may still "
+        "hold: removed with the next route write, and dropped from here once read back gone.",
+    )
 
 
 class ObjectMeta(ApiModel):

@@ -20,6 +20,12 @@ class Reason(StrEnum):
     TRAFFIC_RESTORED = "TrafficRestored"
     # Forward.
     STEP_ADVANCED = "StepAdvanced"
+    # The shadow phase ended in a pass: the canary's step 1 begins (docs/shadow.md).
+    SHADOW_PASSED = "ShadowPassed"
+    # A human moved past the shadow phase (promote, spec.shadow removed): no evidence, not a pass.
+    SHADOW_SKIPPED = "ShadowSkipped"
+    # spec.shadow changed what a comparison means mid-shadow: it starts again, counting from now.
+    SHADOW_RESTARTED = "ShadowRestarted"
     PROMOTED = "Promoted"
     PROMOTED_BY_USER = "PromotedByUser"
     RESUMED = "Resumed"

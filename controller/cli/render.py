@@ -25,6 +25,7 @@ from controller.api.models import (
 )
 from controller.api.reasons import Reason
 from controller.core import labels
+from controller.core.shadow import phase_spec, shadowing
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, indent: str = "") -> str:
@@ -108,6 +109,9 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
         if status.pause_reason is Reason.PAUSED_BY_USER:
             return "paused by spec.paused: `kubectl modelrollout resume` continues"
         return f"waiting for a human ({status.reason}): `kubectl modelrollout promote` or `abort`"
+    in_shadow = shadowing(status)
+    real_steps = spec.expanded_steps()
+    spec = phase_spec(spec, status)
     steps = spec.expanded_steps()
     index = min(status.current_step or 0, len(steps) - 1)
     step = steps[index]
@@ -119,9 +123,12 @@ def what_next(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime)
         parts.append(f"next analysis in {_until(since + interval, now)}")
         hold_left = parse_duration(step.hold) - elapsed
         if hold_left > timedelta(0):
-            parts.append(f"hold ends in {format_duration(hold_left)}")
+            held = "shadow's duration ends" if in_shadow else "hold ends"
+            parts.append(f"{held} in {format_duration(hold_left)}")
         missing = [g for g in status.guardrails if g.verdict.value != "Pass"]
         after = "promote" if index + 1 == len(steps) else f"step {index + 2} at {steps[index + 1].weight}%"
+        if in_shadow:
+            after = f"step 1 at {real_steps[0].weight}% (shadow ends)"
         gate = " (manual gate)" if step.manual_gate else ""
         if missing:
             parts.append(f"then {after}{gate} once {', '.join(g.name for g in missing)} pass")
@@ -221,9 +228,39 @@ def _segments_view(guardrails: Sequence[Guardrail], latest: Mapping[str, Guardra
     out = ["", "Segments", *out]
     if rows:
         out.append(
-            table(["GUARDRAIL", "SEGMENT", "VERDICT", "CANDIDATE", "INCUMBENT", "SAMPLES C/I", "DETAIL"], rows, indent="  ")
+            table(
+                ["GUARDRAIL", "SEGMENT", "VERDICT", "CANDIDATE", "INCUMBENT", "SAMPLES C/I", "DETAIL"],
+                rows,
+                indent="  ",
+            )
         )
     return out
+
+
+def _shadow_view(spec: ModelRolloutSpec, st: ModelRolloutStatus) -> list[str]:
+    """The shadow phase: where it stands, its agreement evidence and what it waits for. The
+    comparator shown is the one of record (where the mirror points), not the spec's."""
+    sh = st.shadow
+    if sh is None:
+        if spec.shadow is None:
+            return []
+        target = f"comparator {spec.shadow.comparator.service}:{spec.shadow.comparator.port}"
+        return [f"Shadow:     {spec.shadow.percent}% of requests to be mirrored to {target} before step 1"]
+    comparator = sh.comparator or (spec.shadow.comparator if spec.shadow is not None else None)
+    target = f"comparator {comparator.service}:{comparator.port}" if comparator is not None else "the comparator"
+    read = "-" if sh.mirror_percent is None else f"{sh.mirror_percent}%"
+    users = " (the candidate answers no user)" if shadowing(st) else ""
+    asked = f"{spec.shadow.percent}% mirrored" if spec.shadow is not None else "mirrored"
+    lines = [f"Shadow:     {sh.state.value}: {asked} to {target} (read back {read}){users}"]
+    if sh.comparisons is not None:
+        rate = "-" if sh.rate is None else f"{sh.rate:.2%}"
+        disagreed = "-" if sh.disagreements is None else f"{sh.disagreements:.0f}"
+        floor = "" if sh.noise_floor_rate is None else f"; incumbent vs itself {sh.noise_floor_rate:.2%}"
+        needs = f"; needs {sh.samples_needed:g} more comparisons" if sh.samples_needed else ""
+        lines.append(f"            {sh.comparisons:.0f} compared, {disagreed} disagree ({rate}){floor}{needs}")
+    elif shadowing(st):
+        lines.append("            no comparisons counted yet (is the comparator running?)")
+    return lines
 
 
 def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: datetime) -> str:
@@ -253,21 +290,28 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append(
             f"Budget:     {eb.spent:g} of {spec.analysis.budget} excess bad requests spent, {eb.left:g} left{nxt}"
         )
+    out += _shadow_view(spec, st)
     out.append(f"Next:       {what_next(spec, st, now)}")
     out.append("")
     out.append("Steps")
     rows = []
+    if spec.shadow is not None:
+        state = st.shadow.state.value if st.shadow is not None else ""
+        mark = ">" if shadowing(st) else ("x" if state in ("Passed", "Skipped") else " ")
+        rows.append([mark, "shadow", f"0% ({spec.shadow.percent}% mirrored)", spec.shadow.duration, state])
     for i, step in enumerate(steps):
         done = st.current_step is not None and (i < st.current_step or st.phase is Phase.PROMOTED)
-        mark = ">" if i == st.current_step and st.phase in (Phase.PROGRESSING, Phase.PAUSED) else ("x" if done else " ")
+        active = i == st.current_step and st.phase in (Phase.PROGRESSING, Phase.PAUSED) and not shadowing(st)
+        mark = ">" if active else ("x" if done else " ")
         rows.append([mark, str(i + 1), f"{step.weight}%", step.hold, "manual" if step.manual_gate else ""])
     out.append(table(["", "#", "WEIGHT", "HOLD", "GATE"], rows, indent="  "))
     out.append("")
-    out.append("Guardrails")
-    if spec.guardrails:
+    in_force = phase_spec(spec, st)
+    out.append("Guardrails (shadow: judged on the mirrored requests)" if shadowing(st) else "Guardrails")
+    if in_force.guardrails:
         latest = {g.name: g for g in st.guardrails}
         rows = []
-        for g in spec.guardrails:
+        for g in in_force.guardrails:
             gs = latest.get(g.name)
             if gs is None:
                 rows.append([g.name, "-", "-", "-", "-", "-", "not evaluated yet"])
@@ -294,7 +338,7 @@ def status_view(obj: dict[str, Any], events: Sequence[dict[str, Any]], now: date
         out.append(
             table(["NAME", "VERDICT", "CANDIDATE", "INCUMBENT", "BOUND", "SAMPLES C/I", "DETAIL"], rows, indent="  ")
         )
-        out += _segments_view(spec.guardrails, latest)
+        out += _segments_view(in_force.guardrails, latest)
     else:
         out.append("  (none: steps advance on their holds alone)")
     out.extend(_webhooks(spec, st, now))

@@ -24,6 +24,7 @@ from typing import Literal
 
 from controller.api.duration import format_duration, parse_duration
 from controller.api.models import (
+    ACTIVE,
     ALL_CANDIDATE,
     ALL_INCUMBENT,
     GATE_TYPES,
@@ -31,6 +32,8 @@ from controller.api.models import (
     MAX_HISTORY,
     AfterLastStep,
     AnalysisMode,
+    BuiltinMetric,
+    ComparatorRef,
     Condition,
     DataPolicy,
     DeadlinePolicy,
@@ -47,16 +50,17 @@ from controller.api.models import (
     Phase,
     SegmentEvidence,
     SegmentsStatus,
+    ShadowState,
+    ShadowStatus,
     Step,
     Verdict,
     WebhookType,
     Weights,
 )
 from controller.api.reasons import INCONCLUSIVE, Reason
-from controller.core import budget, hooks, labels
+from controller.core import budget, hooks, labels, shadow
 from controller.core.judge import PROVIDER_PROBLEMS, Cause, Judgement, check_counts
 
-ACTIVE = (Phase.PROGRESSING, Phase.PAUSED)
 TERMINAL = (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
 # A route we asked to change is re-read soon; a problem a human must fix is retried slowly.
 WEIGHT_SETTLE = timedelta(seconds=2)
@@ -75,6 +79,21 @@ class SetWeights:
     incumbent: ModelRef
     candidate: ModelRef
     weights: Weights
+    # Percent of requests mirrored to `comparator` (the shadow of record's); 0 removes our mirror.
+    mirror: int = 0
+    comparator: ComparatorRef | None = None
+    # Earlier shadows' comparators: any mirror of ours to them is removed with this write.
+    stale: tuple[ComparatorRef, ...] = ()
+
+
+def set_weights(
+    status: ModelRolloutStatus, incumbent: ModelRef, candidate: ModelRef, weights: Weights, mirror: int = 0
+) -> SetWeights:
+    """The write of `weights` for this pair, with the mirrors the status of record owns: its
+    shadow's (to `mirror` percent) and the stale ones still to remove. Every write names them
+    itself, so a mirror is found by the comparator it was written with, whatever the spec says now."""
+    comparator = status.shadow.comparator if status.shadow is not None else None
+    return SetWeights(incumbent, candidate, weights, mirror, comparator, tuple(status.pending_mirror_removals))
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,10 @@ class RolloutInput:
     deleting: bool = False
     # What the router read back for the pair in flight; None when nothing is in flight.
     applied: Weights | None = None
+    # Percent the router mirrors to the comparator, read back with `applied` (0: no mirror of ours).
+    mirrored: int | None = None
+    # Of status.pendingMirrorRemovals, those the route still mirrors to (read back with `applied`).
+    stale_mirrors: tuple[ComparatorRef, ...] | None = None
     # (reason, message) when the route is missing or malformed: traffic stays put.
     router_problem: tuple[str, str] | None = None
     # The judge's verdicts when an analysis ran in this reconcile (see analysis_due), else None.
@@ -136,10 +159,20 @@ def settling(status: ModelRolloutStatus) -> SetWeights | None:
     """A verdict whose weights the router has not confirmed yet: the write still owed."""
     if status.candidate is None:
         return None
-    if status.phase is Phase.PROMOTED and status.previous_incumbent is not None and status.weights != ALL_CANDIDATE:
-        return SetWeights(status.previous_incumbent, status.candidate, ALL_CANDIDATE)
-    if status.phase is Phase.ROLLED_BACK and status.incumbent is not None and status.weights != ALL_INCUMBENT:
-        return SetWeights(status.incumbent, status.candidate, ALL_INCUMBENT)
+    # A mirror left from the shadow phase (or an earlier one) is owed too: removed at every verdict.
+    mirror = shadow.mirrored(status) > 0 or bool(status.pending_mirror_removals)
+    if (
+        status.phase is Phase.PROMOTED
+        and status.previous_incumbent is not None
+        and (status.weights != ALL_CANDIDATE or mirror)
+    ):
+        return set_weights(status, status.previous_incumbent, status.candidate, ALL_CANDIDATE)
+    if (
+        status.phase is Phase.ROLLED_BACK
+        and status.incumbent is not None
+        and (status.weights != ALL_INCUMBENT or mirror)
+    ):
+        return set_weights(status, status.incumbent, status.candidate, ALL_INCUMBENT)
     return None
 
 
@@ -151,17 +184,36 @@ def pair_in_flight(status: ModelRolloutStatus) -> tuple[ModelRef, ModelRef] | No
     return (owed.incumbent, owed.candidate) if owed is not None else None
 
 
-def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, applied: Weights | None, now: datetime) -> bool:
-    """Query the metric providers only when an analysis is due at the weights the step wants."""
-    if status.phase is not Phase.PROGRESSING or spec.paused or status.current_step is None or not spec.guardrails:
-        return False
+def analysis_due(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus, applied: Weights | None, now: datetime, mirrored: int | None = 0
+) -> bool:
+    """Query the metric providers only when an analysis is due at the weights (and, in shadow, the
+    mirror) the step wants. `spec` is the rollout's; in shadow the shadow's step and guardrails apply."""
     if status.candidate_hash != candidate_hash(spec.candidate):
+        return False
+    wanted_mirror = shadow.wanted_mirror(spec, status)
+    spec = shadow.phase_spec(spec, status)
+    if status.phase is not Phase.PROGRESSING or spec.paused or status.current_step is None or not spec.guardrails:
         return False
     steps = spec.expanded_steps()
     if status.current_step >= len(steps) or applied != Weights.for_candidate(steps[status.current_step].weight):
         return False
+    if (mirrored or 0) != wanted_mirror:
+        return False
     since = status.last_analysis or status.step_started
     return since is None or now >= since + parse_duration(spec.analysis.interval)
+
+
+def cumulative(guardrail: Guardrail) -> bool:
+    """Whether a guardrail is judged on counts since the rollout (or its shadow) began rather than
+    over the analysis window: sequential tests (their guarantee is over all the evidence), label
+    guardrails (labels trickle in long after their predictions) and ShadowDisagreement (the
+    comparisons of the whole phase). Their counts never go back (judge.check_counts)."""
+    return (
+        guardrail.sequential is not None
+        or guardrail.labelled
+        or guardrail.metric.builtin is BuiltinMetric.SHADOW_DISAGREEMENT
+    )
 
 
 def analysis_window(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime, *, cumulative: bool) -> str:
@@ -272,7 +324,9 @@ def _judged(
         g = by_name[gs.name]
         if gs.verdict is Verdict.FAIL and (g.critical or gs.failures > g.failure_tolerance):
             # A segmented guardrail's message already reads "<name> failed in <label>=<value>: ...".
-            why = gs.message if gs.message.startswith(f"{g.name} failed") else f"guardrail {g.name} failed: {gs.message}"
+            why = (
+                gs.message if gs.message.startswith(f"{g.name} failed") else f"guardrail {g.name} failed: {gs.message}"
+            )
             return Assessment("rollback", Reason.GUARDRAIL_FAILED, why, gs)
     noncritical = sum(gs.failures for gs in latest if not by_name[gs.name].critical)
     if noncritical > spec.analysis.failure_limit and any(gs.verdict is Verdict.FAIL for gs in latest):
@@ -355,9 +409,22 @@ def decide(inp: RolloutInput) -> Outcome:
     return _Decider(inp).run()
 
 
-def record_weights(status: ModelRolloutStatus, weights: Weights, *, now: datetime, generation: int) -> None:
-    """Record what the router read back after acting; a verdict becomes Ready/Stalled only now."""
+def record_weights(
+    status: ModelRolloutStatus,
+    weights: Weights,
+    *,
+    now: datetime,
+    generation: int,
+    mirrored: int | None = None,
+    stale: tuple[ComparatorRef, ...] | None = None,
+) -> None:
+    """Record what the router read back after acting (`stale`: the pending mirror removals the
+    route still holds); a verdict becomes Ready/Stalled only now."""
     status.weights = weights
+    if status.shadow is not None and mirrored is not None:
+        status.shadow.mirror_percent = mirrored
+    if stale is not None:
+        status.pending_mirror_removals = [c for c in status.pending_mirror_removals if c in stale]
     set_conditions(status, problem=False, now=now, generation=generation)
 
 
@@ -379,14 +446,20 @@ _REASONS = frozenset(Reason)
 class _Decider:
     def __init__(self, inp: RolloutInput) -> None:
         self.inp = inp
-        self.spec = inp.spec
         self.now = inp.now
         self.st = inp.status.model_copy(deep=True)
         if self.st.phase is Phase.PAUSED and self.st.pause_reason is None and self.st.reason in _REASONS:
             # Paused before status.pauseReason existed: then status.reason said why.
             self.st.pause_reason = Reason(self.st.reason)
         self.out = Outcome(status=self.st)
-        self.steps: list[Step] = inp.spec.expanded_steps()
+        self.spec = inp.spec
+        self.steps: list[Step] = []
+        self._use_phase_spec()
+
+    def _use_phase_spec(self) -> None:
+        """The spec in force: in shadow, its one step and its guardrails (core/shadow.py)."""
+        self.spec = shadow.phase_spec(self.inp.spec, self.st)
+        self.steps = self.spec.expanded_steps()
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -395,6 +468,11 @@ class _Decider:
         self._record_hook_outcomes()
         if self.inp.applied is not None and pair_in_flight(self.st) is not None:
             self.st.weights = self.inp.applied
+            if self.st.shadow is not None and self.inp.mirrored is not None:
+                self.st.shadow.mirror_percent = self.inp.mirrored
+            if self.inp.stale_mirrors is not None:
+                stale = self.inp.stale_mirrors
+                self.st.pending_mirror_removals = [c for c in self.st.pending_mirror_removals if c in stale]
         if self.inp.deleting:
             self._release()
         elif self._bootstrap():
@@ -434,7 +512,7 @@ class _Decider:
         if owed is not None and pair is None:
             self.out.actions.append(owed)
         if pair is not None:
-            self.out.actions.append(SetWeights(pair[0], pair[1], ALL_INCUMBENT))
+            self.out.actions.append(set_weights(self.st, pair[0], pair[1], ALL_INCUMBENT))
             self._event("Normal", Reason.TRAFFIC_RESTORED, f"deleted mid-rollout: 100% back to {pair[0].name}")
         self.out.release = True
 
@@ -462,7 +540,8 @@ class _Decider:
         if owed is not None and previous is None:
             self.out.actions.append(owed)  # the last verdict's weights first
         if previous is not None:
-            self.out.actions.append(SetWeights(previous[0], previous[1], ALL_INCUMBENT))
+            # Written with the last shadow's comparator: its mirror goes with the last pair's weights.
+            self.out.actions.append(set_weights(self.st, previous[0], previous[1], ALL_INCUMBENT))
             why = f"{previous[1].name} replaced mid-rollout by {self.spec.candidate.name}"
             self._event("Normal", Reason.CANDIDATE_REPLACED, why)
         incumbent = self.st.incumbent
@@ -475,15 +554,36 @@ class _Decider:
         self.st.guardrails, self.st.last_analysis, self.st.weights, self.st.previous_incumbent = [], None, None, None
         self.st.paused_since, self.st.pause_reason, self.st.rollout_started = None, None, self.now
         self.st.error_budget, self.st.conditions = None, [c for c in self.st.conditions if c.type != "Feasible"]
+        # The last candidate's shadow: unless read back gone, its mirror stays owed (a controller
+        # killed before the write above must not forget it), removed with this rollout's writes.
+        self.st.pending_mirror_removals = shadow.stale_mirrors(self.st, self.inp.spec)
+        self.st.shadow = None
+        self._use_phase_spec()
         if self.spec.candidate.name == incumbent.name:
             self._set_phase(Phase.PROMOTED, Reason.ALREADY_SERVING, f"{incumbent.name} is already the incumbent")
             return
-        self.st.total_steps = len(self.steps)
-        self._enter_step(0)
         reason = Reason.ROLLOUT_RETRIED if retry else Reason.ROLLOUT_STARTED
         verb = "retrying" if retry else "rolling out"
         self._set_phase(Phase.PROGRESSING, reason, f"{verb} {self.spec.candidate.name} against {incumbent.name}")
-        self._event("Normal", reason, f"{self.st.message}; step 1/{len(self.steps)} at {self.steps[0].weight}%")
+        shadow_spec = self.inp.spec.shadow
+        if shadow_spec is not None:
+            # mirrorPercent stays unknown until this shadow's route is read back.
+            self.st.shadow = ShadowStatus(
+                state=ShadowState.MIRRORING,
+                started=self.now,
+                comparator=shadow_spec.comparator,
+                definition=shadow.definition(shadow_spec),
+            )
+            self._use_phase_spec()
+        self._enter_step(0)
+        if shadow_spec is not None:
+            first = (
+                f"shadow: {shadow_spec.percent}% of requests mirrored to comparator {shadow_spec.comparator.service}, "
+                f"0 users served by {self.spec.candidate.name}"
+            )
+        else:
+            first = f"step 1/{len(self.steps)} at {self.steps[0].weight}%"
+        self._event("Normal", reason, f"{self.st.message}; {first}")
         self._record("start", reason)
         self.st.gates = []
         if self._gate_open(0):
@@ -509,21 +609,39 @@ class _Decider:
     def _progress(self) -> None:
         if self._paused_by_user():
             return
+        if shadow.shadowing(self.st) and self.inp.spec.shadow is None:
+            # A human took spec.shadow out mid-shadow: as a promote would, on to step 1.
+            self._end_shadow(manual=True, why="spec.shadow removed")
+            return
+        if shadow.redefined(self.inp.spec, self.st):
+            self._restart_shadow()
+            return
         # A promote moves past the step the data plane is at: it waits until that step's
         # weights are applied, so even a human's request never skips a step's weight.
-        at_step = self.inp.applied == Weights.for_candidate(self._step().weight)
+        at_step = (
+            self.inp.applied == Weights.for_candidate(self._step().weight)
+            and (self.inp.mirrored or 0) == shadow.wanted_mirror(self.inp.spec, self.st)
+            and not self.st.pending_mirror_removals
+        )
         at_gate = self._at_gate()
         if ((at_step or at_gate or self.st.phase is Phase.PAUSED) and self._take_promote_request()) or (
             self.st.phase is Phase.PAUSED
         ):
             return
         if not at_step and not self._gate_open(self.st.current_step or 0):
+            unwanted = (self.inp.mirrored or 0) > shadow.wanted_mirror(self.inp.spec, self.st)
+            if self.inp.applied is not None and (unwanted or self.st.pending_mirror_removals):
+                # Held at a gate with a mirror no longer wanted (shadow ended, a controller killed
+                # before its write, an earlier shadow's): the weights stay, the mirror goes.
+                self._set_weights(self.inp.applied)
             return
         if at_step and self._rollback_requested():
             return
         causes, spending = None, None
         if at_step and self.inp.judgements is not None:
             causes, spending = self._record_analysis(self.inp.judgements)
+            if self.st.shadow is not None and shadow.shadowing(self.st):
+                shadow.summarise(self.inp.spec, self.st.shadow, self.st.guardrails)
         verdict = assess(self.spec, self.st, causes, at_weight=at_step, now=self.now, spending=spending)
         self._warn(causes, verdict)
         if verdict.action == "rollback" and verdict.reason:
@@ -605,12 +723,17 @@ class _Decider:
             sequential = guardrail.sequential is not None
             if guardrail.labelled and old is not None:
                 j = labels.check_samples(j, old.evidence, sequential=sequential)
-            if sequential and old is not None:
-                # Counts are cumulative: they never go back, and a verdict without them keeps the last.
-                if not guardrail.labelled:
-                    j = check_counts(j, old.evidence)
-                if budget.Counts.of(j.evidence) is None and budget.Counts.of(old.evidence) is not None:
-                    j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
+            if cumulative(guardrail) and old is not None and not guardrail.labelled:
+                # Counts since the start never go back (label guardrails: labels.check_samples).
+                j = check_counts(j, old.evidence)
+            if (
+                sequential
+                and old is not None
+                and budget.Counts.of(j.evidence) is None
+                and budget.Counts.of(old.evidence) is not None
+            ):
+                # A sequential verdict without counts keeps the last.
+                j = Judgement(j.verdict, j.message, old.evidence, j.cause, j.segments)
             causes[guardrail.name] = j.cause
             streak = ((old.consecutive_inconclusive if old else 0) + 1) if j.cause in DATA_PROBLEMS else 0
             updated.append(
@@ -630,6 +753,11 @@ class _Decider:
                 progress = labels.progress(updated[-1], previous_labels, first_in_step=first_in_step, now=self.now)
                 updated[-1] = updated[-1].model_copy(update={"labels": progress})
         self.st.guardrails = updated
+        if shadow.shadowing(self.st):
+            # No user is served in shadow: nothing to spend, and the budget's projections (per
+            # step weight of user traffic) say nothing of comparisons arriving at the mirror's rate.
+            self.st.error_budget = None
+            return causes, None
         spending = self._spending()
         if first_in_step:
             self._estimate(spending)
@@ -734,6 +862,9 @@ class _Decider:
         self._advance_or_finish(step, manual=False, risk=risk)
 
     def _advance_or_finish(self, step: Step, *, manual: bool, risk: str = "") -> None:
+        if shadow.shadowing(self.st):
+            self._end_shadow(manual=manual)
+            return
         index = self.st.current_step or 0
         if index + 1 < len(self.steps):
             self._enter_step(index + 1)
@@ -757,8 +888,71 @@ class _Decider:
             return
         self._promote(by_user=manual)
 
+    def _end_shadow(self, *, manual: bool, why: str = "") -> None:
+        """Shadow passed, or a human moved past it (skipped: no evidence behind it, never recorded
+        as a pass): the canary's step 1 begins, judged by the canary's guardrails on counts from
+        now on; status.shadow keeps the agreement evidence."""
+        assert self.st.shadow is not None
+        state, reason = (
+            (ShadowState.SKIPPED, Reason.SHADOW_SKIPPED) if manual else (ShadowState.PASSED, Reason.SHADOW_PASSED)
+        )
+        self.st.shadow.state, self.st.shadow.ended = state, self.now
+        why = why or ("on a human's request" if manual else "every shadow guardrail passed")
+        agreement = ""
+        if self.st.shadow.rate is not None and self.st.shadow.comparisons is not None:
+            agreement = f" (disagreement {self.st.shadow.rate:.2%} on {self.st.shadow.comparisons:.0f} comparisons)"
+        verb = "skipped" if manual else "passed"
+        self._event("Normal", reason, f"shadow {verb} {why}{agreement}")
+        self._record(f"shadow-{verb}", reason, f"{why}{agreement}")
+        self._use_phase_spec()
+        self.st.guardrails, self.st.error_budget, self.st.rollout_started = [], None, self.now
+        # The BeforeTraffic gates opened the mirror; users are another matter: asked again (a
+        # load test or a ticket answered before shadow, maybe hours ago, says nothing of now).
+        self.st.gates = []
+        self._enter_step(0)
+        first = self.steps[0]
+        self._set_phase(
+            Phase.PROGRESSING,
+            reason,
+            f"shadow {verb}; step {self._display()}: {first.weight}% to {self._candidate().name}",
+        )
+        if self._gate_open(0):
+            self._set_weights(Weights.for_candidate(first.weight))
+            self.out.requeue_after = WEIGHT_SETTLE
+        else:
+            self._set_weights(ALL_INCUMBENT)  # users wait for the gate; the mirror goes now
+
+    def _restart_shadow(self) -> None:
+        """spec.shadow now defines comparisons otherwise (comparator, rule, noise floor, timeout):
+        the counts since shadow began would mix two definitions, so shadow starts again, judged on
+        counts from now (the comparator compares only under the new definition of record)."""
+        spec = self.inp.spec.shadow
+        assert spec is not None and self.st.shadow is not None
+        self.st.pending_mirror_removals = shadow.stale_mirrors(self.st, self.inp.spec)
+        self.st.shadow = ShadowStatus(
+            state=ShadowState.MIRRORING,
+            started=self.now,
+            comparator=spec.comparator,
+            definition=shadow.definition(spec),
+        )
+        self.st.guardrails, self.st.error_budget, self.st.rollout_started = [], None, self.now
+        self.st.paused_since, self.st.pause_reason = None, None
+        self._enter_step(0)
+        why = "spec.shadow changed what a comparison means: shadow restarted, comparisons count from now"
+        self._set_phase(Phase.PROGRESSING, Reason.SHADOW_RESTARTED, why)
+        self._event("Normal", Reason.SHADOW_RESTARTED, why)
+        self._record("shadow-restarted", Reason.SHADOW_RESTARTED, why)
+        self._set_weights(Weights.for_candidate(0))
+        self.out.requeue_after = WEIGHT_SETTLE
+
     def _promote(self, *, by_user: bool = False) -> None:
         candidate = self._candidate()
+        if shadow.shadowing(self.st):
+            # A human's full promote straight from shadow (skipped, never a pass): the mirror
+            # goes with the same write.
+            assert self.st.shadow is not None
+            self.st.shadow.state, self.st.shadow.ended = ShadowState.SKIPPED, self.now
+            self._event("Normal", Reason.SHADOW_SKIPPED, "shadow skipped: promoted to 100% on a human's request")
         self._set_weights(ALL_CANDIDATE)
         self.st.previous_incumbent = self.st.incumbent
         self.st.incumbent = candidate
@@ -775,6 +969,11 @@ class _Decider:
             self._pause(reason, f"advisory mode, not rolling back: {message}")
             return
         candidate = self._candidate()
+        if shadow.shadowing(self.st):
+            assert self.st.shadow is not None
+            state = ShadowState.INCONCLUSIVE if reason in INCONCLUSIVE else ShadowState.FAILED
+            self.st.shadow.state, self.st.shadow.ended = state, self.now
+            message = f"in shadow, having served 0 users: {message}"
         self._set_weights(ALL_INCUMBENT)
         evidence: Evidence | SegmentEvidence | None = gs.evidence if gs else None
         if gs is not None and gs.segments is not None and gs.segments.worst and gs.verdict is Verdict.FAIL:
@@ -809,12 +1008,17 @@ class _Decider:
         return self.steps[index]
 
     def _display(self) -> str:
+        if shadow.shadowing(self.st):
+            return "shadow"
         return f"{(self.st.current_step or 0) + 1}/{len(self.steps)}"
 
     def _enter_step(self, index: int) -> None:
         self.st.current_step = index
         self.st.total_steps = len(self.steps)
         self.st.step_display = f"{index + 1}/{len(self.steps)}"
+        if shadow.shadowing(self.st):
+            self.st.total_steps = len(self.inp.spec.expanded_steps())
+            self.st.step_display = "shadow"
         self.st.step_started = self.now
         self.st.last_analysis = None
 
@@ -837,7 +1041,9 @@ class _Decider:
     def _set_weights(self, weights: Weights) -> None:
         incumbent, candidate = self.st.incumbent, self.st.candidate
         assert incumbent is not None and candidate is not None
-        self.out.actions.append(SetWeights(incumbent, candidate, weights))
+        self.out.actions.append(
+            set_weights(self.st, incumbent, candidate, weights, shadow.wanted_mirror(self.inp.spec, self.st))
+        )
 
     def _pause(self, reason: Reason, message: str) -> None:
         if self.st.paused_since is None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from controller.api.models import Evidence, Guardrail, RelativeRule, SegmentsStatus, Verdict
+from controller.api.models import BuiltinMetric, Evidence, Guardrail, RelativeRule, SegmentsStatus, Verdict
 from controller.core import statistics
 from controller.core.observation import Observation, ObservationStatus
 
@@ -153,7 +153,33 @@ def _absolute(g: Guardrail, data: GuardrailData) -> Judgement:
     _enough(samples, g.min_samples, "candidate", evidence)
     if (rule.max is not None and value > rule.max) or (rule.min is not None and value < rule.min):
         return Judgement(Verdict.FAIL, f"candidate {_fmt(value)} breaks {bound}", evidence)
+    if g.metric.builtin is BuiltinMetric.SHADOW_DISAGREEMENT and rule.max is not None and samples is not None:
+        evidence = _shown_below(rule.max, value, samples, evidence)
     return Judgement(Verdict.PASS, f"candidate {_fmt(value)} within {bound}", evidence)
+
+
+def _shown_below(bound: float, rate: float, total: float, evidence: Evidence) -> Evidence:
+    """A disagreement rate at or under its bound passes only once the evidence shows it below the
+    bound (statistics.rate_below at PASS_SIGNIFICANCE): at 100 comparisons a true 5% disagrees at
+    most twice about one time in eight, so the point estimate alone would pass it against 2%.
+    Shadow has no users to protect meanwhile, so it can wait for the evidence. A bound of 0 (every
+    answer must agree) cannot be shown below: there the point estimate decides."""
+    if not 0 < bound < 1:
+        return evidence
+    below = statistics.rate_below(events=rate * total, total=total, bound=bound)
+    threshold = math.log(1 / PASS_SIGNIFICANCE)
+    shown = evidence.model_copy(
+        update={"statistic": f"log e-value rate below {_fmt(bound)} {below:.2f} / {threshold:.2f}"}
+    )
+    if below >= threshold:
+        return shown
+    drift = rate * math.log(0.5) + (1 - rate) * (math.log1p(-bound / 2) - math.log1p(-bound))
+    needed = math.ceil((threshold - below) / drift) if drift > 0 else None
+    raise _Inconclusive(
+        Cause.INSUFFICIENT,
+        f"candidate {_fmt(rate)} on {math.floor(total)} is not yet shown below {_fmt(bound)}",
+        shown if needed is None else shown.model_copy(update={"samples_needed": needed}),
+    )
 
 
 def _relative(g: Guardrail, data: GuardrailData) -> Judgement:
@@ -334,8 +360,8 @@ def check_counts(
         for who, what, new, old, slack in (
             ("candidate", "requests", now.candidate_samples, then.candidate_samples, samples_slack),
             ("incumbent", "requests", now.incumbent_samples, then.incumbent_samples, samples_slack),
-            ("candidate", "errors", _events(now, "candidate"), _events(then, "candidate"), errors_slack),
-            ("incumbent", "errors", _events(now, "incumbent"), _events(then, "incumbent"), errors_slack),
+            ("candidate", "errors", events(now, "candidate"), events(then, "candidate"), errors_slack),
+            ("incumbent", "errors", events(now, "incumbent"), events(then, "incumbent"), errors_slack),
         )
         if new is not None and old is not None and new < floor(old, slack)
     ]
@@ -347,8 +373,9 @@ def check_counts(
     return Judgement(Verdict.INCONCLUSIVE, message, recorded, Cause.COUNTS_WENT_BACKWARDS)
 
 
-def _events(evidence: Evidence, who: str) -> float | None:
-    """Errors behind a sequential verdict: its rate times its requests (both recorded in status)."""
+def events(evidence: Evidence, who: str) -> float | None:
+    """Events (errors, disagreements) behind a verdict on a rate: the rate times its samples (both
+    recorded in status), or None without either."""
     rate, total = (
         (evidence.candidate_value, evidence.candidate_samples)
         if who == "candidate"

@@ -69,9 +69,7 @@ def check_samples(judgement: Judgement, recorded: Evidence, *, sequential: bool)
     guardrail. An absolute or relative rule's value is no count: only its samples are compared."""
     values = {"candidate_value": None, "incumbent_value": None}
     if sequential:
-        return check_counts(
-            judgement, recorded, samples_slack=EXTRAPOLATION_SLACK, errors_slack=EXTRAPOLATION_SLACK
-        )
+        return check_counts(judgement, recorded, samples_slack=EXTRAPOLATION_SLACK, errors_slack=EXTRAPOLATION_SLACK)
     stripped = Judgement(judgement.verdict, judgement.message, judgement.evidence.model_copy(update=values))
     checked = check_counts(stripped, recorded.model_copy(update=values), samples_slack=EXTRAPOLATION_SLACK)
     if checked.cause is not Cause.COUNTS_WENT_BACKWARDS:

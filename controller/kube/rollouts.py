@@ -1,29 +1,80 @@
-"""ModelRollout reads, watches, status writes and finalizers, against the API server."""
+"""ModelRollout reads, watches, status writes and finalizers, against the API server.
+
+The controller reads rollouts from informers (`cache`, run by the manager: one per watched
+namespace, or one for all) once they have listed; the CLI and the dashboard read the API server.
+A rollout the synced cache does not have is NotFound: the informer is told of every add and
+delete. `fresh=True` reads the API server, for a reconcile whose write was refused with 409.
+Every object we write (status, finalizers) goes into the cache at once, so our next read of it
+is never older than our own write.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-from kubernetes import client, watch
+from kubernetes import client
 
-from controller.api import GROUP, PLURAL, VERSION
-from controller.kube.config import REQUEST_TIMEOUT
-from controller.kube.errors import Gone, translated
+from controller.api import GROUP, KIND, PLURAL, VERSION
+from controller.kube.errors import NotFound, translated
+from controller.kube.informer import Informer, KubeObject
+from controller.kube.objects import KindSource, Resource, watch_events
 
 FINALIZER = "modelrollout.dev/restore-traffic"
+ROLLOUT = Resource(group=GROUP, version=VERSION, plural=PLURAL, kind=KIND)
 
 
 class Rollouts:
     def __init__(self, api: client.ApiClient) -> None:
         self._custom = client.CustomObjectsApi(api)
+        self._informers: dict[str | None, Informer] = {}
 
-    def get(self, namespace: str, name: str) -> dict[str, Any]:
+    # -- the cache ------------------------------------------------------------------------------
+
+    def cache(
+        self,
+        namespaces: list[str],
+        *,
+        watch_timeout: int,
+        on_event: Callable[[str, KubeObject], None],
+        keep: Callable[[KubeObject], bool] | None = None,
+    ) -> list[Informer]:
+        """The informers (each of `namespaces`, or all) that reads are served from once they have
+        listed. The caller runs them (Informer.run) and gets their events. With `keep` (a shard's
+        ownership), they hold only the rollouts it accepts: any other is NotFound to this process."""
+        source = KindSource(self._custom, ROLLOUT)
+        scopes: list[str | None] = [*namespaces] or [None]
+        self._informers = {
+            scope: Informer(
+                source, name=PLURAL, namespace=scope, watch_timeout=watch_timeout, on_event=on_event, keep=keep
+            )
+            for scope in scopes
+        }
+        return list(self._informers.values())
+
+    def _informer(self, namespace: str) -> Informer | None:
+        return self._informers.get(None) or self._informers.get(namespace)
+
+    def _remember(self, obj: KubeObject) -> KubeObject:
+        informer = self._informer(str(obj["metadata"].get("namespace") or ""))
+        if informer is not None:
+            informer.remember(obj)
+        return obj
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any]:
+        informer = None if fresh else self._informer(namespace)
+        if informer is not None and informer.synced.is_set():
+            cached = informer.get(namespace, name)
+            if cached is None:
+                raise NotFound(f"modelrollout {namespace}/{name} not found (watch cache)")
+            return cached
         with translated():
             obj = cast(
                 dict[str, Any], self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
             )
-            return obj
+        return self._remember(obj)
 
     def list_all(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
         """All rollouts (of one namespace or all) and the list's resourceVersion to watch from."""
@@ -41,30 +92,9 @@ class Rollouts:
         self, namespace: str | None, resource_version: str, *, timeout_seconds: int = 300
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(type, object) events from resource_version; raises Gone when it is too old (re-list)."""
-        w = watch.Watch()
-        func: Any
-        args: tuple[str, ...]
-        if namespace is None:
-            func, args = self._custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
-        else:
-            func, args = self._custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL)
-        with translated():
-            for event in w.stream(
-                func,
-                *args,
-                resource_version=resource_version,
-                timeout_seconds=timeout_seconds,
-                allow_watch_bookmarks=True,
-                # The server ends the watch after timeout_seconds; a connection silent well past
-                # that is dead: give up on it and re-list.
-                _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + 30),
-            ):
-                obj = event["object"]
-                if event["type"] == "ERROR":
-                    if isinstance(obj, dict) and obj.get("code") == 410:
-                        raise Gone(str(obj.get("message", "resourceVersion too old")))
-                    raise Gone(f"watch error: {obj}")
-                yield event["type"], obj
+        return watch_events(self._custom, ROLLOUT, namespace, resource_version, timeout_seconds=timeout_seconds)
+
+    # -- writes ---------------------------------------------------------------------------------
 
     def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         """PUT /status with the resourceVersion we read: 409 if anyone wrote since (re-read, recompute)."""
@@ -77,7 +107,7 @@ class Rollouts:
                     GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], body
                 ),
             )
-            return out
+        return self._remember(out)
 
     def set_finalizers(self, obj: dict[str, Any], finalizers: list[str]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -89,7 +119,7 @@ class Rollouts:
                     GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch
                 ),
             )
-            return out
+        return self._remember(out)
 
     def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch of spec or metadata (the CLI's requests)."""

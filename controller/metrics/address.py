@@ -8,7 +8,8 @@ The CRD refuses link-local literals and the API server's names (CEL); this allow
 second line: it also looks at what a host name resolves to, and refuses loopback unless the
 controller runs with `--allow-loopback-metrics` (the local test setup, never the default).
 A refused address is never fetched: every guardrail is inconclusive with the reason.
-Webhook URLs (controller.webhooks) go through the same policy, and connect to the addresses it checked.
+Webhook URLs (controller.webhooks) go through the same policy, and connect to the addresses it checked;
+so do the shadow comparator's calls to the models (controller.comparator), whose Services a rollout names.
 
 The controller-wide `--prometheus-url` is the operator's own setting and is not checked.
 """
@@ -16,6 +17,7 @@ The controller-wide `--prometheus-url` is the operator's own setting and is not 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Callable, Iterable
@@ -38,6 +40,19 @@ def resolve(host: str) -> list[str]:
     except (OSError, UnicodeError):
         return []
     return sorted({str(info[4][0]) for info in infos})
+
+
+def api_server_urls(host: str) -> list[str]:
+    """Where the API server listens, as this process reaches it (`host`) and as pods do."""
+    urls = [host]
+    service_host, service_port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if service_host:
+        urls.append(
+            f"https://[{service_host}]:{service_port or 443}"
+            if ":" in service_host
+            else f"https://{service_host}:{service_port or 443}"
+        )
+    return urls
 
 
 def _ip(text: str) -> IP | None:

@@ -17,6 +17,12 @@ class MetricProvider(Protocol):
         """The queries behind `builtin: <metric>`, in this provider's language."""
         ...
 
+    @property
+    def builtins_by_model(self) -> Mapping[BuiltinMetric, BuiltinQueries]:
+        """The builtins of every model in one query each, keyed by the `model` label (metrics/batch.py);
+        templates with `{{window}}` only. A builtin absent here is asked per rollout."""
+        ...
+
     def builtins_by(self, label: str) -> Mapping[BuiltinMetric, BuiltinQueries]:
         """The builtins per value of `label`, for guardrails with segmentBy (those it can segment)."""
         ...
@@ -35,6 +41,14 @@ class MetricProvider(Protocol):
     def vector(self, query: str, *, label: str, at: datetime, unlabelled: str | None = None) -> Observation:
         """Values keyed by `label` (bucket, class or segment). Empty or any non-finite value: NO_DATA.
         A series without the label is NO_DATA too, unless `unlabelled` names its key. Never raises."""
+        ...
+
+    def split(
+        self, query: str, *, by: str, at: datetime, label: str | None = None
+    ) -> Mapping[str, Observation] | Observation:
+        """One observation per value of `by` (as `scalar`, or as `vector` by `label`), a problem in one
+        value's series being that value's NO_DATA only; an Observation when the whole query failed.
+        Never raises."""
         ...
 
     def grouped(self, query: str, *, label: str, by: str, at: datetime, unlabelled: str | None = None) -> Observation:

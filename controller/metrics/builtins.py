@@ -14,6 +14,16 @@ names, each labelled with `model` (the ModelRef name), gets them with `builtin: 
 - `model_feedback_loss_sum{model}` and `model_feedback_loss_count{model}`: a regressor's loss
   (e.g. squared error) summed over its labelled predictions, and their count (a Summary).
 
+ShadowDisagreement reads the comparator's counter (controller/comparator, docs/shadow.md):
+
+- `modelrollout_shadow_comparisons_total{namespace, rollout, model, reference, variant, outcome}`:
+  mirrored requests compared, by outcome (`agree`, `disagree`, `candidate_error`,
+  `incumbent_error`); `model` is the model whose answer was judged against `reference`'s. For
+  variant `candidate` that is the candidate against the incumbent; for variant `incumbent` the
+  incumbent against itself (the noise floor), so one template serves both variants and a
+  sequential rule tests the candidate's disagreement against the noise floor. A candidate's
+  error (`candidate_error`) is a disagreement; the incumbent's errors are no comparison.
+
 The label builtins (LabelledErrorRate, LabelledLoss) are judged on counts since the rollout
 began, not on the analysis window: labels trickle in long after the predictions (docs/labels.md).
 
@@ -39,6 +49,19 @@ _FEEDBACK = 'model_feedback_total{model="{{model}}"}' + _WINDOW
 _WRONG = 'model_feedback_total{model="{{model}}",outcome="incorrect"}' + _WINDOW
 _LOSS_SUM = 'model_feedback_loss_sum{model="{{model}}"}' + _WINDOW
 _LOSS_COUNT = 'model_feedback_loss_count{model="{{model}}"}' + _WINDOW
+# One rollout's comparisons of this model against its incumbent: two rollouts in one namespace
+# that share a model name (or a model judged against another incumbent) never add up.
+_SHADOW = (
+    'modelrollout_shadow_comparisons_total{namespace="{{namespace}}",rollout="{{rollout}}",model="{{model}}",'
+    'reference="{{incumbent}}",variant="{{variant}}"'
+)
+# Judged: the reference (the incumbent's first answer) answered. A candidate that errs where the
+# incumbent answers did not give the incumbent's answer: a disagreement (else a candidate that
+# times out or answers non-JSON exactly where it would be wrong would pass). Only the reference's
+# own errors (incumbent_error) are no comparison. The noise floor's second incumbent call counts
+# its errors as incumbent_error: left out alike, as the incumbent is not on trial.
+_COMPARED = _SHADOW + ',outcome=~"agree|disagree|candidate_error"}' + _WINDOW
+_DISAGREED = _SHADOW + ',outcome=~"disagree|candidate_error"}' + _WINDOW
 
 # A model that never failed has no 5xx series at all: `or on() vector(0)` counts that as zero
 # errors. A model without requests still gives no result (or NaN from 0/0): no data, never a pass.
@@ -48,6 +71,9 @@ _REQUEST_COUNT = f"sum(increase({_REQUESTS}))"
 # result (no data, never a pass).
 _WRONG_COUNT = f"sum(increase({_WRONG})) or on() vector(0)"
 _FEEDBACK_COUNT = f"sum(increase({_FEEDBACK}))"
+# No disagreement yet has no series: zero. No comparison at all stays no data, never a pass.
+_DISAGREED_COUNT = f"sum(increase({_DISAGREED})) or on() vector(0)"
+_COMPARED_COUNT = f"sum(increase({_COMPARED}))"
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,38 @@ PROMQL: Mapping[BuiltinMetric, BuiltinQueries] = {
     BuiltinMetric.LABELLED_LOSS: BuiltinQueries(
         value=f"sum(increase({_LOSS_SUM})) / sum(increase({_LOSS_COUNT}))",
         samples=f"sum(increase({_LOSS_COUNT}))",
+    ),
+    BuiltinMetric.SHADOW_DISAGREEMENT: BuiltinQueries(
+        value=f"({_DISAGREED_COUNT}) / {_COMPARED_COUNT}",
+        samples=_COMPARED_COUNT,
+        errors=_DISAGREED_COUNT,
+        total=_COMPARED_COUNT,
+    ),
+}
+
+
+# The builtins of many rollouts in one query each (metrics/batch.py): the same PromQL as above,
+# without the `{model="{{model}}"}` matcher and aggregated `by (model)`, so each model's result is
+# the one its own query would give. A model without a 5xx series gets 0 errors from its requests
+# times 0 (as `or on() vector(0)` above); a model without requests has no series (no data); an
+# idle one 0/0 = NaN (no data): each only for that model. Only the builtins judged on the
+# analysis window are here: counts since the rollout began (sequential rules, label guardrails)
+# differ per rollout in their window, so they keep their own queries.
+_ALL_REQUESTS = "model_requests_total" + _WINDOW
+_ALL_ERRORS = 'model_requests_total{code=~"5.."}' + _WINDOW
+BY_MODEL: Mapping[BuiltinMetric, BuiltinQueries] = {
+    BuiltinMetric.ERROR_RATE: BuiltinQueries(
+        value=f"(sum by (model) (rate({_ALL_ERRORS})) or sum by (model) (rate({_ALL_REQUESTS})) * 0) "
+        f"/ sum by (model) (rate({_ALL_REQUESTS}))",
+        samples=f"sum by (model) (increase({_ALL_REQUESTS}))",
+    ),
+    BuiltinMetric.LATENCY_P99: BuiltinQueries(
+        value=f"histogram_quantile(0.99, sum by (le, model) (rate(model_request_duration_seconds_bucket{_WINDOW})))",
+        samples=f'sum by (model) (increase(model_request_duration_seconds_bucket{{le="+Inf"}}{_WINDOW}))',
+    ),
+    BuiltinMetric.PREDICTION_DISTRIBUTION: BuiltinQueries(
+        distribution=f"sum by (le, model) (increase(model_prediction_bucket{_WINDOW}))",
+        distribution_label="le",
     ),
 }
 

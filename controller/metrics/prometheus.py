@@ -39,7 +39,7 @@ from controller.api.duration import parse_duration
 from controller.api.models import BuiltinMetric, LlmMetrics, ModelPrice, PrometheusSource
 from controller.core.observation import Observation, ObservationStatus
 from controller.metrics import llm
-from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
+from controller.metrics.builtins import BY_MODEL, PROMQL, BuiltinQueries, by_segment
 
 log = structlog.get_logger("metrics.prometheus")
 
@@ -74,6 +74,7 @@ class PrometheusProvider:
     """A MetricProvider over one Prometheus; safe to share between worker threads."""
 
     builtins = PROMQL
+    builtins_by_model = BY_MODEL
 
     def __init__(
         self,
@@ -147,6 +148,23 @@ class PrometheusProvider:
         moment = _aware(at)
         return self._safely(lambda: self._grouped(query, label, by, moment, unlabelled))
 
+    def split(
+        self, query: str, *, by: str, at: datetime, label: str | None = None
+    ) -> Mapping[str, Observation] | Observation:
+        """One observation per value of `by` (a model's name): as `scalar` for each, or with `label`
+        as `vector` for each; a problem with one value's series is that value's NO_DATA only.
+        Series without `by` belong to no one and are left out. An Observation (ERROR, or NO_DATA
+        for a result that is no vector) when the whole query failed."""
+        moment = _aware(at)
+        found: dict[str, Observation] = {}
+
+        def observe() -> Observation:
+            found.update(self._split(query, by, label, moment))
+            return Observation(ObservationStatus.OK)
+
+        outcome = self._safely(observe)
+        return found if outcome.ok else outcome
+
     def _safely(self, observe: Callable[[], Observation]) -> Observation:
         try:
             observation = observe()
@@ -194,6 +212,45 @@ class PrometheusProvider:
             return found
         groups, oldest = found
         return Observation(ObservationStatus.OK, groups=groups, sample_time=oldest)
+
+    def _split(self, query: str, by: str, label: str | None, at: datetime) -> dict[str, Observation]:
+        kind, result = self._query(query, at)
+        if kind != "vector":
+            raise _Failed(f"result type {kind!r} where an instant vector by {by!r} is expected{_hint(kind)}")
+        members: dict[str, list[dict[str, Any]]] = {}
+        for series in result:
+            labels = series.get("metric")
+            if not isinstance(labels, dict):
+                raise _Failed("malformed answer: a series has no labels object")
+            if labels.get(by):
+                members.setdefault(str(labels[by]), []).append(series)
+        found: dict[str, Observation] = {}
+        for key, mine in members.items():
+            if label is None:
+                found[key] = (
+                    self._sample(_value_of(mine[0]), at)
+                    if len(mine) == 1
+                    else Observation.no_data(f"{len(mine)} series where one is expected for {by}={key!r}")
+                )
+                continue
+            vector: dict[str, float] = {}
+            oldest: datetime | None = None
+            problem: Observation | None = None
+            for series in mine:
+                name = series["metric"].get(label)
+                sample = self._sample(_value_of(series), at)
+                if name is None or name in vector:
+                    problem = Observation.no_data(f"{by}={key!r}: series without {label!r}, or several with one value")
+                elif not sample.ok or sample.value is None:
+                    problem = Observation.no_data(f"{by}={key!r}, {label}={name!r}: {sample.message}")
+                else:
+                    vector[str(name)] = sample.value
+                    if oldest is None or (sample.sample_time is not None and sample.sample_time < oldest):
+                        oldest = sample.sample_time
+                if problem is not None:
+                    break
+            found[key] = problem or Observation(ObservationStatus.OK, vector=vector, sample_time=oldest)
+        return found
 
     def _keyed(
         self,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 
 # The variables every query gets; docs/metrics.md describes each.
-VARIABLES = ("model", "version", "variant", "namespace", "window")
+VARIABLES = ("model", "version", "variant", "namespace", "window", "rollout", "incumbent")
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _OPENING = "{{"
@@ -37,14 +37,20 @@ def render(template: str, variables: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(fill, template)
 
 
-def variables_for(model_name: str, version: str | None, variant: str, namespace: str, window: str) -> dict[str, str]:
-    """The variables of one variant's queries; `variant` is "incumbent" or "candidate"."""
+def variables_for(
+    model_name: str, version: str | None, variant: str, namespace: str, window: str, *, rollout: str, incumbent: str
+) -> dict[str, str]:
+    """The variables of one variant's queries; `variant` is "incumbent" or "candidate", `rollout`
+    the ModelRollout's name and `incumbent` the incumbent's model name (for both variants: what a
+    variant is judged against, as the shadow comparator's `reference` label)."""
     return {
         "model": model_name,
         "version": version or "",
         "variant": variant,
         "namespace": namespace,
         "window": window,
+        "rollout": rollout,
+        "incumbent": incumbent,
     }
 
 

@@ -7,19 +7,25 @@ plans, patches in order, re-reads and re-plans when it lost a race with another 
 the API server's NotFound and Forbidden into the problems a human must fix. So every router
 writes only on change, reports what it read back (the engine records only that), and fails the
 same way.
+
+Mirroring (spec.shadow, docs/shadow.md) is a second, optional part of a plan: a `MirrorPlan` also
+reads and plans the share of requests mirrored to the comparator. It is written in the same
+`apply` as the weights, after them, with the same care (conditional patches, read back, what the
+user wrote left alone). A router without it cannot mirror: asking it to is a RouterProblem, and
+asking it for no mirror is nothing to do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from controller.api.models import ModelRef, Traffic, Weights
+from controller.api.models import ComparatorRef, ModelRef, Traffic, Weights
 from controller.core.clock import Clock
 from controller.kube.errors import Conflict, Forbidden, Invalid, NotFound
 from controller.kube.objects import Objects, Resource
@@ -39,6 +45,21 @@ class RouteTarget:
     traffic: Traffic
     incumbent: ModelRef
     candidate: ModelRef
+    # Where mirrored requests go (the shadow's comparator), to add or remove our mirror; None:
+    # this rollout never mirrored, so there is no mirror of ours to read or remove.
+    comparator: ComparatorRef | None = None
+    # Comparators an earlier candidate's shadow mirrored to: any mirror of ours to them that the
+    # pair's route still holds is removed with the next write (status.pendingMirrorRemovals).
+    stale: tuple[ComparatorRef, ...] = ()
+
+
+class Routing(NamedTuple):
+    """What the data plane has for a target: its weights, the percent mirrored to its comparator,
+    and the stale comparators the route still mirrors to."""
+
+    weights: Weights
+    mirrored: int = 0
+    stale: tuple[ComparatorRef, ...] = ()
 
 
 class RouterProblem(Exception):
@@ -113,45 +134,99 @@ class RouterPlan(Protocol):
         ...
 
 
+@runtime_checkable
+class MirrorPlan(Protocol):
+    """What a router that can mirror adds to its RouterPlan: pure functions too."""
+
+    def mirrored(self, target: RouteTarget, objects: list[KubeObject]) -> int:
+        """Percent of requests these objects mirror to `target.comparator` (0: no mirror of ours)."""
+        ...
+
+    def mirror_patches(self, target: RouteTarget, objects: list[KubeObject], percent: int) -> list[Patch]:
+        """The writes that make our mirror `percent` (0: remove it); none when it is there."""
+        ...
+
+
 class TrafficRouter:
     """Any RouterPlan against the API server: the only place a router reads or writes."""
 
     def __init__(self, plan: RouterPlan, objects: Objects, clock: Clock) -> None:
         self.plan, self._objects, self._clock = plan, objects, clock
 
-    def applied(self, target: RouteTarget) -> Weights:
-        """The weights the data plane has now. Raises RouterProblem, or KubeError for API failures."""
-        return self.plan.weights(target, self._read(self.plan.objects(target)))
+    def applied(self, target: RouteTarget, *, fresh: bool = False) -> Weights:
+        """The weights the data plane has now (`fresh`: read from the API server, not the cache).
+        Raises RouterProblem, or KubeError for API failures."""
+        return self.routing(target, fresh=fresh).weights
+
+    def routing(self, target: RouteTarget, *, fresh: bool = False) -> Routing:
+        """The weights, and the mirrors of ours, the data plane has now (`fresh` as in applied)."""
+        objects = self._read(self.plan.objects(target), fresh=fresh)
+        return self._routing(target, objects)
 
     def apply(self, target: RouteTarget, weights: Weights) -> Weights:
-        """Set the weights (no write when they are already set) and return what was read back.
+        """Set the weights (no write when they are already set) and return what was read back;
+        a mirror of ours is removed with them (see apply_routing)."""
+        return self.apply_routing(target, weights, 0).weights
+
+    def apply_routing(self, target: RouteTarget, weights: Weights, mirror: int) -> Routing:
+        """Set the weights, then remove our stale mirrors and make our mirror `mirror` percent (0:
+        none); return what was read back.
 
         A 409 or 422 answer means the object changed since our read (a `test` op or the
-        resourceVersion no longer holds): read again and re-plan at once, since the new state is
-        already there to read. If it keeps changing, the error goes to the work queue's back-off.
+        resourceVersion no longer holds): read again from the API server (the cache may not have
+        the change yet) and re-plan at once, since the new state is already there to read. If it
+        keeps changing, the error goes to the work queue's back-off.
         """
+        mirror_plan = self.plan if isinstance(self.plan, MirrorPlan) else None
+        if mirror > 0 and (mirror_plan is None or target.comparator is None):
+            raise RouterProblem(
+                "MirrorNotSupported",
+                f"rollout {target.rollout}: this router cannot mirror requests; spec.shadow needs traffic.gatewayAPI "
+                "or traffic.istio",
+            )
         retrying = Retrying(
             stop=stop_after_attempt(PATCH_ATTEMPTS), retry=retry_if_exception_type((Conflict, Invalid)), reraise=True
         )
         for attempt in retrying:
             with attempt:
                 refs = self.plan.objects(target)
-                objects = self._read(refs)
+                objects = self._read(refs, fresh=attempt.retry_state.attempt_number > 1)
                 for patch in self.plan.patches(target, objects, weights, self._clock.now()):
                     objects[patch.index] = self._write(refs[patch.index], patch)
+                if mirror_plan is not None:
+                    # Planned on the objects as the weight writes left them (their test ops hold):
+                    # earlier shadows' mirrors first (Istio has room for one), then ours.
+                    wanted = [(replace(target, comparator=c), 0) for c in target.stale if c != target.comparator]
+                    if target.comparator is not None:
+                        wanted.append((target, mirror))
+                    for one, percent in wanted:
+                        for patch in mirror_plan.mirror_patches(one, objects, percent):
+                            objects[patch.index] = self._write(refs[patch.index], patch)
                 # What the API server stored, not what we asked for (an admission webhook may differ).
-                return self.plan.weights(target, objects)
+                return self._routing(target, objects)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _read(self, refs: list[ObjectRef]) -> list[KubeObject]:
+    def _routing(self, target: RouteTarget, objects: list[KubeObject]) -> Routing:
+        weights = self.plan.weights(target, objects)
+        if not isinstance(self.plan, MirrorPlan):
+            return Routing(weights)
+        mirrored = self.plan.mirrored(target, objects) if target.comparator is not None else 0
+        stale = tuple(
+            c
+            for c in target.stale
+            if c != target.comparator and self.plan.mirrored(replace(target, comparator=c), objects) > 0
+        )
+        return Routing(weights, mirrored, stale)
+
+    def _read(self, refs: list[ObjectRef], *, fresh: bool) -> list[KubeObject]:
         objects = []
         for ref in refs:
             if ref.listed:
                 with _problems(ref, "list"):
-                    objects.append(self._objects.list_all(ref.resource, ref.namespace))
+                    objects.append(self._objects.list_all(ref.resource, ref.namespace, fresh=fresh))
             else:
                 with _problems(ref, "get"):
-                    objects.append(self._objects.get(ref.resource, ref.namespace, ref.name))
+                    objects.append(self._objects.get(ref.resource, ref.namespace, ref.name, fresh=fresh))
         return objects
 
     def _write(self, ref: ObjectRef, patch: Patch) -> KubeObject:

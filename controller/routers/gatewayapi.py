@@ -13,6 +13,12 @@ picker. The router treats both alike: a model's `backend.inferencePool` makes it
 pool of that name, matched by group and kind as well as name, so a Service and a pool of the same
 name are never confused.
 
+In shadow (docs/shadow.md) it also owns one filter of that rule: a `RequestMirror` filter whose
+backendRef is the comparator's Service, with `percent` (Gateway API v1.4). It is found by that
+backendRef alone, so a user's own mirror filters (to anywhere else) are never read as ours nor
+touched; it is added at the end of the rule's filters and removed by index under `test` ops that
+pin the rule and the filter's backendRef, like the weights.
+
 Finding the rule, turning weights into percentages and planning the patch are pure functions over
 the route's dict, unit-tested without an API server; routers.base.TrafficRouter reads and writes.
 """
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.api.models import GatewayApiTraffic, ModelRef, Weights
+from controller.api.models import ComparatorRef, GatewayApiTraffic, ModelRef, Weights
 from controller.kube.objects import Resource
 from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
@@ -174,8 +180,116 @@ def weight_patch(backends: RuleBackends, weights: Weights) -> list[dict[str, Any
     return ops
 
 
+def _is_ours(f: Any, namespace: str, comparator: ComparatorRef) -> bool:
+    """A RequestMirror filter to the comparator's Service (and port): the one mirror we own."""
+    if not isinstance(f, dict) or f.get("type") != "RequestMirror" or not isinstance(f.get("requestMirror"), dict):
+        return False
+    ref = f["requestMirror"].get("backendRef")
+    return (
+        isinstance(ref, dict)
+        and ref.get("kind", "Service") == "Service"
+        and ref.get("group", "") == ""
+        and ref.get("namespace", namespace) == namespace
+        and ref.get("name") == comparator.service
+        and ref.get("port") == comparator.port
+    )
+
+
+def _filters(route: dict[str, Any], backends: RuleBackends, label: str) -> list[Any]:
+    filters = route["spec"]["rules"][backends.rule_index].get("filters") or []
+    if not isinstance(filters, list):
+        raise RouterProblem("MalformedRoute", f"{label}: spec.rules[{backends.rule_index}].filters is not a list")
+    return filters
+
+
+def mirror_percent(f: dict[str, Any]) -> int:
+    """A RequestMirror filter's share in percent: `percent`, else `fraction`, else all (the spec's default)."""
+    mirror = f["requestMirror"]
+    percent = mirror.get("percent")
+    if isinstance(percent, int) and not isinstance(percent, bool):
+        return percent
+    fraction = mirror.get("fraction")
+    numerator = fraction.get("numerator") if isinstance(fraction, dict) else None
+    denominator = fraction.get("denominator", 100) if isinstance(fraction, dict) else None
+    if isinstance(numerator, int) and isinstance(denominator, int) and denominator > 0:
+        return round(100 * numerator / denominator)
+    return 100
+
+
+def mirror_filter(comparator: ComparatorRef, percent: int) -> dict[str, Any]:
+    return {
+        "type": "RequestMirror",
+        "requestMirror": {"backendRef": {"name": comparator.service, "port": comparator.port}, "percent": percent},
+    }
+
+
+def mirror_patch(
+    route: dict[str, Any],
+    backends: RuleBackends,
+    *,
+    label: str,
+    namespace: str,
+    comparator: ComparatorRef,
+    percent: int,
+) -> list[dict[str, Any]]:
+    """RFC 6902 ops that make our mirror filter `percent` (0: remove it), or [] when it already is.
+
+    Pinned by `test` ops on the rule's name and the incumbent's backendRef (the rule is still the
+    one we read) and on each filter's backendRef name before it is replaced or removed. Removal
+    goes from the last index down, so earlier indices stay valid within the one patch.
+    """
+    filters = _filters(route, backends, label)
+    ours = [i for i, f in enumerate(filters) if _is_ours(f, namespace, comparator)]
+    keep = ours[:1] if percent > 0 else []
+    if percent > 0 and len(ours) == 1 and mirror_percent(filters[ours[0]]) == percent:
+        return []
+    if percent == 0 and not ours:
+        return []
+    rule_path = f"/spec/rules/{backends.rule_index}"
+    ops: list[dict[str, Any]] = []
+    if backends.rule_name is not None:
+        ops.append({"op": "test", "path": f"{rule_path}/name", "value": backends.rule_name})
+    incumbent = f"{rule_path}/backendRefs/{backends.incumbent.index}/name"
+    ops.append({"op": "test", "path": incumbent, "value": backends.incumbent.name})
+    for index in sorted(set(ours) - set(keep), reverse=True):
+        path = f"{rule_path}/filters/{index}"
+        ops.append({"op": "test", "path": f"{path}/requestMirror/backendRef/name", "value": comparator.service})
+        ops.append({"op": "remove", "path": path})
+    if keep:
+        path = f"{rule_path}/filters/{keep[0]}"
+        ops.append({"op": "test", "path": f"{path}/requestMirror/backendRef/name", "value": comparator.service})
+        ops.append({"op": "replace", "path": path, "value": mirror_filter(comparator, percent)})
+    elif percent > 0 and route["spec"]["rules"][backends.rule_index].get("filters") is not None:
+        ops.append({"op": "add", "path": f"{rule_path}/filters/-", "value": mirror_filter(comparator, percent)})
+    elif percent > 0:
+        ops.append({"op": "add", "path": f"{rule_path}/filters", "value": [mirror_filter(comparator, percent)]})
+    return ops
+
+
 class HttpRouteWeights:
-    """RouterPlan for `traffic.gatewayAPI`: two backendRef weights of an HTTPRoute in the rollout's namespace."""
+    """RouterPlan and MirrorPlan for `traffic.gatewayAPI`: two backendRef weights of an HTTPRoute in
+    the rollout's namespace, and in shadow our RequestMirror filter in their rule."""
+
+    def mirrored(self, target: RouteTarget, objects: list[KubeObject]) -> int:
+        if target.comparator is None:
+            return 0
+        backends = self._find(target, objects[0])
+        filters = _filters(objects[0], backends, self._label(target))
+        ours = [mirror_percent(f) for f in filters if _is_ours(f, target.namespace, target.comparator)]
+        return max(ours, default=0)
+
+    def mirror_patches(self, target: RouteTarget, objects: list[KubeObject], percent: int) -> list[Patch]:
+        if target.comparator is None:
+            return []
+        ops = mirror_patch(
+            objects[0],
+            self._find(target, objects[0]),
+            label=self._label(target),
+            namespace=target.namespace,
+            comparator=target.comparator,
+            percent=percent,
+        )
+        return [Patch(0, ops)] if ops else []
 
     def objects(self, target: RouteTarget) -> list[ObjectRef]:
         return [

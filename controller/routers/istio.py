@@ -9,6 +9,10 @@ A destination is identified by host and subset: the host is the model's `backend
 router block's `host`, the subset the model's `backend.subset` or its name. Hosts are compared
 as written (Istio does not expand `reco` to `reco.models.svc.cluster.local` for us either).
 
+In shadow (docs/shadow.md) it also owns the http route's `mirror` (to the comparator's Service,
+as host) and `mirrorPercentage`. Istio has one `mirror` per http route: a mirror the user set to
+anywhere else is theirs, so the rollout stalls with MirrorInUse rather than overwrite it.
+
 The write is an RFC 6902 patch whose `test` ops pin the route's name and each destination's
 host and subset, so a concurrent reorder fails (422) rather than moving traffic to another model.
 """
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.api.models import IstioTraffic, ModelRef, Weights
+from controller.api.models import ComparatorRef, IstioTraffic, ModelRef, Weights
 from controller.kube.objects import Resource
 from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget, pair_percent, same_ratio
 
@@ -140,8 +144,77 @@ def weight_patch(pair: RoutePair, weights: Weights) -> list[dict[str, Any]]:
     return ops
 
 
+def _mirror_of(http: dict[str, Any], comparator: ComparatorRef, *, label: str, where: str) -> int:
+    """Percent our mirror sends to the comparator (0: none); MirrorInUse if the route mirrors elsewhere."""
+    mirror = http.get("mirror")
+    if mirror is None:
+        return 0
+    port = mirror.get("port") if isinstance(mirror, dict) else None
+    number = port.get("number") if isinstance(port, dict) else None
+    if not isinstance(mirror, dict) or mirror.get("host") != comparator.service or number != comparator.port:
+        raise RouterProblem(
+            "MirrorInUse",
+            f"{label} {where} already mirrors to {mirror.get('host') if isinstance(mirror, dict) else mirror!r}: "
+            f"Istio allows one mirror per http route, and it is not ours to replace (shadow needs "
+            f"{comparator.service} port {comparator.port})",
+        )
+    percentage = http.get("mirrorPercentage")
+    value = percentage.get("value") if isinstance(percentage, dict) else None
+    # Without mirrorPercentage Istio mirrors every request.
+    return 100 if not isinstance(value, int | float) or isinstance(value, bool) else round(value)
+
+
+def mirror_patch(
+    vs: dict[str, Any], pair: RoutePair, *, label: str, comparator: ComparatorRef, percent: int
+) -> list[dict[str, Any]]:
+    """RFC 6902 ops that make our mirror `percent` (0: remove it), or [] when it already is; pinned
+    by the route's name, the incumbent's destination and (when replaced or removed) the mirror's host."""
+    http = _http_routes(vs, label)[pair.route_index]
+    now = _mirror_of(http, comparator, label=label, where=pair.where)
+    if now == percent:
+        return []
+    base = f"/spec/http/{pair.route_index}"
+    ops: list[dict[str, Any]] = []
+    if pair.route_name is not None:
+        ops.append({"op": "test", "path": f"{base}/name", "value": pair.route_name})
+    inc = f"{base}/route/{pair.incumbent.index}/destination"
+    ops.append({"op": "test", "path": f"{inc}/host", "value": pair.incumbent.destination.host})
+    ops.append({"op": "test", "path": f"{inc}/subset", "value": pair.incumbent.destination.subset})
+    if now > 0:
+        ops.append({"op": "test", "path": f"{base}/mirror/host", "value": comparator.service})
+    if percent == 0:
+        ops.append({"op": "remove", "path": f"{base}/mirror"})
+        if "mirrorPercentage" in http:
+            ops.append({"op": "remove", "path": f"{base}/mirrorPercentage"})
+        return ops
+    target = {"host": comparator.service, "port": {"number": comparator.port}}
+    ops.append({"op": "add", "path": f"{base}/mirror", "value": target})
+    ops.append({"op": "add", "path": f"{base}/mirrorPercentage", "value": {"value": float(percent)}})
+    return ops
+
+
 class VirtualServiceWeights:
-    """RouterPlan for `traffic.istio`: two destination weights of a VirtualService in the rollout's namespace."""
+    """RouterPlan and MirrorPlan for `traffic.istio`: two destination weights of a VirtualService in
+    the rollout's namespace, and in shadow the http route's mirror to the comparator."""
+
+    def mirrored(self, target: RouteTarget, objects: list[KubeObject]) -> int:
+        if target.comparator is None:
+            return 0
+        pair = self._find(target, objects[0])
+        http = _http_routes(objects[0], self._label(target))[pair.route_index]
+        try:
+            return _mirror_of(http, target.comparator, label=self._label(target), where=pair.where)
+        except RouterProblem:
+            return 0  # someone else's mirror: none of ours (apply says so when it must add one)
+
+    def mirror_patches(self, target: RouteTarget, objects: list[KubeObject], percent: int) -> list[Patch]:
+        if target.comparator is None:
+            return []
+        pair = self._find(target, objects[0])
+        if percent == 0 and self.mirrored(target, objects) == 0:
+            return []
+        ops = mirror_patch(objects[0], pair, label=self._label(target), comparator=target.comparator, percent=percent)
+        return [Patch(0, ops)] if ops else []
 
     def objects(self, target: RouteTarget) -> list[ObjectRef]:
         return [

@@ -112,9 +112,7 @@ def check_pair(incumbent: Member, candidate: Member, *, group: str, namespace: s
         )
 
 
-def check_others(
-    incumbent: Member, candidate: Member, listed: dict[str, Any], *, group: str, namespace: str
-) -> None:
+def check_others(incumbent: Member, candidate: Member, listed: dict[str, Any], *, group: str, namespace: str) -> None:
     """Raise RouterProblem if a member of `group` other than the pair, serving the pair's model
     names, has a weight above 0: it takes a share of the group's traffic the pair does not see."""
     items = listed.get("items")

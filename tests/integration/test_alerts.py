@@ -43,19 +43,29 @@ def test_every_alert_passes_its_promtool_unit_test(tmp_path: Path) -> None:
     alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     shutil.copy(HERE / "alerts_test.yaml", tmp_path / "alerts_test.yaml")
-    tested = {t["alertname"] for case in yaml.safe_load((HERE / "alerts_test.yaml").read_text())["tests"] for t in case["alert_rule_test"]}
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load((HERE / "alerts_test.yaml").read_text())["tests"]
+        for t in case["alert_rule_test"]
+    }
     assert tested == alerts, "each alert has a unit test"
 
     checked = subprocess.run([promtool(), "check", "rules", "rules.yaml"], cwd=tmp_path, capture_output=True, text=True)
-    assert checked.returncode == 0 and f"SUCCESS: {len(alerts)} rules found" in checked.stdout, checked.stdout + checked.stderr
-    tests = subprocess.run([promtool(), "test", "rules", "alerts_test.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert checked.returncode == 0 and f"SUCCESS: {len(alerts)} rules found" in checked.stdout, (
+        checked.stdout + checked.stderr
+    )
+    tests = subprocess.run(
+        [promtool(), "test", "rules", "alerts_test.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
 
 @pytest.mark.parametrize("threshold", ["prometheusRule.pausedForSeconds=600", "prometheusRule.stalledFor=30m"])
 def test_thresholds_come_from_the_values(tmp_path: Path, threshold: str) -> None:
     rule = next(
-        d for d in rendered(tmp_path, "--set", "prometheusRule.enabled=true", "--set", threshold) if d["kind"] == "PrometheusRule"
+        d
+        for d in rendered(tmp_path, "--set", "prometheusRule.enabled=true", "--set", threshold)
+        if d["kind"] == "PrometheusRule"
     )
     text = yaml.safe_dump(rule)
     assert ("> 600" in text) if "pausedFor" in threshold else ("for: 30m" in text)
@@ -71,7 +81,16 @@ def test_grafana_dashboard_configmap_carries_the_sidecar_label_and_the_json(tmp_
 
 def test_helm_lint_with_alerts_and_dashboard(tmp_path: Path) -> None:
     out = run(
-        [helm_binary(), "lint", str(CHART), "--strict", "--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true"],
+        [
+            helm_binary(),
+            "lint",
+            str(CHART),
+            "--strict",
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
         env=helm_env_in(tmp_path),
     )
     assert "0 chart(s) failed" in out

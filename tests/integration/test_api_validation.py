@@ -85,6 +85,19 @@ W = "spec.webhooks[0]"
 ERR = {"builtin": "ErrorRate"}
 G = "spec.guardrails[0]"
 SHORT_HOLDS = setter("canary.steps", [{"weight": 10, "hold": "10s"}, {"weight": 50, "hold": "10s"}])
+S = "spec.shadow"
+DISAGREEMENT = {"name": "agreement", "metric": {"builtin": "ShadowDisagreement"}, "absolute": {"max": 0.02}}
+SHADOW = {
+    "percent": 10,
+    "duration": "5m",
+    "comparator": {"service": "fraud-comparator"},
+    "comparison": {"predictionPath": "$.predictions[0]", "equal": {}},
+    "guardrails": [DISAGREEMENT],
+}
+
+
+def shadow(**body: Any) -> Mutation:
+    return setter("shadow", {**SHADOW, **body})
 
 
 @dataclass(frozen=True)
@@ -267,8 +280,8 @@ CASES: list[Case] = [
         "sequential on a latency builtin",
         guardrail(metric={"builtin": "TimeToFirstTokenP99"}, sequential={}),
         f"{G}.metric",
-        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate or "
-        "TruncatedOrAbortedRate",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate, "
+        "TruncatedOrAbortedRate or ShadowDisagreement",
     ),
     # -- guardrail rules ------------------------------------------------------------------------
     Case(
@@ -473,8 +486,8 @@ CASES: list[Case] = [
         "sequential on LabelledLoss",
         guardrail(metric={"builtin": "LabelledLoss"}, sequential={}),
         f"{G}.metric",
-        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate or "
-        "TruncatedOrAbortedRate",
+        "the sequential rule needs metric.errorsQuery and totalQuery, or builtin ErrorRate, LabelledErrorRate, "
+        "TruncatedOrAbortedRate or ShadowDisagreement",
     ),
     Case(
         "onNoData Pass",
@@ -761,6 +774,123 @@ CASES: list[Case] = [
         "spec.webhooks",
         "webhook names must be unique",
     ),
+    # -- shadow (docs/shadow.md) ----------------------------------------------------------------
+    Case(
+        "shadow on a router that cannot mirror",
+        both(
+            shadow(),
+            setter("traffic", {"replicas": {"totalReplicas": 2}}),
+        ),
+        S,
+        "shadow needs a router that can mirror requests",
+    ),
+    Case(
+        "shadow on kserve",
+        both(
+            shadow(),
+            setter("traffic", {"kserve": {"inferenceService": "fraud"}}),
+            setter("candidate.backend", {"storageUri": "s3://models/fraud/v2"}),
+        ),
+        S,
+        "shadow needs a router that can mirror requests",
+    ),
+    Case(
+        "shadow without a ShadowDisagreement guardrail",
+        shadow(guardrails=[{"name": "e", "metric": ERR, "absolute": {"max": 0.01}}]),
+        f"{S}.guardrails",
+        "shadow.guardrails needs a guardrail with builtin ShadowDisagreement",
+    ),
+    Case(
+        "ShadowDisagreement among the canary's guardrails",
+        both(shadow(), guardrail(metric={"builtin": "ShadowDisagreement"}, absolute={"max": 0.01})),
+        "spec.guardrails",
+        "builtin ShadowDisagreement is judged in the shadow phase only",
+    ),
+    Case(
+        "a sequential ShadowDisagreement without a noise floor",
+        shadow(guardrails=[{"name": "a", "metric": {"builtin": "ShadowDisagreement"}, "sequential": {}}]),
+        f"{S}.noiseFloor",
+        "a sequential ShadowDisagreement is judged against the incumbent's noise floor",
+    ),
+    Case(
+        "a relative ShadowDisagreement",
+        shadow(guardrails=[{"name": "a", "metric": {"builtin": "ShadowDisagreement"}, "relative": {"maxRatio": 2}}]),
+        f"{S}.guardrails[0].metric.builtin",
+        "builtin ShadowDisagreement takes an absolute rule",
+    ),
+    Case(
+        "two comparison rules",
+        shadow(comparison={"equal": {}, "numeric": {"absolute": 0.1}}),
+        f"{S}.comparison",
+        "set exactly one of equal, numeric or topK",
+    ),
+    Case(
+        "a numeric comparison without a tolerance",
+        shadow(comparison={"numeric": {}}),
+        f"{S}.comparison.numeric",
+        "set absolute, relative or both",
+    ),
+    Case(
+        "a prediction path that is not a JSON path",
+        shadow(comparison={"predictionPath": "predictions.0", "equal": {}}),
+        f"{S}.comparison.predictionPath",
+        "should match",
+    ),
+    Case("mirroring 0%", shadow(percent=0), f"{S}.percent", "greater than or equal to 1"),
+    Case(
+        "shadow longer than the deadline",
+        shadow(duration="15m"),
+        f"{S}.duration",
+        "shadow.duration must be shorter than analysis.progressDeadline",
+    ),
+    Case(
+        "duplicate shadow guardrail names",
+        shadow(guardrails=[DISAGREEMENT, DISAGREEMENT]),
+        f"{S}.guardrails",
+        "shadow guardrail names must be unique",
+    ),
+    Case(
+        "a noise floor sample above 1",
+        shadow(noiseFloor={"sample": 1.5}),
+        f"{S}.noiseFloor.sample",
+        "less than or equal to 1",
+    ),
+    # Review finding 13: rules that could never be conclusive in shadow are refused at once.
+    Case(
+        "a label guardrail in shadow",
+        shadow(
+            guardrails=[
+                DISAGREEMENT,
+                {"name": "l", "metric": {"builtin": "LabelledErrorRate"}, "absolute": {"max": 0.1}},
+            ]
+        ),
+        f"{S}.guardrails",
+        "shadow.guardrails cannot hold a label guardrail",
+    ),
+    Case(
+        "a labelDelay in shadow",
+        shadow(guardrails=[DISAGREEMENT, {"name": "l", "metric": ERR, "absolute": {"max": 0.1}, "labelDelay": "1h"}]),
+        f"{S}.guardrails",
+        "shadow.guardrails cannot hold a label guardrail",
+    ),
+    Case(
+        "a segmented ShadowDisagreement",
+        shadow(guardrails=[{**DISAGREEMENT, "segmentBy": "region"}]),
+        f"{S}.guardrails[0].segmentBy",
+        "builtin ShadowDisagreement cannot be segmented",
+    ),
+    Case(
+        "shadow of a candidate served by an InferencePool",
+        both(shadow(), setter("candidate.backend", {"inferencePool": "fraud-pool"})),
+        "spec.candidate.backend.inferencePool",
+        "candidate.backend.inferencePool cannot be shadowed",
+    ),
+    Case(
+        "shadow against an incumbent served by an InferencePool",
+        both(shadow(), setter("incumbent.backend", {"inferencePool": "fraud-pool"})),
+        "spec.incumbent.backend.inferencePool",
+        "incumbent.backend.inferencePool cannot be shadowed",
+    ),
 ]
 
 
@@ -898,7 +1028,10 @@ VALID: list[tuple[str, Mutation]] = [
             metric={"distributionQuery": "d", "distributionLabel": "class_name"}, drift={"maxPSI": 0.2}, segmentBy="le"
         ),
     ),
-    ("segmentBy alone, on a relative rule", guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d")),
+    (
+        "segmentBy alone, on a relative rule",
+        guardrail(metric={"query": "up"}, relative={"maxRatio": 2}, segmentBy="_d"),
+    ),
     ("labelDelay 720h", guardrail(metric={"builtin": "LabelledErrorRate"}, sequential={}, labelDelay="720h")),
     ("LabelledLoss relative", guardrail(metric={"builtin": "LabelledLoss"}, relative={"maxRatio": 1.05})),
     ("labelDelay on a custom query", guardrail(metric={"query": "q"}, absolute={"min": 0.9}, labelDelay="2h")),
@@ -931,7 +1064,10 @@ VALID: list[tuple[str, Mutation]] = [
     (
         "TTFT in llm-d's names, for LoRA adapters",
         guardrail(
-            metric={"builtin": "TimeToFirstTokenP99", "llmMetrics": {"family": "llm-d", "modelLabel": "target_model_name"}},
+            metric={
+                "builtin": "TimeToFirstTokenP99",
+                "llmMetrics": {"family": "llm-d", "modelLabel": "target_model_name"},
+            },
             relative={"maxRatio": 1.5},
         ),
     ),
@@ -949,6 +1085,27 @@ VALID: list[tuple[str, Mutation]] = [
             relative={"maxRatio": 1.0},
         ),
     ),
+    ("shadow on Gateway API", shadow()),
+    (
+        "shadow on Istio, top-k with a noise floor and a sequential test",
+        both(
+            setter("traffic", {"istio": {"virtualService": "fraud", "host": "fraud.svc"}}),
+            shadow(
+                percent=100,
+                comparison={"predictionPath": "$.ranking", "topK": {"k": 10, "minOverlap": 0.8, "itemPath": "$.id"}},
+                noiseFloor={"sample": 0.1},
+                guardrails=[
+                    {
+                        "name": "agreement",
+                        "metric": {"builtin": "ShadowDisagreement"},
+                        "sequential": {"minAbsoluteEffect": 0.01},
+                    },
+                    {"name": "errors", "metric": ERR, "sequential": {}},
+                ],
+            ),
+        ),
+    ),
+    ("shadow just under the deadline", shadow(duration="14m59s", comparison={"numeric": {"relative": 0.01}})),
 ]
 
 

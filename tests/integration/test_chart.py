@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller.sharding import shard_of
+from tests.support.audit import writes
 from tests.support.chart import (
     ALLOWLIST,
     CHART,
@@ -33,12 +35,58 @@ from tests.support.chart import (
 )
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane
+from tests.support.gatewayapi import make_httproute
+from tests.support.prometheus import PrometheusServer
 from tests.support.world import World, phase, rollout_body, unique
+
+# What the chart's ServiceAccount may do in its release namespace, cluster mode, default values
+# (`kubectl auth can-i --list`): the chart's rules plus what every authenticated user has
+# (self reviews, discovery, health and version endpoints). Reviewed: no secrets, no create or
+# delete of rollouts or routes, no pods, no cluster-wide writes beyond the CRs' status and events.
+ALLOWLIST = {
+    # The chart: its ClusterRole (every namespace) and the leader-election Role (release namespace).
+    ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
+    ("modelrollouts.modelrollout.dev/status", "", "[update]"),
+    ("events", "", "[create get patch]"),
+    ("httproutes.gateway.networking.k8s.io", "", "[get list watch patch]"),
+    ("leases.coordination.k8s.io", "", "[get list create update]"),
+    # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
+    ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
+    ("selfsubjectaccessreviews.authorization.k8s.io", "", "[create]"),
+    ("selfsubjectrulesreviews.authorization.k8s.io", "", "[create]"),
+    *(
+        ("", f"[{url}]", "[get]")
+        for url in (
+            "/.well-known/openid-configuration/",
+            "/.well-known/openid-configuration",
+            "/api/*",
+            "/api",
+            "/apis/*",
+            "/apis",
+            "/healthz",
+            "/livez",
+            "/openapi/*",
+            "/openapi",
+            "/openid/v1/jwks/",
+            "/openid/v1/jwks",
+            "/readyz",
+            "/version/",
+            "/version",
+        )
+    ),
+}
 
 VALUES = {
     "default": [],
     "namespaced": ["--set", "namespaced=true", "--set", "watchNamespaces={WATCH}"],
-}
+    # Three shards: three Deployments of two replicas (docs/operations.md "Sharding").
+    "sharded": ["--set", "shards=3"],
+    # A shadow comparator for rollout "fraud" in the watched namespace (docs/shadow.md).
+    "comparator": [
+        "--set", "comparator.rollouts[0].name=fraud", "--set", "comparator.rollouts[0].namespace=WATCH",
+        "--set-json", 'comparator.networkPolicy.mirrorFrom=[{"namespaceSelector": {"matchLabels": {"gw": "yes"}}}]',
+    ],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +168,81 @@ def test_pod_template_is_admitted_under_restricted_pod_security(
     assert "allowPrivilegeEscalation" in refused.value.body
 
 
+def test_comparator_pod_is_admitted_under_restricted_pod_security_and_reads_one_rollout_only(
+    helm: str, helm_env: dict[str, str], api_client: client.ApiClient
+) -> None:
+    ns = create_namespace(api_client, unique("mr-shadow"), {"pod-security.kubernetes.io/enforce": "restricted"})
+    rendered = template(helm, helm_env, "mr", ns, *values_args("comparator", ns))
+    mine = [d for d in docs(rendered) if d["metadata"].get("name") == "fraud-comparator"]
+    assert sorted(d["kind"] for d in mine) == [
+        "Deployment", "NetworkPolicy", "Role", "RoleBinding", "Service", "ServiceAccount"
+    ]  # fmt: skip
+    # Mirrored requests only from the gateway's pods: anyone else could forge the counts.
+    policy = next(d for d in mine if d["kind"] == "NetworkPolicy")
+    mirror, metrics = policy["spec"]["ingress"]
+    assert mirror == {
+        "ports": [{"port": "mirror", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"gw": "yes"}}}],
+    }
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}]}
+    role = next(d for d in mine if d["kind"] == "Role")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["modelrollout.dev"],
+            "resources": ["modelrollouts"],
+            "resourceNames": ["fraud"],
+            "verbs": ["get"],
+        }
+    ]
+    deployment = next(d for d in mine if d["kind"] == "Deployment")
+    template_ = deployment["spec"]["template"]
+    assert "--rollout=fraud" in template_["spec"]["containers"][0]["args"]
+    # Its counters are what ShadowDisagreement reads: scraped by annotation, or by a ServiceMonitor
+    # that keeps their own namespace/rollout/model labels (review finding 13).
+    assert template_["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"
+    }  # fmt: skip
+    monitored = template(
+        helm, helm_env, "mr", ns, *values_args("comparator", ns), "--set", "serviceMonitor.enabled=true"
+    )
+    (monitor,) = [
+        d for d in docs(monitored) if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "fraud-comparator"
+    ]
+    assert monitor["metadata"]["namespace"] == ns and monitor["spec"]["namespaceSelector"] == {"matchNames": [ns]}
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
+    ]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "comparator-dry-run", "labels": template_["metadata"]["labels"]},
+        "spec": template_["spec"],
+    }
+    created = client.CoreV1Api(api_client).create_namespaced_pod(ns, pod, dry_run="All")
+    assert created.spec.security_context.run_as_user == 65532
+
+
+def test_a_comparator_without_mirror_peers_is_refused(helm: str, helm_env: dict[str, str]) -> None:
+    args = ["--set", "comparator.rollouts[0].name=fraud", "--set", "comparator.rollouts[0].namespace=models"]
+    failed = subprocess.run(
+        [helm, "template", "mr", str(CHART), *args], env=helm_env, capture_output=True, text=True, check=False
+    )
+    assert failed.returncode != 0 and "set mirrorFrom" in failed.stderr
+
+
+def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:
+    """(resource, non-resource URLs, verbs) of each row; the columns are cut where the header's start."""
+    out = run([*kubectl, "auth", "can-i", "--list", "--as", user, "-n", ns])
+    header, *rows = out.splitlines()
+    cuts = [header.index(title) for title in ("Non-Resource URLs", "Resource Names", "Verbs")]
+    result = set()
+    for row in filter(str.strip, rows):
+        resource, urls, names, verbs = (row[a:b].strip() for a, b in zip([0, *cuts], [*cuts, None], strict=True))
+        assert names == "[]", f"unexpected resourceNames in {row!r}"
+        result.add((resource, "" if urls == "[]" else urls, verbs))
+    return result
+
+
 @pytest.mark.usefixtures("gateway_api")
 def test_controller_as_the_charts_service_account_promotes_a_rollout(
     helm: str,
@@ -158,14 +281,98 @@ def test_controller_as_the_charts_service_account_promotes_a_rollout(
     assert can_i_list(kubectl, user, release_ns) == ALLOWLIST
 
 
+def test_shards_render_one_deployment_per_shard_under_one_service(helm: str, helm_env: dict[str, str]) -> None:
+    single = [d for d in docs(template(helm, helm_env, "mr", "mr-system")) if d["kind"] == "Deployment"]
+    # One shard: the Deployment of before (name, selector, arguments), so an upgrade changes nothing.
+    assert [d["metadata"]["name"] for d in single] == ["mr-modelrollout"]
+    assert single[0]["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "modelrollout", "app.kubernetes.io/instance": "mr"
+    }  # fmt: skip
+    assert not any(a.startswith("--shard") for a in single[0]["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    rendered = docs(template(helm, helm_env, "mr", "mr-system", "--set", "shards=3"))
+    deployments = [d for d in rendered if d["kind"] == "Deployment"]
+    assert [d["metadata"]["name"] for d in deployments] == [f"mr-modelrollout-{k}" for k in range(3)]
+    service = next(d for d in rendered if d["kind"] == "Service")
+    for k, deployment in enumerate(deployments):
+        spec = deployment["spec"]
+        assert spec["replicas"] == 2  # leader + standby
+        labels = spec["template"]["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= labels.items()
+        assert spec["selector"]["matchLabels"]["modelrollout.dev/shard"] == str(k)  # selectors disjoint
+        assert service["spec"]["selector"].items() <= labels.items()  # one Service scrapes every shard
+        args = spec["template"]["spec"]["containers"][0]["args"]
+        assert {"--shards=3", f"--shard={k}", "--lease-name=modelrollout-controller"} <= set(args)
+    failed = subprocess.run(
+        [helm, "template", "mr", str(CHART), "--set", "shards=0"], env=helm_env, capture_output=True, text=True
+    )
+    assert failed.returncode != 0 and "shards must be a whole number, at least 1" in failed.stderr
+
+
+@pytest.mark.usefixtures("gateway_api")
+def test_two_shards_as_the_charts_service_account_each_promote_their_own_rollouts(
+    helm: str,
+    helm_env: dict[str, str],
+    world: World,
+    prometheus: PrometheusServer,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+) -> None:
+    release_ns = create_namespace(world.api, unique("mr-system"))
+    release = unique("mr")
+    values = ("--set", f"watchNamespaces={{{world.namespace}}}", "--set", "shards=2")
+    user, kubeconfig = apply_chart_rbac(control_plane, world.api, release_ns, tmp_path, *values, release=release)
+    deployments = [d for d in docs(template(helm, helm_env, release, release_ns, *values)) if d["kind"] == "Deployment"]
+    # Rollouts until each shard owns one (each with its own route).
+    owners: dict[str, int] = {}
+    while len(set(owners.values())) < 2:
+        assert len(owners) < 20, f"20 rollouts, all on one shard: {owners}"
+        name = f"r-{len(owners)}"
+        world.custom.create_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", world.namespace, "httproutes",
+            make_httproute(f"models-{name}", [(world.incumbent, 100), (world.candidate, 0)]),
+        )  # fmt: skip
+        body = rollout_body(name, world.incumbent, world.candidate)
+        body["spec"]["traffic"] = {"gatewayAPI": {"httpRoute": f"models-{name}"}}
+        world.apply(body)
+        owners[name] = shard_of(world.get(name)["metadata"]["uid"], 2)
+    factory = ControllerFactory(
+        control_plane, prometheus_url=prometheus.url, kubeconfig=kubeconfig, lease_namespace=release_ns
+    )
+    prefix = unique("lease")
+    try:
+        for k, deployment in enumerate(deployments):
+            args = [
+                arg.replace("$(POD_NAMESPACE)", release_ns)
+                for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                if not arg.startswith(("--identity=", "--health-port=", "--log-level=", "--lease-name="))
+            ]
+            factory.start(f"chart-shard-{k}", *args, lease_name=prefix)
+        for name in owners:
+            world.wait(phase("Promoted"), name=name)
+    finally:
+        factory.stop_all()
+
+    assert control_plane.audit_log is not None
+    for name, k in owners.items():
+        agents = {
+            w.user_agent.rsplit("/", 1)[1]
+            for w in writes(control_plane.audit_log, namespace=world.namespace, resource="modelrollouts")
+            if w.name == name and w.user_agent.startswith("modelrollout-controller/")
+        }
+        assert agents == {f"chart-shard-{k}"}, f"{name} (shard {k}) written by {agents}"
+    seen, refused = forbidden(control_plane.audit_log, user)
+    assert seen > 0 and refused == [], f"{user}: {len(refused)} of {seen} requests refused: {refused[:5]}"
+
+
 # What `routers.istio`, `routers.kserve`, `routers.replicas` and `routers.llmInferenceService` add: get and patch on each kind of
-# target object, nothing else (no create, delete, list or watch; no Deployment scale subresource), but
-# list of LLMInferenceServices (a third member of the route group with a weight is refused).
+# target object, and list and watch for the controller's cache of them (kube/objects.py); nothing else
+# (no create or delete; no Deployment scale subresource).
 ROUTER_ROWS = {
-    ("virtualservices.networking.istio.io", "", "[get patch]"),
-    ("inferenceservices.serving.kserve.io", "", "[get patch]"),
-    ("llminferenceservices.serving.kserve.io", "", "[get list patch]"),
-    ("deployments.apps", "", "[get patch]"),
+    ("virtualservices.networking.istio.io", "", "[get list watch patch]"),
+    ("inferenceservices.serving.kserve.io", "", "[get list watch patch]"),
+    ("llminferenceservices.serving.kserve.io", "", "[get list watch patch]"),
+    ("deployments.apps", "", "[get list watch patch]"),
 }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
+from pathlib import Path
 
+import httpx
 import yaml
 from kubernetes import client, watch
 
@@ -75,3 +78,33 @@ def test_stopping_a_plane_leaves_no_process_behind() -> None:
     for proc in (plane.etcd, plane.apiserver):
         assert proc is not None and proc.returncode is not None
     assert not plane.workdir.exists()
+
+
+def test_a_port_taken_before_the_apiserver_binds_it_is_retried_on_new_ports(monkeypatch) -> None:
+    """Between picking a free port and kube-apiserver's bind, another process may take the port
+    (seen in CI: "bind: address already in use", and every test of the session errored). The
+    plane then starts again on new ports."""
+    from tests.support import controlplane
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", controlplane.free_port()))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        picks = iter([controlplane.free_port(), controlplane.free_port(), taken_port])
+        real = controlplane.free_port
+        # etcd's two ports first, then the apiserver's: the taken one; real picks afterwards.
+        monkeypatch.setattr(controlplane, "free_port", lambda: next(picks, None) or real())
+        with running_control_plane() as plane:
+            assert plane.apiserver_port != taken_port
+            assert "address already in use" in (plane.workdir / "kube-apiserver.log").read_text()
+            version = httpx.get(f"{plane.url}/version", verify=False, timeout=5)
+            assert version.status_code in (200, 401, 403), version.text
+
+
+def test_free_ports_come_from_below_the_ephemeral_range() -> None:
+    """A port picked by binding to 0 is ephemeral: any outbound connection may take it as its
+    source port before our server binds it. Ours are below that range."""
+    from tests.support.controlplane import free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(10000 <= free_port() < low for _ in range(200))

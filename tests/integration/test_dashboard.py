@@ -130,10 +130,14 @@ def test_the_dashboard_shows_rollouts_and_promotes_at_a_manual_gate(scene: Scene
     browser.open(f"{scene.url}rollouts/{world.namespace}/gate")
     awaiting = f"{PHASE_IS[:-1]} && document.querySelector('#reason').textContent.includes('AwaitingPromotion');"
     browser.wait(awaiting, "Paused", timeout=90, what="the rollout waiting at its manual gate")
-    steps = browser.run("return [...document.querySelectorAll('#steps .step')].map(s => s.className + ' ' + s.textContent)")
-    assert len(steps) == 3 and "current" in steps[1] and "manual gate" in steps[1] and "read back: 50% / 50%" in steps[1]
+    steps = browser.run(
+        "return [...document.querySelectorAll('#steps .step')].map(s => s.className + ' ' + s.textContent)"
+    )
+    assert (
+        len(steps) == 3 and "current" in steps[1] and "manual gate" in steps[1] and "read back: 50% / 50%" in steps[1]
+    )
     points = browser.wait(
-        "return document.querySelectorAll('[data-guardrail=\"error-rate\"] svg.chart circle[data-series=\"candidate\"]').length",
+        'return document.querySelectorAll(\'[data-guardrail="error-rate"] svg.chart circle[data-series="candidate"]\').length',
         what="points of the error-rate chart",
     )
     assert points >= 1
@@ -151,7 +155,9 @@ def test_the_dashboard_shows_rollouts_and_promotes_at_a_manual_gate(scene: Scene
 
     browser.wait(PHASE_IS, "Promoted", timeout=60, what="Promoted")
     obj = world.get("gate")
-    assert obj["metadata"]["annotations"][PROMOTE].startswith("step-") and obj["metadata"]["annotations"][PROMOTE].endswith("-1")
+    assert obj["metadata"]["annotations"][PROMOTE].startswith("step-") and obj["metadata"]["annotations"][
+        PROMOTE
+    ].endswith("-1")
     requested = [m for reason, m in _events(world, "gate") if reason == "PromoteRequested"]
     assert requested and requested[0].startswith("promotion past step 2, requested by ")
     assert browser.run("return window.__dashboard.loadedAt") == loaded, "the page followed the change without a reload"
@@ -176,13 +182,13 @@ def test_the_page_follows_another_rollouts_rollback_live(scene: Scene, browser: 
     world.apply(body)
     browser.open(f"{scene.url}rollouts/{world.namespace}/other")
     browser.wait(
-        "return document.querySelectorAll('[data-guardrail=\"errors-vs-incumbent\"] svg.chart circle[data-series=\"worse\"]').length >= 2",
+        'return document.querySelectorAll(\'[data-guardrail="errors-vs-incumbent"] svg.chart circle[data-series="worse"]\').length >= 2',
         timeout=90,
         what="the sequential evidence chart",
     )
     assert browser.run(PHASE) == "Progressing"
     assert browser.wait(
-        "return document.querySelectorAll('[data-guardrail=\"errors-vs-incumbent\"] svg.chart path[data-series=\"needed\"]').length"
+        'return document.querySelectorAll(\'[data-guardrail="errors-vs-incumbent"] svg.chart path[data-series="needed"]\').length'
     )
     scene.scraper.wait_for(f'modelrollout_guardrail_samples_needed{{namespace="{world.namespace}"}}', bool)
     loaded, updates = browser.run("return [window.__dashboard.loadedAt, window.__dashboard.updates]")
@@ -196,7 +202,7 @@ def test_the_page_follows_another_rollouts_rollback_live(scene: Scene, browser: 
     # The failing analysis (above the bound) is on the chart: the status has it, as the evidence
     # series in Prometheus end when the rollout does.
     failing = browser.wait(
-        "return [...document.querySelectorAll('[data-guardrail=\"error-rate\"] svg.chart circle[data-series=\"candidate\"]')]"
+        'return [...document.querySelectorAll(\'[data-guardrail="error-rate"] svg.chart circle[data-series="candidate"]\')]'
         ".filter(c => parseFloat(c.textContent.split(' ')[1]) > 0.05).length"
     )
     assert failing >= 1
@@ -223,7 +229,9 @@ def test_requests_need_the_pages_token_and_the_dashboards_own_host(scene: Scene)
     assert token
     rebinding = httpx.get(scene.url, headers={"Host": f"evil.example:{scene.url.rsplit(':', 1)[1]}"}, timeout=10)
     assert rebinding.status_code == 403
-    unknown = httpx.post(name.replace("/retry", "/delete"), headers={"X-Modelrollout-Token": token.group(1)}, timeout=10)
+    unknown = httpx.post(
+        name.replace("/retry", "/delete"), headers={"X-Modelrollout-Token": token.group(1)}, timeout=10
+    )
     assert unknown.status_code == 404
 
 
@@ -246,5 +254,3 @@ def test_each_grafana_panel_query_returns_data_from_a_prometheus_scraping_the_co
             if not reply["data"]["result"]:
                 empty.append(f"{panel['title']}: {target['expr']}")
     assert empty == []
-
-

@@ -199,7 +199,7 @@ def test_two_replicas_only_the_leader_writes_and_a_kill_hands_over(
     assert obj["status"]["phase"] == "Promoted" and standby.proc.poll() is None
 
 
-def test_an_idle_held_rollout_costs_two_reads_and_no_write_per_reconcile(
+def test_an_idle_held_rollout_costs_no_request_per_reconcile(
     world: World, controller_process: ControllerFactory
 ) -> None:
     controller = controller_process.start("c1", "--namespace", world.namespace)
@@ -224,15 +224,11 @@ def test_an_idle_held_rollout_costs_two_reads_and_no_write_per_reconcile(
     reconciles = controller.reconciles_settled() - reconciles_before
 
     after = [r for r in requests(world.plane.audit_log, namespace=world.namespace) if r.user_agent == agent][before:]
-    reads = [r for r in after if r.verb in ("get", "list")]
-    assert [r for r in after if r.verb not in ("get", "list")] == []
+    print(f"\nidle held rollout: {len(after)} requests in {reconciles} reconciles")
     assert reconciles >= 1
-    per_reconcile = len(reads) / reconciles
-    print(
-        f"\nidle held rollout: {per_reconcile:.1f} reads and 0 writes per reconcile "
-        f"({sorted({r.resource for r in reads})})"
-    )
-    assert per_reconcile == 2
+    # The rollout and its route are read from the controller's watch-fed caches (issue 23):
+    # before them, each such reconcile read both from the API server.
+    assert [(r.verb, r.resource) for r in after] == []
 
 
 def test_sigterm_releases_the_lease_and_exits_zero(world: World, controller_process: ControllerFactory) -> None:

@@ -118,7 +118,14 @@ def test_labels_that_stall_are_inconclusive_and_end_at_the_deadline_plus_the_del
     labelling.set(world.incumbent, correct=9, incorrect=1)
     world.apply(label_rollout(world, deadline="10s", delay="8s"))
     # A few labels for the candidate, then the pipeline stalls: 6 of the 20 needed.
-    world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+    at_20 = world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+    # increase() over "since the rollout began" counts a jump only after a sample inside that
+    # range: add the labels once Prometheus has scraped the candidate's counter at 0 after the
+    # start (added at once, they were counted as 0 on a fast machine, seen in CI).
+    began = next(d["time"] for d in at_20["status"]["history"] if d["action"] == "start")
+    since = datetime.fromisoformat(began).timestamp()
+    scraped = f'timestamp({FEEDBACK}{{model="{world.candidate}",outcome="correct"}}) > {since + 1}'
+    prometheus.wait_for(scraped, lambda r: len(r) == 1)
     labelling.add(world.candidate, correct=6)
 
     seen: list[dict[str, Any]] = []
@@ -231,7 +238,10 @@ def test_the_label_builtins_read_feedback_counters_through_the_real_prometheus(
         exporter.inc_counter("model_feedback_loss_count", {"model": model}, 200)
 
     def query(metric: BuiltinMetric, which: str) -> str:
-        return render(getattr(PROMQL[metric], which), variables_for(model, None, "candidate", "d", "1m"))
+        return render(
+            getattr(PROMQL[metric], which),
+            variables_for(model, None, "candidate", "d", "1m", rollout="r", incumbent="inc"),
+        )
 
     def ask(metric: BuiltinMetric, which: str) -> float | None:
         with PrometheusProvider(address=prometheus.url, timeout=10, stale_after=300) as provider:

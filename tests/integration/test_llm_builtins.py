@@ -45,7 +45,7 @@ def query(metric: BuiltinMetric, model: str, which: str, price: ModelPrice | Non
     assert isinstance(queries, BuiltinQueries), queries
     template = getattr(queries, which)
     assert template is not None
-    variables = variables_for(model, None, "candidate", "default", WINDOW)
+    variables = variables_for(model, None, "candidate", "default", WINDOW, rollout="r", incumbent="inc")
     return render(template, {**variables, **(llm.price_variables(price) if price else {})})
 
 
@@ -60,7 +60,7 @@ def test_every_llm_query_of_both_families_is_valid_promql(provider: PrometheusPr
                 if isinstance(queries, str):
                     assert "metric family has no" in queries
                     continue
-                variables = {**variables_for(model, None, "candidate", "default", WINDOW)}
+                variables = {**variables_for(model, None, "candidate", "default", WINDOW, rollout="r", incumbent="inc")}
                 variables.update(llm.price_variables(price) if price else {})
                 for template in (queries.value, queries.samples, queries.errors, queries.total):
                     if template is None:

@@ -20,7 +20,8 @@ import pytest
 
 from controller.api.models import BuiltinMetric
 from controller.core.observation import ObservationStatus
-from controller.metrics.builtins import PROMQL, by_segment
+from controller.metrics.batch import for_model
+from controller.metrics.builtins import BY_MODEL, PROMQL, by_segment
 from controller.metrics.prometheus import PrometheusProvider
 from controller.metrics.templates import render, variables_for
 from controller.observe import UNLABELLED
@@ -76,10 +77,20 @@ def has(n: int) -> Any:
     return lambda result: len(result) == n
 
 
-def builtin(metric: BuiltinMetric, model: str, which: str, variant: str = "candidate") -> str:
+def builtin(
+    metric: BuiltinMetric,
+    model: str,
+    which: str,
+    variant: str = "candidate",
+    *,
+    incumbent: str = "inc",
+    rollout: str = "r",
+) -> str:
     template = getattr(PROMQL[metric], which)
     assert template is not None
-    return render(template, variables_for(model, None, variant, "default", WINDOW))
+    return render(
+        template, variables_for(model, None, variant, "default", WINDOW, rollout=rollout, incumbent=incumbent)
+    )
 
 
 def requests(model: str, code: str) -> dict[str, str]:
@@ -432,7 +443,9 @@ def test_segmented_error_rate_builtin_one_query_per_variant_by_region(
     def segmented(which: str) -> str:
         template = getattr(queries, which)
         assert template is not None
-        return render(template, variables_for(model, None, "candidate", "default", WINDOW))
+        return render(
+            template, variables_for(model, None, "candidate", "default", WINDOW, rollout="r", incumbent="inc")
+        )
 
     prometheus.wait_for(segmented("value"), has(3))
     prometheus.wait_for(segmented("total"), lambda r: has(4)(r) and sorted(values(r, "region").values())[1] > 0)
@@ -471,10 +484,11 @@ def test_grouped_prediction_buckets_by_region(
             exporter.observe(PREDICTION, {"model": model, "region": region}, 0.9, count=high)
     template = by_segment("region")[BuiltinMetric.PREDICTION_DISTRIBUTION].distribution
     assert template is not None
-    query = render(template, variables_for(model, None, "candidate", "default", WINDOW))
+    query = render(template, variables_for(model, None, "candidate", "default", WINDOW, rollout="r", incumbent="inc"))
     prometheus.wait_for(query, lambda r: sum(float(s["value"][1]) for s in r if s["metric"]["le"] == "+Inf") > 0)
     prometheus.wait_for(
-        f'sum by (region) (model_prediction_count{{model="{model}"}})', lambda r: sum(values(r, "region").values()) == 80
+        f'sum by (region) (model_prediction_count{{model="{model}"}})',
+        lambda r: sum(values(r, "region").values()) == 80,
     )
 
     observed = provider.grouped(query, label="le", by="region", at=now(), unlabelled=UNLABELLED)
@@ -485,5 +499,153 @@ def test_grouped_prediction_buckets_by_region(
     # Shapes exact (increase() scales every bucket of a series alike): eu 1/4 low, us all low.
     assert eu["0.25"] / eu["+Inf"] == pytest.approx(0.25) and us["0.25"] / us["+Inf"] == pytest.approx(1.0)
     # A series without the bucket label is no data, as for vector().
-    plain = provider.grouped(f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now())
+    plain = provider.grouped(
+        f'sum by (region) (model_prediction_count{{model="{model}"}})', label="le", by="region", at=now()
+    )
     assert plain.status is NO_DATA and "lacks the label 'le'" in plain.message
+
+
+# -- batched builtins (metrics/batch.py) --------------------------------------------------------
+
+
+def test_each_models_batched_builtin_is_what_its_own_query_gives(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """Given three models (10% errors, no error series at all, and idle: counters that stopped
+    moving), when the by-model builtins are asked once at one time and the per-model ones at the
+    same time, then every model's value and samples are the same numbers, and the idle model is
+    no data in both (0/0), without making anyone else's no data."""
+    failing, clean, idle = model + "-failing", model + "-clean", model + "-idle"
+    start_counters(exporter, prometheus, failing, ["200", "500"])
+    start_counters(exporter, prometheus, clean, ["200"])
+    start_counters(exporter, prometheus, idle, ["200"])
+    latency_models = (failing, clean)
+    for m in latency_models:
+        exporter.observe(LATENCY, {"model": m}, 0.07, count=0, bounds=LATENCY_BUCKETS)
+    prometheus.wait_for(
+        f'count_over_time(model_request_duration_seconds_count{{model=~"{failing}|{clean}"}}[{WINDOW}]) >= 2', has(2)
+    )
+    with exporter.atomically():
+        exporter.inc_counter(REQUESTS, requests(failing, "200"), 90)
+        exporter.inc_counter(REQUESTS, requests(failing, "500"), 10)
+        exporter.inc_counter(REQUESTS, requests(clean, "200"), 100)
+        exporter.observe(LATENCY, {"model": failing}, 0.2, count=100, bounds=LATENCY_BUCKETS)
+        exporter.observe(LATENCY, {"model": clean}, 0.07, count=100, bounds=LATENCY_BUCKETS)
+    for m in latency_models:
+        prometheus.wait_for(builtin(BuiltinMetric.LATENCY_P99, m, "samples"), lambda r: bool(r) and values(r)[""] > 0)
+        prometheus.wait_for(builtin(BuiltinMetric.ERROR_RATE, m, "total"), lambda r: bool(r) and values(r)[""] > 0)
+
+    at = now()
+    for metric in (BuiltinMetric.ERROR_RATE, BuiltinMetric.LATENCY_P99):
+        for which in ("value", "samples"):
+            template = getattr(BY_MODEL[metric], which)
+            batched = provider.split(render(template, {"window": WINDOW}), by="model", at=at)
+            assert isinstance(batched, dict), batched
+            for m in (failing, clean, idle):
+                own = provider.scalar(builtin(metric, m, which), at=at)
+                theirs = for_model(batched, m)
+                assert (theirs.status, theirs.value) == (own.status, own.value), (metric, which, m, own, theirs)
+    error_rate = render(BY_MODEL[BuiltinMetric.ERROR_RATE].value or "", {"window": WINDOW})
+    batched = provider.split(error_rate, by="model", at=at)
+    assert isinstance(batched, dict)
+    assert for_model(batched, failing).value == pytest.approx(0.10)
+    assert for_model(batched, clean).value == 0.0  # no 5xx series at all: zero errors, not no data
+    assert for_model(batched, idle).status is NO_DATA  # 0/0
+    assert for_model(batched, model + "-never-seen").status is NO_DATA
+
+
+def test_each_models_batched_prediction_distribution_is_its_own(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    first, second = model + "-1", model + "-2"
+    for m in (first, second):
+        exporter.observe(PREDICTION, {"model": m}, 0.5, count=0)
+    prometheus.wait_for(f'count_over_time(model_prediction_count{{model=~"{first}|{second}"}}[{WINDOW}]) >= 2', has(2))
+    with exporter.atomically():
+        exporter.observe(PREDICTION, {"model": first}, 0.1, count=30)
+        exporter.observe(PREDICTION, {"model": second}, 0.9, count=70)
+    for m in (first, second):
+        raw = f'sum by (le) (model_prediction_bucket{{model="{m}"}})'
+        prometheus.wait_for(raw, lambda r: values(r, "le").get("+Inf", 0) > 0)
+        prometheus.wait_for(builtin(BuiltinMetric.PREDICTION_DISTRIBUTION, m, "distribution"),
+                            lambda r: any(float(s["value"][1]) > 0 for s in r))  # fmt: skip
+
+    at = now()
+    queries = BY_MODEL[BuiltinMetric.PREDICTION_DISTRIBUTION]
+    batched = provider.split(
+        render(queries.distribution or "", {"window": WINDOW}), by="model", at=at, label=queries.distribution_label
+    )
+    assert isinstance(batched, dict), batched
+    for m in (first, second):
+        own = provider.vector(builtin(BuiltinMetric.PREDICTION_DISTRIBUTION, m, "distribution"), label="le", at=at)
+        assert own.ok and for_model(batched, m).vector == own.vector, (m, own, batched.get(m))
+
+
+SHADOW = "modelrollout_shadow_comparisons_total"
+
+
+def test_shadow_disagreement_builtin_reads_the_candidate_and_the_noise_floor_apart(
+    exporter: Exporter, prometheus: PrometheusServer, provider: PrometheusProvider, model: str
+) -> None:
+    """The comparator's counter (controller/comparator): variant candidate is the candidate against
+    the incumbent, variant incumbent the incumbent against itself; a candidate's error is a
+    disagreement, the incumbent's errors are no comparison. Another rollout of the namespace with
+    the same model, or the model against another incumbent, never adds up (review finding 10)."""
+    incumbent = model + "-incumbent"
+
+    def labels(
+        judged: str, variant: str, outcome: str, *, rollout: str = "r", reference: str = incumbent
+    ) -> dict[str, str]:
+        return {
+            "namespace": "default", "rollout": rollout, "model": judged, "reference": reference, "variant": variant,
+            "outcome": outcome,
+        }  # fmt: skip
+
+    others = [
+        labels(model, "candidate", "disagree", rollout="other"),
+        labels(model, "candidate", "disagree", reference="x"),
+    ]
+
+    series = [
+        (model, "candidate", "agree"), (model, "candidate", "disagree"), (model, "candidate", "candidate_error"),
+        (model, "candidate", "incumbent_error"), (incumbent, "incumbent", "agree"),
+        (incumbent, "incumbent", "incumbent_error"),
+    ]  # fmt: skip
+    with exporter.atomically():
+        for s in series:
+            exporter.set_counter(SHADOW, labels(*s), 0)
+        for other in others:
+            exporter.set_counter(SHADOW, other, 0)
+    prometheus.wait_for(f'count_over_time({SHADOW}{{model=~"{model}.*"}}[{WINDOW}]) >= 2', has(8), timeout=60)
+    with exporter.atomically():
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "agree"), 90)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "disagree"), 10)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "candidate_error"), 50)
+        exporter.inc_counter(SHADOW, labels(model, "candidate", "incumbent_error"), 400)
+        exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "agree"), 40)
+        exporter.inc_counter(SHADOW, labels(incumbent, "incumbent", "incumbent_error"), 400)
+        for other in others:
+            exporter.inc_counter(SHADOW, other, 1000)
+    metric = BuiltinMetric.SHADOW_DISAGREEMENT
+    prometheus.wait_for(
+        builtin(metric, model, "value", incumbent=incumbent), lambda r: bool(r) and float(r[0]["value"][1]) > 0
+    )
+    prometheus.wait_for(
+        builtin(metric, incumbent, "total", "incumbent", incumbent=incumbent), lambda r: bool(r) and values(r)[""] > 0
+    )
+
+    at = now()
+    rate = provider.scalar(builtin(metric, model, "value", incumbent=incumbent), at=at)
+    errors = provider.scalar(builtin(metric, model, "errors", incumbent=incumbent), at=at)
+    total = provider.scalar(builtin(metric, model, "total", incumbent=incumbent), at=at)
+    floor_errors = provider.scalar(builtin(metric, incumbent, "errors", "incumbent", incumbent=incumbent), at=at)
+    floor_total = provider.scalar(builtin(metric, incumbent, "total", "incumbent", incumbent=incumbent), at=at)
+    nothing = provider.scalar(builtin(metric, model + "-never-compared", "value", incumbent=incumbent), at=at)
+
+    # 10 disagreements and 50 candidate errors of 150 judged; the 400 incumbent errors are no comparison.
+    assert rate.status is OK and rate.value == pytest.approx(0.40)
+    assert errors.value is not None and total.value is not None and errors.value / total.value == pytest.approx(0.40)
+    assert 150 - 1e-9 <= total.value < 550 * 0.9
+    assert floor_errors.status is OK and floor_errors.value == 0.0
+    assert floor_total.value is not None and 40 - 1e-9 <= floor_total.value < 440 * 0.9
+    assert nothing.status is NO_DATA

@@ -91,6 +91,15 @@ def test_a_read_never_answered_is_unavailable(silent_server: str, tmp_path: Path
     assert isinstance(outcome.get("error"), Unavailable), outcome
 
 
+def test_an_informer_list_never_answered_is_unavailable(silent_server: str, tmp_path: Path) -> None:
+    """The informer's paged list goes through the same REST layer: its page gives up too, and the
+    informer's loop backs off and tries again instead of hanging."""
+    (informer,) = Rollouts(_api(silent_server, tmp_path)).cache([], watch_timeout=1, on_event=lambda kind, obj: None)
+    outcome = _finishes(lambda: informer.source.list_page(None, limit=2, cont=""))
+    assert isinstance(outcome.get("error"), Unavailable), outcome
+    assert not informer.synced.is_set()
+
+
 def test_a_lease_read_never_answered_is_not_leadership(silent_server: str, tmp_path: Path) -> None:
     elector = LeaderElector(
         _api(silent_server, tmp_path), LeaseConfig(name="l", namespace="default", renew_deadline=1), "me"

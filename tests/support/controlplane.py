@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -76,11 +77,35 @@ def ensure_binaries() -> Path:
     return target
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PICKER = random.SystemRandom()  # not the `random` module's state, which Hypothesis seeds
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, for a server a test is about to start.
+
+    Picked at random below the kernel's ephemeral range, never by binding to port 0: that gives
+    an ephemeral port, and until the server binds it any outbound connection on the machine (a
+    Prometheus scrape, an HTTP client) may take it as its source port. Seen in CI on a busy
+    machine: kube-apiserver "bind: address already in use", and every test of the session
+    errored. Below the range only another test's pick can take it, and each pick is checked.
+    """
+    high = _ephemeral_low()
+    for _ in range(1000):
+        port = _PICKER.randrange(10000, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in 10000-{high - 1}")
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
@@ -111,6 +136,8 @@ class ControlPlane:
     start_seconds: float = 0.0
     # Extra kube-apiserver flags (e.g. --watch-cache=false for the watch-compaction test).
     apiserver_args: list[str] = field(default_factory=list)
+    # The audit policy (with audit_log): the tests' by default; a bench may log more (bench/argo.py).
+    audit_policy: str = AUDIT_POLICY
 
     @property
     def url(self) -> str:
@@ -138,9 +165,18 @@ class ControlPlane:
         bins = ensure_binaries()
         began = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._start_etcd(bins)
-        self._start_apiserver(bins)
-        self._wait_ready(timeout)
+        for attempt in range(3):
+            self._start_etcd(bins)
+            self._start_apiserver(bins)
+            try:
+                self._wait_ready(timeout)
+                break
+            except RuntimeError as exc:
+                # Another test's server took a port between our pick and the bind: new ports.
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.stop()
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
         self._write_kubeconfig()
         self.start_seconds = time.monotonic() - began
         return self
@@ -209,7 +245,7 @@ class ControlPlane:
         ]
         if self.audit_log is not None:
             policy = self.workdir / "audit-policy.yaml"
-            policy.write_text(AUDIT_POLICY)
+            policy.write_text(self.audit_policy)
             argv += [
                 f"--audit-policy-file={policy}",
                 f"--audit-log-path={self.audit_log}",
@@ -262,12 +298,19 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def running_control_plane(
-    *, audit: bool = False, keep: bool = False, apiserver_args: list[str] | None = None
+    *,
+    audit: bool = False,
+    keep: bool = False,
+    apiserver_args: list[str] | None = None,
+    audit_policy: str = AUDIT_POLICY,
 ) -> Iterator[ControlPlane]:
     """Start a plane in a fresh temporary directory; stop it and remove the directory after."""
     workdir = Path(tempfile.mkdtemp(prefix="modelrollout-plane-"))
     plane = ControlPlane(
-        workdir=workdir, audit_log=workdir / "audit.log" if audit else None, apiserver_args=apiserver_args or []
+        workdir=workdir,
+        audit_log=workdir / "audit.log" if audit else None,
+        apiserver_args=apiserver_args or [],
+        audit_policy=audit_policy,
     )
     try:
         plane.start()

@@ -1,7 +1,9 @@
 """Drive the pure decision core the way the reconciler does, with a fake clock and data plane.
 
-Unit tests only: the data plane is a dict of weights per candidate, and every status goes
-through its JSON form between reconciles, as it does through the API server.
+Unit tests only: the data plane is a dict of weights per candidate and one of mirrors per
+comparator (as a real route holds one mirror per comparator Service, whichever candidate is in
+flight), and every status goes through its JSON form between reconciles, as it does through the
+API server.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from controller.core.engine import (
     record_weights,
 )
 from controller.core.judge import Cause, Judgement
+from controller.core.shadow import phase_spec
 
 JudgeFn = Callable[[str, "Simulator"], Judgement]
 # A webhook's HTTP code for an ask or a notice (None: no answer), as the adapter would report it.
@@ -51,6 +54,9 @@ class Simulator:
     status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
     # Weights on the data plane, per candidate backend: what a router would read back.
     plane: dict[str, Weights] = field(default_factory=dict)
+    # Percent mirrored, per comparator Service (spec.shadow), and every change of a mirror written.
+    mirrors: dict[str, int] = field(default_factory=dict)
+    mirror_writes: list[tuple[str, int]] = field(default_factory=list)
     writes: list[tuple[str, int]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     analyses: int = 0
@@ -71,10 +77,20 @@ class Simulator:
         as a controller killed between its status write and its route write would."""
         pair = pair_in_flight(self.status)
         applied = self.plane.get(pair[1].name, Weights(incumbent=100, candidate=0)) if pair else None
+        shadow = self.status.shadow
+        comparator = shadow.comparator if shadow is not None and shadow.comparator is not None else None
+        mirrored = (self.mirrors.get(comparator.service, 0) if comparator is not None else 0) if pair else None
+        stale = (
+            tuple(c for c in self.status.pending_mirror_removals if self.mirrors.get(c.service, 0) > 0)
+            if pair
+            else None
+        )
         judgements = None
-        if analysis_due(self.spec, self.status, applied, self.clock.now()):
+        if analysis_due(self.spec, self.status, applied, self.clock.now(), mirrored):
             self.analyses += 1
-            judgements = {g.name: self.judge(g.name, self) for g in self.spec.guardrails}
+            # In shadow the shadow's guardrails are judged (core/shadow.py), as the reconciler does.
+            in_force = phase_spec(self.spec, self.status)
+            judgements = {g.name: self.judge(g.name, self) for g in in_force.guardrails}
         out = decide(
             RolloutInput(
                 spec=self.spec,
@@ -83,6 +99,8 @@ class Simulator:
                 generation=self.generation,
                 deleting=deleting,
                 applied=applied,
+                mirrored=mirrored,
+                stale_mirrors=stale,
                 judgements=judgements,
                 requests=Requests(promote=self.promote_request, abort=self.abort_request, retry=self.retry_request),
                 answers=tuple(o for o in self._outcomes if isinstance(o, hooks.GateAnswer)),
@@ -105,8 +123,25 @@ class Simulator:
         for action in [] if crash_before_acting else out.actions:
             self.plane[action.candidate.name] = action.weights
             self.writes.append((action.candidate.name, action.weights.candidate))
+            # As a router does: the stale mirrors removed, then the action's own comparator's set.
+            owned = [(c.service, 0) for c in action.stale if c != action.comparator]
+            if action.comparator is not None:
+                owned.append((action.comparator.service, action.mirror))
+            for service, percent in owned:
+                if percent != self.mirrors.get(service, 0):
+                    self.mirror_writes.append((service, percent))
+                self.mirrors[service] = percent
             if out.status.candidate is not None and action.candidate.name == out.status.candidate.name:
-                record_weights(out.status, action.weights, now=self.clock.now(), generation=self.generation)
+                mine = self.mirrors.get(action.comparator.service, 0) if action.comparator is not None else 0
+                left = tuple(c for c in action.stale if self.mirrors.get(c.service, 0) > 0)
+                record_weights(
+                    out.status,
+                    action.weights,
+                    now=self.clock.now(),
+                    generation=self.generation,
+                    mirrored=mine,
+                    stale=left,
+                )
         self.events.extend(out.events)
         self.released = self.released or out.release
         # Persist as the API server would: JSON in, JSON out.

@@ -312,3 +312,92 @@ def test_status_shows_pending_gates_and_last_deliveries() -> None:
     assert "owner   BeforePromotion  service/approvals:8080" in section and "not asked yet" in section
     assert "delivered d-3 4m ago, HTTP 200; 0 pending" in section
     assert "failing x4 (60s ago): HTTP 503; 1 pending" in section
+
+
+def shadow_rollout(**status: Any) -> dict[str, Any]:
+    obj = rollout(**status)
+    obj["spec"]["shadow"] = {
+        "percent": 10,
+        "duration": "20m",
+        "comparator": {"service": "fraud-comparator"},
+        "comparison": {"predictionPath": "$.label", "equal": {}},
+        "noiseFloor": {"sample": 0.1},
+        "guardrails": [
+            {
+                "name": "agreement",
+                "metric": {"builtin": "ShadowDisagreement"},
+                "sequential": {"minAbsoluteEffect": 0.01},
+            }
+        ],
+    }
+    return obj
+
+
+IN_SHADOW = {
+    "observedGeneration": 2,
+    "phase": "Progressing",
+    "reason": "RolloutStarted",
+    "message": "rolling out fraud-v8 against fraud-v7",
+    "incumbent": {"name": "fraud-v7"},
+    "candidate": {"name": "fraud-v8", "version": "8.0.1"},
+    "currentStep": 0,
+    "totalSteps": 3,
+    "stepDisplay": "shadow",
+    "stepStarted": "2026-11-27T11:50:00Z",
+    "lastAnalysis": "2026-11-27T11:59:30Z",
+    "weights": {"incumbent": 100, "candidate": 0},
+    "shadow": {
+        "state": "Mirroring",
+        "started": "2026-11-27T11:50:00Z",
+        "mirrorPercent": 10,
+        "comparisons": 612,
+        "disagreements": 19,
+        "rate": 0.031,
+        "noiseFloorRate": 0.028,
+        "samplesNeeded": 400,
+    },
+    "guardrails": [
+        {
+            "name": "agreement",
+            "verdict": "Inconclusive",
+            "message": "not yet conclusive",
+            "evidence": {"candidateValue": 0.031, "incumbentValue": 0.028, "candidateSamples": 612},
+        }
+    ],
+}
+
+
+def test_status_shows_the_shadow_phase_its_agreement_and_what_it_waits_for() -> None:
+    text = status_view(shadow_rollout(**IN_SHADOW), [], NOW)
+    assert "Shadow:     Mirroring: 10% mirrored to comparator fraud-comparator:8080 (read back 10%)" in text
+    assert "the candidate answers no user" in text
+    assert "612 compared, 19 disagree (3.10%); incumbent vs itself 2.80%; needs 400 more comparisons" in text
+    assert "Guardrails (shadow: judged on the mirrored requests)" in text and "agreement" in text
+    assert "error-rate" not in text.split("Guardrails")[1]  # the canary's come after shadow
+    assert "then step 1 at 5% (shadow ends)" in text and "shadow's duration ends in 10m" in text
+    steps = text.split("Steps")[1]
+    assert ">  shadow  0% (10% mirrored)  20m   Mirroring" in steps
+
+
+def test_status_after_a_failed_shadow_keeps_its_evidence() -> None:
+    failed = {
+        **IN_SHADOW,
+        "phase": "RolledBack",
+        "reason": "GuardrailFailed",
+        "shadow": {**IN_SHADOW["shadow"], "state": "Failed", "mirrorPercent": 0, "rate": 0.15, "disagreements": 92},
+    }
+    text = status_view(shadow_rollout(**failed), [], NOW)
+    assert "Shadow:     Failed: 10% mirrored to comparator fraud-comparator:8080 (read back 0%)" in text
+    assert "92 disagree (15.00%)" in text and "the candidate answers no user" not in text
+
+
+def test_status_names_the_comparator_of_record_not_the_specs() -> None:
+    """Review finding 16: the mirror points where status says, whatever spec.shadow says now."""
+    moved = {**IN_SHADOW, "shadow": {**IN_SHADOW["shadow"], "comparator": {"service": "old-comparator", "port": 9000}}}
+    text = status_view(shadow_rollout(**moved), [], NOW)
+    assert "mirrored to comparator old-comparator:9000 (read back 10%)" in text
+    skipped = {**moved, "shadow": {**moved["shadow"], "state": "Skipped"}}
+    obj = shadow_rollout(**skipped)
+    del obj["spec"]["shadow"]  # taken out mid-shadow: the shadow of record is still shown
+    text = status_view(obj, [], NOW)
+    assert "Shadow:     Skipped: mirrored to comparator old-comparator:9000" in text

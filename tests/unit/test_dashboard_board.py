@@ -13,10 +13,18 @@ import httpx
 from controller.cli.dashboard import HISTORY_POINTS, Board, DashboardServer, hosts, summary
 
 
-def rollout(name: str = "r", *, started: str = "2026-11-28T12:00:00Z", evaluated: str | None = None, value: float = 0.01) -> dict[str, Any]:
+def rollout(
+    name: str = "r", *, started: str = "2026-11-28T12:00:00Z", evaluated: str | None = None, value: float = 0.01
+) -> dict[str, Any]:
     guardrails = []
     if evaluated is not None:
-        evidence = {"candidateValue": value, "incumbentValue": 0.02, "limit": 0.05, "candidateSamples": 100, "worse": 0.5}
+        evidence = {
+            "candidateValue": value,
+            "incumbentValue": 0.02,
+            "limit": 0.05,
+            "candidateSamples": 100,
+            "worse": 0.5,
+        }
         guardrails.append({"name": "error-rate", "verdict": "Pass", "lastEvaluated": evaluated, "evidence": evidence})
     return {
         "metadata": {"namespace": "ns", "name": name, "resourceVersion": "1"},

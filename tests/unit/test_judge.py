@@ -228,3 +228,51 @@ def test_sequential_false_rollback_rate_under_monitoring_stays_under_alpha() -> 
 def test_geometric_error_draws_match_the_rate() -> None:
     rng = random.Random(1)
     assert sum(_errors(rng, 1000, 0.01) for _ in range(500)) == pytest.approx(5000, rel=0.05)
+
+
+# -- ShadowDisagreement's absolute rule passes on evidence, not on the point estimate (finding 6) -
+
+AGREEMENT = guardrail(metric={"builtin": "ShadowDisagreement"}, absolute={"max": 0.02})
+
+
+def shadow(rate: float, comparisons: float) -> GuardrailData:
+    return GuardrailData(VariantData(value=ok(rate), samples=ok(comparisons)))
+
+
+def test_a_disagreement_under_its_bound_passes_only_once_shown_below_it() -> None:
+    # One disagreement in 100: a true 5% does that about one time in 25. Not a pass yet.
+    early = judge(AGREEMENT, shadow(0.01, 100))
+    assert early.verdict is Verdict.INCONCLUSIVE and early.cause is Cause.INSUFFICIENT
+    assert "not yet shown below 0.02" in early.message
+    assert early.evidence.samples_needed is not None and early.evidence.samples_needed > 0
+    later = judge(AGREEMENT, shadow(0.005, 1000))
+    assert later.verdict is Verdict.PASS and "rate below 0.02" in (later.evidence.statistic or "")
+    assert judge(AGREEMENT, shadow(0.03, 1000)).verdict is Verdict.FAIL
+    # Other absolute rules keep their point estimate.
+    errors = guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": 0.02})
+    assert judge(errors, shadow(0.01, 100)).verdict is Verdict.PASS
+
+
+def test_a_shadow_pass_by_samples_needed_comes_with_about_that_many_more() -> None:
+    first = judge(AGREEMENT, shadow(0.005, 200))
+    needed = first.evidence.samples_needed
+    assert first.verdict is Verdict.INCONCLUSIVE and needed is not None
+    assert judge(AGREEMENT, shadow(0.005, 200 + needed)).verdict is Verdict.PASS
+
+
+@given(st.integers(100, 400))
+def test_a_five_percent_disagreement_rarely_passes_a_two_percent_bound(comparisons: int) -> None:
+    """The pass is anytime-valid at PASS_SIGNIFICANCE: with a true 5%, the counts that pass are so
+    unlikely that their probability, at any sample size, stays far under 5%."""
+    rng = random.Random(comparisons)
+    passes = 0
+    for _ in range(200):
+        events = sum(rng.random() < 0.05 for _ in range(comparisons))
+        passes += judge(AGREEMENT, shadow(events / comparisons, comparisons)).verdict is Verdict.PASS
+    assert passes <= 200 * 0.05
+
+
+def test_a_bound_of_zero_keeps_the_point_estimate() -> None:
+    every = guardrail(metric={"builtin": "ShadowDisagreement"}, absolute={"max": 0})
+    assert judge(every, shadow(0.0, 100)).verdict is Verdict.PASS
+    assert judge(every, shadow(0.01, 100)).verdict is Verdict.FAIL

@@ -22,9 +22,19 @@ def guardrail(**body: Any) -> Guardrail:
 
 
 def test_an_absolute_rules_limit_is_its_bound() -> None:
-    j = judge(guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": 0.01}), GuardrailData(VariantData(value=ok(0.5), samples=ok(100))))
-    assert j.evidence.limit == 0.01 and j.evidence.candidate_value is not None and j.evidence.candidate_value > j.evidence.limit
-    low = judge(guardrail(metric={"builtin": "ErrorRate"}, absolute={"min": 0.9}), GuardrailData(VariantData(value=ok(0.95), samples=ok(100))))
+    j = judge(
+        guardrail(metric={"builtin": "ErrorRate"}, absolute={"max": 0.01}),
+        GuardrailData(VariantData(value=ok(0.5), samples=ok(100))),
+    )
+    assert (
+        j.evidence.limit == 0.01
+        and j.evidence.candidate_value is not None
+        and j.evidence.candidate_value > j.evidence.limit
+    )
+    low = judge(
+        guardrail(metric={"builtin": "ErrorRate"}, absolute={"min": 0.9}),
+        GuardrailData(VariantData(value=ok(0.95), samples=ok(100))),
+    )
     assert low.evidence.limit == 0.9
 
 
@@ -46,7 +56,9 @@ def test_a_relative_rules_limit_is_the_tightest_upper_bound_and_decides_like_it(
 
 @given(ce=st.integers(0, 400), ie=st.integers(0, 400), ct=st.integers(100, 20000), it=st.integers(100, 20000))
 def test_the_sequential_evidence_numbers_are_what_the_verdict_stood_on(ce: int, ie: int, ct: int, it: int) -> None:
-    g = guardrail(metric={"builtin": "ErrorRate"}, sequential={"significance": 0.05, "minEffect": 0.5, "minAbsoluteEffect": 0.05})
+    g = guardrail(
+        metric={"builtin": "ErrorRate"}, sequential={"significance": 0.05, "minEffect": 0.5, "minAbsoluteEffect": 0.05}
+    )
     data = GuardrailData(
         VariantData(errors=ok(min(ce, ct)), total=ok(ct)), VariantData(errors=ok(min(ie, it)), total=ok(it))
     )

@@ -1,5 +1,5 @@
 """Layering: the decision core is pure and imports only core and api; only controller.kube talks to the
-kubernetes client."""
+kubernetes client; the comparator is a process of its own that the controller never imports."""
 
 from __future__ import annotations
 
@@ -38,4 +38,13 @@ def test_only_controller_kube_imports_kubernetes() -> None:
         if "kube" in path.relative_to(PACKAGE).parts[:1]:
             continue
         bad = {n for n in imports_of(path) if n.split(".")[0] == "kubernetes"}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_the_controller_never_imports_the_comparator() -> None:
+    """The comparator is a process of its own (docs/architecture.md): nothing else imports it."""
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "comparator":
+            continue
+        bad = {n for n in imports_of(path) if n.startswith("controller.comparator")}
         assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"

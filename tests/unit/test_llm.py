@@ -208,7 +208,7 @@ def test_in_between_the_candidate_never_gets_more_than_before_or_after(inc: int,
 
 # -- LLM builtins -----------------------------------------------------------------------------------
 
-CANDIDATE = variables_for("llama-v2", None, "candidate", "chat", "5m")
+CANDIDATE = variables_for("llama-v2", None, "candidate", "chat", "5m", rollout="r", incumbent="inc")
 PER_TOKEN = ModelPrice(model="llama-v2", per_million_input_tokens=0.1, per_million_output_tokens=0.6)
 PER_REPLICA = ModelPrice(model="llama-v2", per_replica_hour=2.5)
 
@@ -343,6 +343,7 @@ def test_each_variant_is_costed_at_its_own_price() -> None:
         status=ModelRolloutStatus(),
         provider=provider,
         namespace="chat",
+        rollout="chat",
         pair=(ModelRef(name="llama-v1"), ModelRef(name="llama-v2")),
         now=datetime(2026, 1, 1, tzinfo=UTC),
     )
@@ -359,6 +360,7 @@ def test_a_model_without_a_price_leaves_cost_inconclusive_saying_so() -> None:
         status=ModelRolloutStatus(),
         provider=provider,
         namespace="chat",
+        rollout="chat",
         pair=(ModelRef(name="llama-v1"), ModelRef(name="llama-v2")),
         now=datetime(2026, 1, 1, tzinfo=UTC),
     )["cost"]

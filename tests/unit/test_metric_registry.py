@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from controller.api.models import (
     BuiltinMetric,
     GuardrailStatus,
@@ -23,6 +25,7 @@ from controller.core.judge import Cause
 from controller.core.observation import Observation, ObservationStatus
 from controller.kube.errors import Forbidden, NotFound
 from controller.main import _default_provider, parse_args
+from controller.metrics import registry as registry_module
 from controller.metrics.address import AddressPolicy
 from controller.metrics.builtins import BuiltinQueries, by_segment
 from controller.metrics.prometheus import PrometheusProvider
@@ -122,6 +125,7 @@ def test_builtins_belong_to_the_provider_and_a_missing_one_is_inconclusive() -> 
         "spec": spec,
         "status": ModelRolloutStatus(),
         "namespace": "ns",
+        "rollout": "r",
         "pair": (ModelRef(name="m1"), ModelRef(name="m2")),
         "now": datetime(2025, 1, 1, tzinfo=UTC),
     }
@@ -149,7 +153,11 @@ class ByRegion:
         self.asked.append((query, label, unlabelled))
         candidate = 'model="m2"' in query
         errors = 'code=~"5.."' in query
-        table = {"us": (20.0, 4000.0), "eu": (62.0, 2000.0)} if candidate else {"us": (400.0, 36000.0), "eu": (200.0, 18000.0)}
+        table = (
+            {"us": (20.0, 4000.0), "eu": (62.0, 2000.0)}
+            if candidate
+            else {"us": (400.0, 36000.0), "eu": (200.0, 18000.0)}
+        )
         return Observation(
             ObservationStatus.OK, vector={region: e if errors else t for region, (e, t) in table.items()}
         )
@@ -179,6 +187,7 @@ def test_a_segmented_guardrail_is_observed_by_its_label_and_judged_with_the_segm
         status=status,
         provider=provider,
         namespace="ns",
+        rollout="r",
         pair=(ModelRef(name="m1"), ModelRef(name="m2")),
         now=datetime(2025, 1, 1, tzinfo=UTC),
     )["errors"]
@@ -188,3 +197,28 @@ def test_a_segmented_guardrail_is_observed_by_its_label_and_judged_with_the_segm
     assert all("sum by (region)" in query for query, _, _ in provider.asked)
     assert judgement.message == "errors failed in region=eu: 3.1% vs 1.1%"
     assert judgement.segments is not None and judgement.segments.named == ["eu", "us"]  # eu kept its slot first
+
+
+def test_a_secret_is_read_once_a_minute_not_at_every_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = providers({("ns", "prom"): {"token": "s3cret"}})
+    reader = registry.secrets
+    assert isinstance(reader, Secrets)
+    for _ in range(5):
+        assert isinstance(registry.for_rollout("ns", backend(secretRef={"name": "prom"})), PrometheusProvider)
+    assert reader.reads == 1
+    monkeypatch.setattr(registry_module, "TOKEN_TTL", 0.0)  # a minute later: read again (a rotated token)
+    reader.values[("ns", "prom")] = {"token": "rotated"}
+    rotated = registry.for_rollout("ns", backend(secretRef={"name": "prom"}))
+    assert reader.reads == 2 and isinstance(rotated, PrometheusProvider)
+    assert "rotated" not in repr(rotated)
+
+
+def test_a_secret_that_could_not_be_read_is_asked_again_at_the_next_analysis() -> None:
+    registry = providers({})
+    reader = registry.secrets
+    assert isinstance(reader, Secrets)
+    for _ in range(2):
+        assert registry.for_rollout("ns", backend(secretRef={"name": "later"})) == "secret later not found"
+    reader.values[("ns", "later")] = {"token": "t"}
+    assert isinstance(registry.for_rollout("ns", backend(secretRef={"name": "later"})), PrometheusProvider)
+    assert reader.reads == 3

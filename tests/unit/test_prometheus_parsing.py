@@ -226,6 +226,51 @@ def test_grouped_answers_that_are_no_data(body: Any, message: str) -> None:
     assert observation.groups == {}
 
 
+def split_of(body: Any, label: str | None = None) -> Any:
+    return provider(Recorder(answer(body))).split("q", by="model", at=AT, label=label)
+
+
+def test_split_gives_each_model_its_own_observation_and_its_own_problems() -> None:
+    body = success(
+        "vector",
+        [
+            series("0.5", model="a"),
+            series("NaN", model="idle"),
+            series("1", model="twice", pod="x"),
+            series("2", model="twice", pod="y"),
+            series("7"),  # no model: nobody's
+        ],
+    )
+    found = split_of(body)
+    assert set(found) == {"a", "idle", "twice"}
+    assert found["a"].ok and found["a"].value == 0.5
+    assert found["idle"].status is NO_DATA and "value is NaN" in found["idle"].message
+    assert found["twice"].status is NO_DATA and "2 series where one is expected" in found["twice"].message
+
+
+def test_split_by_model_and_bucket() -> None:
+    body = success(
+        "vector",
+        [
+            series("3", le="0.5", model="a"),
+            series("4", le="+Inf", model="a"),
+            series("1", le="0.5", model="b"),
+            series("Inf", le="+Inf", model="b"),
+        ],
+    )
+    found = split_of(body, label="le")
+    assert found["a"].ok and found["a"].vector == {"0.5": 3.0, "+Inf": 4.0}
+    assert found["b"].status is NO_DATA and "le='+Inf': value is +Inf" in found["b"].message
+
+
+def test_split_of_a_failed_query_is_one_observation_for_all() -> None:
+    assert split_of(success("vector", [])) == {}
+    failed = provider(Recorder(answer({"status": "error", "errorType": "bad_data", "error": "parse error"}, 400)))
+    outcome = failed.split("q", by="model", at=AT)
+    assert isinstance(outcome, Observation) and outcome.status is ERROR and "parse error" in outcome.message
+    assert split_of(success("matrix", [])).status is ERROR
+
+
 # -- failures and retries ---------------------------------------------------------------------
 
 

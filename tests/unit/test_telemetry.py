@@ -123,7 +123,11 @@ def test_a_finished_rollout_keeps_only_its_phase_and_conditions_and_a_deleted_on
     t.observe_rollout("ns", "r", status(Phase.PROGRESSING, guardrails=MAX_GUARDRAILS), interval=30)
     stalled = Condition(type="Stalled", status="True", reason="GuardrailFailed", last_transition_time=NOW)
     t.observe_rollout("ns", "r", status(Phase.ROLLED_BACK, conditions=[stalled]))
-    assert [n for n in per_rollout(t) if n.startswith("modelrollout_guardrail_") and "passing" not in n and n != "modelrollout_guardrail_value"] == []
+    assert [
+        n
+        for n in per_rollout(t)
+        if n.startswith("modelrollout_guardrail_") and "passing" not in n and n != "modelrollout_guardrail_value"
+    ] == []
     assert of(t, "modelrollout_rollout_condition", namespace="ns", name="r", condition="Stalled") == 1
     assert of(t, "modelrollout_rollout_last_analysis_seconds", namespace="ns", name="r") is None
     t.forget_rollout("ns", "r")
@@ -148,7 +152,9 @@ def test_the_status_at_its_fullest_stays_within_its_budget() -> None:
         message=longest,
         incumbent=model,
         candidate=model,
-        history=[Decision(time=NOW, step=i, action="a" * 64, reason="r" * 128, message=longest) for i in range(MAX_HISTORY)],
+        history=[
+            Decision(time=NOW, step=i, action="a" * 64, reason="r" * 128, message=longest) for i in range(MAX_HISTORY)
+        ],
         failed_candidates=[
             FailedCandidate(model=model, time=NOW, reason="r" * 128, message=longest, threshold="t" * 256)
             for _ in range(MAX_FAILED_CANDIDATES)
@@ -164,3 +170,31 @@ def test_the_status_at_its_fullest_stays_within_its_budget() -> None:
     plain = sequential_evidence().model_copy(update={k: None for k in numbers})
     extra = len(json.dumps(sequential_evidence().model_copy(update=numbers).wire())) - len(json.dumps(plain.wire()))
     assert extra <= NUMBERS_BUDGET_BYTES
+
+
+def test_rollouts_by_phase_follow_each_move_and_start_at_zero() -> None:
+    """modelrollout_rollouts{phase} is kept by moving one rollout between counts per reconcile
+    (counting every rollout each time was O(rollouts) under the workers' lock)."""
+    t = Telemetry()
+
+    def by_phase() -> dict[str, float]:
+        return {
+            p.value: t.registry.get_sample_value("modelrollout_rollouts", {"phase": p.value}) or 0.0 for p in Phase
+        } | {
+            "exported": sum(
+                t.registry.get_sample_value("modelrollout_rollouts", {"phase": p.value}) is not None for p in Phase
+            )
+        }
+
+    assert by_phase() == dict.fromkeys((p.value for p in Phase), 0.0) | {"exported": len(Phase)}
+    for name, phase in (("a", Phase.PROGRESSING), ("b", Phase.PROGRESSING), ("c", Phase.PROMOTED)):
+        t.observe_rollout("ns", name, ModelRolloutStatus(phase=phase))
+    t.observe_rollout("ns", "a", ModelRolloutStatus(phase=Phase.PROGRESSING))  # no move: counted once
+    t.observe_rollout("ns", "b", ModelRolloutStatus(phase=Phase.ROLLED_BACK))
+    t.forget_rollout("ns", "c")
+    t.forget_rollout("ns", "never-seen")
+    counts = by_phase()
+    assert counts[Phase.PROGRESSING.value] == 1
+    assert counts[Phase.ROLLED_BACK.value] == 1
+    assert counts[Phase.PROMOTED.value] == 0
+    assert sum(v for k, v in counts.items() if k != "exported") == 2

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from controller.api.models import BuiltinMetric
-from controller.metrics.builtins import PROMQL, BuiltinQueries, by_segment
+from controller.metrics.builtins import BY_MODEL, PROMQL, BuiltinQueries, by_segment
 from controller.metrics.templates import VARIABLES, TemplateError, render, variables_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-CANDIDATE = variables_for("fraud-v8", "8.0.1", "candidate", "payments", "5m")
+CANDIDATE = variables_for("fraud-v8", "8.0.1", "candidate", "payments", "5m", rollout="r", incumbent="inc")
 
 
 @pytest.mark.parametrize(
@@ -49,17 +49,19 @@ def test_malformed_placeholder_is_an_error(template: str) -> None:
 
 
 def test_values_are_not_templates_themselves() -> None:
-    variables = variables_for("m", "{{window}}", "candidate", "ns", "1m")
+    variables = variables_for("m", "{{window}}", "candidate", "ns", "1m", rollout="r", incumbent="inc")
     assert render('x{version="{{version}}"}', variables) == 'x{version="{{window}}"}'
 
 
 def test_variables_for_a_variant() -> None:
-    assert variables_for("fraud-v7", None, "incumbent", "payments", "10m") == {
+    assert variables_for("fraud-v7", None, "incumbent", "payments", "10m", rollout="r", incumbent="inc") == {
         "model": "fraud-v7",
         "version": "",
         "variant": "incumbent",
         "namespace": "payments",
         "window": "10m",
+        "rollout": "r",
+        "incumbent": "inc",
     }
     assert set(CANDIDATE) == set(VARIABLES)
 
@@ -69,6 +71,35 @@ def test_variables_for_a_variant() -> None:
 
 def _templates(queries: BuiltinQueries) -> list[str]:
     return [q for q in (queries.value, queries.samples, queries.errors, queries.total, queries.distribution) if q]
+
+
+def outcomes(query: str) -> list[set[str]]:
+    """The outcomes each selector of the comparator's counter in `query` matches."""
+    found = re.findall(r'outcome(=~?)"([^"]*)"', query)
+    return [set(value.split("|")) if op == "=~" else {value} for op, value in found]
+
+
+def test_shadow_disagreement_counts_a_candidate_error_as_a_disagreement() -> None:
+    """Review finding 4: a candidate that errs (timeout, non-2xx, non-JSON) exactly where it would
+    be wrong must not pass: its errors are disagreements; only the incumbent's are no comparison."""
+    q = PROMQL[BuiltinMetric.SHADOW_DISAGREEMENT]
+    assert q.value and q.errors and q.total and q.samples
+    judged, disagreed = {"agree", "disagree", "candidate_error"}, {"disagree", "candidate_error"}
+    assert outcomes(q.total) == outcomes(q.samples) == [judged]
+    assert outcomes(q.errors) == [disagreed]
+    assert outcomes(q.value) == [disagreed, judged]
+
+
+def test_shadow_disagreement_is_one_rollouts_against_its_incumbent() -> None:
+    """Review finding 10: two rollouts of a namespace sharing a model name must not add up."""
+    for variant, model in (("candidate", "fraud-v2"), ("incumbent", "fraud-v1")):
+        variables = variables_for(model, None, variant, "payments", "5m", rollout="fraud", incumbent="fraud-v1")
+        for template in _templates(PROMQL[BuiltinMetric.SHADOW_DISAGREEMENT]):
+            query = render(template, variables)
+            selectors = re.findall(r"modelrollout_shadow_comparisons_total\{([^}]*)\}", query)
+            assert selectors and all(
+                f'rollout="fraud",model="{model}",reference="fraud-v1",variant="{variant}"' in s for s in selectors
+            )
 
 
 @pytest.mark.parametrize("metric", sorted(PROMQL))
@@ -104,6 +135,13 @@ def test_docs_show_the_exact_builtin_queries(metric: BuiltinMetric) -> None:
     docs = DOCS.read_text()
     for template in _templates(PROMQL[metric]):
         assert template in docs, f"docs/metrics.md does not show {metric.value}'s query {template}"
+
+
+@pytest.mark.parametrize("metric", sorted(BY_MODEL))
+def test_docs_show_the_exact_batched_builtin_queries(metric: BuiltinMetric) -> None:
+    docs = DOCS.read_text()
+    for template in _templates(BY_MODEL[metric]):
+        assert template in docs, f"docs/metrics.md does not show {metric.value}'s batched query {template}"
 
 
 @pytest.mark.parametrize("metric", list(by_segment("region")))

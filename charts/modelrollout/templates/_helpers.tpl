@@ -32,7 +32,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The rules the controller needs in a namespace it watches (derived from controller/kube and controller/routers). */}}
 {{- define "modelrollout.watchRules" -}}
-# Watch ModelRollouts and patch their finalizers (kube/rollouts.py: list, watch, get, set_finalizers).
+# Watch ModelRollouts into the controller's cache and patch their finalizers (kube/rollouts.py: list,
+# watch, get after a 409, set_finalizers).
 - apiGroups: ["modelrollout.dev"]
   resources: ["modelrollouts"]
   verbs: ["get", "list", "watch", "patch"]
@@ -45,39 +46,43 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   resources: ["events"]
   verbs: ["create", "get", "patch"]
 {{- if .Values.routers.gatewayAPI }}
-# traffic.gatewayAPI: read and set the weights of the HTTPRoute a rollout names (routers/gatewayapi.py).
+# traffic.gatewayAPI: read and set the weights of the HTTPRoute a rollout names (routers/gatewayapi.py);
+# list and watch feed the controller's cache of routes (kube/objects.py), get reads one it lacks.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.routers.istio }}
 # traffic.istio: read and set the two destination weights of a VirtualService (routers/istio.py).
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.routers.kserve }}
 # traffic.kserve: read and set storageUri and canaryTrafficPercent of an InferenceService (routers/kserve.py).
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.routers.llmInferenceService }}
 # traffic.llmInferenceService: read and set spec.router.route.weight of two LLMInferenceServices, and list
 # the others of the namespace (a third member of the group with a weight takes traffic) (routers/llmisvc.py).
 - apiGroups: ["serving.kserve.io"]
   resources: ["llminferenceservices"]
-  verbs: ["get", "list", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.routers.replicas }}
 # traffic.replicas: read two Deployments and set their replicas and two annotations (routers/replicas.py).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- end -}}
 
 {{- define "modelrollout.validate" -}}
+{{- if lt (int .Values.shards) 1 -}}
+{{- fail "shards must be a whole number, at least 1" -}}
+{{- end -}}
 {{- if and .Values.namespaced (not .Values.watchNamespaces) -}}
 {{- fail "namespaced=true needs watchNamespaces: the namespaces whose ModelRollouts the controller may act on" -}}
 {{- end -}}
