@@ -737,6 +737,7 @@ class Stack:
                 self.apply(service(scenario.shadow["comparator"]["service"], port))
             self.apply(scenario.doc("HTTPRoute"))
             scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=stable_seed(scenario.key))
+        seed = stable_seed(scenario.key)
         self._exit.callback(scenario.gateway.close)
         # Streamed answers take 100-300 ms: more threads keep the same rate.
         threads = 8 if scenario.llm else 4

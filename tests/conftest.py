@@ -38,6 +38,17 @@ def control_plane() -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
+def workload_cluster() -> Iterator[tuple[ControlPlane, client.ApiClient]]:
+    """A second plane, with kube-controller-manager, kube-scheduler and kwok (tests/support/workload.py):
+    for the tests of what the real deployment controller does. Started once, when first asked for."""
+    from tests.support.workload import running_cluster
+
+    with running_cluster(audit=True) as (plane, _workload):
+        _session_pids.extend(plane.pids())
+        yield plane, config.new_client_from_config(config_file=str(plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
 def api_client(control_plane: ControlPlane) -> client.ApiClient:
     api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
     install_crds(api, REPO / "crds")

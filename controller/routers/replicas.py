@@ -21,6 +21,11 @@ serve it are ready.
 
 Writes are merge patches of `spec.replicas` and those annotations, carrying the resourceVersion
 read (409 on a concurrent edit, then read again). Nothing else of the Deployments is touched.
+
+A HorizontalPodAutoscaler that scales either Deployment would fight this router over
+`spec.replicas` (each write undoing the other's, the split flapping), so the router also lists
+the namespace's HPAs and, if one targets either Deployment, reports `HorizontalPodAutoscalerConflict`
+naming it and writes nothing: traffic stays where it is until the HPA is removed or retargeted.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from controller.kube.objects import Resource
 from controller.routers.base import KubeObject, ObjectRef, Patch, RouterProblem, RouteTarget
 
 DEPLOYMENT = Resource(group="apps", version="v1", plural="deployments", kind="Deployment")
+HPA = Resource(group="autoscaling", version="v2", plural="horizontalpodautoscalers", kind="HorizontalPodAutoscaler")
 WEIGHT_ANNOTATION = "modelrollout.dev/weight"
 SCALE_DOWN_ANNOTATION = "modelrollout.dev/scale-down-at"
 
@@ -125,10 +131,11 @@ class ReplicaRatio:
                 missing=f"the {role}'s backend.deployment, default its model name, in rollout {target.rollout}",
             )
             for role, name in (("incumbent", names[0]), ("candidate", names[1]))
-        ]
+        ] + [ObjectRef(HPA, target.namespace, "", missing="autoscaling/v2 is built into every API server", listed=True)]
 
     def weights(self, target: RouteTarget, objects: list[KubeObject]) -> Weights:
-        incumbent, candidate = (Deployment.of(obj) for obj in objects)
+        check_autoscalers(objects[2], (deployment_name(target.incumbent), deployment_name(target.candidate)), target)
+        incumbent, candidate = (Deployment.of(obj) for obj in objects[:2])
         return split_of(incumbent, candidate, total=_block(target).total_replicas, label=_label(target))
 
     def patches(self, target: RouteTarget, objects: list[KubeObject], wanted: Weights, now: datetime) -> list[Patch]:
@@ -145,7 +152,7 @@ class ReplicaRatio:
             )
         # Both at zero ready replicas is someone's deliberate state or an outage: not ours to undo.
         self.weights(target, objects)
-        incumbent, candidate = (Deployment.of(obj) for obj in objects)
+        incumbent, candidate = (Deployment.of(obj) for obj in objects[:2])
         # 0% and 100% read back exactly from the counts; a step in between needs its weight
         # recorded (2 of 10 replicas serves any step from 20 to 29%).
         unrecorded = 0 < wanted.candidate < 100 and candidate.nominal_weight() != wanted.candidate
@@ -156,6 +163,26 @@ class ReplicaRatio:
         settled = grow_or_shrink is None and candidate.settled(cand_want)
         scale_incumbent = _patch(0, incumbent, *_incumbent_scale(block, incumbent, settled, inc_want, now))
         return [patch for patch in (grow_or_shrink, scale_incumbent) if patch is not None]
+
+
+def check_autoscalers(listed: KubeObject, deployments: tuple[str, str], target: RouteTarget) -> None:
+    """RouterProblem if a HorizontalPodAutoscaler in the list scales one of the two Deployments."""
+    fighting = sorted(
+        (str(hpa.get("metadata", {}).get("name")), str(ref.get("name")))
+        for hpa in listed.get("items") or []
+        for ref in [(hpa.get("spec") or {}).get("scaleTargetRef") or {}]
+        if ref.get("kind") == "Deployment"
+        and str(ref.get("apiVersion", "apps/v1")).split("/")[0] == "apps"
+        and ref.get("name") in deployments
+    )
+    if fighting:
+        named = ", ".join(f"{hpa} (scales {deployment})" for hpa, deployment in fighting)
+        raise RouterProblem(
+            "HorizontalPodAutoscalerConflict",
+            f"HorizontalPodAutoscaler {target.namespace}/{named}: traffic.replicas sets the replicas of "
+            f"Deployments {deployments[0]} and {deployments[1]} itself, and an HPA on either would undo each "
+            f"step; delete the HPA or point it elsewhere for the rollout (traffic stays as it is until then)",
+        )
 
 
 def _incumbent_scale(

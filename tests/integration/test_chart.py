@@ -39,43 +39,6 @@ from tests.support.gatewayapi import make_httproute
 from tests.support.prometheus import PrometheusServer
 from tests.support.world import World, phase, rollout_body, unique
 
-# What the chart's ServiceAccount may do in its release namespace, cluster mode, default values
-# (`kubectl auth can-i --list`): the chart's rules plus what every authenticated user has
-# (self reviews, discovery, health and version endpoints). Reviewed: no secrets, no create or
-# delete of rollouts or routes, no pods, no cluster-wide writes beyond the CRs' status and events.
-ALLOWLIST = {
-    # The chart: its ClusterRole (every namespace) and the leader-election Role (release namespace).
-    ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
-    ("modelrollouts.modelrollout.dev/status", "", "[update]"),
-    ("events", "", "[create get patch]"),
-    ("httproutes.gateway.networking.k8s.io", "", "[get list watch patch]"),
-    ("leases.coordination.k8s.io", "", "[get list create update]"),
-    # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
-    ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
-    ("selfsubjectaccessreviews.authorization.k8s.io", "", "[create]"),
-    ("selfsubjectrulesreviews.authorization.k8s.io", "", "[create]"),
-    *(
-        ("", f"[{url}]", "[get]")
-        for url in (
-            "/.well-known/openid-configuration/",
-            "/.well-known/openid-configuration",
-            "/api/*",
-            "/api",
-            "/apis/*",
-            "/apis",
-            "/healthz",
-            "/livez",
-            "/openapi/*",
-            "/openapi",
-            "/openid/v1/jwks/",
-            "/openid/v1/jwks",
-            "/readyz",
-            "/version/",
-            "/version",
-        )
-    ),
-}
-
 VALUES = {
     "default": [],
     "namespaced": ["--set", "namespaced=true", "--set", "watchNamespaces={WATCH}"],
@@ -230,19 +193,6 @@ def test_a_comparator_without_mirror_peers_is_refused(helm: str, helm_env: dict[
     assert failed.returncode != 0 and "set mirrorFrom" in failed.stderr
 
 
-def can_i_list(kubectl: list[str], user: str, ns: str) -> set[tuple[str, str, str]]:
-    """(resource, non-resource URLs, verbs) of each row; the columns are cut where the header's start."""
-    out = run([*kubectl, "auth", "can-i", "--list", "--as", user, "-n", ns])
-    header, *rows = out.splitlines()
-    cuts = [header.index(title) for title in ("Non-Resource URLs", "Resource Names", "Verbs")]
-    result = set()
-    for row in filter(str.strip, rows):
-        resource, urls, names, verbs = (row[a:b].strip() for a, b in zip([0, *cuts], [*cuts, None], strict=True))
-        assert names == "[]", f"unexpected resourceNames in {row!r}"
-        result.add((resource, "" if urls == "[]" else urls, verbs))
-    return result
-
-
 @pytest.mark.usefixtures("gateway_api")
 def test_controller_as_the_charts_service_account_promotes_a_rollout(
     helm: str,
@@ -367,12 +317,14 @@ def test_two_shards_as_the_charts_service_account_each_promote_their_own_rollout
 
 # What `routers.istio`, `routers.kserve`, `routers.replicas` and `routers.llmInferenceService` add: get and patch on each kind of
 # target object, and list and watch for the controller's cache of them (kube/objects.py); nothing else
-# (no create or delete; no Deployment scale subresource).
+# (no create or delete; no Deployment scale subresource). `routers.replicas` also reads HPAs, to
+# report one that would fight it (HorizontalPodAutoscalerConflict), and writes none.
 ROUTER_ROWS = {
     ("virtualservices.networking.istio.io", "", "[get list watch patch]"),
     ("inferenceservices.serving.kserve.io", "", "[get list watch patch]"),
     ("llminferenceservices.serving.kserve.io", "", "[get list watch patch]"),
     ("deployments.apps", "", "[get list watch patch]"),
+    ("horizontalpodautoscalers.autoscaling", "", "[get list watch]"),
 }
 
 

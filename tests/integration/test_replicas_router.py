@@ -13,11 +13,10 @@ The one test about the order of scaling needs "not ready yet" to last while it l
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from controller.api.models import ALL_CANDIDATE, ALL_INCUMBENT, Weights
 from controller.core.clock import FakeClock
@@ -26,13 +25,6 @@ from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
 from controller.routers.replicas import SCALE_DOWN_ANNOTATION, ReplicaRatio
 from tests.support.backends import CANDIDATE, INCUMBENT, ReplicasBackend, ReplicasWithControllers, model
 from tests.support.controlplane import ControlPlane
-from tests.support.workload import running_cluster
-
-
-@pytest.fixture(scope="module")
-def workload_cluster() -> Iterator[tuple[ControlPlane, client.ApiClient]]:
-    with running_cluster(audit=True) as (plane, _):
-        yield plane, config.new_client_from_config(config_file=str(plane.kubeconfig))
 
 
 @pytest.fixture
@@ -145,3 +137,35 @@ def test_a_step_smaller_than_one_replica_is_refused_without_a_write(deployments:
     assert caught.value.reason == "WeightTooSmall"
     assert "at least 20" in caught.value.message
     assert len(deployments.writes()) == before
+
+
+def test_an_hpa_on_the_candidate_stops_the_router_until_it_is_gone(deployments: ReplicasBackend) -> None:
+    """A HorizontalPodAutoscaler on one of the two Deployments would fight the router over
+    `replicas` (with `controllers`, the real HPA controller in kube-controller-manager runs): the
+    router reports it by name and writes nothing; once it is deleted, the step goes on."""
+    router, target, _ = setup(deployments, "0s")
+    autoscaling = client.AutoscalingV2Api(deployments.api)
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "fraud-autoscaler"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": CANDIDATE},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+        },
+    }
+    autoscaling.create_namespaced_horizontal_pod_autoscaler(deployments.namespace, hpa)
+    before = len(deployments.writes())
+    with pytest.raises(RouterProblem) as caught:
+        router.apply(target, Weights.for_candidate(20))
+    assert caught.value.reason == "HorizontalPodAutoscalerConflict"
+    assert f"fraud-autoscaler (scales {CANDIDATE})" in caught.value.message
+    assert len(deployments.writes()) == before
+    with pytest.raises(RouterProblem):
+        router.applied(target)  # reading the split reports it too
+    autoscaling.delete_namespaced_horizontal_pod_autoscaler("fraud-autoscaler", deployments.namespace)
+    for _ in range(2):
+        router.apply(target, Weights.for_candidate(20))
+        deployments.settle()
+    assert router.applied(target) == Weights.for_candidate(20)

@@ -13,10 +13,17 @@ log of writes show that:
 - what the router reports comes from the object, not from what it was asked;
 - run by the reconciler as the chart's ServiceAccount with no router granted, lacking get and
   then lacking patch on the target kind: RouterForbidden, Stalled, one Warning Event, no write.
+
+Two Deployments run the contract twice: `replicas`, where the test plays the deployment controller
+and the kubelet (it writes each Deployment's status), and `replicas-controllers`, on a plane with
+the real kube-controller-manager, kube-scheduler and kwok (the `workload_cluster` fixture), where
+nothing is written in their place. The RBAC case runs on the shared plane only: the chart's
+ServiceAccount is installed there.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +52,7 @@ from tests.support.backends import (
     INCUMBENT,
     Backend,
     LlmInferenceServiceBackend,
+    ReplicasWithControllers,
     install_inference_pool_crds,
     install_istio_crds,
     install_kserve_crds,
@@ -70,17 +78,33 @@ def backend_crds(api_client: client.ApiClient, gateway_api: list[str]) -> list[s
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(
+def shared_plane_backend(
     request: pytest.FixtureRequest,
     backend_crds: list[str],
     api_client: client.ApiClient,
     control_plane: ControlPlane,
     namespace: str,
 ) -> Iterator[Backend]:
+    """Each backend's objects in a fresh namespace of the shared plane."""
     assert control_plane.audit_log is not None
     chosen = BACKENDS[request.param](api_client, namespace, control_plane.audit_log)
     chosen.create()
     yield chosen
+
+
+@pytest.fixture(params=[*sorted(BACKENDS), ReplicasWithControllers.name])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Every backend of the shared plane, and two Deployments under the real deployment controller."""
+    if request.param != ReplicasWithControllers.name:
+        chosen: Backend = request.getfixturevalue("shared_plane_backend")
+        return chosen
+    plane, api = request.getfixturevalue("workload_cluster")
+    assert plane.audit_log is not None
+    namespace = f"contract-{os.urandom(4).hex()}"
+    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    controlled = ReplicasWithControllers(api, namespace, plane.audit_log)
+    controlled.create()
+    return controlled
 
 
 class Contract:
@@ -117,8 +141,8 @@ class Contract:
 
 
 @pytest.fixture
-def contract(backend: Backend, api_client: client.ApiClient) -> Contract:
-    return Contract(backend, api_client)
+def contract(backend: Backend) -> Contract:
+    return Contract(backend, backend.api)
 
 
 def test_the_incumbent_starts_with_all_traffic(contract: Contract, backend: Backend) -> None:
@@ -233,9 +257,9 @@ def routerless(
 
 @pytest.mark.parametrize("granted", [[], ["get", "list"]], ids=["lacking-get", "lacking-patch"])
 def test_a_router_the_controller_may_not_use_is_router_forbidden_once_and_writes_nothing(
-    backend: Backend, api_client: client.ApiClient, routerless: tuple[str, Path], granted: list[str]
+    shared_plane_backend: Backend, api_client: client.ApiClient, routerless: tuple[str, Path], granted: list[str]
 ) -> None:
-    user, kubeconfig = routerless
+    backend, (user, kubeconfig) = shared_plane_backend, routerless
     if granted:
         backend.grant(user, granted)
     lacking = "patch" if granted else "get"

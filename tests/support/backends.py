@@ -244,8 +244,8 @@ class Backend:
         _, _, sa_namespace, sa = user.split(":")
         rbac = client.RbacAuthorizationV1Api(self.api)
         name = f"router-{'-'.join(verbs)}"
-        rule = {"apiGroups": [self.group], "resources": [self.plural], "verbs": verbs}
-        rbac.create_namespaced_role(self.namespace, {"metadata": {"name": name}, "rules": [rule]})
+        rules = [{"apiGroups": [self.group], "resources": [self.plural], "verbs": verbs}, *self.also_read(verbs)]
+        rbac.create_namespaced_role(self.namespace, {"metadata": {"name": name}, "rules": rules})
         rbac.create_namespaced_role_binding(
             self.namespace,
             {
@@ -256,6 +256,12 @@ class Backend:
         )
         for verb in verbs:
             wait_allowed(self.api, user, verb, self.group, self.plural, self.namespace)
+        for rule in self.also_read(verbs):
+            wait_allowed(self.api, user, "list", rule["apiGroups"][0], rule["resources"][0], self.namespace)
+
+    def also_read(self, verbs: list[str]) -> list[dict[str, Any]]:
+        """Rules besides the target kind that the router reads once it may read its kind (none)."""
+        return []
 
 
 class GatewayApiBackend(Backend):
@@ -588,6 +594,11 @@ class ReplicasBackend(Backend):
 
     def traffic_block(self) -> dict[str, Any]:
         return {"replicas": {"totalReplicas": TOTAL_REPLICAS, "scaleDownDelay": self.scale_down_delay}}
+
+    def also_read(self, verbs: list[str]) -> list[dict[str, Any]]:
+        # The router lists the namespace's HPAs (HorizontalPodAutoscalerConflict), as the chart grants.
+        read = {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "list"]}
+        return [read] if verbs else []
 
     def create(self, incumbent: str = INCUMBENT, candidate: str = CANDIDATE) -> None:
         for name, replicas in ((incumbent, TOTAL_REPLICAS), (candidate, 0), ("fraud-v3", 0)):

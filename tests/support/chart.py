@@ -27,8 +27,8 @@ ALLOWLIST = {
     ("modelrollouts.modelrollout.dev", "", "[get list watch patch]"),
     ("modelrollouts.modelrollout.dev/status", "", "[update]"),
     ("events", "", "[create get patch]"),
-    ("httproutes.gateway.networking.k8s.io", "", "[get patch]"),
-    ("leases.coordination.k8s.io", "", "[get create update]"),
+    ("httproutes.gateway.networking.k8s.io", "", "[get list watch patch]"),
+    ("leases.coordination.k8s.io", "", "[get list create update]"),
     # Built in for every authenticated user (system:basic-user, system:discovery, system:public-info-viewer).
     ("selfsubjectreviews.authentication.k8s.io", "", "[create]"),
     ("selfsubjectaccessreviews.authorization.k8s.io", "", "[create]"),

@@ -366,8 +366,22 @@ def deployment_obj(name: str, replicas: int) -> dict[str, Any]:
     )
 
 
+def no_hpas() -> dict[str, Any]:
+    """The namespace's HorizontalPodAutoscalers as listed (the router's third object): none."""
+    return {"items": []}
+
+
+def hpa(name: str, target: str, *, kind: str = "Deployment", api_version: str = "apps/v1") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"scaleTargetRef": {"apiVersion": api_version, "kind": kind, "name": target}, "maxReplicas": 5},
+    }
+
+
 def settle(obj: dict[str, Any]) -> dict[str, Any]:
     """What the deployment controller and the kubelet do next: the spec's pods become ready."""
+    if "items" in obj:
+        return obj  # the HPA list
     n = obj["spec"]["replicas"]
     obj["status"] = {
         "observedGeneration": obj["metadata"]["generation"],
@@ -403,11 +417,42 @@ def one_pass(objects: list[dict[str, Any]], wanted: Weights, now: datetime, dela
 
 def test_replicas_reads_both_deployments_incumbent_first() -> None:
     refs = ReplicaRatio().objects(replicas_target())
-    assert [(r.resource.kind, r.name) for r in refs] == [("Deployment", "v1"), ("Deployment", "v2")]
+    assert [(r.resource.kind, r.name, r.listed) for r in refs] == [
+        ("Deployment", "v1", False),
+        ("Deployment", "v2", False),
+        ("HorizontalPodAutoscaler", "", True),
+    ]
+
+
+@pytest.mark.parametrize("target", ["v1", "v2"])
+def test_an_hpa_on_either_deployment_is_a_problem_and_nothing_is_written(target: str) -> None:
+    listed = {"items": [hpa("other", "unrelated"), hpa("pricing", target)]}
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0), listed]
+    for plan in (
+        lambda: ReplicaRatio().weights(replicas_target(), objects),
+        lambda: ReplicaRatio().patches(replicas_target(), objects, Weights.for_candidate(20), NOW),
+    ):
+        with pytest.raises(RouterProblem) as caught:
+            plan()
+        assert caught.value.reason == "HorizontalPodAutoscalerConflict"
+        assert f"pricing (scales {target})" in caught.value.message and "delete the HPA" in caught.value.message
+
+
+def test_hpas_on_other_targets_are_not_a_problem() -> None:
+    listed = {
+        "items": [
+            hpa("elsewhere", "v3"),
+            hpa("a-statefulset", "v1", kind="StatefulSet"),
+            hpa("another-group", "v2", api_version="example.com/v1"),
+            {"metadata": {"name": "malformed"}, "spec": {}},
+        ]
+    }
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0), listed]
+    assert ReplicaRatio().weights(replicas_target(), objects) == ALL_INCUMBENT
 
 
 def test_a_step_grows_the_candidate_first_and_shrinks_the_incumbent_once_it_is_ready() -> None:
-    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0)]
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0), no_hpas()]
     objects = one_pass(objects, Weights.for_candidate(20), NOW)
     assert replicas_of(objects) == (10, 2)
     assert objects[1]["metadata"]["annotations"] == {WEIGHT_ANNOTATION: "20"}
@@ -420,7 +465,7 @@ def test_a_step_grows_the_candidate_first_and_shrinks_the_incumbent_once_it_is_r
 
 
 def test_a_rollback_takes_the_candidates_pods_and_regrows_the_incumbent_at_once() -> None:
-    objects = [deployment_obj("v1", 8), deployment_obj("v2", 2)]
+    objects = [deployment_obj("v1", 8), deployment_obj("v2", 2), no_hpas()]
     objects[1]["metadata"]["annotations"] = {WEIGHT_ANNOTATION: "20"}
     patches = ReplicaRatio().patches(replicas_target(), objects, ALL_INCUMBENT, NOW)
     assert [p.index for p in patches] == [1, 0]  # the candidate first
@@ -430,14 +475,14 @@ def test_a_rollback_takes_the_candidates_pods_and_regrows_the_incumbent_at_once(
 def test_recording_a_new_weight_on_the_candidate_holds_the_incumbent_for_that_pass() -> None:
     # 25% and 20% of 10 replicas are both 2: only the annotation changes, which is a write, so
     # the candidate is not settled until its controller has seen it.
-    objects = [deployment_obj("v1", 10), deployment_obj("v2", 2)]
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 2), no_hpas()]
     objects[1]["metadata"]["annotations"] = {WEIGHT_ANNOTATION: "20"}
     [patch] = ReplicaRatio().patches(replicas_target(), objects, Weights.for_candidate(25), NOW)
     assert patch.index == 1 and patch.body["metadata"]["annotations"] == {WEIGHT_ANNOTATION: "25"}
 
 
 def test_promotion_keeps_the_incumbent_for_the_scale_down_delay() -> None:
-    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0)]
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0), no_hpas()]
     objects = [settle(o) for o in one_pass(objects, ALL_CANDIDATE, NOW, "2m")]
     assert replicas_of(objects) == (10, 10)
     objects = one_pass(objects, ALL_CANDIDATE, NOW, "2m")  # the candidate is ready: the delay starts
@@ -450,7 +495,7 @@ def test_promotion_keeps_the_incumbent_for_the_scale_down_delay() -> None:
 
 
 def test_a_step_worth_less_than_a_replica_is_refused() -> None:
-    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0)]
+    objects = [deployment_obj("v1", 10), deployment_obj("v2", 0), no_hpas()]
     with pytest.raises(RouterProblem) as caught:
         ReplicaRatio().patches(replicas_target(), objects, Weights.for_candidate(5), NOW)
     assert caught.value.reason == "WeightTooSmall" and "at least 20" in caught.value.message
@@ -475,7 +520,7 @@ def test_the_replica_ratio_never_drops_capacity_and_always_gets_there(
     """Whatever the steps and however slowly pods become ready: the incumbent's replicas plus the
     candidate's ready pods never fall below the total, the candidate never has more replicas than
     its weight's share, and applying again reaches the weights asked for."""
-    objects = [deployment_obj("v1", TOTAL), deployment_obj("v2", 0)]
+    objects = [deployment_obj("v1", TOTAL), deployment_obj("v2", 0), no_hpas()]
     now = NOW
     for weight in weights:
         wanted = Weights.for_candidate(weight)

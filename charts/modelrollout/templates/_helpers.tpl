@@ -72,10 +72,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- if .Values.routers.replicas }}
-# traffic.replicas: read two Deployments and set their replicas and two annotations (routers/replicas.py).
+# traffic.replicas: read two Deployments and set their replicas and two annotations (routers/replicas.py),
+# and list the namespace's HPAs (one on either Deployment would fight the router: a condition, no write).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
 {{- end -}}
 
