@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from kubernetes import client, config
 
+from tests.support.backends import ReplicasWithControllers
 from tests.support.chart import chart_service_account, forbidden
 from tests.support.controller import ControllerFactory
 from tests.support.controlplane import ControlPlane, bin_dir, running_control_plane
@@ -46,6 +47,24 @@ def workload_cluster() -> Iterator[tuple[ControlPlane, client.ApiClient]]:
     with running_cluster(audit=True) as (plane, _workload):
         _session_pids.extend(plane.pids())
         yield plane, config.new_client_from_config(config_file=str(plane.kubeconfig))
+
+
+@pytest.fixture
+def replicas_under_controllers(
+    workload_cluster: tuple[ControlPlane, client.ApiClient],
+) -> Iterator[ReplicasWithControllers]:
+    """Two Deployments (tests/support/backends.py) in a fresh namespace of the workload plane,
+    rolled out by the real deployment controller; the namespace is deleted after the test (the
+    namespace controller and kwok remove its pods: the kwok node holds 110, its pod range 254)."""
+    plane, api = workload_cluster
+    assert plane.audit_log is not None
+    core = client.CoreV1Api(api)
+    namespace = f"replicas-{os.urandom(4).hex()}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    backend = ReplicasWithControllers(api, namespace, plane.audit_log)
+    backend.create()
+    yield backend
+    core.delete_namespace(namespace)
 
 
 @pytest.fixture(scope="session")

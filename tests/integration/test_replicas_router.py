@@ -12,7 +12,6 @@ The one test about the order of scaling needs "not ready yet" to last while it l
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pytest
@@ -23,7 +22,7 @@ from controller.core.clock import FakeClock
 from controller.kube.objects import Objects
 from controller.routers.base import RouterProblem, RouteTarget, TrafficRouter
 from controller.routers.replicas import SCALE_DOWN_ANNOTATION, ReplicaRatio
-from tests.support.backends import CANDIDATE, INCUMBENT, ReplicasBackend, ReplicasWithControllers, model
+from tests.support.backends import CANDIDATE, INCUMBENT, ReplicasBackend, model
 from tests.support.controlplane import ControlPlane
 
 
@@ -40,13 +39,8 @@ def deployments(request: pytest.FixtureRequest) -> ReplicasBackend:
     if request.param == "played":
         backend: ReplicasBackend = request.getfixturevalue("played")
         return backend
-    plane, api = request.getfixturevalue("workload_cluster")
-    assert plane.audit_log is not None
-    namespace = f"replicas-{os.urandom(4).hex()}"
-    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    backend = ReplicasWithControllers(api, namespace, plane.audit_log)
-    backend.create()
-    return backend
+    controlled: ReplicasBackend = request.getfixturevalue("replicas_under_controllers")
+    return controlled
 
 
 def setup(backend: ReplicasBackend, delay: str) -> tuple[TrafficRouter, RouteTarget, FakeClock]:

@@ -16,16 +16,14 @@ log of writes show that:
 
 Two Deployments run the contract twice: `replicas`, where the test plays the deployment controller
 and the kubelet (it writes each Deployment's status), and `replicas-controllers`, on a plane with
-the real kube-controller-manager, kube-scheduler and kwok (the `workload_cluster` fixture), where
+the real kube-controller-manager, kube-scheduler and kwok (the `replicas_under_controllers` fixture), where
 nothing is written in their place. The RBAC case runs on the shared plane only: the chart's
 ServiceAccount is installed there.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,33 +75,29 @@ def backend_crds(api_client: client.ApiClient, gateway_api: list[str]) -> list[s
     ]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def shared_plane_backend(
-    request: pytest.FixtureRequest,
-    backend_crds: list[str],
-    api_client: client.ApiClient,
-    control_plane: ControlPlane,
-    namespace: str,
-) -> Iterator[Backend]:
-    """Each backend's objects in a fresh namespace of the shared plane."""
+def on_the_shared_plane(request: pytest.FixtureRequest, name: str) -> Backend:
+    """Backend `name`'s objects in a fresh namespace of the shared plane (its CRDs installed)."""
+    request.getfixturevalue("backend_crds")
+    control_plane: ControlPlane = request.getfixturevalue("control_plane")
     assert control_plane.audit_log is not None
-    chosen = BACKENDS[request.param](api_client, namespace, control_plane.audit_log)
+    chosen = BACKENDS[name](
+        request.getfixturevalue("api_client"), request.getfixturevalue("namespace"), control_plane.audit_log
+    )
     chosen.create()
-    yield chosen
+    return chosen
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def shared_plane_backend(request: pytest.FixtureRequest) -> Backend:
+    return on_the_shared_plane(request, request.param)
 
 
 @pytest.fixture(params=[*sorted(BACKENDS), ReplicasWithControllers.name])
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Every backend of the shared plane, and two Deployments under the real deployment controller."""
     if request.param != ReplicasWithControllers.name:
-        chosen: Backend = request.getfixturevalue("shared_plane_backend")
-        return chosen
-    plane, api = request.getfixturevalue("workload_cluster")
-    assert plane.audit_log is not None
-    namespace = f"contract-{os.urandom(4).hex()}"
-    client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    controlled = ReplicasWithControllers(api, namespace, plane.audit_log)
-    controlled.create()
+        return on_the_shared_plane(request, request.param)
+    controlled: Backend = request.getfixturevalue("replicas_under_controllers")
     return controlled
 
 
