@@ -72,7 +72,10 @@ from tests.support.workload import Workload, live_pods, rolled_out, until
 
 DATA_PLANES = ("traefik", "standin")
 # The Gateway the demo's routes name (examples/demo/*.yaml parentRefs); Traefik programs it.
+# With Traefik as the data plane the stand-in's routes name another, which nothing programs (the
+# stand-in gateway reads its route by name, whatever its parentRefs).
 GATEWAY = "demo-gateway"
+STANDIN_GATEWAY = "standin-gateway"
 # Entry point / listener ports inside the namespace: one per scenario, from here.
 FIRST_ENTRY_PORT = 8000
 
@@ -512,8 +515,8 @@ class Stack:
         self.data_plane = data_plane or os.environ.get("E2E_DATA_PLANE", "traefik")
         if self.data_plane not in DATA_PLANES:
             raise ValueError(f"data plane {self.data_plane!r}: one of {DATA_PLANES}")
-        if os.environ.get("E2E_CLUSTER", "local") == "kind" or all(s.llm for s in scenarios):
-            # A kind cluster brings no gateway of ours; InferencePools are the stand-in's only.
+        if os.environ.get("E2E_CLUSTER", "local") == "kind" or not self._traefik_scenarios():
+            # A kind cluster brings no gateway of ours; InferencePools and mirrors are the stand-in's only.
             self.data_plane = "standin"
         self.workload: Workload | None = None
         self.netns: NetNS | None = None
@@ -658,8 +661,11 @@ class Stack:
         began = time.monotonic()
         entry_points = {s.key: FIRST_ENTRY_PORT + i for i, s in enumerate(self._traefik_scenarios())}
         custom = client.CustomObjectsApi(self.api)
-        with contextlib.suppress(client.ApiException):  # 409: a kind cluster or a second stack
+        try:
             custom.create_cluster_custom_object("gateway.networking.k8s.io", "v1", "gatewayclasses", gateway_class())
+        except client.ApiException as exc:
+            if exc.status != 409:  # 409: a second stack on this plane made it
+                raise
         self.apply(gateway_object(GATEWAY, listeners=entry_points))
         self.traefik = Traefik(
             ns=self.netns,
@@ -735,7 +741,12 @@ class Stack:
                 # The comparator's Service; with the comparator down, its port has no listener.
                 port = scenario.comparator.port if scenario.comparator is not None else free_port()
                 self.apply(service(scenario.shadow["comparator"]["service"], port))
-            self.apply(scenario.doc("HTTPRoute"))
+            route = copy.deepcopy(scenario.doc("HTTPRoute"))
+            if self.traefik is not None:
+                # Not Traefik's Gateway: a parentRef without a sectionName would attach the route to
+                # every one of its listeners, beside the Traefik scenarios' own routes.
+                route["spec"]["parentRefs"] = [{"name": STANDIN_GATEWAY}]
+            self.apply(route)
             scenario.gateway = Gateway(self.api, self.namespace, scenario.key, seed=stable_seed(scenario.key))
         seed = stable_seed(scenario.key)
         self._exit.callback(scenario.gateway.close)

@@ -44,8 +44,8 @@ def workload_cluster() -> Iterator[tuple[ControlPlane, client.ApiClient]]:
     for the tests of what the real deployment controller does. Started once, when first asked for."""
     from tests.support.workload import running_cluster
 
-    with running_cluster(audit=True) as (plane, _workload):
-        _session_pids.extend(plane.pids())
+    with running_cluster(audit=True) as (plane, workload):
+        _session_pids.extend([*plane.pids(), *workload.pids()])
         yield plane, config.new_client_from_config(config_file=str(plane.kubeconfig))
 
 
@@ -55,7 +55,7 @@ def replicas_under_controllers(
 ) -> Iterator[ReplicasWithControllers]:
     """Two Deployments (tests/support/backends.py) in a fresh namespace of the workload plane,
     rolled out by the real deployment controller; the namespace is deleted after the test (the
-    namespace controller and kwok remove its pods: the kwok node holds 110, its pod range 254)."""
+    namespace controller and kwok remove its pods: the kwok node holds 250, its pod range 254)."""
     plane, api = workload_cluster
     assert plane.audit_log is not None
     core = client.CoreV1Api(api)

@@ -7,6 +7,7 @@ manifests, prints how to point kubectl at it, and on Ctrl-C stops everything it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,10 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    with running_control_plane() as plane:
+    with running_control_plane() as plane, contextlib.ExitStack() as stack:
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         install_crds(api, REPO / "crds")
         workload = Workload(plane).start() if args.workload else None
+        if workload is not None:
+            stack.callback(workload.stop)  # whatever fails below
         kubectl = str(bin_dir() / "kubectl")
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
         controller = None
@@ -79,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             if controller is not None:
                 stop_process(controller)
                 log.close()
-            if workload is not None:
-                workload.stop()
         print(
             "stopped the controller, "
             + ("kwok, kube-scheduler, kube-controller-manager, " if workload else "")

@@ -175,12 +175,21 @@ def guard_route(address: str) -> str:
 
 def _ensure_guard() -> None:
     """Blackhole GUARD_RANGE on the host, and check that the kernel now says so (else raise:
-    no namespace is created unguarded)."""
+    no namespace is created unguarded). A host route of its own inside the range (the machine's,
+    not ours) is refused rather than replaced: a more specific one would win over the blackhole."""
+    theirs = [
+        route
+        for route in json.loads(_ip("-j", "route", "show", "root", GUARD_RANGE).stdout or "[]")
+        if not (route.get("type") == "blackhole" and route.get("dst") == GUARD_RANGE)
+    ]
+    if theirs:
+        raise RuntimeError(f"the host already routes inside {GUARD_RANGE}: {theirs}; the tests need that range unused")
     _ip("route", "replace", "blackhole", GUARD_RANGE)
-    probe = str(ipaddress.IPv4Network(GUARD_RANGE)[2])
-    route = guard_route(probe)
-    if not route.startswith("blackhole"):
-        raise RuntimeError(f"host route to {probe} is not a blackhole after adding it: {route!r}")
+    # The namespace's own addresses, kwok's pod range and its node address.
+    for probe in ("10.77.0.2", "10.77.1.1", "10.77.2.1"):
+        route = guard_route(probe)
+        if not route.startswith("blackhole"):
+            raise RuntimeError(f"host route to {probe} is not a blackhole after adding it: {route!r}")
 
 
 def _release_guard() -> None:
@@ -277,16 +286,25 @@ class NetNS:
     def listen(self, address: str, port: int = 0, backlog: int = 128) -> socket.socket:
         """A listening TCP socket bound to `address`:`port` inside the namespace."""
         sock = self.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(backlog)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
         return sock
 
     def connect(self, address: str, port: int, timeout: float = 10.0) -> socket.socket:
-        """A TCP connection from inside the namespace to `address`:`port` (inside it too)."""
+        """A TCP connection from inside the namespace to `address`:`port` (inside it too), in
+        blocking mode once connected (a relay's pumps wait on it; set a timeout to bound reads)."""
         sock = self.socket()
-        sock.settimeout(timeout)
-        sock.connect((address, port))
+        try:
+            sock.settimeout(timeout)
+            sock.connect((address, port))
+        except OSError:
+            sock.close()
+            raise
         sock.settimeout(None)
         return sock
 

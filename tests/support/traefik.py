@@ -160,8 +160,9 @@ class Traefik:
             access_log=self.access_log_file if self.access_log else None,
         )
         path = self.workdir / "traefik.yaml"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)  # it holds the admin token
+        # It holds the admin token: readable by us only from the moment it exists.
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(yaml.safe_dump(config))
         log = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             self.proc = subprocess.Popen(
@@ -198,7 +199,8 @@ class Traefik:
     def get_inside(self, address: str, port: int, path: str) -> tuple[int, bytes]:
         """GET http://address:port/path from inside the namespace (Traefik's own endpoints)."""
         conn = http.client.HTTPConnection(address, port, timeout=5)
-        conn.sock = self.ns.connect(address, port)
+        conn.sock = self.ns.connect(address, port, timeout=5)
+        conn.sock.settimeout(5)  # the connection's timeout applies only to sockets it opens itself
         try:
             conn.request("GET", path)
             response = conn.getresponse()
@@ -284,7 +286,8 @@ class WeightTimeline:
         for attempt in range(2):  # a kept-alive connection Traefik closed: reconnect once
             if self._conn is None:
                 self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                self._conn.sock = self.traefik.ns.connect("127.0.0.1", port)
+                self._conn.sock = self.traefik.ns.connect("127.0.0.1", port, timeout=5)
+                self._conn.sock.settimeout(5)  # as in get_inside
             try:
                 # All services on one page (the API pages by 100 by default).
                 self._conn.request("GET", "/api/http/services?per_page=100000")

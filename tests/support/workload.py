@@ -104,8 +104,9 @@ def kwok_node(name: str) -> dict[str, Any]:
         },
         "spec": {},
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            # As many pods as kwok's pod range (--cidr, a /24) has addresses.
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "250"},
         },
     }
 
