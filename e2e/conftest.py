@@ -53,7 +53,7 @@ def stack() -> Iterator[Stack]:
         _notes.append(
             "data plane: "
             + (
-                "Traefik (real EndpointSlices of kwok pods; the LLM scenarios through the stand-in gateway)"
+                "Traefik (real EndpointSlices of kwok pods; the LLM and shadow scenarios through the stand-in gateway)"
                 if world.data_plane == "traefik"
                 else "the stand-in gateway (e2e/gateway.py)"
             )

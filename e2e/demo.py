@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from e2e.harness import Scenario, Stack, demo_scenarios, epochs, llm_scenarios, split_problems, tolerance
+from e2e.harness import Scenario, Stack, TraefikRoute, demo_scenarios, epochs, llm_scenarios, split_problems, tolerance
 from tests.support.controlplane import bin_dir
 
 EXPECTED = {"Promoted": "promoted", "RolledBack": "rolled back"}
@@ -38,7 +38,8 @@ def run_scenario(stack: Stack, scenario: Scenario, number: int, total: int, *, w
     print(f"    {scenario.source}: {scenario.incumbent} (incumbent) -> {scenario.candidate}", flush=True)
     print(f"    candidate: {stack.servers[scenario.candidate].variant.description}", flush=True)
     stack.serve(scenario)
-    print(f"    load: {stack.rate:.0f} requests/s through the gateway; applying the ModelRollout\n", flush=True)
+    gateway = "Traefik" if isinstance(scenario.gateway, TraefikRoute) else "the stand-in gateway (e2e/gateway.py)"
+    print(f"    load: {stack.rate:.0f} requests/s through {gateway}; applying the ModelRollout\n", flush=True)
     stack.start_rollout(scenario)
     viewer = None
     if watch:

@@ -21,7 +21,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 # v3.7.x does not build from the proxy here (a local-path replace; lego v5 modules refused):
-# /work/shared/notes/facts-for-the-next-version.md.
+# docs/development.md, "The cluster parts".
 TRAEFIK_VERSION="${TRAEFIK_VERSION:-v3.6.12}"
 CACHE="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"
 export GOTOOLCHAIN=local CGO_ENABLED=0
