@@ -66,7 +66,7 @@ from tests.support.gatewayapi import install_gateway_api_crds
 from tests.support.kube import install_crds
 from tests.support.netns import NetNS, network_namespace
 from tests.support.prometheus import PrometheusServer
-from tests.support.traefik import Traefik, WeightTimeline, gateway_class
+from tests.support.traefik import Traefik, WeightTimeline, ensure_gateway_class
 from tests.support.traefik import gateway as gateway_object
 from tests.support.workload import Workload, live_pods, rolled_out, until
 
@@ -660,12 +660,7 @@ class Stack:
         assert self.netns is not None
         began = time.monotonic()
         entry_points = {s.key: FIRST_ENTRY_PORT + i for i, s in enumerate(self._traefik_scenarios())}
-        custom = client.CustomObjectsApi(self.api)
-        try:
-            custom.create_cluster_custom_object("gateway.networking.k8s.io", "v1", "gatewayclasses", gateway_class())
-        except client.ApiException as exc:
-            if exc.status != 409:  # 409: a second stack on this plane made it
-                raise
+        ensure_gateway_class(self.api)
         self.apply(gateway_object(GATEWAY, listeners=entry_points))
         self.traefik = Traefik(
             ns=self.netns,

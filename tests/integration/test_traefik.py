@@ -22,10 +22,11 @@ from tests.support.traefik import (
     InsideBackend,
     Traefik,
     WeightTimeline,
+    ensure_gateway_class,
     gateway,
-    gateway_class,
     send,
     service_with_endpoints,
+    set_route_weights,
 )
 from tests.support.workload import until
 
@@ -38,13 +39,6 @@ def route(name: str, section: str, backends: list[tuple[str, int]]) -> dict[str,
     return body
 
 
-def set_weights(custom: client.CustomObjectsApi, ns: str, name: str, weights: list[int]) -> None:
-    body = custom.get_namespaced_custom_object(G, V, ns, "httproutes", name)
-    for ref, weight in zip(body["spec"]["rules"][0]["backendRefs"], weights, strict=True):
-        ref["weight"] = weight
-    custom.replace_namespaced_custom_object(G, V, ns, "httproutes", name, body)
-
-
 def test_one_entry_point_per_route_and_the_weights_traefik_applied(
     api_client: client.ApiClient, control_plane: ControlPlane, gateway_api: list[str], namespace: str, tmp_path: Path
 ) -> None:
@@ -54,11 +48,7 @@ def test_one_entry_point_per_route_and_the_weights_traefik_applied(
         client.DiscoveryV1Api(api_client),
         client.CustomObjectsApi(api_client),
     )
-    try:
-        custom.create_cluster_custom_object(G, V, "gatewayclasses", gateway_class())
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
+    ensure_gateway_class(api_client)
     with network_namespace() as netns:
         names = ["one-a", "one-b", "two-a", "two-b"]
         backends: dict[str, InsideBackend] = {}
@@ -94,7 +84,7 @@ def test_one_entry_point_per_route_and_the_weights_traefik_applied(
 
             # A weight change on one route shows in its timeline only, and once it shows, the
             # 0% side gets nothing.
-            set_weights(custom, ns, "one", [0, 100])
+            set_route_weights(api_client, ns, "one", [0, 100])
             until("one at 0/100", lambda: weights.timelines["one"][-1][1] == {"one-a": 0, "one-b": 100})  # type: ignore[union-attr]
             hits = backends["one-a"].hits
             assert send(one, 40) == {"one-b": 40}
@@ -102,7 +92,7 @@ def test_one_entry_point_per_route_and_the_weights_traefik_applied(
             assert weights.timelines["two"] == weights.timelines["two"][:1], weights.timelines["two"]
 
             # All weights 0: 503 from Traefik, no backend asked.
-            set_weights(custom, ns, "one", [0, 0])
+            set_route_weights(api_client, ns, "one", [0, 0])
             until("one at 0/0", lambda: weights.timelines["one"][-1][1] == {"one-a": 0, "one-b": 0})  # type: ignore[union-attr]
             before = {n: b.hits for n, b in backends.items()}
             assert send(one, 10) == {"HTTP 503": 10}

@@ -22,7 +22,15 @@ from kubernetes import client, config
 from tests.support.controlplane import ControlPlane
 from tests.support.gatewayapi import install_gateway_api_crds, make_httproute
 from tests.support.netns import network_namespace
-from tests.support.traefik import InsideBackend, Traefik, WeightTimeline, gateway, gateway_class, send
+from tests.support.traefik import (
+    InsideBackend,
+    Traefik,
+    WeightTimeline,
+    ensure_gateway_class,
+    gateway,
+    send,
+    set_route_weights,
+)
 from tests.support.workload import Workload, live_pods, pod_network, ready_endpoints, rolled_out, running_cluster, until
 from tests.support.world import unique
 
@@ -143,11 +151,7 @@ def test_traefik_routes_by_weight_to_the_pod_ips_the_endpointslice_controller_wr
     apps, core, disc = client.AppsV1Api(api), client.CoreV1Api(api), client.DiscoveryV1Api(api)
     custom = client.CustomObjectsApi(api)
     install_gateway_api_crds(api)
-    try:
-        custom.create_cluster_custom_object(G, V, "gatewayclasses", gateway_class())
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
+    ensure_gateway_class(api)
     for name in ("model-a", "model-b"):
         apps.create_namespaced_deployment(ns, deployment(name, 1, {"model": name}))
         core.create_namespaced_service(ns, service(name, {"model": name}))
@@ -186,10 +190,7 @@ def test_traefik_routes_by_weight_to_the_pod_ips_the_endpointslice_controller_wr
             assert abs(seen.get("model-a", 0) - 80) <= 2, seen
 
             def set_weights(a: int, b: int) -> None:
-                route = custom.get_namespaced_custom_object(G, V, ns, "httproutes", "models")
-                route["spec"]["rules"][0]["backendRefs"][0]["weight"] = a
-                route["spec"]["rules"][0]["backendRefs"][1]["weight"] = b
-                custom.replace_namespaced_custom_object(G, V, ns, "httproutes", "models", route)
+                set_route_weights(api, ns, "models", [a, b])
                 until(
                     f"Traefik's weights {a}/{b}",
                     lambda: timeline.timeline[-1][1] == {"model-a": a, "model-b": b},  # type: ignore[union-attr]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client
 
 from tests.support.controlplane import CACHE, REPO, ControlPlane, stop_process
 from tests.support.netns import NetNS, Relay
@@ -324,6 +325,26 @@ class WeightTimeline:
 
 
 # -- objects ------------------------------------------------------------------------------------
+
+
+def ensure_gateway_class(api: client.ApiClient, name: str = "traefik") -> None:
+    """Create Traefik's GatewayClass, unless a test or stack on this plane already did."""
+    try:
+        client.CustomObjectsApi(api).create_cluster_custom_object(
+            GATEWAY_GROUP, "v1", "gatewayclasses", gateway_class(name)
+        )
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def set_route_weights(api: client.ApiClient, namespace: str, route: str, weights: list[int]) -> None:
+    """Set the weights of an HTTPRoute's first rule's backendRefs, in order (by hand, as a test)."""
+    custom = client.CustomObjectsApi(api)
+    body = custom.get_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", route)
+    for ref, weight in zip(body["spec"]["rules"][0]["backendRefs"], weights, strict=True):
+        ref["weight"] = weight
+    custom.replace_namespaced_custom_object(GATEWAY_GROUP, "v1", namespace, "httproutes", route, body)
 
 
 def gateway_class(name: str = "traefik") -> dict[str, Any]:
