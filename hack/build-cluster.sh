@@ -46,14 +46,13 @@ binaries() {
     traefik) echo traefik ;;
   esac
 }
-# Expected times on 2 cores with empty Go caches. Traefik's was measured (8.5 min on 2 cores; 20 min
-# 23 s on one core shared with other work, at nice 10); the other two are estimates, not yet
-# measured (docs/development.md, "The cluster parts").
+# Expected times on 2 cores with empty Go caches, the three in parallel after the control plane
+# (measured in .ci/run, docs/development.md "The cluster parts").
 expected() {
   case "$1" in
-    workload) echo "about 4 min on 2 cores, less after kube-apiserver's build (estimate)" ;;
-    kwok) echo "about 3 min on 2 cores (estimate)" ;;
-    traefik) echo "about 9 min on 2 cores" ;;
+    workload) echo "about 2.5 min on 2 cores after kube-apiserver's build" ;;
+    kwok) echo "about 3 min on 2 cores" ;;
+    traefik) echo "about 7 min on 2 cores" ;;
   esac
 }
 what() {
