@@ -44,7 +44,7 @@ workload:
 	bash hack/build-cluster.sh workload kwok >/dev/null
 
 # Traefik v3 (a real Gateway API data plane), built from the Go module proxy once per machine
-# (about 9 min on 2 cores the first time, docs/development.md).
+# (about 7 min on 2 cores the first time, docs/development.md).
 traefik:
 	bash hack/build-cluster.sh traefik >/dev/null
 
