@@ -12,7 +12,7 @@ KWOK_VERSION ?= v0.8.0
 TRAEFIK_VERSION ?= v3.6.12
 export KWOK_VERSION TRAEFIK_VERSION
 
-.PHONY: help deps demo-deps venv envtest helm workload traefik cluster-parts prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-dashboard bench-webhooks clean
+.PHONY: help deps demo-deps venv envtest helm workload traefik cluster-parts prometheus browser lint crds test unit integration e2e cluster demo demo-llm bench-plane bench-judge bench-scale bench-status-cost bench-dashboard bench-webhooks clean
 
 help:
 	@echo "make demo     four rollouts end to end: real models, real traffic, the controller's verdicts"
@@ -143,6 +143,11 @@ SHARDS ?= 1
 ARGO ?=
 bench-scale: venv envtest prometheus
 	$(PY) -m bench.scale $(SIZES) --shards $(SHARDS) --settled $(SETTLED) --soak '$(SOAK)' --argo '$(ARGO)'
+
+# What one status write costs kube-apiserver: the CRD as shipped, without its CEL rules, as a
+# merge patch (bench/status_cost.py; three fresh planes, ~1 min).
+bench-status-cost: venv envtest
+	$(PY) -m bench.status_cost
 
 # How soon a status change reaches a dashboard page: status writes -> server-sent events (~30 s).
 bench-dashboard: venv envtest
