@@ -16,7 +16,7 @@ export KWOK_VERSION TRAEFIK_VERSION
 
 help:
 	@echo "make demo     four rollouts end to end: real models, real traffic, the controller's verdicts"
-	@echo "              (the first run builds the control plane: about 7 min on 2 cores)"
+	@echo "              (the first run builds the control plane, Traefik and the workload controllers: about 14 min on 2 cores)"
 	@echo "make demo-llm three LLM rollouts: TTFT, finish reasons, cost per 1,000 tokens (stand-in vLLM servers)"
 	@echo "make e2e      the end-to-end suite (part of make test)"
 	@echo "make test     install what is missing, then lint and run the whole suite"
@@ -105,7 +105,7 @@ $(VENV)/.e2e-installed: $(VENV)/.installed pyproject.toml
 	touch $@
 
 # Real models, real traffic, real verdicts: four rollouts end to end (docs/demo.md).
-# The first run builds the control plane: about 7 min in all on 2 cores (README.md).
+# The first run builds the control plane and the cluster parts: about 14 min in all on 2 cores (README.md).
 demo: demo-deps
 	$(PY) -m e2e.demo
 
