@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import structlog
 
 from controller import logging as logs
+from controller.api.duration import format_duration, parse_duration
 from controller.api.models import MetricBackend, PrometheusSource
 from controller.core.clock import SystemClock
 from controller.kube.config import api_client
@@ -69,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=600.0,
         help="seconds between two reconciles of every cached rollout, from the cache (0: never; default 600)",
     )
+    parser.add_argument(
+        "--evidence-checkpoint",
+        default=env("MODELROLLOUT_EVIDENCE_CHECKPOINT", "0s"),
+        help="an analysis that changes no decision (only counts, messages, times) is written at most this "
+        "often, e.g. 5m; decisions are always written at once (0s: every analysis; default 0s; docs/operations.md, Evidence checkpoints)",
+    )
     parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--lease-namespace", default=env("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="modelrollout-controller")
@@ -82,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--shard must be in [0, --shards) and --shards at least 1; got --shard {args.shard} --shards {args.shards}"
         )
+    try:
+        args.evidence_checkpoint = parse_duration(args.evidence_checkpoint)
+    except ValueError as exc:
+        parser.error(f"--evidence-checkpoint: {exc}")
     if args.shards > 1 and not args.leader_elect:
         # Without Leases nothing keeps two shard counts from writing the same rollout.
         parser.error("--shards above 1 needs --leader-elect")
@@ -124,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         clock=SystemClock(),
         telemetry=telemetry,
         webhooks=webhooks,
+        evidence_checkpoint=args.evidence_checkpoint,
     )
     manager = Manager(
         rollouts=rollouts,
@@ -155,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         shard=args.shard,
         shards=args.shards,
         lease=elector.config.name if elector is not None else None,
+        evidence_checkpoint=format_duration(args.evidence_checkpoint)
+        if args.evidence_checkpoint
+        else "0s: every analysis",
     )
     code = manager.run()
     webhooks.close()

@@ -32,6 +32,7 @@ from controller.core.engine import (
 )
 from controller.core.judge import Judgement
 from controller.core.shadow import phase_spec
+from controller.evidence import EvidenceCheckpoints
 from controller.kube.errors import NotFound
 from controller.kube.events import EventRecorder
 from controller.kube.objects import Objects
@@ -62,10 +63,12 @@ class Reconciler:
         telemetry: Telemetry,
         may_write: Callable[[], bool] = lambda: True,
         webhooks: Webhooks | None = None,
+        evidence_checkpoint: timedelta = timedelta(0),
     ) -> None:
         self.rollouts, self.objects, self.events, self.providers = rollouts, objects, events, providers
         self.clock, self.telemetry, self.may_write = clock, telemetry, may_write
         self.webhooks = webhooks
+        self.evidence = EvidenceCheckpoints(evidence_checkpoint)
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -77,6 +80,7 @@ class Reconciler:
         try:
             obj = self.rollouts.get(namespace, name, fresh=fresh)
         except NotFound:
+            self.evidence.forget((namespace, name))
             self.telemetry.forget_rollout(namespace, name)
             if self.webhooks is not None:
                 self.webhooks.forget(namespace, name)
@@ -97,7 +101,11 @@ class Reconciler:
             return None
 
         now = self.clock.now()
-        spec, status = rollout.spec, rollout.status
+        key, uid = (namespace, name), rollout.metadata.uid or ""
+        # The status of record, and what this process decided on top of it but kept unwritten
+        # (evidence only, controller/evidence.py): decisions are taken from the latter.
+        recorded = rollout.status.wire()
+        spec, status = rollout.spec, self.evidence.current(key, uid, recorded) or rollout.status
         routing, route_problem = self._read_route(namespace, name, spec, status, fresh=fresh)
         applied = routing.weights if routing is not None else None
         mirrored = routing.mirrored if routing is not None else None
@@ -142,7 +150,12 @@ class Reconciler:
         # finds the step of record and (re)applies its weights, so no step is skipped,
         # repeated or exceeded. status.weights changes only with what the router read back.
         decided = outcome.status.wire()
-        obj = self._persist(obj, status.wire(), decided)
+        quiet = not (outcome.events or outcome.actions or outcome.asks or outcome.release)
+        if quiet and self.evidence.keep(key, uid, recorded, decided, now):
+            self.telemetry.analyses_unwritten.inc()
+        else:
+            self.evidence.forget(key)
+            obj = self._persist(obj, recorded, decided)
         if self.webhooks is not None:
             # Only once the decision is in status: what is owed is found there again after a restart.
             self.webhooks.submit(

@@ -28,6 +28,11 @@ class Telemetry:
         )
         self.decisions = Counter("modelrollout_decisions", "Decisions taken, by outcome", ["outcome"], registry=r)
         self.api_writes = Counter("modelrollout_api_writes", "Writes to the API server, by kind", ["kind"], registry=r)
+        self.analyses_unwritten = Counter(
+            "modelrollout_analyses_unwritten",
+            "Analyses that changed only evidence, kept in memory until the next write (--evidence-checkpoint)",
+            registry=r,
+        )
         self.queue_depth = Gauge("modelrollout_queue_depth", "Keys waiting in the work queue", registry=r)
         self.by_phase = Gauge("modelrollout_rollouts", "Rollouts by phase", ["phase"], registry=r)
         self.weight = Gauge(
