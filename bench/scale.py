@@ -237,6 +237,7 @@ RESYNC_S = 30
 
 
 SHARDS = 1  # --shards
+CHECKPOINT = "0s"  # --evidence-checkpoint: the controller's, "0s" (its default) writes every analysis
 LEASE = "modelrollout-scale"  # the Leases' set: LEASE with one shard, LEASE-<k> with more
 
 
@@ -251,6 +252,7 @@ def controllers(plane: ControlPlane, prom: PrometheusServer) -> tuple[Controller
                 factory.start(
                     f"scale-s{k}",
                     *("--workers", str(WORKERS), "--log-level", "info", "--resync-period", str(RESYNC_S)),
+                    *("--evidence-checkpoint", CHECKPOINT),
                     *("--shards", str(SHARDS), "--shard", str(k)),
                     lease_name=LEASE,
                 )
@@ -365,6 +367,16 @@ def reconciles(procs: list[ControllerProcess]) -> int:
     return sum(proc.reconciles() for proc in procs)
 
 
+def unwritten(procs: list[ControllerProcess]) -> int:
+    """Analyses the processes kept in memory, unwritten (modelrollout_analyses_unwritten_total)."""
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for proc in procs
+        for line in proc.metrics().splitlines()
+        if line.startswith("modelrollout_analyses_unwritten_total ")
+    )
+
+
 def per_rollout_min(events: list[dict[str, Any]], prefix: str, rollouts: int, seconds: float) -> float:
     """Requests about objects in the namespaces named `prefix-*`, per rollout per minute."""
     mine = sum(1 for e in events if e["ns"].startswith(prefix + "-") and e["verb"] != "watch")
@@ -400,7 +412,9 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
     traffic = ModelTraffic(exporter)
     for model in (INCUMBENT, CANDIDATE, THIRD):
         traffic.set(model, ok=20)
-    result: dict[str, Any] = {"n": n, "settled": settled, "resync_s": RESYNC_S, "shards": SHARDS}
+    result: dict[str, Any] = {
+        "n": n, "settled": settled, "resync_s": RESYNC_S, "shards": SHARDS, "evidence_checkpoint": CHECKPOINT,
+    }  # fmt: skip
     with (
         running_control_plane(audit=True, apiserver_args=AUDIT_NO_ROTATION) as plane,
         PrometheusServer([exporter.port]) as prom,
@@ -450,8 +464,10 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             window = max(2 * INTERVAL_S, 60)
             time.sleep(5)
             q0, t0, cpu0 = prom_queries(prom), time.time(), component_cpu(plane, prom, procs)
+            u0 = unwritten(procs)
             time.sleep(window)
             q1, t1, cpu1 = prom_queries(prom), time.time(), component_cpu(plane, prom, procs)
+            u1 = unwritten(procs)
             # Where the cores went in the steady window: CPU seconds per wall second, by process.
             result["cpu_share"] = {name: (cpu1[name] - cpu0[name]) / (t1 - t0) for name in cpu0}
             ctrl = bench.audit.between(t0, t1, "modelrollout-controller/")
@@ -464,6 +480,11 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             result["api_reads_per_rollout_min"] = (
                 sum(1 for e in progressing if e["verb"] in ("get", "list")) / n / minutes
             )
+            # In the steady window nothing is decided: each status write is an analysis, and so
+            # is each analysis kept unwritten (--evidence-checkpoint).
+            status_writes = sum(1 for e in progressing if e["sub"] == "status" and e["verb"] not in ("get", "list"))
+            result["status_writes_per_rollout_min"] = status_writes / n / minutes
+            result["analyses_per_rollout_min"] = (status_writes + u1 - u0) / n / minutes
             # Not about one rollout: the lease, and the watches' re-opens.
             result["api_other_per_min"] = (
                 sum(1 for e in ctrl if e["verb"] == "watch" or not e["ns"].startswith(("scale-", "settled-"))) / minutes
@@ -477,7 +498,9 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             shares = ", ".join(f"{name} {share:.2f}" for name, share in result["cpu_share"].items())
             print(
                 f"  steady: {result['api_per_rollout_min']:.2f} API req/rollout/min, "
-                f"{result['prom_per_rollout_interval']:.3f} queries/rollout/interval; cores used: {shares}"
+                f"{result['prom_per_rollout_interval']:.3f} queries/rollout/interval, "
+                f"{result['analyses_per_rollout_min']:.2f} analyses/rollout/min of which "
+                f"{result['status_writes_per_rollout_min']:.2f} written; cores used: {shares}"
                 + (
                     ""
                     if SHARDS == 1
@@ -643,14 +666,14 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
 
 def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
     lines = [
-        "| progressing | shards | settled | all at step 1 (s) | lag p50 (s) | lag p99 (s) | lag max (s) "
-        "| API req / progressing rollout / min | of which writes | of which reads "
+        "| progressing | shards | evidence checkpoint | settled | all at step 1 (s) | lag p50 (s) | lag p99 (s) "
+        "| lag max (s) | analyses / rollout / min (of which written) | API req / progressing rollout / min | of which writes | of which reads "
         "| Prometheus queries / progressing rollout / min (/ interval) "
         "| API req / settled rollout / min (alone; beside) | Prometheus queries / settled rollout / min "
         "| other API req / min (lease, watches) | cores used, steady (controllers (per shard) / kube-apiserver "
         "/ etcd / Prometheus) | rollouts owned per shard | RSS steady (MiB, largest shard) | RSS max (MiB) "
         "| RSS max per shard (MiB) | writes while nothing changed | rollouts written by two shards |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in scale:
         # Per shard, its largest RSS over the phases; with one shard, the controller's.
@@ -667,9 +690,10 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
             settled = f"{r['settled_api_per_rollout_min']:.3f}; {r['settled_api_per_rollout_min_beside']:.3f}"
             settled_queries = f"{r['settled_prom_per_rollout_min']:.3f}"
         lines.append(
-            f"| {r['n']} | {r['shards']} | {r.get('settled', 0)} | {r['start_s']:.1f} | {r['lag_p50']:.3f} "
-            f"| {r['lag_p99']:.3f} "
-            f"| {r['lag_max']:.3f} | {r['api_per_rollout_min']:.2f} | {r['api_writes_per_rollout_min']:.2f} "
+            f"| {r['n']} | {r['shards']} | {r.get('evidence_checkpoint', '0s')} | {r.get('settled', 0)} "
+            f"| {r['start_s']:.1f} | {r['lag_p50']:.3f} | {r['lag_p99']:.3f} | {r['lag_max']:.3f} "
+            f"| {r.get('analyses_per_rollout_min', float('nan')):.2f} "
+            f"({r.get('status_writes_per_rollout_min', float('nan')):.2f}) | {r['api_per_rollout_min']:.2f} | {r['api_writes_per_rollout_min']:.2f} "
             f"| {r['api_reads_per_rollout_min']:.2f} | {r['prom_per_rollout_min']:.2f} ({r['prom_per_rollout_interval']:.2f}) "
             f"| {settled} "
             f"| {settled_queries} | {r['api_other_per_min']:.1f} "
@@ -693,7 +717,10 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.scale")
     parser.add_argument(
-        "sizes", nargs="*", type=int, help="progressing rollouts, one run each (default 100 1000; none with --argo)"
+        "sizes",
+        nargs="*",
+        type=int,
+        help="progressing rollouts, one run each (default 100 1000; none with --argo; 0: none)",
     )
     parser.add_argument("--soak", default="500x20", help="MxC: M rollouts through C cycles ('' to skip)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -704,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
         "--shards", type=int, default=1, help="controller shards, one leader process each (default 1: one controller)"
     )
     parser.add_argument(
+        "--evidence-checkpoint",
+        default="0s",
+        help="the controller's --evidence-checkpoint (default 0s: every analysis written, its default)",
+    )
+    parser.add_argument(
         "--argo",
         default="",
         help="N[,N...]: side by side with Argo Rollouts, N settled objects on each controller (bench/argo.py)",
@@ -712,14 +744,15 @@ def main(argv: list[str] | None = None) -> int:
     argo_sizes = [int(x) for x in args.argo.replace(",", " ").split()]
     if not args.sizes and not argo_sizes:
         args.sizes = [100, 1000]
+    args.sizes = [n for n in args.sizes if n > 0]  # "0": no size run (e.g. the soak alone)
     if args.shards < 1:
         parser.error("--shards must be at least 1")
-    global WORKERS, RESYNC_S, SHARDS
-    WORKERS, RESYNC_S, SHARDS = args.workers, args.resync, args.shards
+    global WORKERS, RESYNC_S, SHARDS, CHECKPOINT
+    WORKERS, RESYNC_S, SHARDS, CHECKPOINT = args.workers, args.resync, args.shards, args.evidence_checkpoint
     print(
         f"bench-scale on {os.cpu_count()} cores, "
         + ("" if SHARDS == 1 else f"{SHARDS} shards of ")
-        + f"{WORKERS} workers, resync {RESYNC_S}s: sizes {args.sizes}, "
+        + f"{WORKERS} workers, resync {RESYNC_S}s, evidence checkpoint {CHECKPOINT}: sizes {args.sizes}, "
         f"{args.settled} settled beside each, soak {args.soak or 'skipped'}",
         flush=True,
     )

@@ -8,7 +8,7 @@ inconclusive streak, the same phase, step, reason, conditions, gates and history
 evidence moves: the counts, the guardrails' messages and evaluation times, `lastAnalysis` and
 the error budget's arithmetic. With `--evidence-checkpoint` set, such an analysis is kept in
 this process's memory (as the JSON the API server would store) and written with the next
-write that must happen (any decision), or once the period has passed since the analysis of
+write that must happen (any decision), or by the first analysis once the period has passed since the analysis of
 record. Every decision is written before it is carried out, as without a checkpoint.
 
 Why a controller killed meanwhile reaches the same verdict: what it loses is evidence that
@@ -17,7 +17,16 @@ controller analyses at once. Guardrails judged on counts since the rollout began
 tests, labels, shadow comparisons) ask for those counts again, and the sequential test is
 always-valid: its e-values are functions of the cumulative counts, not of how many looks were
 taken. Windowed guardrails ask for the latest window, as at any look. What a restart costs is
-the freshness of `kubectl get` between checkpoints, never a decision.
+the freshness of `kubectl get` between checkpoints. One check is weaker across a restart: that
+counts since the rollout began never go back (core/judge.py check_counts) compares the first
+analysis after it with the counts of record, up to one period old, not the latest unwritten
+ones; a provider that then answers less than those but not less than the counts of record is
+not caught at that analysis.
+
+What is never deferred, because it changes on every analysis and is read by a later one: a
+segmented guardrail's segments (their counts are checked like the guardrail's), the status
+message while waiting for labels (it counts them), and the answers of rollback hooks (asked at
+every analysis). Such rollouts write every analysis, as without a checkpoint.
 
 Kept evidence applies only on top of the status it was decided from: a digest of that status
 is kept with it, and any other write (another shard, a human's `kubectl edit --subresource
@@ -35,16 +44,31 @@ from typing import Any
 from controller.api.models import ModelRolloutStatus
 
 # What an analysis changes without changing a decision: left out when two statuses are compared.
+# The shadow's numbers are a copy of its ShadowDisagreement guardrail's evidence (core/shadow.py
+# summarise); a label guardrail's `since` and `sinceHave` are set at the step's first analysis and
+# stay (core/labels.py progress), the rest of its progress is arithmetic on the evidence.
 EVIDENCE_ONLY = ("lastAnalysis", "errorBudget")
 GUARDRAIL_EVIDENCE_ONLY = ("evidence", "message", "lastEvaluated")
+LABELS_EVIDENCE_ONLY = ("have", "need", "perMinute", "expectedAt")
+SHADOW_EVIDENCE_ONLY = ("comparisons", "disagreements", "rate", "noiseFloorRate", "samplesNeeded", "message")
+
+
+def _without(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
 
 
 def decisions(status: dict[str, Any]) -> dict[str, Any]:
     """`status` (wire form) without the fields an analysis changes when it decides nothing."""
-    out = {k: v for k, v in status.items() if k not in EVIDENCE_ONLY}
-    out["guardrails"] = [
-        {k: v for k, v in g.items() if k not in GUARDRAIL_EVIDENCE_ONLY} for g in status.get("guardrails", [])
-    ]
+    out = _without(status, EVIDENCE_ONLY)
+    guardrails = []
+    for g in status.get("guardrails", []):
+        g = _without(g, GUARDRAIL_EVIDENCE_ONLY)
+        if "labels" in g:
+            g["labels"] = _without(g["labels"], LABELS_EVIDENCE_ONLY)
+        guardrails.append(g)
+    out["guardrails"] = guardrails
+    if "shadow" in out:
+        out["shadow"] = _without(out["shadow"], SHADOW_EVIDENCE_ONLY)
     return out
 
 
@@ -86,8 +110,9 @@ class EvidenceCheckpoints:
         self, key: tuple[str, str], uid: str, recorded: dict[str, Any], decided: dict[str, Any], now: datetime
     ) -> bool:
         """Keep `decided` unwritten if it differs from `recorded` only in evidence and the analysis
-        of record is younger than the period; False: it must be written (then call `forget`)."""
-        if self.period <= timedelta(0) or not recorded.get("lastAnalysis"):
+        of record is younger than the period; False: it must be written (then, once it is, call
+        `forget`). Equal statuses are never kept: there is nothing to write."""
+        if self.period <= timedelta(0) or not recorded.get("lastAnalysis") or decided == recorded:
             return False
         last = datetime.fromisoformat(recorded["lastAnalysis"])
         if now - last >= self.period or decisions(recorded) != decisions(decided):

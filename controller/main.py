@@ -6,12 +6,12 @@ import argparse
 import os
 import signal
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from controller import logging as logs
-from controller.api.duration import format_duration, parse_duration
+from controller.api.duration import parse_duration
 from controller.api.models import MetricBackend, PrometheusSource
 from controller.core.clock import SystemClock
 from controller.kube.config import api_client
@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--shard must be in [0, --shards) and --shards at least 1; got --shard {args.shard} --shards {args.shards}"
         )
     try:
-        args.evidence_checkpoint = parse_duration(args.evidence_checkpoint)
+        text = args.evidence_checkpoint.strip()
+        args.evidence_checkpoint = parse_duration(text) if text not in ("", "0") else timedelta(0)
     except ValueError as exc:
         parser.error(f"--evidence-checkpoint: {exc}")
     if args.shards > 1 and not args.leader_elect:
@@ -167,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         shard=args.shard,
         shards=args.shards,
         lease=elector.config.name if elector is not None else None,
-        evidence_checkpoint=format_duration(args.evidence_checkpoint)
-        if args.evidence_checkpoint
-        else "0s: every analysis",
+        evidence_checkpoint=f"{args.evidence_checkpoint.total_seconds():g}s" if args.evidence_checkpoint else "0s",
     )
     code = manager.run()
     webhooks.close()

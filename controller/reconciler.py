@@ -152,10 +152,11 @@ class Reconciler:
         decided = outcome.status.wire()
         quiet = not (outcome.events or outcome.actions or outcome.asks or outcome.release)
         if quiet and self.evidence.keep(key, uid, recorded, decided, now):
-            self.telemetry.analyses_unwritten.inc()
+            if judgements is not None:
+                self.telemetry.analyses_unwritten.inc()
         else:
-            self.evidence.forget(key)
             obj = self._persist(obj, recorded, decided)
+            self.evidence.forget(key)  # written (or nothing to write): a failed write keeps it
         if self.webhooks is not None:
             # Only once the decision is in status: what is owed is found there again after a restart.
             self.webhooks.submit(

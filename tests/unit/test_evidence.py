@@ -112,3 +112,24 @@ def test_decisions_leave_out_only_evidence() -> None:
         {"name": "error-rate", "verdict": "Pass", "failures": 0, "consecutiveInconclusive": 0}
     ]
     assert projected["phase"] == "Progressing" and projected["currentStep"] == 0
+
+
+def test_an_unchanged_status_is_not_kept() -> None:
+    checkpoints = EvidenceCheckpoints(timedelta(minutes=5))
+    assert not checkpoints.keep(KEY, "u1", recorded(), recorded(), T0 + timedelta(seconds=30))
+    assert len(checkpoints) == 0
+
+
+def test_label_progress_and_the_shadows_numbers_are_evidence_but_when_the_wait_began_is_not() -> None:
+    status = recorded()
+    status["guardrails"][0]["labels"] = {
+        "have": 10.0, "need": 400.0, "perMinute": 3.0, "since": T0.isoformat(), "sinceHave": 2.0,
+    }  # fmt: skip
+    status["shadow"] = {"state": "Comparing", "started": T0.isoformat(), "comparisons": 50.0, "rate": 0.1}
+    moved = copy.deepcopy(status)
+    moved["guardrails"][0]["labels"].update(have=30.0, perMinute=4.0, expectedAt=T0.isoformat())
+    moved["shadow"].update(comparisons=80.0, rate=0.12, message="disagreement 12% on 80 comparisons")
+    assert decisions(moved) == decisions(status)
+    restarted = copy.deepcopy(moved)
+    restarted["guardrails"][0]["labels"]["since"] = (T0 + timedelta(minutes=1)).isoformat()
+    assert decisions(restarted) != decisions(status)
