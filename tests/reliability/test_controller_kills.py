@@ -7,6 +7,11 @@ reach the same verdict; the route weights the killed one wrote (read from the AP
 audit log, not from the controller) must be exactly the steps' weights in order: none
 exceeded, skipped or repeated.
 
+A third run does the same with the killed controller as one of two shards (the one that owns
+the rollout, by its uid), the other shard running beside it, and both with an evidence
+checkpoint (analyses that decide nothing stay unwritten for 5 s, so kills lose them): the same
+verdict and weights, and every write to the rollout and its route from the owning shard.
+
 A "boundary" kill lands the moment the controller logs a step decision (RolloutStarted,
 StepAdvanced, Promoted/RolledBack): the decision is in status, the route write is about to
 happen or has just happened. A "random" kill lands at a uniformly random instant after start.
@@ -29,6 +34,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from controller.sharding import shard_of
 from tests.reliability.conftest import another_world
 from tests.support.audit import writes
 from tests.support.controller import ControllerFactory, ControllerProcess
@@ -72,6 +78,7 @@ def kill_until_settled(
     seed: int,
     open_gate: Callable[[], None] | None = None,
     timeout: float = 300,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, int]:
     """Start, kill, restart the controller until the rollout settles; returns the kill counts.
 
@@ -91,7 +98,7 @@ def kill_until_settled(
     point = _decision_point(world.get())
     settled = {"Promoted": 100, "RolledBack": 0}[verdict]
     while time.monotonic() < deadline:
-        proc = factory.start("victim", "--namespace", world.namespace, lease_name=lease)
+        proc = factory.start("victim", "--namespace", world.namespace, *extra, lease_name=lease)
         kills["restarts"] += 1
         randomly = kills["random"] < RANDOM_KILLS
         kill_at = time.monotonic() + (rng.uniform(0.05, 1.2) if randomly else 3600)
@@ -150,7 +157,7 @@ def _advance_steps(obj: dict[str, Any]) -> list[int]:
     return [d["step"] for d in obj["status"].get("history", []) if d["action"] == "advance"]
 
 
-@pytest.mark.parametrize("verdict", ["Promoted", "RolledBack"])
+@pytest.mark.parametrize("verdict", ["Promoted", "RolledBack", "Promoted-sharded-checkpoint"])
 def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_verdict(
     verdict: str,
     world: World,
@@ -178,6 +185,17 @@ def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_ve
     body = rollout_body("demo", world.incumbent, world.candidate, canary=canary, analysis=ANALYSIS)
     for w in (world, calm):
         w.apply(body)
+    # Sharded: the killed controller is the shard that owns the rollout, one of two, with the
+    # other shard running beside it all along; both keep analyses that decide nothing unwritten
+    # for 5 s (docs/operations.md "Evidence checkpoints"), so kills lose kept evidence too.
+    sharded = verdict.endswith("-sharded-checkpoint")
+    verdict = verdict.removesuffix("-sharded-checkpoint")
+    lease, extra = unique("lease"), ()
+    if sharded:
+        mine = shard_of(world.get()["metadata"]["uid"], 2)
+        extra = ("--shards", "2", "--shard", str(mine), "--evidence-checkpoint", "5s")
+        other = ("--shards", "2", "--shard", str(1 - mine), "--evidence-checkpoint", "5s")
+        controllers.start("other-shard", "--namespace", world.namespace, *other, lease_name=lease)
 
     def open_gates() -> None:
         for w in (world, calm):
@@ -189,10 +207,11 @@ def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_ve
             kill_until_settled,
             controllers,
             world,
-            unique("lease"),
+            lease,
             verdict,
             seed=int.from_bytes(os.urandom(4)),
             open_gate=open_gates if verdict == "Promoted" else None,
+            extra=extra,
         )
         if verdict == "RolledBack":
             # Both rollouts reach step 3 (40%) with a healthy candidate, then it starts failing.
@@ -222,6 +241,15 @@ def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_ve
         assert written[-1] == 0 and written[:-1] == WEIGHTS[: len(written) - 1], written
         assert calm.candidate_writes()[-1] == 0
         assert kills["boundary"] >= 1
+    if sharded:
+        assert world.plane.audit_log is not None
+        writers = {
+            w.user_agent.split("/")[1].split(" ")[0]
+            for resource in ("modelrollouts", "httproutes")
+            for w in writes(world.plane.audit_log, namespace=world.namespace, resource=resource)
+            if w.user_agent.startswith("modelrollout-controller/")
+        }
+        assert writers == {"victim"}, f"the rollout was written by {writers}"
     for w in (world, calm):
         steps = _advance_steps(w.get())
         assert steps == sorted(set(steps)), f"a step was repeated: {steps}"
