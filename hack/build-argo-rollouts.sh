@@ -22,16 +22,15 @@
 #   $(go env GOMODCACHE)/github.com/argoproj/argo-rollouts@VERSION/manifests/crds/
 set -euo pipefail
 
+# CACHE, BUILD, say, new_module, module_gomod, copy_directives
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ARGO_ROLLOUTS_VERSION="${ARGO_ROLLOUTS_VERSION:-v1.10.2}"
-CACHE="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"
 DIR="$CACHE/argo-rollouts/$ARGO_ROLLOUTS_VERSION"
 BIN="$DIR/bin"
 MODULE=github.com/argoproj/argo-rollouts
 export CGO_ENABLED=0 GOMAXPROCS=1
 export GOFLAGS="-mod=mod -p=1${GOFLAGS:+ $GOFLAGS}"
 LOW=(taskset -c "${ARGO_BUILD_CPU:-1}" nice -n 10)
-
-say() { echo "$*" >&2; }
 
 if [ -x "$BIN/rollouts-controller" ]; then echo "$BIN"; exit 0; fi
 mkdir -p "$BIN"
@@ -58,38 +57,15 @@ fi
 
 say "building Argo Rollouts $ARGO_ROLLOUTS_VERSION from the Go module proxy (one time; 5 min on 2 cores for v1.10.1, longer on one core at nice 10)"
 began=$SECONDS
-mod="$DIR/mod"
-rm -rf "$mod" && mkdir -p "$mod" && cd "$mod"
-go mod init modelrollout.local/argo-rollouts >/dev/null 2>&1
-go mod edit -require="$MODULE@$ARGO_ROLLOUTS_VERSION"
-printf '//go:build tools\n\npackage tools\n\nimport _ "%s/cmd/rollouts-controller"\n' "$MODULE" > tools.go
-
-# Copy the non-local `replace` and the `exclude` directives of Argo's own go.mod (a local-path
-# replace cannot be copied: say so and fail).
-# `go mod download` refuses a module whose go line is newer than the toolchain (with GOTOOLCHAIN=local)
-# but still names its go.mod; its exact error is printed and stops the build.
-gomod=$(go mod download -json "$MODULE@$ARGO_ROLLOUTS_VERSION" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-if d.get("Error"):
-    sys.exit("go mod download: " + d["Error"])
-print(d["GoMod"])') || exit 1
-go mod edit -json "$gomod" | python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-for r in m.get("Replace") or []:
-    old, new = r["Old"], r["New"]
-    if not new.get("Version"):
-        sys.exit("cannot copy the local-path replace %s => %s" % (old["Path"], new["Path"]))
-    print("-replace=%s%s=%s@%s" % (old["Path"], "@" + old["Version"] if old.get("Version") else "", new["Path"], new["Version"]))
-for e in m.get("Exclude") or []:
-    print("-exclude=%s@%s" % (e["Path"], e["Version"]))
-' | while read -r directive; do go mod edit "$directive"; done
+# A wrapper module with Argo's own non-local `replace` and `exclude` directives (lib.sh): what
+# `go mod download` refuses (a go line newer than the toolchain) is printed and stops the build.
+new_module "$DIR/mod" "$MODULE@$ARGO_ROLLOUTS_VERSION" "$MODULE/cmd/rollouts-controller"
+copy_directives "$MODULE" "$ARGO_ROLLOUTS_VERSION"
 
 # tidy's own errors (a go line newer than the toolchain, a module the proxy refuses) are the ones
 # worth reading: keep them in the log instead of hiding them.
 "${LOW[@]}" go mod tidy 2>"$DIR/tidy.log" || { say "go mod tidy failed ($DIR/tidy.log):"; cat "$DIR/tidy.log" >&2; exit 1; }
-"${LOW[@]}" go build -trimpath -gcflags=all=-dwarf=false \
+"${LOW[@]}" "${BUILD[@]}" \
   -ldflags "-s -w -X $MODULE/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}" \
   -o "$BIN/rollouts-controller.tmp" "$MODULE/cmd/rollouts-controller"
 mv "$BIN/rollouts-controller.tmp" "$BIN/rollouts-controller"

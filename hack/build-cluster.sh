@@ -18,18 +18,14 @@
 # GOFLAGS=-p=1, under taskset/nice).
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.35.4}"
+# K8S_VERSION (the kube-apiserver's), CACHE, BUILD, say, new_module, copy_directives, replace_staging
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 # v3.7.x does not build from the proxy here (a local-path replace; lego v5 modules refused):
 # docs/development.md, "The cluster parts".
 TRAEFIK_VERSION="${TRAEFIK_VERSION:-v3.6.12}"
-CACHE="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="-mod=mod${GOFLAGS:+ $GOFLAGS}"
-# -dwarf=false: the compiler skips the debug info that -ldflags=-w drops anyway (build-envtest.sh).
-BUILD=(go build -trimpath -gcflags=all=-dwarf=false)
-
-say() { echo "$*" >&2; }
 
 bin_dir() {
   case "$1" in
@@ -68,48 +64,13 @@ ready() {
   for b in $(binaries "$1"); do [ -x "$dir/$b" ] || return 1; done
 }
 
-# A throwaway module in $1 requiring $2 and importing the packages $3...
-new_module() {
-  local dir=$1 require=$2
-  shift 2
-  rm -rf "$dir" && mkdir -p "$dir" && cd "$dir"
-  go mod init "modelrollout.local/$(basename "$dir")" >/dev/null 2>&1
-  go mod edit -require="$require"
-  { printf '//go:build tools\n\npackage tools\n\nimport (\n'; printf '\t_ "%s"\n' "$@"; printf ')\n'; } > tools.go
-}
-
-# Copy the `replace` (non-local ones) and `exclude` directives of module $1@$2's own go.mod into
-# the current module: Go ignores a dependency's replace directives, and some projects (Traefik,
-# kwok) only build with theirs. A local-path replace cannot be copied: say so and fail.
-copy_directives() {
-  local gomod
-  gomod=$(go mod download -json "$1@$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  go mod edit -json "$gomod" | python3 -c '
-import json, sys
-m = json.load(sys.stdin)
-for r in m.get("Replace") or []:
-    old, new = r["Old"], r["New"]
-    if not new.get("Version"):
-        sys.exit("cannot copy the local-path replace %s => %s" % (old["Path"], new["Path"]))
-    print("-replace=%s%s=%s@%s" % (old["Path"], "@" + old["Version"] if old.get("Version") else "", new["Path"], new["Version"]))
-for e in m.get("Exclude") or []:
-    print("-exclude=%s@%s" % (e["Path"], e["Version"]))
-' | while read -r directive; do go mod edit "$directive"; done
-}
-
 build_workload() {
-  local bin mod gomod staging_version minor
+  local bin mod minor
   bin=$(bin_dir workload)
   mod="$CACHE/workload/$K8S_VERSION/mod"
   new_module "$mod" "k8s.io/kubernetes@$K8S_VERSION" \
     k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
-  # As for kube-apiserver (build-envtest.sh): the release's go.mod replaces each staging module
-  # with ./staging/src/...; we replace them with their published v0.Y.Z, derived from that go.mod.
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  staging_version="v0.${K8S_VERSION#v1.}"
-  grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}' | while read -r m; do
-    go mod edit -replace="$m=$m@$staging_version"
-  done
+  replace_staging
   go mod tidy >/dev/null 2>&1 || true
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   rm -rf "$bin/.out" && mkdir -p "$bin/.out"

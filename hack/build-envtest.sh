@@ -17,15 +17,13 @@
 #   reuses the binaries, instead of deleting the module directory under the first one's feet.
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.35.4}"
+# K8S_VERSION, CACHE, BUILD, say, new_module, replace_staging
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
-CACHE="${MODELROLLOUT_CACHE:-$HOME/.cache/modelrollout}"
 BIN="$CACHE/envtest/$K8S_VERSION/bin"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
-BUILD=(go build -trimpath -gcflags=all=-dwarf=false)
 
 ready() { [ -x "$BIN/etcd" ] && [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kubectl" ]; }
-say() { echo "$*" >&2; }
 
 if ready; then echo "$BIN"; exit 0; fi
 mkdir -p "$BIN"
@@ -35,16 +33,6 @@ if ! flock -n 9; then
   flock 9
   if ready; then echo "$BIN"; exit 0; fi
 fi
-
-# A throwaway module in $1 requiring $2 and importing the packages $3...
-new_module() {
-  local dir=$1 require=$2
-  shift 2
-  rm -rf "$dir" && mkdir -p "$dir" && cd "$dir"
-  go mod init "modelrollout.local/$(basename "$dir")" >/dev/null 2>&1
-  go mod edit -require="$require"
-  { printf '//go:build tools\n\npackage tools\n\nimport (\n'; printf '\t_ "%s"\n' "$@"; printf ')\n'; } > tools.go
-}
 
 build_etcd() {
   new_module "$CACHE/envtest/etcd-$ETCD_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
@@ -56,14 +44,8 @@ build_etcd() {
 build_apiserver() {
   local mod="$CACHE/envtest/$K8S_VERSION/apiserver-mod"
   new_module "$mod" "k8s.io/kubernetes@$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
-  # The release's go.mod replaces each staging module with ./staging/src/...; we must replace
-  # them with their published v0.Y.Z, derived from that go.mod rather than hard-coded.
-  local gomod staging_version minor
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
-  staging_version="v0.${K8S_VERSION#v1.}"
-  grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}' | while read -r m; do
-    go mod edit -replace="$m=$m@$staging_version"
-  done
+  local minor
+  replace_staging
   go mod tidy >/dev/null 2>&1 || true
   minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   # One build for both (kubectl of the same release: no version-skew warning). Each -X applies to
