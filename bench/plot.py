@@ -34,6 +34,7 @@ def points(results: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[floa
             f"{r['n']:,}"
             + (f"+{r['settled']:,}" if r.get("settled") else "")
             + (f" ({r['shards']} shards)" if r["shards"] > 1 else "")
+            + (f", checkpoint {r['evidence_checkpoint']}" if r.get("evidence_checkpoint", "0s") != "0s" else "")
         )
         cores = sum((r.get("cpu_share") or {}).get(k, 0.0) for k in shard_names(r["shards"]))
         cpu.append((held, cores * 60_000 / held, label))
