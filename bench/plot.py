@@ -4,9 +4,11 @@
 
 Two panels, x = rollouts the controller (or the set of shards) holds, log scale: the controller's
 CPU per rollout (milliseconds of CPU per rollout per minute, all shards summed, over the steady
-window) and its API requests per rollout per minute, progressing and settled apart. A flat line
-is a cost that grows with the rollouts and no faster. Plain SVG written by hand, so the bench
-needs no plotting library.
+window) and its API requests per rollout per minute, progressing and settled apart. One point
+per run, labelled with its rollouts, shards and evidence checkpoint (runs of one size differ in
+those, so no line joins them); a cost per rollout that stays level as the rollouts grow is a
+cost that grows with them and no faster. Plain SVG written by hand, so the bench needs no
+plotting library.
 """
 
 from __future__ import annotations
@@ -34,7 +36,11 @@ def points(results: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[floa
             f"{r['n']:,}"
             + (f"+{r['settled']:,}" if r.get("settled") else "")
             + (f" ({r['shards']} shards)" if r["shards"] > 1 else "")
-            + (f", checkpoint {r['evidence_checkpoint']}" if r.get("evidence_checkpoint", "0s") != "0s" else "")
+            + (
+                f", checkpoint {r['evidence_checkpoint']}"
+                if r.get("evidence_checkpoint", "0s") not in ("0s", "0", "")
+                else ""
+            )
         )
         cores = sum((r.get("cpu_share") or {}).get(k, 0.0) for k in shard_names(r["shards"]))
         cpu.append((held, cores * 60_000 / held, label))
@@ -72,10 +78,8 @@ def panel(x0: int, title: str, series: dict[str, list[tuple[float, float, str]]]
         out.append(f'<text x="{x}" y="{H - PAD + 14}" text-anchor="middle" font-size="10">{10**exponent:,}</text>')
     for n, (name, pts) in enumerate(series.items()):
         colour = COLOURS[name]
+        # Points, not lines: runs of one size differ in shards and checkpoint, not in rollouts.
         placed = [(*at(x, y), text) for x, y, text in sorted(pts)]
-        if len(placed) > 1:
-            path = " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in placed)
-            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}"/>')
         for px, py, text in placed:
             out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"><title>{text}</title></circle>')
             out.append(f'<text x="{px + 4:.1f}" y="{py - 4:.1f}" font-size="9">{text}</text>')

@@ -480,8 +480,8 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
             result["api_reads_per_rollout_min"] = (
                 sum(1 for e in progressing if e["verb"] in ("get", "list")) / n / minutes
             )
-            # In the steady window nothing is decided: each status write is an analysis, and so
-            # is each analysis kept unwritten (--evidence-checkpoint).
+            # In the steady window each status write is an analysis (a first verdict, or evidence),
+            # and so is each analysis kept unwritten (--evidence-checkpoint).
             status_writes = sum(1 for e in progressing if e["sub"] == "status" and e["verb"] not in ("get", "list"))
             result["status_writes_per_rollout_min"] = status_writes / n / minutes
             result["analyses_per_rollout_min"] = (status_writes + u1 - u0) / n / minutes

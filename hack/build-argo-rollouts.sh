@@ -22,7 +22,7 @@
 #   $(go env GOMODCACHE)/github.com/argoproj/argo-rollouts@VERSION/manifests/crds/
 set -euo pipefail
 
-# CACHE, BUILD, say, new_module, module_gomod, copy_directives
+# CACHE, BUILD, say, new_module, copy_directives
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ARGO_ROLLOUTS_VERSION="${ARGO_ROLLOUTS_VERSION:-v1.10.2}"
 DIR="$CACHE/argo-rollouts/$ARGO_ROLLOUTS_VERSION"
@@ -59,7 +59,7 @@ say "building Argo Rollouts $ARGO_ROLLOUTS_VERSION from the Go module proxy (one
 began=$SECONDS
 # A wrapper module with Argo's own non-local `replace` and `exclude` directives (lib.sh): what
 # `go mod download` refuses (a go line newer than the toolchain) is printed and stops the build.
-new_module "$DIR/mod" "$MODULE@$ARGO_ROLLOUTS_VERSION" "$MODULE/cmd/rollouts-controller"
+new_module "$DIR/argo-rollouts" "$MODULE@$ARGO_ROLLOUTS_VERSION" "$MODULE/cmd/rollouts-controller"
 copy_directives "$MODULE" "$ARGO_ROLLOUTS_VERSION"
 
 # tidy's own errors (a go line newer than the toolchain, a module the proxy refuses) are the ones

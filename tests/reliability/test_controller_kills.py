@@ -57,6 +57,12 @@ def _decisions(proc: ControllerProcess) -> int:
     return sum(1 for line in proc.logs() if line.get("decision") in BOUNDARY)
 
 
+def _unwritten(proc: ControllerProcess) -> int:
+    """Analyses the process kept in memory, unwritten (docs/operations.md "Evidence checkpoints")."""
+    lines = proc.metrics().splitlines()
+    return sum(int(float(x.split()[1])) for x in lines if x.startswith("modelrollout_analyses_unwritten_total "))
+
+
 def _decision_point(obj: dict[str, Any]) -> tuple[Any, ...]:
     """Where the rollout of record stands: a step decision changes it."""
     status = obj.get("status") or {}
@@ -79,6 +85,7 @@ def kill_until_settled(
     open_gate: Callable[[], None] | None = None,
     timeout: float = 300,
     extra: tuple[str, ...] = (),
+    kill_when_kept: bool = False,
 ) -> dict[str, int]:
     """Start, kill, restart the controller until the rollout settles; returns the kill counts.
 
@@ -90,10 +97,12 @@ def kill_until_settled(
     too, and the next one carries it out (the route write) and is stopped cleanly.
 
     `open_gate` is called once, when all the random kills have landed and the rollout waits at
-    its manual gate."""
+    its manual gate. With `kill_when_kept`, the first random kill waits instead for the process
+    to hold an analysis it has not written (its modelrollout_analyses_unwritten_total), so that at
+    least one kill loses kept evidence on any machine ("kept" in the counts)."""
     rng = random.Random(seed)
     gate_opened = open_gate is None
-    kills = {"boundary": 0, "random": 0, "restarts": 0}
+    kills = {"boundary": 0, "random": 0, "restarts": 0, "kept": 0}
     deadline = time.monotonic() + timeout
     point = _decision_point(world.get())
     settled = {"Promoted": 100, "RolledBack": 0}[verdict]
@@ -101,10 +110,15 @@ def kill_until_settled(
         proc = factory.start("victim", "--namespace", world.namespace, *extra, lease_name=lease)
         kills["restarts"] += 1
         randomly = kills["random"] < RANDOM_KILLS
-        kill_at = time.monotonic() + (rng.uniform(0.05, 1.2) if randomly else 3600)
+        waiting_for_kept = kill_when_kept and kills["kept"] == 0
+        kill_at = time.monotonic() + (rng.uniform(0.05, 1.2) if randomly and not waiting_for_kept else 3600)
+        kept = False
         while True:
             obj = world.get()
             if _decision_point(obj) != point or _decisions(proc) > 0 or time.monotonic() >= kill_at:
+                break
+            if waiting_for_kept and _unwritten(proc) > 0:
+                kept = True
                 break
             if obj.get("status", {}).get("phase") == verdict:
                 # Decided (and its decider killed) before this process: it only carries it out.
@@ -125,6 +139,7 @@ def kill_until_settled(
             point = _decision_point(obj)
         else:
             kills["random"] += 1
+            kills["kept"] += int(kept)
     raise AssertionError(f"not settled after {timeout}s under kills {kills}")
 
 
@@ -212,6 +227,7 @@ def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_ve
             seed=int.from_bytes(os.urandom(4)),
             open_gate=open_gates if verdict == "Promoted" else None,
             extra=extra,
+            kill_when_kept=sharded,
         )
         if verdict == "RolledBack":
             # Both rollouts reach step 3 (40%) with a healthy candidate, then it starts failing.
@@ -242,6 +258,7 @@ def test_killed_at_every_boundary_and_random_instants_reaches_the_undisturbed_ve
         assert calm.candidate_writes()[-1] == 0
         assert kills["boundary"] >= 1
     if sharded:
+        assert kills["kept"] == 1, kills
         assert world.plane.audit_log is not None
         writers = {
             w.user_agent.split("/")[1].split(" ")[0]
