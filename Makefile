@@ -141,11 +141,13 @@ SHARDS ?= 1
 # Side by side with Argo Rollouts (bench/argo.py): ARGO=1000,10000 settled objects on each controller;
 # with SIZES= SOAK= it runs alone (the first time it builds Argo Rollouts: about 6 min on one core).
 ARGO ?=
+# ARGO_CANARY=1000: N canaries in flight on each, on a plane that runs pods (bench/argo_canary.py).
+ARGO_CANARY ?=
 # The controller's --evidence-checkpoint (docs/operations.md "Evidence checkpoints"); 0s: every analysis written.
 CHECKPOINT ?= 0s
 bench-scale: venv envtest prometheus
 	$(PY) -m bench.scale $(SIZES) --shards $(SHARDS) --settled $(SETTLED) --soak '$(SOAK)' --argo '$(ARGO)' \
-		--evidence-checkpoint '$(CHECKPOINT)'
+		--argo-canary '$(ARGO_CANARY)' --evidence-checkpoint '$(CHECKPOINT)'
 
 # What one status write costs kube-apiserver: the CRD as shipped, without its CEL rules, as a
 # merge patch (bench/status_cost.py; three fresh planes, ~1 min).

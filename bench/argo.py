@@ -50,6 +50,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ from kubernetes import client, config
 
 from bench.scale import AUDIT_NO_ROTATION, PER_NAMESPACE, REPO, Bench, adopting_spec, cpu_seconds, rss_mib, stamp
 from controller.api import GROUP, PLURAL, VERSION
-from tests.support.controller import ControllerFactory
+from tests.support.controller import ControllerFactory, metric_value
 from tests.support.controlplane import ControlPlane, free_port, running_control_plane, stop_process
 from tests.support.gatewayapi import install_gateway_api_crds
 from tests.support.kube import install_crds
@@ -230,14 +231,17 @@ class Ours(Side):
     prefix = "mr"
     group, version, plural = GROUP, VERSION, PLURAL
 
-    def __init__(self, plane: ControlPlane, resync: int) -> None:
-        self.factory = ControllerFactory(plane, prometheus_url=None)
-        self.resync = resync
+    def __init__(
+        self, plane: ControlPlane, resync: int, prometheus_url: str | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
+        self.factory = ControllerFactory(plane, prometheus_url=prometheus_url)
+        self.resync, self.extra = resync, extra
 
     def start(self) -> int:
         self.proc = self.factory.start(
             "argo-side-ours",
             *("--workers", "4", "--log-level", "warning", "--resync-period", str(self.resync), "--no-leader-elect"),
+            *self.extra,
         )
         return self.proc.proc.pid
 
@@ -351,11 +355,7 @@ class Argo(Side):
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=30).text
 
     def reconciles(self) -> int:
-        return sum(
-            int(float(line.rsplit(" ", 1)[1]))
-            for line in self.metrics().splitlines()
-            if line.startswith("rollout_reconcile_count{")
-        )
+        return int(metric_value(self.metrics(), "rollout_reconcile_count"))
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -377,17 +377,24 @@ def list_objects(bench: Bench, side: Side, keys: list[tuple[str, str]]) -> dict[
     return out
 
 
-def wait_settled(bench: Bench, side: Side, keys: list[tuple[str, str]], timeout: float) -> dict[str, int]:
-    """Until every object is settled; the count of each status.phase at the end."""
+def wait_for(
+    bench: Bench,
+    side: Side,
+    keys: list[tuple[str, str]],
+    done: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float,
+) -> dict[str, int]:
+    """Until `done` holds for every object; what each is (side.describe), counted, at the end."""
     began = time.monotonic()
     while True:
         objs = list_objects(bench, side, keys)
         phases = Counter(side.describe(o) for o in objs.values())
-        done = sum(1 for k in keys if k in objs and side.settled(objs[k]))
-        if done == len(keys):
+        count = sum(1 for k in keys if k in objs and done(objs[k]))
+        if count == len(keys):
             return dict(phases)
         if time.monotonic() - began > timeout:
-            raise TimeoutError(f"{side.label}: {done}/{len(keys)} settled after {timeout:.0f}s; phases {dict(phases)}")
+            raise TimeoutError(f"{side.label}: {count}/{len(keys)} {what} after {timeout:.0f}s; {dict(phases)}")
         time.sleep(1)
 
 
@@ -402,7 +409,7 @@ def measure(bench: Bench, side: Side, n: int, resync: int) -> dict[str, Any]:
         t0, cpu0 = time.time(), cpu_seconds(pid)
         keys = side.create(bench, n)
         r["create_s"] = time.time() - t0
-        r["phases"] = wait_settled(bench, side, keys, timeout=120 + n / 5)
+        r["phases"] = wait_for(bench, side, keys, side.settled, "settled", timeout=120 + n / 5)
         t1 = time.time()
         r["settle_s"] = t1 - t0
         # The first resync after the last object settled still does settling work for Argo (once

@@ -37,9 +37,11 @@ after each cycle, growth after warm-up, the longest status.history and the contr
 per-rollout metric series count.
 
 `--argo N[,N...]`: side by side with Argo Rollouts, N settled objects on each controller, one
-plane, one run (bench/argo.py; without sizes, only that).
+plane, one run (bench/argo.py; without sizes, only that). `--argo-canary N[,N...]`: the same with
+N canaries in flight on each, on a plane that runs pods (bench/argo_canary.py).
 
-Usage: python -m bench.scale 100 1000 [--shards 2] [--settled 1000] [--soak 500x20] [--argo 1000] [--json FILE]
+Usage: python -m bench.scale 100 1000 [--shards 2] [--settled 1000] [--soak 500x20] [--argo 1000]
+       [--argo-canary 1000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -241,10 +243,13 @@ CHECKPOINT = "0s"  # --evidence-checkpoint: the controller's, "0s" (its default)
 LEASE = "modelrollout-scale"  # the Leases' set: LEASE with one shard, LEASE-<k> with more
 
 
-def controllers(plane: ControlPlane, prom: PrometheusServer) -> tuple[ControllerFactory, list[ControllerProcess]]:
+def controllers(
+    plane: ControlPlane, prom: PrometheusServer, program: list[str] | None = None
+) -> tuple[ControllerFactory, list[ControllerProcess]]:
     """One process per shard (identity scale-s<k>), each the leader of its own Lease before any
-    rollout is created; with one shard, the one controller of before sharding."""
-    factory = ControllerFactory(plane, prometheus_url=prom.url)
+    rollout is created; with one shard, the one controller of before sharding. `program`: how
+    to run it, if not the console script (the soak's tracing wrapper)."""
+    factory = ControllerFactory(plane, prometheus_url=prom.url, program=program)
     procs = []
     try:
         for k in range(SHARDS):
@@ -287,11 +292,7 @@ def rss_text(result: dict[str, Any], phase: str) -> str:
 
 def owned(proc: ControllerProcess) -> int:
     """The rollouts this process's shard owns and caches (its modelrollout_shard_rollouts)."""
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in proc.metrics().splitlines()
-        if line.startswith("modelrollout_shard_rollouts{")
-    )
+    return int(proc.metric("modelrollout_shard_rollouts"))
 
 
 AGENT = re.compile(r"^modelrollout-controller/(\S+)")
@@ -355,12 +356,7 @@ def reconcile_lags(audit: Audit, since: float) -> list[tuple[float, str]]:
 
 def queue_depth(procs: list[ControllerProcess]) -> list[int]:
     """Keys waiting in each process's work queue (modelrollout_queue_depth)."""
-    return [
-        int(float(line.rsplit(" ", 1)[1]))
-        for proc in procs
-        for line in proc.metrics().splitlines()
-        if line.startswith("modelrollout_queue_depth")
-    ]
+    return [int(proc.metric("modelrollout_queue_depth")) for proc in procs]
 
 
 def reconciles(procs: list[ControllerProcess]) -> int:
@@ -369,12 +365,7 @@ def reconciles(procs: list[ControllerProcess]) -> int:
 
 def unwritten(procs: list[ControllerProcess]) -> int:
     """Analyses the processes kept in memory, unwritten (modelrollout_analyses_unwritten_total)."""
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for proc in procs
-        for line in proc.metrics().splitlines()
-        if line.startswith("modelrollout_analyses_unwritten_total ")
-    )
+    return sum(int(proc.metric("modelrollout_analyses_unwritten_total")) for proc in procs)
 
 
 def per_rollout_min(events: list[dict[str, Any]], prefix: str, rollouts: int, seconds: float) -> float:
@@ -584,7 +575,41 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
 # -- the soak -------------------------------------------------------------------------------------
 
 
-def run_soak(n: int, cycles: int) -> dict[str, Any]:
+class Tracer:
+    """The soak's view of bench/traced_controller.py: traced bytes after each cycle, snapshots
+    after warm-up and at the end, and what grew between them, by line."""
+
+    TOP = 12
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir / "tracemalloc"
+        self.program = [sys.executable, "-m", "bench.traced_controller", str(self.dir)]
+
+    def ask(self, name: str, snapshot: bool, timeout: float = 300) -> float:
+        """Traced MiB now (and a snapshot `name` if asked)."""
+        (self.dir / f"{name}.request").write_text("snapshot" if snapshot else "")
+        answer = self.dir / f"{name}.json"
+        deadline = time.monotonic() + timeout
+        while not answer.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the traced controller did not answer {name} in {timeout:.0f}s")
+            time.sleep(0.5)
+        return float(json.loads(answer.read_text())["traced"]) / 2**20
+
+    def grew(self, before: str, after: str) -> list[str]:
+        import tracemalloc
+
+        old = tracemalloc.Snapshot.load(str(self.dir / f"{before}.snapshot"))
+        new = tracemalloc.Snapshot.load(str(self.dir / f"{after}.snapshot"))
+        out = []
+        for stat in new.compare_to(old, "traceback")[: self.TOP]:
+            frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(stat.traceback)[:4])
+            out.append(f"{stat.size_diff / 1024:+.1f} KiB ({stat.count_diff:+d} blocks) {frames}")
+        return out
+
+
+def run_soak(n: int, cycles: int, trace: bool = False) -> dict[str, Any]:
+    """`trace`: the controller under tracemalloc (bench/traced_controller.py, one shard only)."""
     exporter = Exporter()
     traffic = ModelTraffic(exporter)
     for model in (INCUMBENT, CANDIDATE, THIRD):
@@ -598,7 +623,8 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
         install_crds(api, REPO / "crds")
         install_gateway_api_crds(api)
         bench = Bench(plane, prom)
-        factory, procs = controllers(plane, prom)
+        tracer = Tracer(plane.workdir) if trace else None
+        factory, procs = controllers(plane, prom, tracer.program if tracer else None)
         try:
             spec = {
                 "incumbent": {"name": INCUMBENT},
@@ -630,7 +656,13 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
                 )
                 result["rss_shards"].append(rss_each(procs))
                 result["rss"].append(max(result["rss_shards"][-1]))
-                print(f"  cycle {cycle + 1}/{cycles}: RSS {result['rss'][-1]:.0f} MiB", flush=True)
+                traced = ""
+                if tracer is not None:
+                    # Snapshots after warm-up (cycle 3, as the growth is counted) and at the end.
+                    snap = cycle in (min(2, cycles - 1), cycles - 1)
+                    result.setdefault("traced", []).append(tracer.ask(f"cycle-{cycle + 1}", snap))
+                    traced = f", traced Python heap {result['traced'][-1]:.2f} MiB"
+                print(f"  cycle {cycle + 1}/{cycles}: RSS {result['rss'][-1]:.1f} MiB{traced}", flush=True)
                 nxt = candidates[(cycle + 1) % 2]
                 if cycle + 1 < cycles:
                     list(
@@ -651,6 +683,11 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
                 if re.match(r"^modelrollout_\w+\{.*namespace=", line)
             )
             result["alive"] = all(proc.proc.poll() is None for proc in procs)
+            if tracer is not None and cycles > 3:
+                result["grew"] = tracer.grew("cycle-3", f"cycle-{cycles}")
+                print("  grew from cycle 3 to the end, by allocation site:", flush=True)
+                for line in result["grew"]:
+                    print(f"    {line}", flush=True)
         finally:
             factory.stop_all()
             bench.pool.shutdown(wait=False, cancel_futures=True)
@@ -658,6 +695,8 @@ def run_soak(n: int, cycles: int) -> dict[str, Any]:
             exporter.close()
     warm = result["rss"][min(2, len(result["rss"]) - 1)]
     result["growth_pct"] = 100 * (result["rss"][-1] - warm) / warm
+    if "traced" in result:
+        result["traced_growth_mib"] = result["traced"][-1] - result["traced"][min(2, len(result["traced"]) - 1)]
     return result
 
 
@@ -711,6 +750,12 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
             f"| {soak['rss'][min(2, len(soak['rss']) - 1)]:.0f} | {soak['rss'][-1]:.0f} "
             f"| {soak['growth_pct']:+.1f}% | {soak['max_history']} | {soak['per_rollout_series']} |",
         ]
+        if "traced" in soak:
+            lines += [
+                "",
+                f"Traced Python heap (tracemalloc, bench/traced_controller.py): {soak['traced'][min(2, len(soak['traced']) - 1)]:.2f} "
+                f"MiB after cycle 3, {soak['traced'][-1]:.2f} MiB at the end ({soak['traced_growth_mib']:+.2f} MiB).",
+            ]
     return "\n".join(lines)
 
 
@@ -740,9 +785,20 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="N[,N...]: side by side with Argo Rollouts, N settled objects on each controller (bench/argo.py)",
     )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="the soak's controller under tracemalloc: traced heap per cycle, what grew (bench/traced_controller.py)",
+    )
+    parser.add_argument(
+        "--argo-canary",
+        default="",
+        help="N[,N...]: side by side with Argo Rollouts, N canaries in flight on each controller (bench/argo_canary.py)",
+    )
     args = parser.parse_args(argv)
     argo_sizes = [int(x) for x in args.argo.replace(",", " ").split()]
-    if not args.sizes and not argo_sizes:
+    canary_sizes = [int(x) for x in args.argo_canary.replace(",", " ").split()]
+    if not args.sizes and not argo_sizes and not canary_sizes:
         args.sizes = [100, 1000]
     args.sizes = [n for n in args.sizes if n > 0]  # "0": no size run (e.g. the soak alone)
     if args.shards < 1:
@@ -769,17 +825,31 @@ def main(argv: list[str] | None = None) -> int:
         for n in argo_sizes:
             print(f"N={n} side by side", flush=True)
             side.append(run_side_by_side(n, RESYNC_S))
+    canaries = []
+    if canary_sizes:
+        from bench.argo_canary import run_canaries_side_by_side
+        from bench.argo_canary import table as canary_table
+
+        print(f"side by side with Argo Rollouts: {canary_sizes} canaries in flight each", flush=True)
+        for n in canary_sizes:
+            print(f"N={n} canaries side by side", flush=True)
+            canaries.append(run_canaries_side_by_side(n, RESYNC_S, CHECKPOINT))
     soak = None
     if args.soak:
         m, c = (int(x) for x in args.soak.split("x"))
         print(f"soak {m}x{c}", flush=True)
-        soak = run_soak(m, c)
+        if args.trace_memory and SHARDS != 1:
+            parser.error("--trace-memory traces one controller: use it with --shards 1")
+        soak = run_soak(m, c, trace=args.trace_memory)
     report = table(scale, soak) if scale or soak else ""
     if side:
         report += ("\n\n" if report else "") + argo_table(side)
+    if canaries:
+        report += ("\n\n" if report else "") + canary_table(canaries)
     print(report)
     if args.json:
-        args.json.write_text(json.dumps({"scale": scale, "soak": soak, "argo": side}, indent=2, default=str))
+        results = {"scale": scale, "soak": soak, "argo": side, "argo_canary": canaries}
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
 
 

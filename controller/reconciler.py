@@ -266,8 +266,8 @@ class Reconciler:
     def _emit(self, obj: dict[str, Any], events: list[Event], step: str | None, bound: Any) -> None:
         for event in events:
             self._guard()
-            self.events.emit(obj, event.type, event.reason, event.message)
-            self.telemetry.api_writes.labels("event").inc()
+            if self.events.emit(obj, event.type, event.reason, event.message):
+                self.telemetry.api_writes.labels("event").inc()
             self.telemetry.decisions.labels(event.reason).inc()
             bound.info(event.message, decision=event.reason, event_type=event.type, step=step)
 

@@ -19,6 +19,7 @@ from e2e.harness import Scenario, Stack
 from e2e.test_scenarios import applied_weights, cli, event_reasons, guardrails, route_weights, verdict
 from tests.support.audit import writes
 from tests.support.comparator_log import incumbent_calls, worst_excess
+from tests.support.controller import metric_value
 
 
 def mirror_writes(stack: Stack, route: str) -> list[str]:
@@ -47,13 +48,7 @@ def counters(scenario: Scenario) -> dict[tuple[str, str], float]:
 
 def metric(scenario: Scenario, name: str, **labels: str) -> float:
     assert scenario.comparator is not None
-    total = 0.0
-    for line in scenario.comparator.metrics().splitlines():
-        if line.startswith(name + "{"):
-            have = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+    return metric_value(scenario.comparator.metrics(), name, labels)
 
 
 def assert_log_equals_counters(scenario: Scenario) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -43,6 +44,11 @@ class Forbidden(KubeError):
     retryable = False
 
 
+class NamespaceTerminating(Forbidden):
+    """A create in a namespace being deleted (403, cause NamespaceTerminating): nothing new can
+    be written there, and whatever would have been will go with the namespace."""
+
+
 class Invalid(KubeError):
     """The API server rejected the object (422 or 400)."""
 
@@ -54,12 +60,23 @@ class Unavailable(KubeError):
     """The API server could not be reached, timed out or answered 5xx/429: retry with back-off."""
 
 
-def _message(exc: ApiException) -> str:
+def _body(exc: ApiException) -> dict[str, Any]:
+    """The Status the API server answered with ({} if the body is not one)."""
     try:
         body = json.loads(exc.body or "{}")
-        return str(body.get("message") or exc.reason)
     except (TypeError, ValueError):
-        return str(exc.reason)
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _message(exc: ApiException) -> str:
+    return str(_body(exc).get("message") or exc.reason)
+
+
+def _causes(exc: ApiException) -> set[str]:
+    details = _body(exc).get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return {str(c.get("reason")) for c in causes if isinstance(c, dict)} if isinstance(causes, list) else set()
 
 
 def translate(exc: Exception) -> KubeError:
@@ -76,6 +93,8 @@ def translate(exc: Exception) -> KubeError:
             400: Invalid,
         }
         kind = kinds.get(exc.status or 0, Unavailable)
+        if kind is Forbidden and "NamespaceTerminating" in _causes(exc):
+            kind = NamespaceTerminating
         error = kind(f"{exc.status}: {_message(exc)}")
         error.status = exc.status or 0
         return error

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 
 from controller.api import API_VERSION, KIND
-from controller.kube.errors import Conflict, KubeError, translated
+from controller.kube.errors import Conflict, KubeError, NamespaceTerminating, translated
 
 COMPONENT = "modelrollout-controller"
 
@@ -24,7 +24,9 @@ class EventRecorder:
         self._host = host
         self._component = component
 
-    def emit(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    def emit(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> bool:
+        """Record an Event about `obj`; False if its namespace is being deleted (no Event can be
+        created there, and it would go with the namespace: a rollout's release must not wait)."""
         meta = obj["metadata"]
         digest = hashlib.sha256(f"{meta.get('uid')}/{type_}/{reason}/{message}".encode()).hexdigest()[:12]
         name = f"{meta['name']}.{digest}"
@@ -54,6 +56,9 @@ class EventRecorder:
                 self._core.create_namespaced_event(meta["namespace"], body)
         except Conflict:
             self._bump(meta["namespace"], name, now)
+        except NamespaceTerminating:
+            return False
+        return True
 
     def _bump(self, namespace: str, name: str, now: datetime) -> None:
         try:

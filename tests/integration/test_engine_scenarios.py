@@ -167,6 +167,35 @@ def test_deleted_mid_rollout_restores_the_incumbent_then_goes(
     assert world.candidate_writes() == [20, 0]
 
 
+def test_deleted_with_its_namespace_restores_the_incumbent_and_releases_without_its_events(
+    world: World, controller_process: ControllerFactory
+) -> None:
+    """`kubectl delete namespace` mid-rollout: the API server refuses every new object in a
+    namespace being deleted, Events included (403, cause NamespaceTerminating). The release's
+    Events are dropped, not retried: before, the refused Event failed each reconcile (retried
+    every 300 s, the same Event each time) and the namespace never went. This plane has no
+    namespace controller, so the namespace stays Terminating and the test deletes the rollout as
+    that controller would."""
+    controller = controller_process.start("c1", "--namespace", world.namespace)
+    steps = {"steps": [{"weight": 20, "hold": "30s"}, {"weight": 50, "hold": "4s"}]}
+    world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
+    world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
+
+    client.CoreV1Api(world.api).delete_namespace(world.namespace)
+    world.custom.delete_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, "demo")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"]:
+            break
+        time.sleep(0.3)
+
+    assert world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"] == []
+    assert world.route_weights() == {world.incumbent: 100, world.candidate: 0}
+    assert world.candidate_writes() == [20, 0]
+    assert not [line for line in controller.logs() if line.get("event") == "reconcile failed"]
+    assert [line for line in controller.logs() if line.get("decision") == "release"]
+
+
 def test_two_replicas_only_the_leader_writes_and_a_kill_hands_over(
     world: World, controller_process: ControllerFactory
 ) -> None:

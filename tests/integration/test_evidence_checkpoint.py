@@ -9,7 +9,6 @@ wait is for something to have happened, each assertion holds however far apart a
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -27,25 +26,15 @@ pytestmark = pytest.mark.usefixtures("gateway_api")
 ANALYSIS = {"interval": "1s", "window": "10s", "progressDeadline": "1h", "inconclusiveLimit": 50}
 
 
-def _metric(proc: ControllerProcess, name: str, labels: str = "") -> float:
-    pattern = re.compile(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", re.M)
-    found = pattern.search(proc.metrics())
-    return float(found.group(1)) if found else 0.0
-
-
-def _unwritten(proc: ControllerProcess) -> float:
-    return _metric(proc, "modelrollout_analyses_unwritten_total")
-
-
 def _wait_unwritten(proc: ControllerProcess, at_least: float, world: World, timeout: float = 120) -> None:
     """Until `proc` has kept `at_least` analyses unwritten since it started."""
-    world.wait(lambda _: _unwritten(proc) >= at_least, timeout=timeout)
+    world.wait(lambda _: proc.metric("modelrollout_analyses_unwritten_total") >= at_least, timeout=timeout)
 
 
 def _in_memory_analysis(proc: ControllerProcess, world: World) -> float:
     """The rollout's latest analysis as the controller holds it (its /metrics), kept or written."""
-    labels = f'{{name="demo",namespace="{world.namespace}"}}'
-    return _metric(proc, "modelrollout_rollout_last_analysis_seconds", labels)
+    labels = {"namespace": world.namespace, "name": "demo"}
+    return proc.metric("modelrollout_rollout_last_analysis_seconds", labels)
 
 
 def _passing(obj: dict[str, Any]) -> bool:
@@ -146,7 +135,7 @@ def test_the_kept_analysis_sets_the_schedule_so_reconciles_between_analyses_quer
         return len(seen) >= 4
 
     world.wait(three_more_analyses, timeout=180)
-    assert _unwritten(controller) >= 1
+    assert controller.metric("modelrollout_analyses_unwritten_total") >= 1
     reconciles = controller.reconciles()
     assert reconciles > len(seen), "no reconcile between analyses: the test would prove nothing"
     # One interval apart, less the second the schedule may round (an analysis is due at the

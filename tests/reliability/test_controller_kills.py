@@ -57,12 +57,6 @@ def _decisions(proc: ControllerProcess) -> int:
     return sum(1 for line in proc.logs() if line.get("decision") in BOUNDARY)
 
 
-def _unwritten(proc: ControllerProcess) -> int:
-    """Analyses the process kept in memory, unwritten (docs/operations.md "Evidence checkpoints")."""
-    lines = proc.metrics().splitlines()
-    return sum(int(float(x.split()[1])) for x in lines if x.startswith("modelrollout_analyses_unwritten_total "))
-
-
 def _decision_point(obj: dict[str, Any]) -> tuple[Any, ...]:
     """Where the rollout of record stands: a step decision changes it."""
     status = obj.get("status") or {}
@@ -117,7 +111,8 @@ def kill_until_settled(
             obj = world.get()
             if _decision_point(obj) != point or _decisions(proc) > 0 or time.monotonic() >= kill_at:
                 break
-            if waiting_for_kept and _unwritten(proc) > 0:
+            # Analyses it kept in memory, unwritten (docs/operations.md "Evidence checkpoints").
+            if waiting_for_kept and proc.metric("modelrollout_analyses_unwritten_total") > 0:
                 kept = True
                 break
             if obj.get("status", {}).get("phase") == verdict:

@@ -106,8 +106,18 @@ def service_account_kubeconfig(plane: ControlPlane, api: client.ApiClient, ns: s
     return path
 
 
+def namespace_terminating(status: dict[str, object]) -> bool:
+    """A 403 that is not RBAC's: a create in a namespace being deleted (NamespaceLifecycle)."""
+    details = status.get("details")
+    causes = details.get("causes") or [] if isinstance(details, dict) else []
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes) or (
+        "because it is being terminated" in str(status.get("message", ""))
+    )
+
+
 def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
-    """(requests audited for this user, those answered 403)."""
+    """(requests audited for this user, those RBAC answered 403: not creates refused in a
+    namespace being deleted, which no Role can allow)."""
     seen, refused = 0, []
     for line in audit_log.read_text().splitlines():
         try:
@@ -117,7 +127,8 @@ def forbidden(audit_log: Path, username: str) -> tuple[int, list[str]]:
         if event.get("stage") != "ResponseComplete" or event.get("user", {}).get("username") != username:
             continue
         seen += 1
-        if (event.get("responseStatus") or {}).get("code") == 403:
+        status = event.get("responseStatus") or {}
+        if status.get("code") == 403 and not namespace_terminating(status):
             refused.append(f"{event['verb']} {event['requestURI']}")
     return seen, refused
 

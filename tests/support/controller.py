@@ -4,16 +4,51 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.support.controlplane import ControlPlane, free_port, stop_process
+
+# One `name="value"` of a sample's label set; the value as exposed, with \\, \" and \n escaped.
+_LABEL = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unescape(value: str) -> str:
+    return _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], value)
+
+
+def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The sum of the values of every sample of metric `name` in the Prometheus text `text` whose
+    labels include all of `labels` (values compared exactly), 0.0 if there is none.
+
+    `name` is a sample's exact name (a counter's `..._total`, not its `..._created`); a sample
+    without labels matches only when `labels` is empty."""
+    want = labels or {}
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        rest = line[len(name) :]
+        if rest.startswith("{"):
+            # The last `}` closes the label set: a value (or timestamp) never holds one.
+            block, _, rest = rest[1:].rpartition("}")
+            have = {k: _unescape(v) for k, v in _LABEL.findall(block)}
+        elif rest[:1] in (" ", "\t"):
+            have = {}
+        else:
+            continue  # another metric, whose name only starts with `name`
+        if all(have.get(k) == v for k, v in want.items()):
+            total += float(rest.split()[0])  # the value; a timestamp may follow
+    return total
 
 
 class ControllerProcess:
@@ -26,13 +61,16 @@ class ControllerProcess:
         extra: list[str],
         kubeconfig: Path | None = None,
         allow_loopback_metrics: bool = True,
+        program: list[str] | None = None,
     ) -> None:
         self.identity = identity
         self.port = free_port()
         # One log per process: identities repeat across tests that share the plane.
         self.log_path = plane.workdir / f"controller-{identity}-{os.urandom(3).hex()}.log"
         argv = [
-            str(Path(sys.executable).parent / "modelrollout-controller"),
+            # The installed console script, or what runs controller.main another way (a bench's
+            # tracing wrapper: bench/traced_controller.py).
+            *(program or [str(Path(sys.executable).parent / "modelrollout-controller")]),
             "--kubeconfig",
             # Another user's kubeconfig (e.g. the chart's ServiceAccount), else the plane's admin.
             str(kubeconfig or plane.kubeconfig),
@@ -71,13 +109,14 @@ class ControllerProcess:
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
 
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """The sum of the values of this process's samples of metric `name` whose labels include
+        all of `labels`, 0.0 if there is none (`metric_value` on its /metrics)."""
+        return metric_value(self.metrics(), name, labels)
+
     def reconciles(self) -> int:
         """How many reconciles this process has finished (modelrollout_reconciles_total, any result)."""
-        return sum(
-            int(float(line.rsplit(" ", 1)[1]))
-            for line in self.metrics().splitlines()
-            if line.startswith("modelrollout_reconciles_total{")
-        )
+        return int(self.metric("modelrollout_reconciles_total"))
 
     def reconciles_settled(self, quiet: float = 1.5, timeout: float = 60) -> int:
         """The reconcile count once no reconcile has finished for `quiet` seconds."""
@@ -123,8 +162,10 @@ class ControllerFactory:
         prometheus_url: str | None,
         kubeconfig: Path | None = None,
         lease_namespace: str = "default",
+        program: list[str] | None = None,
     ) -> None:
         self.plane = plane
+        self.program = program
         self.prometheus_url = prometheus_url
         self.kubeconfig = kubeconfig
         self.lease_namespace = lease_namespace
@@ -148,6 +189,7 @@ class ControllerFactory:
             extra=args,
             kubeconfig=kubeconfig or self.kubeconfig,
             allow_loopback_metrics=allow_loopback_metrics,
+            program=self.program,
         )
         self.started.append(proc)
         proc.wait_healthy()

@@ -92,8 +92,8 @@ def kwok_stages() -> list[dict[str, Any]]:
     return [doc for path in KWOK_STAGES for doc in yaml.safe_load_all((root / path).read_text()) if doc]
 
 
-def kwok_node(name: str) -> dict[str, Any]:
-    """A Node that kwok manages (by annotation): Ready once kwok has seen it, pods bind to it."""
+def kwok_node(name: str, pods: int = 250) -> dict[str, Any]:
+    """A Node that kwok manages (by annotation): Ready once kwok has seen it, `pods` pods bind to it."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -104,9 +104,9 @@ def kwok_node(name: str) -> dict[str, Any]:
         },
         "spec": {},
         "status": {
-            # As many pods as kwok's pod range (--cidr, a /24) has addresses.
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "250"},
+            # By default as many pods as kwok's default pod range (--cidr, a /24) has addresses.
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": str(pods)},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": str(pods)},
         },
     }
 
@@ -121,6 +121,11 @@ class Workload:
     # inside the range the host blackholes while a test namespace exists (netns.GUARD_RANGE).
     pod_cidr: str = POD_CIDR
     node_ip: str = NODE_IP
+    pods_per_node: int = 250
+    # The client rate limit of kube-controller-manager and kube-scheduler (0: their defaults, 20
+    # and 50 requests a second). A bench with thousands of pods raises it, or the workload
+    # controllers, not the controller measured, set the pace of every rollout.
+    api_qps: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     start_seconds: float = 0.0
@@ -163,6 +168,7 @@ class Workload:
                 "--use-service-account-credentials=false",
                 "--controllers=*",
                 "--v=1",
+                *self._rate_limit(),
             ],
         )
         self._spawn(
@@ -177,6 +183,7 @@ class Workload:
                 f"--secure-port={self.ports['kube-scheduler']}",
                 f"--cert-dir={certs / 'scheduler'}",
                 "--v=1",
+                *self._rate_limit(),
             ],
         )
         stages = self.workdir / "kwok-stages.yaml"
@@ -201,8 +208,11 @@ class Workload:
         api = client.ApiClient(self._client_config())
         core = client.CoreV1Api(api)
         for i in range(self.nodes):
-            core.create_node(kwok_node(f"kwok-node-{i}"))
+            core.create_node(kwok_node(f"kwok-node-{i}", self.pods_per_node))
         self._wait_nodes_ready(core, timeout)
+
+    def _rate_limit(self) -> list[str]:
+        return [f"--kube-api-qps={self.api_qps}", f"--kube-api-burst={2 * self.api_qps}"] if self.api_qps else []
 
     def stop(self) -> None:
         for name in ("kwok", "kube-scheduler", "kube-controller-manager"):
