@@ -207,7 +207,8 @@ class OursCanary(Ours):
     def describe(self, obj: dict[str, Any]) -> str:
         status = obj.get("status") or {}
         verdicts = Counter(g.get("verdict") for g in status.get("guardrails") or [])
-        return f"{status.get('phase')} at {self.at_step(obj) and WEIGHT}%, verdicts {dict(verdicts) or '-'}"
+        weight = (status.get("weights") or {}).get("candidate")
+        return f"{status.get('phase')} at {weight}%, verdicts {dict(verdicts) or '-'}"
 
 
 def analysis_template(prometheus_url: str) -> dict[str, Any]:

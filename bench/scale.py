@@ -248,7 +248,7 @@ def controllers(
 ) -> tuple[ControllerFactory, list[ControllerProcess]]:
     """One process per shard (identity scale-s<k>), each the leader of its own Lease before any
     rollout is created; with one shard, the one controller of before sharding. `program`: how
-    to run it, if not the console script (the soak's tracing wrapper)."""
+    to run it, if not the console script (the soak's memory census: bench/census_controller.py)."""
     factory = ControllerFactory(plane, prometheus_url=prom.url, program=program)
     procs = []
     try:
@@ -575,41 +575,41 @@ def run_scale(n: int, settled: int = 0) -> dict[str, Any]:
 # -- the soak -------------------------------------------------------------------------------------
 
 
-class Tracer:
-    """The soak's view of bench/traced_controller.py: traced bytes after each cycle, snapshots
-    after warm-up and at the end, and what grew between them, by line."""
+class Census:
+    """The soak's view of bench/census_controller.py: after each cycle the Python heap's blocks and
+    objects and the C allocator's bytes; after warm-up and at the end the commonest types, and
+    which of them grew between the two."""
 
     TOP = 12
 
     def __init__(self, workdir: Path) -> None:
-        self.dir = workdir / "tracemalloc"
-        self.program = [sys.executable, "-m", "bench.traced_controller", str(self.dir)]
+        self.dir = workdir / "memory-census"
+        self.program = [sys.executable, "-m", "bench.census_controller", str(self.dir)]
 
-    def ask(self, name: str, snapshot: bool, timeout: float = 300) -> float:
-        """Traced MiB now (and a snapshot `name` if asked)."""
-        (self.dir / f"{name}.request").write_text("snapshot" if snapshot else "")
+    def ask(self, name: str, types: bool, timeout: float = 120) -> dict[str, Any]:
+        # Written whole, then renamed: the controller never reads an empty request.
+        (self.dir / f"{name}.tmp-request").write_text("census" if types else "")
+        (self.dir / f"{name}.tmp-request").rename(self.dir / f"{name}.request")
         answer = self.dir / f"{name}.json"
         deadline = time.monotonic() + timeout
         while not answer.exists():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the traced controller did not answer {name} in {timeout:.0f}s")
+                raise TimeoutError(f"the controller did not answer census {name} in {timeout:.0f}s")
             time.sleep(0.5)
-        return float(json.loads(answer.read_text())["traced"]) / 2**20
+        result: dict[str, Any] = json.loads(answer.read_text())
+        return result
 
-    def grew(self, before: str, after: str) -> list[str]:
-        import tracemalloc
-
-        old = tracemalloc.Snapshot.load(str(self.dir / f"{before}.snapshot"))
-        new = tracemalloc.Snapshot.load(str(self.dir / f"{after}.snapshot"))
-        out = []
-        for stat in new.compare_to(old, "traceback")[: self.TOP]:
-            frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(stat.traceback)[:4])
-            out.append(f"{stat.size_diff / 1024:+.1f} KiB ({stat.count_diff:+d} blocks) {frames}")
-        return out
+    @classmethod
+    def grew(cls, before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+        """The types whose count changed the most from `before` to `after` (each census' top types)."""
+        old, new = before.get("types", {}), after.get("types", {})
+        diff = {t: new.get(t, 0) - old.get(t, 0) for t in set(old) | set(new)}
+        return dict(sorted(((t, d) for t, d in diff.items() if d), key=lambda x: -abs(x[1]))[: cls.TOP])
 
 
-def run_soak(n: int, cycles: int, trace: bool = False) -> dict[str, Any]:
-    """`trace`: the controller under tracemalloc (bench/traced_controller.py, one shard only)."""
+def run_soak(n: int, cycles: int, census: bool = False) -> dict[str, Any]:
+    """`census`: the controller answers a memory census after each cycle (bench/census_controller.py,
+    one shard only)."""
     exporter = Exporter()
     traffic = ModelTraffic(exporter)
     for model in (INCUMBENT, CANDIDATE, THIRD):
@@ -623,8 +623,8 @@ def run_soak(n: int, cycles: int, trace: bool = False) -> dict[str, Any]:
         install_crds(api, REPO / "crds")
         install_gateway_api_crds(api)
         bench = Bench(plane, prom)
-        tracer = Tracer(plane.workdir) if trace else None
-        factory, procs = controllers(plane, prom, tracer.program if tracer else None)
+        counter = Census(plane.workdir) if census else None
+        factory, procs = controllers(plane, prom, counter.program if counter else None)
         try:
             spec = {
                 "incumbent": {"name": INCUMBENT},
@@ -656,13 +656,18 @@ def run_soak(n: int, cycles: int, trace: bool = False) -> dict[str, Any]:
                 )
                 result["rss_shards"].append(rss_each(procs))
                 result["rss"].append(max(result["rss_shards"][-1]))
-                traced = ""
-                if tracer is not None:
-                    # Snapshots after warm-up (cycle 3, as the growth is counted) and at the end.
-                    snap = cycle in (min(2, cycles - 1), cycles - 1)
-                    result.setdefault("traced", []).append(tracer.ask(f"cycle-{cycle + 1}", snap))
-                    traced = f", traced Python heap {result['traced'][-1]:.2f} MiB"
-                print(f"  cycle {cycle + 1}/{cycles}: RSS {result['rss'][-1]:.1f} MiB{traced}", flush=True)
+                seen = ""
+                if counter is not None:
+                    # Types counted after warm-up (cycle 3, as the growth is counted) and at the end.
+                    types = cycle in (min(2, cycles - 1), cycles - 1)
+                    result.setdefault("census", []).append(counter.ask(f"cycle-{cycle + 1}", types))
+                    now = result["census"][-1]
+                    seen = (
+                        f", Python blocks {now['blocks']:,}, objects {now['objects']:,}, "
+                        f"malloc in use {now.get('malloc_in_use', 0) / 2**20:.1f} MiB, "
+                        f"free in the heap {now.get('malloc_free', 0) / 2**20:.1f} MiB"
+                    )
+                print(f"  cycle {cycle + 1}/{cycles}: RSS {result['rss'][-1]:.1f} MiB{seen}", flush=True)
                 nxt = candidates[(cycle + 1) % 2]
                 if cycle + 1 < cycles:
                     list(
@@ -683,11 +688,9 @@ def run_soak(n: int, cycles: int, trace: bool = False) -> dict[str, Any]:
                 if re.match(r"^modelrollout_\w+\{.*namespace=", line)
             )
             result["alive"] = all(proc.proc.poll() is None for proc in procs)
-            if tracer is not None and cycles > 3:
-                result["grew"] = tracer.grew("cycle-3", f"cycle-{cycles}")
-                print("  grew from cycle 3 to the end, by allocation site:", flush=True)
-                for line in result["grew"]:
-                    print(f"    {line}", flush=True)
+            if counter is not None and cycles > 3:
+                result["grew"] = Census.grew(result["census"][2], result["census"][-1])
+                print(f"  types that grew from cycle 3 to the end: {result['grew']}", flush=True)
         finally:
             factory.stop_all()
             bench.pool.shutdown(wait=False, cancel_futures=True)
@@ -695,8 +698,6 @@ def run_soak(n: int, cycles: int, trace: bool = False) -> dict[str, Any]:
             exporter.close()
     warm = result["rss"][min(2, len(result["rss"]) - 1)]
     result["growth_pct"] = 100 * (result["rss"][-1] - warm) / warm
-    if "traced" in result:
-        result["traced_growth_mib"] = result["traced"][-1] - result["traced"][min(2, len(result["traced"]) - 1)]
     return result
 
 
@@ -750,11 +751,21 @@ def table(scale: list[dict[str, Any]], soak: dict[str, Any] | None) -> str:
             f"| {soak['rss'][min(2, len(soak['rss']) - 1)]:.0f} | {soak['rss'][-1]:.0f} "
             f"| {soak['growth_pct']:+.1f}% | {soak['max_history']} | {soak['per_rollout_series']} |",
         ]
-        if "traced" in soak:
+        if "census" in soak:
+            first, last = soak["census"][min(2, len(soak["census"]) - 1)], soak["census"][-1]
             lines += [
                 "",
-                f"Traced Python heap (tracemalloc, bench/traced_controller.py): {soak['traced'][min(2, len(soak['traced']) - 1)]:.2f} "
-                f"MiB after cycle 3, {soak['traced'][-1]:.2f} MiB at the end ({soak['traced_growth_mib']:+.2f} MiB).",
+                "| census (bench/census_controller.py) | after cycle 3 | at the end |",
+                "|---|---|---|",
+                *(
+                    f"| {label} | {first.get(key, 0) / scale:,.{digits}f} | {last.get(key, 0) / scale:,.{digits}f} |"
+                    for label, key, scale, digits in (
+                        ("Python allocator blocks in use", "blocks", 1, 0),
+                        ("objects the GC tracks", "objects", 1, 0),
+                        ("malloc in use (MiB)", "malloc_in_use", 2**20, 1),
+                        ("free inside the heap (MiB)", "malloc_free", 2**20, 1),
+                    )
+                ),
             ]
     return "\n".join(lines)
 
@@ -786,9 +797,9 @@ def main(argv: list[str] | None = None) -> int:
         help="N[,N...]: side by side with Argo Rollouts, N settled objects on each controller (bench/argo.py)",
     )
     parser.add_argument(
-        "--trace-memory",
+        "--memory-census",
         action="store_true",
-        help="the soak's controller under tracemalloc: traced heap per cycle, what grew (bench/traced_controller.py)",
+        help="the soak's controller answers a memory census each cycle (bench/census_controller.py)",
     )
     parser.add_argument(
         "--argo-canary",
@@ -796,6 +807,8 @@ def main(argv: list[str] | None = None) -> int:
         help="N[,N...]: side by side with Argo Rollouts, N canaries in flight on each controller (bench/argo_canary.py)",
     )
     args = parser.parse_args(argv)
+    if args.memory_census and args.shards != 1:
+        parser.error("--memory-census counts one controller: use it with --shards 1")
     argo_sizes = [int(x) for x in args.argo.replace(",", " ").split()]
     canary_sizes = [int(x) for x in args.argo_canary.replace(",", " ").split()]
     if not args.sizes and not argo_sizes and not canary_sizes:
@@ -838,9 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.soak:
         m, c = (int(x) for x in args.soak.split("x"))
         print(f"soak {m}x{c}", flush=True)
-        if args.trace_memory and SHARDS != 1:
-            parser.error("--trace-memory traces one controller: use it with --shards 1")
-        soak = run_soak(m, c, trace=args.trace_memory)
+        soak = run_soak(m, c, census=args.memory_census)
     report = table(scale, soak) if scale or soak else ""
     if side:
         report += ("\n\n" if report else "") + argo_table(side)

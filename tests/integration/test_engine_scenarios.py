@@ -181,7 +181,22 @@ def test_deleted_with_its_namespace_restores_the_incumbent_and_releases_without_
     world.apply(rollout_body("demo", world.incumbent, world.candidate, canary=steps))
     world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
 
-    client.CoreV1Api(world.api).delete_namespace(world.namespace)
+    core = client.CoreV1Api(world.api)
+    core.delete_namespace(world.namespace)
+
+    def events_refused() -> bool:
+        """The API server's admission has seen the namespace terminating (it reads a cache)."""
+        probe = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name="probe-"),
+            involved_object=client.V1ObjectReference(kind="Namespace", name=world.namespace),
+        )
+        try:
+            core.create_namespaced_event(world.namespace, probe)
+        except client.ApiException as exc:
+            return exc.status == 403 and "being terminated" in str(exc.body)
+        return False
+
+    world.wait(lambda _: events_refused())
     world.custom.delete_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, "demo")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

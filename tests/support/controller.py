@@ -69,7 +69,7 @@ class ControllerProcess:
         self.log_path = plane.workdir / f"controller-{identity}-{os.urandom(3).hex()}.log"
         argv = [
             # The installed console script, or what runs controller.main another way (a bench's
-            # tracing wrapper: bench/traced_controller.py).
+            # memory census: bench/census_controller.py).
             *(program or [str(Path(sys.executable).parent / "modelrollout-controller")]),
             "--kubeconfig",
             # Another user's kubeconfig (e.g. the chart's ServiceAccount), else the plane's admin.
