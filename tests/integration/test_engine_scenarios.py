@@ -146,6 +146,17 @@ def test_new_candidate_mid_rollout_resets_and_the_old_one_is_never_promoted(
     assert obj["status"]["candidate"]["name"] == third
 
 
+def delete_and_wait_gone(world: World, timeout: float) -> None:
+    """Delete the rollout; fail unless the controller has let it go (its finalizer) in `timeout`."""
+    world.custom.delete_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, "demo")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"]:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the rollout is still there {timeout}s after its deletion")
+
+
 def test_deleted_mid_rollout_restores_the_incumbent_then_goes(
     world: World, controller_process: ControllerFactory
 ) -> None:
@@ -155,14 +166,8 @@ def test_deleted_mid_rollout_restores_the_incumbent_then_goes(
     obj = world.wait(lambda o: o.get("status", {}).get("weights", {}).get("candidate") == 20)
     assert "modelrollout.dev/restore-traffic" in obj["metadata"]["finalizers"]
 
-    world.custom.delete_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, "demo")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"]:
-            break
-        time.sleep(0.3)
+    delete_and_wait_gone(world, timeout=30)
 
-    assert world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"] == []
     assert world.route_weights() == {world.incumbent: 100, world.candidate: 0}
     assert world.candidate_writes() == [20, 0]
 
@@ -197,14 +202,8 @@ def test_deleted_with_its_namespace_restores_the_incumbent_and_releases_without_
         return False
 
     world.wait(lambda _: events_refused())
-    world.custom.delete_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL, "demo")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if not world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"]:
-            break
-        time.sleep(0.3)
+    delete_and_wait_gone(world, timeout=60)
 
-    assert world.custom.list_namespaced_custom_object(GROUP, VERSION, world.namespace, PLURAL)["items"] == []
     assert world.route_weights() == {world.incumbent: 100, world.candidate: 0}
     assert world.candidate_writes() == [20, 0]
     assert not [line for line in controller.logs() if line.get("event") == "reconcile failed"]
