@@ -11,8 +11,9 @@ Prometheus scraping a test exporter with live traffic for models `model-a` and `
 
 The same canary on both sides: two replicas, one step of 50% held for 20 minutes (longer than
 the run), judged every 30 s by one guardrail, the candidate's error rate at most 5% over 1 m,
-answered by that Prometheus. Two phases, one after the other (the first one's controller is
-stopped and its namespaces deleted, pods and all, before the second starts):
+answered by that Prometheus. Two phases, one after the other (the first one's namespaces are
+deleted, pods and all, while its controller still runs to release its objects' finalizers; then
+it is stopped, before the second starts):
 
 1. ours: `modelrollout-controller` (4 workers, `--resync-period R`, `--evidence-checkpoint C`,
    no leader election, warning logs). Set-up (not measured): per rollout two Deployments in
@@ -41,6 +42,12 @@ Per controller, with the ratio Argo / ours:
   window, and the largest since the controller started);
 - what each canary shows after the window (ours: phase and verdict; Argo's: phase, step and its
   AnalysisRun's phase), so a window in which the canaries stalled or failed is seen.
+
+Not the same work "to the step": ours' trigger is a new ModelRollout (its first reconcile, the
+finalizer and first status, is counted), Argo's a patch of a Healthy Rollout; ours scales
+Deployments and kube-controller-manager makes their ReplicaSets (under its own name: not
+counted), Argo makes and scales its ReplicaSets itself (counted). In flight both do only what a
+canary needs: judge, write, hold.
 """
 
 from __future__ import annotations
